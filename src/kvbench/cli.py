@@ -1,0 +1,135 @@
+"""kvbench's command line: parse, call one function, print. Nothing imports this module.
+
+Exit codes: 0 ok, 1 run finished with failed cells, 2 bad input (the message names the field, flag
+or file), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from kvbench.errors import RunFailed, UserError
+
+try:  # typer >= 0.29 vendors click
+    from typer._click.exceptions import ClickException as _ClickException
+except ImportError:  # pragma: no cover - older typer depends on click
+    from click import ClickException as _ClickException
+
+app = typer.Typer(
+    name="kvbench",
+    help="Evaluate KV-cache offload and cache-aware routing for vLLM / llm-d, end to end.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+import_app = typer.Typer(help="Import results of other tools into a kvbench run directory.", no_args_is_help=True)
+emulate_app = typer.Typer(help="Run the emulated serving stack (no GPU needed).", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(emulate_app, name="emulate")
+
+_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@app.command()
+def quickstart(
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: ./kvbench-runs/quickstart-<time>)"),
+) -> None:
+    """Run the bundled quickstart experiment on the emulated stack, then write its report."""
+    from kvbench.experiment.quickstart import run_quickstart
+
+    raise typer.Exit(run_quickstart(out))
+
+
+@app.command()
+def run(
+    spec: Path = typer.Argument(..., help="Experiment spec (YAML), or the name of a bundled experiment"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory"),
+    resume: bool = typer.Option(False, "--resume", help="Finish only the cells that are missing in --out"),
+    only: List[str] = typer.Option([], "--only", help="Restrict the matrix: KEY=VALUE (model, scenario, level, repeat)"),
+) -> None:
+    """Run an experiment: every cell of models x scenarios x levels x repeats."""
+    from kvbench.experiment.runner import run_experiment_cli
+
+    raise typer.Exit(run_experiment_cli(spec, out, resume=resume, only=only))
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A kvbench run directory"),
+    format: str = typer.Option("md,csv,png", "--format", help="Comma-separated: md, csv, png, html, br"),
+) -> None:
+    """(Re)build the report of a run."""
+    from kvbench.report.build import build_report
+
+    formats = [part.strip() for part in format.split(",") if part.strip()]
+    report_dir = build_report(run_dir, formats)
+    typer.echo(f"report: {report_dir}")
+
+
+@import_app.command("guidellm")
+def import_guidellm_cmd(
+    files: List[Path] = typer.Argument(..., help="GuideLLM result JSON files"),
+    out: Path = typer.Option(..., "--out", help="Run directory to create"),
+) -> None:
+    """Turn GuideLLM result JSON into a kvbench run directory."""
+    from kvbench.results.guidellm_import import import_guidellm
+
+    run_dir = import_guidellm(files, out)
+    typer.echo(f"imported: {run_dir}")
+
+
+@emulate_app.command("serve", context_settings=_PASSTHROUGH)
+def emulate_serve(ctx: typer.Context) -> None:
+    """One emulated vLLM engine: `kvbench emulate serve MODEL [vllm serve flags] [--hardware H]`."""
+    from kvbench.emulator.api.serve import main as serve_main
+
+    raise typer.Exit(serve_main(list(ctx.args)))
+
+
+@emulate_app.command("router", context_settings=_PASSTHROUGH)
+def emulate_router(ctx: typer.Context) -> None:
+    """The emulated llm-d endpoint picker: `--config EPP.yaml --endpoint URL [--endpoint URL ...]`."""
+    from kvbench.emulator.router.serve import main as router_main
+
+    raise typer.Exit(router_main(list(ctx.args)))
+
+
+@emulate_app.command("stack")
+def emulate_stack(
+    spec: Path = typer.Argument(..., help="Experiment spec; its first model and scenario are started"),
+    scenario: Optional[str] = typer.Option(None, "--scenario", help="Scenario to start (default: the spec's first)"),
+) -> None:
+    """Start a scenario's whole local stack (KV stores, engines, router) and keep it up."""
+    from kvbench.emulator.stack import main as stack_main
+
+    raise typer.Exit(stack_main(spec, scenario))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, prog_name="kvbench", standalone_mode=False)
+    except UserError as err:
+        typer.echo(f"kvbench: error: {err}", err=True)
+        return UserError.exit_code
+    except RunFailed as err:
+        typer.echo(f"kvbench: {err}", err=True)
+        return RunFailed.exit_code
+    except KeyboardInterrupt:
+        typer.echo("kvbench: interrupted", err=True)
+        return 130
+    except typer.Exit as done:
+        return done.exit_code
+    except SystemExit as done:  # argparse in pass-through commands
+        return done.code if isinstance(done.code, int) else 2
+    except _ClickException as err:  # usage errors come through here in non-standalone mode
+        err.show()
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

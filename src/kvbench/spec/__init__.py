@@ -1,0 +1,1 @@
+"""Experiment specs (pydantic models loaded from YAML) and the built-in catalogs."""
