@@ -155,3 +155,28 @@ class Engine(Protocol):
     def reset_prefix_cache(self) -> bool: ...
 
     def stats(self) -> EngineStats: ...
+
+
+@dataclass(slots=True)
+class EngineArgs:
+    """Everything `kvbench emulate serve` takes (the `vllm serve` flags DESIGN.md lists, plus the
+    hardware profile and the process environment the connectors read). Built by the API layer's
+    flag parser; consumed by `kvbench.emulator.engine.build.build_engine`."""
+
+    model: str  # catalog model name as vLLM takes it, e.g. "Qwen/Qwen3-8B"
+    hardware: str = "H100-SXM"
+    served_model_name: str | None = None
+    tensor_parallel_size: int = 1
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int | None = None  # None: vLLM's default for the chosen mode
+    max_model_len: int | None = None  # None: the model's context length from the catalog
+    gpu_memory_utilization: float = 0.9
+    block_size: int = 16
+    num_gpu_blocks_override: int | None = None
+    enable_prefix_caching: bool = True
+    prefix_caching_hash_algo: str = "sha256"  # vLLM 0.11 default; "sha256_cbor" for llm-d
+    enable_prompt_tokens_details: bool = False
+    kv_transfer_config: dict | None = None  # --kv-transfer-config JSON, verbatim
+    kv_events_config: dict | None = None  # --kv-events-config JSON, verbatim
+    env: dict[str, str] = field(default_factory=dict)  # PYTHONHASHSEED, LMCACHE_*, ...
+    seed: int = 0
