@@ -94,3 +94,17 @@ class KVConnector(Protocol):
     def reset(self) -> None: ...  # reset_prefix_cache also clears the connector's local tiers
 
     def metrics(self) -> dict[str, float]: ...  # see EngineStats.connector_metrics
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorFacts:
+    """What the engine tells a connector about itself when building it
+    (`kvbench.emulator.tiers.factory.build_connector(args: EngineArgs, facts: ConnectorFacts)`)."""
+
+    model_name: str  # catalog name, e.g. "Qwen/Qwen3-8B" (LMCache keys use it)
+    gpu_block_size: int  # tokens per GPU block
+    kv_bytes_per_token: int  # whole model (all layers, K and V), at the KV dtype
+    tensor_parallel_size: int  # each rank holds kv_bytes_per_token / tp
+    host_link_bytes_per_s: float  # pinned host<->device copy bandwidth per GPU, each way
+    kv_dtype: str = "bfloat16"
+    num_gpu_blocks: int = 0
