@@ -204,6 +204,9 @@ class ExperimentSpec(StrictModel):
     seed: int = 0
     models: list[str] = Field(min_length=1)
     scenarios: list[str] = Field(default_factory=lambda: ["no-offload"], min_length=1)
+    scenario_files: list[Path] = Field(
+        default_factory=list, description="extra scenario YAML files (spec/scenarios.py format), relative to the spec"
+    )
     scenario_params: dict[str, list[Any]] = Field(
         default_factory=dict, description="knobs swept across scenarios, e.g. num_cpu_blocks: [10000, 20000]"
     )
@@ -256,4 +259,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise UserError(f"{spec_path}: invalid YAML{where}: {problem}") from None
-    return parse_spec(data, str(spec_path))
+    spec = parse_spec(data, str(spec_path))
+    # Relative scenario files are relative to the spec file (absolute in the manifest snapshot).
+    spec.scenario_files = [p if p.is_absolute() else (spec_path.parent / p).resolve() for p in spec.scenario_files]
+    return spec
