@@ -1,0 +1,118 @@
+"""Matrix expansion: models x scenarios (x scenario_params combinations) x levels x repeats.
+
+Order: model-major, then scenario (and its parameter combination), then repeat, then level, so one
+target.up() serves every level and repeat of a (model, scenario). A scenario with parameters gets
+the label `<scenario>+<k>=<v>,...` (what cell ids and tables show); the bare name and the
+parameters are kept beside it.
+
+Levels: concurrencies (concurrent), req/s (constant, poisson), 1 (synchronous). For `sweep` the
+level is the sweep step k = 1..sweep_size: 1 runs synchronous, 2 throughput, k >= 3 a constant
+rate that is only known once steps 1 and 2 have run (GuideLLM's sweep); cell.json holds the rate.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvbench.errors import UserError
+from kvbench.results.layout import CellRef, format_level, make_cell_id
+from kvbench.spec.experiment import ExperimentSpec
+
+ONLY_KEYS = ("model", "scenario", "level", "repeat")
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    model: str
+    scenario: str  # the label: bare scenario name, or name+params
+    scenario_name: str
+    scenario_params: dict[str, Any] = field(hash=False)
+    level: float
+    repeat: int
+    strategy: str  # what this cell runs: concurrent | constant | poisson | synchronous | throughput
+
+    @property
+    def cell_id(self) -> str:
+        return make_cell_id(self.model, self.scenario, self.level, self.repeat)
+
+    @property
+    def group_key(self) -> tuple[str, str]:
+        return self.model, self.scenario
+
+    def ref(self) -> CellRef:
+        return CellRef(cell_id=self.cell_id, model=self.model, scenario=self.scenario, level=self.level,
+                       repeat=self.repeat, scenario_name=self.scenario_name, scenario_params=self.scenario_params,
+                       strategy=self.strategy)
+
+
+def scenario_variants(spec: ExperimentSpec) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, scenario name, params) for every scenario x parameter combination."""
+    keys = sorted(spec.scenario_params)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*(spec.scenario_params[k] for k in keys))]
+    variants = []
+    for name in spec.scenarios:
+        for params in combos or [{}]:
+            label = name if not params else name + "+" + ",".join(f"{k}={v}" for k, v in params.items())
+            variants.append((label, name, params))
+    return variants
+
+
+def level_strategies(spec: ExperimentSpec) -> list[tuple[float, str]]:
+    load = spec.load
+    if load.strategy == "sweep":
+        return [(float(k), _sweep_step_strategy(k)) for k in range(1, load.sweep_size + 1)]
+    if load.strategy == "synchronous":
+        return [(1.0, "synchronous")]
+    return [(float(level), load.strategy) for level in load.levels]
+
+
+def _sweep_step_strategy(step: int) -> str:
+    return {1: "synchronous", 2: "throughput"}.get(step, "constant")
+
+
+def expand_cells(spec: ExperimentSpec, only: list[str] | tuple[str, ...] = ()) -> list[CellPlan]:
+    filters = parse_only(only)
+    plans = [
+        CellPlan(model, label, name, params, level, repeat, strategy)
+        for model in spec.models
+        for label, name, params in scenario_variants(spec)
+        for repeat in range(spec.repeats)
+        for level, strategy in level_strategies(spec)
+    ]
+    kept = [p for p in plans if _matches(p, filters)]
+    if not kept:
+        shown = " ".join(f"{k}={v}" for k, values in filters.items() for v in values)
+        raise UserError(f"--only {shown}: matches no cell of the experiment")
+    return kept
+
+
+def parse_only(only) -> dict[str, set[str]]:
+    """`--only KEY=VALUE` (repeatable; several values of one key are OR-ed, keys AND-ed)."""
+    filters: dict[str, set[str]] = {}
+    for item in only:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not value.strip():
+            raise UserError(f"--only {item!r}: expected KEY=VALUE with KEY one of {', '.join(ONLY_KEYS)}")
+        if key not in ONLY_KEYS:
+            raise UserError(f"--only {item!r}: unknown key {key!r}; use one of {', '.join(ONLY_KEYS)}")
+        value = value.strip()
+        if key == "level":
+            try:
+                value = format_level(float(value))
+            except ValueError:
+                raise UserError(f"--only {item!r}: level must be a number") from None
+        filters.setdefault(key, set()).add(value)
+    return filters
+
+
+def _matches(plan: CellPlan, filters: dict[str, set[str]]) -> bool:
+    values = {
+        "model": {plan.model, plan.model.split("/")[-1]},
+        "scenario": {plan.scenario, plan.scenario_name},
+        "level": {format_level(plan.level)},
+        "repeat": {str(plan.repeat)},
+    }
+    return all(values[key] & wanted for key, wanted in filters.items())

@@ -1,0 +1,264 @@
+"""`kvbench run`: expand the matrix, bring each (model, scenario) up, run its cells, write the run.
+
+Contracts:
+- finished cells (status ok) are never rerun or duplicated; with --resume every other cell is redone
+  from scratch (RunStore deletes its partial data first);
+- a cell that fails (target down, endpoint unreachable, no request succeeded) is recorded as failed
+  with its error and the matrix goes on; the exit code is 1 when any cell of the matrix failed;
+- Ctrl-C marks the running cell interrupted, keeps everything written so far, and exits 130;
+  `--resume` finishes the run. target.down() is always called for a deployment that came up;
+- every scenario of one repeat gets the same workload (seed = spec.seed + repeat), so scenarios are
+  paired; repeats differ. Capacity-aware sizing is fixed per (model, repeat) by the first scenario
+  that ran, for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from kvbench.errors import UserError
+from kvbench.experiment.cell_run import CellInputs, RunnerHooks, run_cell
+from kvbench.experiment.cells import CellPlan, expand_cells
+from kvbench.results.layout import CellInfo, CellStatus, RunManifest
+from kvbench.results.store import RunStore, host_facts, manifest_versions, utc_now_iso
+from kvbench.spec.experiment import ExperimentSpec, load_spec
+from kvbench.targets import build_target
+from kvbench.targets.base import Deployment, TargetError
+from kvbench.targets.endpoint import fetch_models, max_model_len_of
+from kvbench.workload.build import build_workload, longest_conversation_tokens
+from kvbench.workload.sizing import KvCapacities
+
+VERSIONED_PACKAGES = ["kvbench", "aiohttp", "pydantic", "pyarrow", "pandas", "numpy", "psutil", "rich"]
+DEFAULT_THROUGHPUT_CONCURRENCY = 512  # GuideLLM's default max_concurrency for its throughput stage
+
+
+def run_experiment_cli(spec_path: Path, out: Path | None, resume: bool = False, only=(),
+                       hooks: RunnerHooks | None = None, console: Console | None = None) -> int:
+    spec = load_spec(spec_path)
+    plans = expand_cells(spec, list(only))
+    run_dir = Path(out) if out else (spec.output_dir or Path("kvbench-runs") / f"{spec.name}-{_stamp()}")
+    console = console or Console(stderr=True)
+    target = build_target(spec.target, run_dir=run_dir, seed=spec.seed)
+    store = _open_store(spec, run_dir, resume, target.describe())
+    store.register_cells([p.ref() for p in plans])
+    runner = ExperimentRunner(spec, Path(spec_path), store, target, hooks or RunnerHooks(), console)
+    return runner.run(plans)
+
+
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def _open_store(spec: ExperimentSpec, run_dir: Path, resume: bool, sut) -> RunStore:
+    snapshot = spec.model_dump(mode="json")
+    if not resume:
+        manifest = RunManifest(kvbench_version=manifest_versions(["kvbench"])["kvbench"], run_name=spec.name,
+                               created_at=utc_now_iso(), spec=snapshot, system_under_test=sut, host=host_facts(),
+                               versions=manifest_versions(VERSIONED_PACKAGES), strategy=spec.load.strategy,
+                               clock_origin_unix_s=time.time())
+        return RunStore.create(run_dir, manifest)
+    store = RunStore.open(run_dir)
+    if store.manifest.spec != snapshot:
+        changed = sorted(k for k in set(snapshot) | set(store.manifest.spec)
+                         if snapshot.get(k) != store.manifest.spec.get(k))
+        if any(c.status == CellStatus.OK for c in store.manifest.cells):
+            raise UserError(f"--resume: the spec differs from the one {run_dir} was started with "
+                            f"(fields: {', '.join(changed)}); finished cells would not be comparable")
+        store.manifest.spec = snapshot  # nothing finished yet: start over with the new spec
+        store.manifest.cells = []
+    store.manifest.finished_at = None
+    store.save_manifest()
+    return store
+
+
+class ExperimentRunner:
+    def __init__(self, spec: ExperimentSpec, spec_path: Path, store: RunStore, target, hooks: RunnerHooks,
+                 console: Console):
+        self.spec, self.spec_path, self.store, self.target = spec, spec_path, store, target
+        self.hooks, self.console = hooks, console
+        origin = getattr(store.manifest, "clock_origin_unix_s", None) or time.time()
+        from kvbench.loadgen.api import RunClock
+
+        # seconds from the run's start, continued across --resume (wall clock bridges the processes)
+        self.clock = RunClock(time.perf_counter() - (time.time() - origin))
+        self.workloads: dict[tuple[str, int], tuple[Any, dict]] = {}
+        self.any_failed = False
+
+    def run(self, plans: list[CellPlan]) -> int:
+        try:
+            for key, group in _groups(plans):
+                pending = [p for p in group if not self.store.is_done(p.cell_id)]
+                if pending:
+                    self._run_group(pending)
+        except KeyboardInterrupt:
+            self.console.print(f"interrupted: results so far are kept; finish with "
+                               f"`kvbench run {self.spec_path} --out {self.store.run_dir} --resume`")
+            return 130
+        self.store.finish()
+        self._print_summary(plans)
+        return 1 if self._failed_cells(plans) else 0
+
+    # ------------------------------------------------------------------ one (model, scenario)
+    def _run_group(self, pending: list[CellPlan]) -> None:
+        first = pending[0]
+        try:
+            deployment = self.target.up(first.model, first.scenario_name, first.scenario_params)
+        except TargetError as err:
+            self._fail_all(pending, f"target up failed: {err}", err.log_tail)
+            return
+        except (OSError, RuntimeError) as err:
+            self._fail_all(pending, f"target up failed: {type(err).__name__}: {err}", None)
+            return
+        try:
+            self.store.manifest.system_under_test = self.target.describe()
+            self.store.save_manifest()
+            endpoint = self._endpoint(deployment)
+            self._check_lengths(pending, deployment)
+            for plan in pending:
+                self._run_cell(plan, deployment, endpoint)
+        finally:
+            self.target.down(deployment)
+
+    def _fail_all(self, plans: list[CellPlan], error: str, log_tail: str | None) -> None:
+        self.console.print(f"[red]failed[/red] {plans[0].model} / {plans[0].scenario}: {error}")
+        for plan in plans:
+            self.store.record_failure(self._info(plan), error, log_tail)
+
+    def _endpoint(self, deployment: Deployment):
+        from kvbench.loadgen.api import EndpointConfig
+
+        load = self.spec.load
+        return EndpointConfig(base_url=deployment.base_url, model_name=deployment.served_model_name, api=load.api,
+                              stream=load.stream, request_timeout_s=load.request_timeout_s)
+
+    def _workload(self, plan: CellPlan, deployment: Deployment):
+        key = (plan.model, plan.repeat)
+        if key not in self.workloads:
+            caps = KvCapacities.from_details(deployment.details)
+            self.workloads[key] = build_workload(self.spec.workload, self.spec.seed + plan.repeat, caps,
+                                                 base_dir=self.spec_path.parent)
+        return self.workloads[key]
+
+    def _check_lengths(self, plans: list[CellPlan], deployment: Deployment) -> None:
+        """Reject (UserError) a workload whose longest conversation does not fit max_model_len."""
+        max_len = deployment.details.get("max_model_len")
+        if max_len is None:
+            try:
+                max_len = max_model_len_of(fetch_models(deployment.base_url), deployment.served_model_name)
+            except TargetError:
+                max_len = None
+        for plan in plans:
+            workload, _ = self._workload(plan, deployment)
+            has_text = any(t.question_text and not t.question_token_ids for c in workload.conversations for t in c.turns)
+            if has_text and self.spec.load.api != "chat":
+                raise UserError(f"{self.spec_path}: load.api: the replay has text prompts; set load.api: chat")
+            needed = longest_conversation_tokens(workload)
+            if max_len is None:
+                self.console.print(f"note: {deployment.served_model_name} does not report max_model_len; "
+                                   f"not checking the longest conversation ({needed} tokens)")
+                return
+            if needed > max_len:
+                raise UserError(f"{self.spec_path}: workload: the longest conversation needs {needed} tokens "
+                                f"(prefix + every turn's question and answer) but {deployment.served_model_name} "
+                                f"serves max_model_len {max_len}")
+
+    # ------------------------------------------------------------------ one cell
+    def _run_cell(self, plan: CellPlan, deployment: Deployment, endpoint) -> None:
+        if self.hooks.before_cell is not None:
+            self.hooks.before_cell(plan)
+        workload, capacity = self._workload(plan, deployment)
+        info = self._info(plan)
+        info.workload = {"kind": workload.kind, "conversations": len(workload.conversations),
+                         "seed": self.spec.seed + plan.repeat, "capacity": capacity}
+        info.deployment = {"base_url": deployment.base_url, "served_model_name": deployment.served_model_name,
+                           "details": deployment.details}
+        try:
+            level_plan = self._level_plan(plan)
+        except RuntimeError as err:
+            self.store.record_failure(info, str(err))
+            return
+        info.level_plan = {k: getattr(level_plan, k) for k in ("strategy", "level", "duration_s", "max_requests",
+                                                                "warmup_s", "cooldown_s", "max_concurrency", "seed")}
+        writer = self.store.start_cell(info)
+        self.console.print(f"cell {plan.cell_id}: {level_plan.strategy} {level_plan.level:g}")
+        inputs = CellInputs(self.spec, self.target, deployment, endpoint, self.clock, workload, level_plan, self.hooks)
+        try:
+            status, error = asyncio.run(run_cell(inputs, writer))
+        except KeyboardInterrupt:
+            self.store.end_cell(writer, CellStatus.INTERRUPTED, "interrupted (Ctrl-C); --resume redoes this cell")
+            raise
+        except UserError:
+            self.store.end_cell(writer, CellStatus.FAILED, "bad input; see the error printed")
+            raise
+        except Exception as err:  # noqa: BLE001 - one cell's fault must not stop the matrix
+            status, error = CellStatus.FAILED, f"{type(err).__name__}: {err}"
+        self.store.end_cell(writer, status, error)
+        if status != CellStatus.OK:
+            self.console.print(f"[red]cell {plan.cell_id} failed[/red]: {error}")
+
+    def _level_plan(self, plan: CellPlan):
+        from kvbench.loadgen.api import LevelPlan
+
+        load, seed = self.spec.load, self.spec.seed + plan.repeat
+        level = plan.level
+        if plan.strategy == "throughput":
+            level = float(load.max_concurrency or DEFAULT_THROUGHPUT_CONCURRENCY)
+        elif load.strategy == "sweep" and plan.strategy == "constant":
+            level = self._sweep_rate(plan)
+        return LevelPlan(plan.strategy, level, load.duration_s, load.requests_per_level, warmup_s=load.warmup_s,
+                         cooldown_s=load.cooldown_s, max_concurrency=load.max_concurrency, seed=seed)
+
+    def _sweep_rate(self, plan: CellPlan) -> float:
+        from kvbench.loadgen.api import sweep_rates
+
+        measured = []
+        for step in (1.0, 2.0):
+            ref = CellPlan(plan.model, plan.scenario, plan.scenario_name, plan.scenario_params, step, plan.repeat, "")
+            info = self.store.read_cell(ref.cell_id)
+            rate = info.summary.get("request_rate_rps") if info and info.status == CellStatus.OK else None
+            if not rate:
+                raise RuntimeError(f"sweep: step {step:g} ({'synchronous' if step == 1 else 'throughput'}) "
+                                   f"has no measured rate; the constant-rate steps need it")
+            measured.append(rate)
+        rates = sweep_rates(measured[0], measured[1], self.spec.load.sweep_size)
+        return float(rates[int(plan.level) - 1])
+
+    def _info(self, plan: CellPlan) -> CellInfo:
+        return CellInfo(cell_id=plan.cell_id, model=plan.model, scenario=plan.scenario,
+                        scenario_params=plan.scenario_params, level=plan.level, repeat=plan.repeat,
+                        strategy=plan.strategy, scenario_name=plan.scenario_name)
+
+    # ------------------------------------------------------------------ the end
+    def _failed_cells(self, plans: list[CellPlan]) -> list[str]:
+        ids = {p.cell_id for p in plans}
+        return [c.cell_id for c in self.store.manifest.cells if c.cell_id in ids and c.status != CellStatus.OK]
+
+    def _print_summary(self, plans: list[CellPlan]) -> None:
+        rows = []
+        for plan in plans:
+            info = self.store.read_cell(plan.cell_id)
+            if info is not None:
+                rows.append({"cell_id": plan.cell_id, "status": info.status.value, **info.summary})
+        try:
+            from kvbench.loadgen.progress import render_summary_table
+        except ImportError:
+            render_summary_table = None
+        if render_summary_table is not None:
+            self.console.print(render_summary_table(rows))
+        else:
+            for row in rows:
+                self.console.print(f"{row['cell_id']}: {row['status']} ok={row.get('requests_ok')} "
+                                   f"rps={row.get('request_rate_rps')} ttft_p50={row.get('ttft_ms_p50')}")
+
+
+def _groups(plans: list[CellPlan]):
+    groups: dict[tuple[str, str], list[CellPlan]] = {}
+    for plan in plans:
+        groups.setdefault(plan.group_key, []).append(plan)
+    return groups.items()

@@ -1,0 +1,208 @@
+"""RunStore: writes the run directory of results/layout.py while the run goes.
+
+Crash-safety contract:
+- manifest.json and cell.json are replaced atomically (layout.write_json_atomic) on every change;
+- requests / server metrics / system metrics are appended as parquet part files
+  (`<name>.parquet/part-NNNNN.parquet`), each written to a temp name and renamed, so a crash loses
+  at most the rows buffered since the last flush (`batch_rows`) and never leaves a half file;
+- `--resume`: cells whose status is ok are kept as they are; any other cell (running, failed,
+  interrupted, pending) has its directory deleted and is redone from scratch, so rows are never
+  duplicated.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kvbench.errors import UserError
+from kvbench.results.layout import (
+    CELL_FILE, MANIFEST_FILE, REQUESTS_FILE, SERVER_METRICS_FILE, SYSTEM_METRICS_FILE, CellInfo,
+    CellRef, CellStatus, RunManifest, cell_dir, save_model,
+)
+from kvbench.results.records import REQUEST_SCHEMA, SERVER_METRICS_SCHEMA, SYSTEM_METRICS_SCHEMA, RequestRecord
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class PartWriter:
+    """Buffers rows of one schema and appends them as numbered part files under `<dir>`."""
+
+    def __init__(self, directory: Path, schema: pa.Schema, batch_rows: int):
+        self.directory = directory
+        self.schema = schema
+        self.batch_rows = batch_rows
+        self.rows: list[dict] = []
+        self.next_part = len(list(directory.glob("part-*.parquet"))) if directory.exists() else 0
+        self.rows_written = 0
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.batch_rows:
+            self.flush()
+
+    def extend(self, rows: Iterable[dict]) -> None:
+        for row in rows:
+            self.append(row)
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist(self.rows, schema=self.schema)
+        final = self.directory / f"part-{self.next_part:05d}.parquet"
+        temp = self.directory / f".part-{self.next_part:05d}.parquet.tmp"
+        pq.write_table(table, temp)
+        os.replace(temp, final)
+        self.next_part += 1
+        self.rows_written += len(self.rows)
+        self.rows = []
+
+
+class CellWriter:
+    """Everything one cell writes: its three parquet datasets and its cell.json."""
+
+    def __init__(self, directory: Path, info: CellInfo, batch_rows: int = 256):
+        self.directory = directory
+        self.info = info
+        self.requests = PartWriter(directory / REQUESTS_FILE, REQUEST_SCHEMA, batch_rows)
+        self.server_metrics = PartWriter(directory / SERVER_METRICS_FILE, SERVER_METRICS_SCHEMA, 4 * batch_rows)
+        self.system_metrics = PartWriter(directory / SYSTEM_METRICS_FILE, SYSTEM_METRICS_SCHEMA, batch_rows)
+
+    def add_request(self, record: RequestRecord) -> None:
+        self.requests.append(record.to_row())
+
+    def flush(self) -> None:
+        for writer in (self.requests, self.server_metrics, self.system_metrics):
+            writer.flush()
+
+    def save(self) -> None:
+        save_model(self.directory / CELL_FILE, self.info)
+
+
+class RunStore:
+    """The run directory. Create with `RunStore.create`, reopen for --resume with `RunStore.open`."""
+
+    def __init__(self, run_dir: Path, manifest: RunManifest):
+        self.run_dir = Path(run_dir)
+        self.manifest = manifest
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def create(cls, run_dir: Path, manifest: RunManifest) -> "RunStore":
+        run_dir = Path(run_dir)
+        if (run_dir / MANIFEST_FILE).exists():
+            raise UserError(f"--out: {run_dir} already holds a run; pass --resume to finish it or choose another directory")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        store = cls(run_dir, manifest)
+        store.save_manifest()
+        return store
+
+    @classmethod
+    def open(cls, run_dir: Path) -> "RunStore":
+        path = Path(run_dir) / MANIFEST_FILE
+        if not path.is_file():
+            raise UserError(f"--resume: {run_dir} holds no {MANIFEST_FILE}; nothing to resume")
+        try:
+            manifest = RunManifest.model_validate_json(path.read_text())
+        except ValueError as err:
+            raise UserError(f"{path}: not a kvbench manifest ({str(err).splitlines()[0]})") from None
+        return cls(Path(run_dir), manifest)
+
+    def save_manifest(self) -> None:
+        save_model(self.run_dir / MANIFEST_FILE, self.manifest)
+
+    def finish(self) -> None:
+        self.manifest.finished_at = utc_now_iso()
+        self.save_manifest()
+
+    # ------------------------------------------------------------------ cells
+    def cell_ref(self, cell_id: str) -> CellRef | None:
+        return next((c for c in self.manifest.cells if c.cell_id == cell_id), None)
+
+    def is_done(self, cell_id: str) -> bool:
+        ref = self.cell_ref(cell_id)
+        return ref is not None and ref.status == CellStatus.OK
+
+    def read_cell(self, cell_id: str) -> CellInfo | None:
+        path = cell_dir(self.run_dir, cell_id) / CELL_FILE
+        return CellInfo.model_validate_json(path.read_text()) if path.is_file() else None
+
+    def register_cells(self, refs: list[CellRef]) -> None:
+        """Add cells the manifest does not list yet (a resume with a wider --only adds, never drops)."""
+        known = {c.cell_id for c in self.manifest.cells}
+        self.manifest.cells.extend(ref for ref in refs if ref.cell_id not in known)
+        self.save_manifest()
+
+    def start_cell(self, info: CellInfo, batch_rows: int = 256) -> CellWriter:
+        """Begin (or redo from scratch) a cell: partial data of an earlier attempt is deleted first."""
+        if self.is_done(info.cell_id):
+            raise RuntimeError(f"cell {info.cell_id} is already finished; it must not be rerun")
+        directory = cell_dir(self.run_dir, info.cell_id)
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        info.status = CellStatus.RUNNING
+        info.started_at = utc_now_iso()
+        writer = CellWriter(directory, info, batch_rows)
+        writer.save()
+        self.set_status(info.cell_id, CellStatus.RUNNING)
+        return writer
+
+    def end_cell(self, writer: CellWriter, status: CellStatus, error: str | None = None) -> None:
+        """Flush the data, then cell.json, then the manifest: a cell is ok only once its data is on disk."""
+        writer.flush()
+        writer.info.status = status
+        writer.info.ended_at = utc_now_iso()
+        if error is not None:
+            writer.info.error = error
+        writer.save()
+        self.set_status(writer.info.cell_id, status)
+
+    def set_status(self, cell_id: str, status: CellStatus) -> None:
+        ref = self.cell_ref(cell_id)
+        if ref is None:
+            raise KeyError(cell_id)
+        ref.status = status
+        self.save_manifest()
+
+    def record_failure(self, info: CellInfo, error: str, log_tail: str | None = None) -> None:
+        """A cell that failed before it could start (e.g. the target did not come up)."""
+        writer = self.start_cell(info)
+        writer.info.log_tail = log_tail
+        self.end_cell(writer, CellStatus.FAILED, error)
+
+
+def manifest_versions(packages: list[str]) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def host_facts() -> dict[str, Any]:
+    import platform
+
+    import psutil
+
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count_logical": psutil.cpu_count(logical=True),
+        "cpu_count_physical": psutil.cpu_count(logical=False),
+        "memory_total_bytes": psutil.virtual_memory().total,
+    }
