@@ -1,0 +1,130 @@
+"""Redis / Valkey backend of the KV-block index, in llm-d kv-cache-manager v0.4's key layout.
+
+Layout (pkg/kvcache/kvblock/redis.go + index.go, v0.4): one HASH per key named
+`<model>@<chunk_hash as decimal uint64>`; one field per holder `"<pod>@<tier>"`, its value the time
+of the last store in RFC 3339 (Go's time.RFC3339). Lookup pipelines `HKEYS` per key (in batches of
+`lookup_batch_keys`, so a short hit on a long prompt costs one round trip) and stops at the first
+key with no field. Valkey speaks the same protocol: `valkey://` is rewritten to `redis://` and a
+bare `host:port` gets `redis://`, as llm-d does.
+
+Faults: every call has a short socket timeout; a failure opens a circuit breaker for
+`breaker_open_s`, during which calls raise `IndexUnavailable` at once (the scorer then scores 0).
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from kvbench.emulator.router.index_memory import Holders, IndexUnavailable, PodEntry
+
+
+def normalize_address(address: str) -> str:
+    if address.startswith("valkey://"):
+        return "redis://" + address[len("valkey://"):]
+    if address.startswith("valkeys://"):
+        return "rediss://" + address[len("valkeys://"):]
+    if address.startswith(("redis://", "rediss://", "unix://")):
+        return address
+    return "redis://" + address
+
+
+def redis_key(model: str, block_hash: int) -> str:
+    return f"{model}@{block_hash}"
+
+
+def rfc3339(wall_s: float) -> str:
+    stamp = datetime.datetime.fromtimestamp(int(wall_s), tz=datetime.timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class RedisIndex:
+    def __init__(self, address: str, backend_type: str = "redis", socket_timeout_s: float = 0.1,
+                 breaker_open_s: float = 1.0, lookup_batch_keys: int = 128,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.name = backend_type
+        self.url = normalize_address(address)
+        self.breaker_open_s = breaker_open_s
+        self.lookup_batch_keys = lookup_batch_keys
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._open_until_s = 0.0
+        self.client = aioredis.Redis.from_url(
+            self.url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
+            decode_responses=True, retry_on_timeout=False,
+        )
+
+    def breaker_open(self) -> bool:
+        return self.clock() < self._open_until_s
+
+    async def _run(self, coroutine_factory):
+        if self.breaker_open():
+            raise IndexUnavailable(f"{self.name} index: circuit open")
+        try:
+            return await coroutine_factory()
+        except (RedisError, OSError, TimeoutError) as err:
+            self._open_until_s = self.clock() + self.breaker_open_s
+            await self._drop_connections()
+            raise IndexUnavailable(f"{self.name} index: {type(err).__name__}: {err}") from err
+
+    async def _drop_connections(self) -> None:
+        try:
+            await self.client.connection_pool.disconnect()
+        except Exception:  # noqa: BLE001  (best effort: the pool reconnects on the next call)
+            pass
+
+    async def lookup(self, model: str, hashes: list[int]) -> list[Holders]:
+        return await self._run(lambda: self._lookup(model, hashes))
+
+    async def _lookup(self, model: str, hashes: list[int]) -> list[Holders]:
+        found: list[Holders] = []
+        for start in range(0, len(hashes), self.lookup_batch_keys):
+            pipe = self.client.pipeline(transaction=False)
+            for block_hash in hashes[start:start + self.lookup_batch_keys]:
+                pipe.hkeys(redis_key(model, block_hash))
+            for fields in await pipe.execute():
+                if not fields:
+                    return found
+                holders: Holders = {}
+                for field in fields:
+                    entry = PodEntry.from_field(field)
+                    holders.setdefault(entry.pod, set()).add(entry.tier)
+                found.append(holders)
+        return found
+
+    async def add(self, model: str, hashes: list[int], entries: list[PodEntry]) -> None:
+        if not hashes or not entries:
+            return
+        stamp = rfc3339(self.wall_clock())
+
+        async def _add():
+            pipe = self.client.pipeline(transaction=False)
+            for block_hash in hashes:
+                pipe.hset(redis_key(model, block_hash), mapping={e.field(): stamp for e in entries})
+            await pipe.execute()
+
+        await self._run(_add)
+
+    async def evict(self, model: str, block_hash: int, entries: list[PodEntry]) -> None:
+        if entries:
+            await self._run(lambda: self.client.hdel(redis_key(model, block_hash), *[e.field() for e in entries]))
+
+    async def clear_pod(self, pod: str) -> None:
+        await self._run(lambda: self._clear_pod(pod))
+
+    async def _clear_pod(self, pod: str) -> None:
+        async for key in self.client.scan_iter(match="*@*", count=1000):
+            fields = [f for f in await self.client.hkeys(key) if PodEntry.from_field(f).pod == pod]
+            if fields:
+                await self.client.hdel(key, *fields)
+
+    async def size(self) -> int:
+        return await self._run(self.client.dbsize)
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,133 @@
+"""llm-d's `precise-prefix-cache-scorer` (inference-scheduler v0.4 + kv-cache-manager v0.4).
+
+Contract:
+- Request keys are the engine's own block hashes, recomputed from the prompt tokens the way vLLM
+  computes `sha256_cbor` (kv-cache-manager v0.4 token_processor.go): init = sha256(CBOR(hashSeed)),
+  h_i = sha256(CBOR([h_{i-1}, tokens_i, None])), key = the low 64 bits of h_i (big-endian bytes
+  24..32). Only full blocks of `tokenProcessorConfig.blockSize` tokens (default 16) are keyed. They
+  match the engine's KV events only if it runs `--prefix-caching-hash-algo sha256_cbor` with
+  PYTHONHASHSEED == hashSeed and the same block size.
+- Token-id prompts are used as they are. Text prompts and chat go through the emulated engine's
+  deterministic tokenizer (`kvbench.emulator.api.tokenizer`) when it is importable; otherwise they
+  score 0 (no holder is predicted).
+- Score (kvblock_scorer.go LongestPrefix): walking the keys in order, the pods that held every key
+  so far each gain their max tier weight for the key (gpu 1.0, cpu 0.8); then min-max normalised
+  over the pods that scored (utils.go): pods without a score -> 0, all scored equal -> 1.0.
+- The index store being down scores every endpoint 0; routing continues on the other scorers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from typing import Callable
+
+import cbor2
+
+from kvbench.emulator.router.endpoints import Endpoint
+from kvbench.emulator.router.index_memory import Holders, IndexUnavailable, KVBlockIndex
+from kvbench.emulator.router.request import RouterRequest
+from kvbench.emulator.router.scorers import ScorerOutput
+
+log = logging.getLogger(__name__)
+
+TIER_WEIGHTS = {"gpu": 1.0, "cpu": 0.8}
+DEFAULT_TIER_WEIGHT = 0.8  # unknown offload tiers (disk, remote) weigh as an offload tier
+
+
+def sha256_cbor(value) -> bytes:
+    return hashlib.sha256(cbor2.dumps(value, canonical=True)).digest()
+
+
+def block_keys(token_ids: list[int], block_size_tokens: int, hash_seed: str) -> list[int]:
+    parent = sha256_cbor(hash_seed)
+    keys = []
+    for start in range(0, len(token_ids) - block_size_tokens + 1, block_size_tokens):
+        parent = sha256_cbor([parent, token_ids[start:start + block_size_tokens], None])
+        keys.append(int.from_bytes(parent[24:], "big"))
+    return keys
+
+
+def longest_prefix_scores(holders_per_key: list[Holders], candidates: set[str]) -> tuple[dict[str, float], dict[str, int]]:
+    """-> (weighted score, matched consecutive blocks) for pods that hold the first key."""
+    scores: dict[str, float] = {}
+    matched: dict[str, int] = {}
+    active = set(candidates)
+    for holders in holders_per_key:
+        active &= holders.keys()
+        if not active:
+            break
+        for pod in active:
+            weight = max(TIER_WEIGHTS.get(tier, DEFAULT_TIER_WEIGHT) for tier in holders[pod])
+            scores[pod] = scores.get(pod, 0.0) + weight
+            matched[pod] = matched.get(pod, 0) + 1
+    return scores, matched
+
+
+def normalize(raw: dict[str, float], addresses: list[str]) -> dict[str, float]:
+    if not raw:
+        return {address: 0.0 for address in addresses}
+    low, high = min(raw.values()), max(raw.values())
+    out = {}
+    for address in addresses:
+        if address not in raw:
+            out[address] = 0.0
+        else:
+            out[address] = 1.0 if high == low else (raw[address] - low) / (high - low)
+    return out
+
+
+def load_text_tokenizer() -> Callable[[str], list[int]] | None:
+    """The emulated engine's deterministic tokenizer, if that module exists."""
+    try:
+        module = importlib.import_module("kvbench.emulator.api.tokenizer")
+    except ImportError:
+        return None
+    for name in ("encode", "tokenize"):
+        function = getattr(module, name, None)
+        if callable(function):
+            return function
+    return None
+
+
+class PrecisePrefixCacheScorer:
+    type = "precise-prefix-cache-scorer"
+
+    def __init__(self, name: str, index: KVBlockIndex, block_size_tokens: int = 16, hash_seed: str = "",
+                 text_tokenizer: Callable[[str], list[int]] | None = None) -> None:
+        self.name = name
+        self.index = index
+        self.block_size_tokens = block_size_tokens
+        self.hash_seed = hash_seed
+        self.text_tokenizer = text_tokenizer
+        self.lookup_failures = 0
+
+    def request_tokens(self, request: RouterRequest) -> list[int] | None:
+        if request.prompt_token_ids is not None:
+            return request.prompt_token_ids
+        if request.prompt_text is not None and self.text_tokenizer is not None:
+            return list(self.text_tokenizer(request.prompt_text))
+        return None  # chat needs the engine's chat template: not predicted
+
+    async def score(self, request: RouterRequest, endpoints: list[Endpoint]) -> ScorerOutput:
+        addresses = [e.address for e in endpoints]
+        tokens = self.request_tokens(request)
+        if not tokens:
+            return ScorerOutput({a: 0.0 for a in addresses}, {a: 0 for a in addresses})
+        keys = block_keys(tokens, self.block_size_tokens, self.hash_seed)
+        try:
+            holders = await self.index.lookup(request.model, keys)
+        except IndexUnavailable as err:
+            self.lookup_failures += 1
+            log.debug("precise scorer: %s", err)
+            return ScorerOutput({a: 0.0 for a in addresses}, {a: 0 for a in addresses}, {"index_error": str(err)})
+        raw, matched = longest_prefix_scores(holders, set(addresses))
+        hit_tokens = {a: matched.get(a, 0) * self.block_size_tokens for a in addresses}
+        return ScorerOutput(normalize(raw, addresses), hit_tokens, {"raw": raw, "keys": len(keys)})
+
+    def pre_request(self, request: RouterRequest, chosen: Endpoint) -> None:
+        pass
+
+    def response_complete(self, request: RouterRequest, chosen: Endpoint) -> None:
+        pass
