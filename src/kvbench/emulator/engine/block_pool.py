@@ -1,0 +1,193 @@
+"""GPU KV block pool with vLLM v1's prefix cache semantics (`v1/core/block_pool.py`,
+`kv_cache_utils.FreeKVCacheBlockQueue`).
+
+Invariants:
+- Block 0 is the null block: taken out of the free queue at start and never freed or cached.
+- The free queue is an O(1) doubly linked list, initially in block-id order. It is the eviction
+  order: new blocks are popped from the head; freed blocks are appended at the tail (callers pass a
+  request's blocks reversed, so a chain's tail is evicted before its head).
+- A free block may still hold a hash ("cached, unreferenced"): it keeps serving hits until it is
+  popped for reuse; only then is its hash dropped and BlockRemoved emitted (lazy eviction).
+- `touch` takes a cached free block off the queue and bumps its ref count.
+- ref_cnt == 0 <=> the block is in the free queue (null block excepted).
+- Usage = 1 - free / (num_gpu_blocks - 1): cached unreferenced blocks count as free.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from kvbench.emulator.engine.hashing import to_event_hash
+from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
+
+
+class KVBlock:
+    __slots__ = ("block_id", "ref_cnt", "block_hash", "prev_free", "next_free", "is_null")
+
+    def __init__(self, block_id: int) -> None:
+        self.block_id = block_id
+        self.ref_cnt = 0
+        self.block_hash: bytes | None = None
+        self.prev_free: KVBlock | None = None
+        self.next_free: KVBlock | None = None
+        self.is_null = False
+
+    def __repr__(self) -> str:
+        return f"KVBlock(id={self.block_id}, ref={self.ref_cnt}, cached={self.block_hash is not None})"
+
+
+class FreeBlockQueue:
+    """Doubly linked list through the blocks themselves; sentinel head/tail avoid branches."""
+
+    def __init__(self, blocks: Sequence[KVBlock]) -> None:
+        self.head = KVBlock(-1)
+        self.tail = KVBlock(-1)
+        self.head.next_free = self.tail
+        self.tail.prev_free = self.head
+        self.num_free_blocks = 0
+        self.append_n(blocks)
+
+    def popleft(self) -> KVBlock:
+        block = self.head.next_free
+        if block is self.tail:
+            raise ValueError("no free blocks")
+        self.remove(block)
+        return block
+
+    def remove(self, block: KVBlock) -> None:
+        prev, nxt = block.prev_free, block.next_free
+        prev.next_free = nxt
+        nxt.prev_free = prev
+        block.prev_free = block.next_free = None
+        self.num_free_blocks -= 1
+
+    def append(self, block: KVBlock) -> None:
+        last = self.tail.prev_free
+        last.next_free = block
+        block.prev_free = last
+        block.next_free = self.tail
+        self.tail.prev_free = block
+        self.num_free_blocks += 1
+
+    def append_n(self, blocks: Iterable[KVBlock]) -> None:
+        for block in blocks:
+            self.append(block)
+
+    def block_ids(self) -> list[int]:
+        """Free block ids head (next evicted) to tail; for tests and debugging."""
+        ids, block = [], self.head.next_free
+        while block is not self.tail:
+            ids.append(block.block_id)
+            block = block.next_free
+        return ids
+
+
+class BlockPool:
+    def __init__(self, num_gpu_blocks: int, enable_caching: bool = True, block_size: int = 16) -> None:
+        if num_gpu_blocks < 2:
+            raise ValueError("num_gpu_blocks must be >= 2 (block 0 is the null block)")
+        self.num_gpu_blocks = num_gpu_blocks
+        self.enable_caching = enable_caching
+        self.block_size = block_size
+        self.blocks = [KVBlock(i) for i in range(num_gpu_blocks)]
+        self.free_queue = FreeBlockQueue(self.blocks)
+        self.null_block = self.free_queue.popleft()
+        self.null_block.is_null = True
+        # hash -> {block_id: block}: two requests computing the same block at once both cache it.
+        self.cached: dict[bytes, dict[int, KVBlock]] = {}
+        self.events: list[KVEvent] = []
+
+    # ---- queries
+    def num_free_blocks(self) -> int:
+        return self.free_queue.num_free_blocks
+
+    def usage(self) -> float:
+        return 1.0 - self.free_queue.num_free_blocks / (self.num_gpu_blocks - 1)
+
+    def get_cached_block(self, block_hash: bytes) -> KVBlock | None:
+        holders = self.cached.get(block_hash)
+        if not holders:
+            return None
+        return next(iter(holders.values()))
+
+    # ---- allocation
+    def get_new_blocks(self, num_blocks: int) -> list[KVBlock]:
+        if num_blocks > self.free_queue.num_free_blocks:
+            raise ValueError(f"cannot get {num_blocks} free blocks")
+        popleft = self.free_queue.popleft
+        blocks = [popleft() for _ in range(num_blocks)]
+        for block in blocks:
+            if block.block_hash is not None:
+                self._evict_cached(block)
+            block.ref_cnt += 1
+        return blocks
+
+    def _evict_cached(self, block: KVBlock) -> None:
+        holders = self.cached.get(block.block_hash)
+        if holders is not None and holders.pop(block.block_id, None) is not None:
+            if not holders:
+                del self.cached[block.block_hash]
+            self.events.append(BlockRemoved(block_hashes=[to_event_hash(block.block_hash)], medium="GPU"))
+        block.block_hash = None
+
+    def touch(self, blocks: Iterable[KVBlock]) -> None:
+        for block in blocks:
+            if block.ref_cnt == 0 and not block.is_null:
+                self.free_queue.remove(block)
+            block.ref_cnt += 1
+
+    def free_blocks(self, ordered_blocks: Iterable[KVBlock]) -> None:
+        """Drop one reference from each block; blocks reaching 0 go to the tail in the given order."""
+        append = self.free_queue.append
+        for block in ordered_blocks:
+            block.ref_cnt -= 1
+            if block.ref_cnt == 0 and not block.is_null:
+                append(block)
+
+    # ---- caching
+    def cache_full_blocks(
+        self,
+        blocks: Sequence[KVBlock],
+        block_hashes: Sequence[bytes],
+        all_token_ids: Sequence[int],
+        num_cached_blocks: int,
+        num_full_blocks: int,
+    ) -> None:
+        """Give blocks [num_cached_blocks, num_full_blocks) their hashes; one BlockStored per call."""
+        if num_cached_blocks >= num_full_blocks:
+            return
+        new_hashes: list[int] = []
+        for i in range(num_cached_blocks, num_full_blocks):
+            block, block_hash = blocks[i], block_hashes[i]
+            if block.is_null:
+                continue
+            block.block_hash = block_hash
+            self.cached.setdefault(block_hash, {})[block.block_id] = block
+            new_hashes.append(to_event_hash(block_hash))
+        parent = to_event_hash(block_hashes[num_cached_blocks - 1]) if num_cached_blocks > 0 else None
+        bs = self.block_size
+        self.events.append(
+            BlockStored(
+                block_hashes=new_hashes,
+                parent_block_hash=parent,
+                token_ids=list(all_token_ids[num_cached_blocks * bs : num_full_blocks * bs]),
+                block_size=bs,
+                lora_id=None,
+                medium="GPU",
+            )
+        )
+
+    def reset_prefix_cache(self) -> bool:
+        """vLLM refuses (returns False) while any block other than the null block is referenced."""
+        num_used_blocks = self.num_gpu_blocks - self.free_queue.num_free_blocks
+        if num_used_blocks != 1:
+            return False
+        self.cached.clear()
+        for block in self.blocks:
+            block.block_hash = None
+        self.events.append(AllBlocksCleared())
+        return True
+
+    def take_events(self) -> list[KVEvent]:
+        events, self.events = self.events, []
+        return events

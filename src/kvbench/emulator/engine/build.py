@@ -1,0 +1,117 @@
+"""`build_engine(args)`: validate `vllm serve`-style arguments and assemble an EmulatedEngine.
+
+Defaults follow vLLM 0.11 for the online-serving case (`vllm serve`, UsageContext.OPENAI_API_SERVER,
+`EngineArgs.get_batch_defaults`): max_num_batched_tokens = 8192 on GPUs with >= 70 GiB that are not
+A100s (H100, H200), else 2048. (`EngineArgs.max_num_seqs` has no "unset" state here; its default is
+the caller's.) max_model_len defaults to the model's max_position_embeddings. Every bad value is a
+UserError naming the flag.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from kvbench.emulator.engine.block_pool import BlockPool
+from kvbench.emulator.engine.connector import ConnectorFacts, KVConnector
+from kvbench.emulator.engine.cost_model import CostModel, CostParams, num_gpu_blocks_by_memory
+from kvbench.emulator.engine.engine import EmulatedEngine
+from kvbench.emulator.engine.hashing import BlockHasher, get_hash_fn, none_hash
+from kvbench.emulator.engine.interface import EngineArgs
+from kvbench.emulator.engine.kv_manager import KVCacheManager
+from kvbench.emulator.engine.scheduler import Scheduler, SchedulerLimits
+from kvbench.errors import UserError
+from kvbench.spec.catalogs import HardwareProfile, ModelProfile, get_hardware, get_model
+
+BLOCK_SIZES = (1, 8, 16, 32, 64, 128, 256)  # vLLM's CacheConfig BlockSize literal
+
+
+def default_max_num_batched_tokens(hardware: HardwareProfile) -> int:
+    large_gpu = hardware.hbm_gib >= 70 and "a100" not in hardware.name.lower()
+    return 8192 if large_gpu else 2048
+
+
+def _check_args(args: EngineArgs, model: ModelProfile) -> None:
+    if args.block_size not in BLOCK_SIZES:
+        raise UserError(f"--block-size: {args.block_size} is not one of {', '.join(map(str, BLOCK_SIZES))}")
+    tp = args.tensor_parallel_size
+    if tp < 1 or model.num_attention_heads % tp:  # KV heads are replicated when tp > num_kv_heads
+        raise UserError(f"--tensor-parallel-size: {tp} does not divide the {model.num_attention_heads} "
+                        f"attention heads of {model.name}")
+    if args.max_num_seqs < 1:
+        raise UserError(f"--max-num-seqs: must be >= 1, got {args.max_num_seqs}")
+    if not 0.0 < args.gpu_memory_utilization <= 1.0:
+        raise UserError(f"--gpu-memory-utilization: must be in (0, 1], got {args.gpu_memory_utilization}")
+    if args.num_gpu_blocks_override is not None and args.num_gpu_blocks_override < 2:
+        raise UserError(f"--num-gpu-blocks-override: must be >= 2, got {args.num_gpu_blocks_override}")
+    if args.max_model_len is not None and not 1 < args.max_model_len <= model.max_context_tokens:
+        raise UserError(f"--max-model-len: {args.max_model_len} is outside 2..{model.max_context_tokens} "
+                        f"(the context length of {model.name})")
+
+
+def _batched_tokens(args: EngineArgs, hardware: HardwareProfile) -> int:
+    value = args.max_num_batched_tokens
+    if value is None:
+        value = default_max_num_batched_tokens(hardware)
+    if value < 1:
+        raise UserError(f"--max-num-batched-tokens: must be >= 1, got {value}")
+    if value < args.max_num_seqs:
+        raise UserError(f"--max-num-batched-tokens: {value} is smaller than --max-num-seqs {args.max_num_seqs}")
+    return value
+
+
+def _num_gpu_blocks(args: EngineArgs, model: ModelProfile, hardware: HardwareProfile, batched: int,
+                    max_model_len: int, params: CostParams) -> int:
+    if args.num_gpu_blocks_override is not None:
+        num_blocks = args.num_gpu_blocks_override
+    else:
+        num_blocks = num_gpu_blocks_by_memory(model, hardware, args.tensor_parallel_size, args.block_size,
+                                              args.gpu_memory_utilization, batched, args.max_num_seqs, params)
+        if num_blocks < 2:
+            raise UserError(f"--gpu-memory-utilization: {model.name} leaves no room for KV cache on "
+                            f"{args.tensor_parallel_size} x {hardware.name}")
+    if num_blocks * args.block_size < max_model_len:  # vLLM: one max-length request must fit
+        raise UserError(f"--max-model-len: {max_model_len} tokens need more KV cache than the "
+                        f"{num_blocks} blocks of {args.block_size} tokens; lower --max-model-len")
+    return num_blocks
+
+
+def _build_connector(args: EngineArgs, facts: ConnectorFacts) -> KVConnector:
+    try:
+        from kvbench.emulator.tiers.factory import build_connector
+    except ImportError as err:
+        raise UserError(f"--kv-transfer-config: KV connectors are not available ({err})") from None
+    try:
+        return build_connector(args, facts)
+    except UserError:
+        raise
+    except (KeyError, ValueError, TypeError) as err:
+        raise UserError(f"--kv-transfer-config: {err}") from None
+
+
+def build_engine(args: EngineArgs, urandom: Callable[[int], bytes] = os.urandom,
+                 cost_params: CostParams = CostParams()) -> EmulatedEngine:
+    model = get_model(args.model)
+    hardware = get_hardware(args.hardware)
+    _check_args(args, model)
+    hash_fn = get_hash_fn(args.prefix_caching_hash_algo)
+    batched = _batched_tokens(args, hardware)
+    max_model_len = args.max_model_len or model.max_context_tokens
+    num_gpu_blocks = _num_gpu_blocks(args, model, hardware, batched, max_model_len, cost_params)
+
+    connector = None
+    if args.kv_transfer_config:
+        connector = _build_connector(args, ConnectorFacts(
+            model_name=model.name, gpu_block_size=args.block_size, kv_bytes_per_token=model.kv_bytes_per_token,
+            tensor_parallel_size=args.tensor_parallel_size, host_link_bytes_per_s=hardware.host_link_bytes_per_s,
+            kv_dtype=model.kv_dtype, num_gpu_blocks=num_gpu_blocks))
+
+    pool = BlockPool(num_gpu_blocks, enable_caching=args.enable_prefix_caching, block_size=args.block_size)
+    kv = KVCacheManager(pool, args.block_size, max_model_len, enable_caching=args.enable_prefix_caching)
+    limits = SchedulerLimits(args.max_num_seqs, batched, max_model_len, args.block_size)
+    scheduler = Scheduler(limits, kv, connector)
+    # vLLM hashes blocks when prefix caching is on or a connector needs the hashes.
+    hashing_on = args.enable_prefix_caching or connector is not None
+    hasher = BlockHasher(hash_fn, none_hash(hash_fn, args.env, urandom), args.block_size if hashing_on else 0)
+    cost = CostModel(model, hardware, args.tensor_parallel_size, cost_params)
+    return EmulatedEngine(scheduler, pool, kv, cost, hasher, model.vocab_size, max_model_len, connector)

@@ -1,0 +1,121 @@
+"""How long a step takes, from the work in it (a roofline with efficiency factors), and how many
+GPU KV blocks fit (vLLM's memory rule).
+
+Step time, per GPU of a tensor-parallel group of size tp:
+  linear_flops   = 2 x linear_params x num_tokens + 2 x hidden x vocab x num_sampled   (lm_head)
+  attn_flops     = 4 x layers x heads x head_dim x attended_pairs   (QK^T and PV, causal)
+  bytes          = weight_bytes + kv_bytes_per_token x (kv_tokens_read + kv_tokens_written)
+  compute_s      = linear_flops / (F x linear_eff) + attn_flops / (F x attn_eff)    (each / tp)
+  memory_s       = bytes / (B x memory_eff)                                          (/ tp)
+  allreduce_s    = 2 x layers x (latency + 2 (tp-1)/tp x num_tokens x hidden x 2 B / tp_link)  (tp>1)
+  step_s         = max(compute_s, memory_s) + allreduce_s + step_overhead + per_req_overhead x reqs
+A connector's synchronous transfer time is added by the engine (StepTransfer.blocking_s).
+F, B: the hardware profile's achievable bf16 FLOP/s and HBM bytes/s.
+
+KV capacity (vLLM `determine_available_memory` / `get_num_blocks`):
+  available = gpu_memory_utilization x HBM - weights/tp - peak activations - non-torch memory
+  num_gpu_blocks = available // (block_size x kv_bytes_per_token / tp)
+The activation and non-torch terms are estimates (vLLM measures them with a profiling run): the MLP
+intermediate and a few hidden-state copies for max_num_batched_tokens tokens, fp32 logits for
+max_num_seqs sequences, plus a fixed non-torch allowance (CUDA context, NCCL, cuBLAS, graphs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvbench.emulator.engine.scheduler import StepWork
+from kvbench.spec.catalogs import HardwareProfile, ModelProfile
+
+
+@dataclass(frozen=True, slots=True)
+class CostParams:
+    """Calibration knobs (dimensionless factors are fractions of the hardware profile's rates)."""
+
+    linear_efficiency: float = 0.85  # large GEMMs vs the best measured matmul
+    attention_efficiency: float = 0.5  # FlashAttention-class kernels vs matmul peak
+    memory_efficiency: float = 0.9  # weight / KV streaming vs a device memory copy
+    step_overhead_s: float = 0.0015  # scheduler, input prep, launch, sampler: fixed per step
+    per_request_overhead_s: float = 2e-6  # per scheduled request (metadata, sampling)
+    allreduce_latency_s: float = 6e-6  # per all-reduce call (vLLM custom all-reduce class)
+    non_torch_bytes: int = 2**30  # CUDA context, NCCL/cuBLAS workspaces, CUDA graphs
+
+
+@dataclass(frozen=True, slots=True)
+class StepCost:
+    """A step's time, split so benchmarks and tests can see the parts."""
+
+    compute_s: float
+    memory_s: float
+    allreduce_s: float
+    overhead_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return max(self.compute_s, self.memory_s) + self.allreduce_s + self.overhead_s
+
+
+class CostModel:
+    def __init__(self, model: ModelProfile, hardware: HardwareProfile, tensor_parallel_size: int = 1,
+                 params: CostParams = CostParams()) -> None:
+        self.model = model
+        self.hardware = hardware
+        self.tp = tensor_parallel_size
+        self.params = params
+        tp = tensor_parallel_size
+        # Per-GPU constants, precomputed: step_cost runs once per engine step.
+        self._linear_flops_per_token = 2.0 * model.linear_params / tp
+        self._lm_head_flops_per_sample = 2.0 * model.hidden_size * model.vocab_size / tp
+        self._attn_flops_per_pair = 4.0 * model.num_layers * model.num_attention_heads * model.head_dim / tp
+        self._weight_bytes = model.weight_bytes / tp
+        self._kv_bytes_per_token = model.kv_bytes_per_token / tp
+        self._linear_rate = hardware.bf16_flops_per_s * params.linear_efficiency
+        self._attn_rate = hardware.bf16_flops_per_s * params.attention_efficiency
+        self._mem_rate = hardware.hbm_bytes_per_s * params.memory_efficiency
+        self._num_allreduces = 2 * model.num_layers if tp > 1 else 0
+        self._allreduce_bytes_per_token = 2.0 * (tp - 1) / tp * model.hidden_size * 2 if tp > 1 else 0.0
+
+    def step_cost(self, work: StepWork) -> StepCost:
+        linear_flops = (self._linear_flops_per_token * work.num_tokens
+                        + self._lm_head_flops_per_sample * work.num_sampled)
+        attn_flops = self._attn_flops_per_pair * work.attended_pairs
+        compute_s = linear_flops / self._linear_rate + attn_flops / self._attn_rate
+        kv_tokens = work.kv_tokens_read + work.num_kv_tokens_written
+        memory_s = (self._weight_bytes + self._kv_bytes_per_token * kv_tokens) / self._mem_rate
+        allreduce_s = 0.0
+        if self._num_allreduces:
+            per_call_s = (self.params.allreduce_latency_s
+                          + self._allreduce_bytes_per_token * work.num_tokens / self.hardware.tp_link_bytes_per_s)
+            allreduce_s = self._num_allreduces * per_call_s
+        overhead_s = self.params.step_overhead_s + self.params.per_request_overhead_s * work.num_reqs
+        return StepCost(compute_s, memory_s, allreduce_s, overhead_s)
+
+    def step_duration_s(self, work: StepWork) -> float:
+        return self.step_cost(work).duration_s
+
+    def roofline_bound_s(self, work: StepWork) -> float:
+        """Pure roofline (no efficiency factors, overheads or all-reduce): a lower bound."""
+        flops = (self._linear_flops_per_token * work.num_tokens + self._lm_head_flops_per_sample * work.num_sampled
+                 + self._attn_flops_per_pair * work.attended_pairs)
+        kv_tokens = work.kv_tokens_read + work.num_kv_tokens_written
+        bytes_ = self._weight_bytes + self._kv_bytes_per_token * kv_tokens
+        return max(flops / self.hardware.bf16_flops_per_s, bytes_ / self.hardware.hbm_bytes_per_s)
+
+
+def activation_reserve_bytes(model: ModelProfile, tp: int, max_num_batched_tokens: int, max_num_seqs: int,
+                             params: CostParams = CostParams()) -> int:
+    mlp_bytes = max_num_batched_tokens * 2 * model.intermediate_size // tp * 2  # gate+up outputs, bf16
+    hidden_bytes = max_num_batched_tokens * model.hidden_size * 4 * 2  # residual, norm, attn in/out
+    logits_bytes = max_num_seqs * model.vocab_size * 4  # fp32 logits of the sampler warm-up
+    return mlp_bytes + hidden_bytes + logits_bytes + params.non_torch_bytes
+
+
+def num_gpu_blocks_by_memory(model: ModelProfile, hardware: HardwareProfile, tp: int, block_size: int,
+                             gpu_memory_utilization: float, max_num_batched_tokens: int, max_num_seqs: int,
+                             params: CostParams = CostParams()) -> int:
+    """vLLM's rule; may be <= 0 when the weights do not fit (the caller reports that)."""
+    budget_bytes = gpu_memory_utilization * hardware.hbm_bytes
+    reserve_bytes = activation_reserve_bytes(model, tp, max_num_batched_tokens, max_num_seqs, params)
+    available_bytes = budget_bytes - model.weight_bytes / tp - reserve_bytes
+    block_bytes_per_gpu = block_size * model.kv_bytes_per_token / tp
+    return int(available_bytes // block_bytes_per_gpu)

@@ -1,0 +1,226 @@
+"""The emulated engine: schedule -> cost -> postprocess, once per `step(now_s)` (implements
+`interface.Engine`). It never reads a clock; the driver passes `now_s` and owns time.
+
+Per step:
+1. `connector.poll(now_s)`: finished async loads unpark requests; finished stores free held blocks.
+2. `scheduler.schedule(now_s)` -> StepPlan (advances num_computed_tokens).
+3. `connector.build_step(chunks, now_s)` -> StepTransfer (stores; synchronous transfer time).
+4. duration = cost model over the plan's work + the transfer time the step must wait for.
+5. postprocess: every request whose computed tokens caught up with its tokens samples one token
+   (deterministic, see request.generated_token_id); stops at max_tokens or max_model_len (EOS is
+   not modelled, so ignore_eos changes nothing); finished requests release their blocks unless
+   the connector still reads them.
+KV events of the step = the block pool's (GPU) followed by the connector's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kvbench.emulator.engine.block_pool import BlockPool
+from kvbench.emulator.engine.connector import KVConnector
+from kvbench.emulator.engine.cost_model import CostModel
+from kvbench.emulator.engine.hashing import BlockHasher
+from kvbench.emulator.engine.interface import (
+    EngineRequest, EngineStats, FinishReason, KVEvent, RequestOutput, StepResult,
+)
+from kvbench.emulator.engine.kv_manager import KVCacheManager
+from kvbench.emulator.engine.request import Request, RequestStatus, generated_token_id
+from kvbench.emulator.engine.scheduler import Scheduler, StepPlan
+
+
+@dataclass(slots=True)
+class EngineCounters:
+    """Monotonic counters the engine keeps itself (the rest live in the KV manager / scheduler)."""
+
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    prompt_tokens_by_source: dict[str, int] = field(
+        default_factory=lambda: {"local_compute": 0, "local_cache_hit": 0, "external_kv_transfer": 0})
+    prompt_tokens_cached_by_source: dict[str, int] = field(
+        default_factory=lambda: {"device": 0, "host": 0, "external_unspecified": 0})
+    request_success: dict[str, int] = field(default_factory=dict)
+
+
+class EmulatedEngine:
+    def __init__(self, scheduler: Scheduler, pool: BlockPool, kv: KVCacheManager, cost: CostModel,
+                 hasher: BlockHasher, vocab_size: int, max_model_len: int,
+                 connector: KVConnector | None = None) -> None:
+        self.scheduler = scheduler
+        self.pool = pool
+        self.kv = kv
+        self.cost = cost
+        self.hasher = hasher
+        self.vocab_size = vocab_size
+        self.max_model_len = max_model_len
+        self.connector = connector
+        self.requests: dict[str, Request] = {}
+        self.held: dict[str, Request] = {}  # finished, blocks held until the connector's store ends
+        self.counters = EngineCounters()
+        self._pending_events: list[KVEvent] = []
+        self._last_now_s = 0.0  # the latest step's start: the time an abort between steps is given
+
+    # ---- Engine protocol
+    def add_request(self, request: EngineRequest) -> None:
+        if request.request_id in self.requests:
+            raise ValueError(f"request id {request.request_id!r} is already in the engine")
+        if not request.prompt_token_ids:
+            raise ValueError("prompt must have at least one token")
+        if len(request.prompt_token_ids) >= self.max_model_len:
+            raise ValueError(f"prompt of {len(request.prompt_token_ids)} tokens does not fit "
+                             f"max_model_len {self.max_model_len}")
+        if request.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+        req = Request(request)
+        self.hasher.extend(req.all_token_ids, req.block_hashes, req.cache_salt)
+        self.requests[req.request_id] = req
+        self.scheduler.waiting.append(req)
+
+    def abort_request(self, request_id: str) -> None:
+        req = self.requests.pop(request_id, None)
+        if req is None:
+            return
+        if req.status is RequestStatus.RUNNING:
+            self.scheduler.remove_running({request_id})
+        else:
+            self.scheduler.remove_waiting(req)
+        req.finish_reason = FinishReason.ABORT
+        self._release(req, now_s=self._last_now_s)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    def step(self, now_s: float) -> StepResult:
+        self._last_now_s = now_s
+        if self.connector is not None:
+            self._poll_connector(now_s)
+        plan = self.scheduler.schedule(now_s)
+        blocking_s = 0.0
+        if self.connector is not None:
+            blocking_s = self.connector.build_step(self.scheduler.connector_chunks(plan), now_s).blocking_s
+        if plan.scheduled:
+            duration_s = self.cost.step_duration_s(plan.work) + blocking_s
+        else:  # nothing to run (e.g. every request waits for a KV load): an idle engine-loop turn
+            duration_s = self.cost.params.step_overhead_s + blocking_s
+        outputs = self._postprocess(plan, now_s)
+        return StepResult(
+            duration_s=duration_s,
+            outputs=outputs,
+            kv_events=self.take_kv_events(),
+            num_scheduled_tokens=plan.work.num_tokens,
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+        )
+
+    def reset_prefix_cache(self) -> bool:
+        if not self.pool.reset_prefix_cache():
+            return False
+        if self.connector is not None:
+            self.connector.reset()
+        return True
+
+    def stats(self) -> EngineStats:
+        c, kv_stats, sched = self.counters, self.kv.stats, self.scheduler
+        return EngineStats(
+            num_requests_running=len(sched.running),
+            num_requests_waiting=len(sched.waiting),
+            kv_cache_usage_perc=self.pool.usage(),
+            num_gpu_blocks=self.pool.num_gpu_blocks,
+            block_size=self.kv.block_size,
+            prefix_cache_queries=kv_stats.queries,
+            prefix_cache_hits=kv_stats.hits,
+            external_prefix_cache_queries=sched.external_stats.queries,
+            external_prefix_cache_hits=sched.external_stats.hits,
+            num_preemptions=sched.num_preemptions,
+            prompt_tokens=c.prompt_tokens,
+            generation_tokens=c.generation_tokens,
+            prompt_tokens_by_source=dict(c.prompt_tokens_by_source),
+            prompt_tokens_cached_by_source=dict(c.prompt_tokens_cached_by_source),
+            request_success=dict(c.request_success),
+            connector_metrics=self.connector.metrics() if self.connector is not None else {},
+        )
+
+    # ---- beyond the protocol
+    def take_kv_events(self) -> list[KVEvent]:
+        """Events not yet returned by a step (e.g. AllBlocksCleared of a reset while idle)."""
+        events = self._pending_events + self.pool.take_events()
+        self._pending_events = []
+        if self.connector is not None:
+            events.extend(self.connector.take_events())
+        return events
+
+    # ---- internals
+    def _poll_connector(self, now_s: float) -> None:
+        poll = self.connector.poll(now_s)
+        self.scheduler.finished_loading.update(poll.finished_loading)
+        for request_id in poll.finished_storing:
+            req = self.held.pop(request_id, None)
+            if req is not None:
+                self.kv.free(req)
+        for request_id in poll.failed_loading:
+            self._recompute_failed_load(request_id)
+
+    def _recompute_failed_load(self, request_id: str) -> None:
+        """A failed async load: drop its blocks; the request is looked up again from scratch."""
+        req = self.requests.get(request_id)
+        if req is None or req.status is not RequestStatus.WAITING_FOR_REMOTE_KVS:
+            return
+        self.kv.free(req)
+        req.num_computed_tokens = 0
+        req.num_external_computed_tokens = 0
+        req.status = RequestStatus.WAITING
+
+    def _postprocess(self, plan: StepPlan, now_s: float) -> list[RequestOutput]:
+        outputs: list[RequestOutput] = []
+        finished_ids: list[str] = []  # in schedule order: the order vLLM frees them in
+        vocab_size, max_model_len = self.vocab_size, self.max_model_len
+        for req, _ in plan.scheduled:
+            if req.num_computed_tokens < req.num_tokens:
+                continue  # a chunk of a longer prefill: no token yet
+            num_output = req.num_output_tokens
+            if num_output == 0:
+                self._record_prefill_done(req)
+            token = generated_token_id(req.token_seed, num_output, vocab_size)
+            req.all_token_ids.append(token)
+            self.hasher.extend(req.all_token_ids, req.block_hashes, req.cache_salt)
+            finished = num_output + 1 >= req.max_tokens or req.num_tokens >= max_model_len
+            outputs.append(RequestOutput(
+                request_id=req.request_id, new_token_ids=[token], finished=finished,
+                finish_reason=FinishReason.LENGTH if finished else None,
+                num_prompt_tokens=req.num_prompt_tokens, num_cached_tokens=req.num_cached_tokens,
+                hits=req.hits, num_preemptions=req.num_preemptions,
+            ))
+            if finished:
+                req.finish_reason = FinishReason.LENGTH
+                finished_ids.append(req.request_id)
+        self.counters.generation_tokens += len(outputs)
+        if finished_ids:
+            self.scheduler.remove_running(set(finished_ids))
+            for request_id in finished_ids:
+                req = self.requests.pop(request_id)
+                self.counters.request_success[req.finish_reason.value] = (
+                    self.counters.request_success.get(req.finish_reason.value, 0) + 1)
+                self._release(req, now_s)
+        return outputs
+
+    def _record_prefill_done(self, req: Request) -> None:
+        """vLLM counts prompt tokens (and their sources) once, when the first token is produced."""
+        c = self.counters
+        c.prompt_tokens += req.num_prompt_tokens
+        cached = max(req.num_cached_tokens, 0)
+        external = req.hits.cpu_tokens + req.hits.remote_tokens
+        c.prompt_tokens_by_source["local_compute"] += req.num_prompt_tokens - cached
+        c.prompt_tokens_by_source["local_cache_hit"] += cached - external
+        c.prompt_tokens_by_source["external_kv_transfer"] += external
+        c.prompt_tokens_cached_by_source["device"] += req.hits.gpu_tokens
+        c.prompt_tokens_cached_by_source["host"] += req.hits.cpu_tokens
+        c.prompt_tokens_cached_by_source["external_unspecified"] += req.hits.remote_tokens
+
+    def _release(self, req: Request, now_s: float) -> None:
+        """Free a finished/aborted request's blocks, or hold them while the connector stores them."""
+        req.status = RequestStatus.FINISHED
+        if self.connector is not None and self.kv.num_blocks(req):
+            if self.connector.request_finished(req, self.kv.block_ids(req), now_s):
+                self.held[req.request_id] = req
+                return
+        self.kv.free(req)

@@ -1,0 +1,95 @@
+"""Chained block hashes exactly as vLLM v1 computes them (0.11 `vllm/utils` sha256 / sha256_cbor,
+`v1/core/kv_cache_utils.py` hash_block_tokens / init_none_hash / get_request_block_hasher).
+
+- `sha256(x)      = hashlib.sha256(pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL)).digest()`
+- `sha256_cbor(x) = hashlib.sha256(cbor2.dumps(x, canonical=True)).digest()`
+- block hash = H((parent_hash or NONE_HASH, tuple(block_token_ids), extra_keys)); the argument is a
+  Python *tuple* of those three (cbor2 encodes a tuple as an array), extra_keys is None unless the
+  request has a cache_salt, which vLLM puts in the first block only as the 1-tuple `(salt,)`.
+- NONE_HASH = H(os.environ["PYTHONHASHSEED"]) (the seed hashed as a *string*), or 32 random bytes
+  when PYTHONHASHSEED is unset (then hashes differ on every process start, as in vLLM).
+- Only full blocks are hashed; decode-generated tokens that fill a block are hashed too.
+- KV events carry `int.from_bytes(h, "big") & (2**64 - 1)` (vLLM's default
+  VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=1), i.e. the last 8 bytes read big-endian.
+
+Randomness (for the unset-seed case) comes from an injected `urandom` so tests stay deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from typing import Any, Callable, Mapping, Sequence
+
+import cbor2
+
+from kvbench.errors import UserError
+
+HashFn = Callable[[Any], bytes]
+HASH_ALGOS = ("sha256", "sha256_cbor")
+_UINT64_MASK = (1 << 64) - 1
+
+
+def sha256(obj: Any) -> bytes:
+    return hashlib.sha256(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).digest()
+
+
+def sha256_cbor(obj: Any) -> bytes:
+    return hashlib.sha256(cbor2.dumps(obj, canonical=True)).digest()
+
+
+def get_hash_fn(algo: str) -> HashFn:
+    if algo == "sha256":
+        return sha256
+    if algo == "sha256_cbor":
+        return sha256_cbor
+    raise UserError(f"--prefix-caching-hash-algo: {algo!r} is not one of {', '.join(HASH_ALGOS)}")
+
+
+def none_hash(hash_fn: HashFn, env: Mapping[str, str], urandom: Callable[[int], bytes] = os.urandom) -> bytes:
+    """vLLM's NONE_HASH: the root parent of every chain."""
+    seed = env.get("PYTHONHASHSEED")
+    if seed is None:
+        return urandom(32)
+    return hash_fn(seed)
+
+
+def hash_block_tokens(
+    hash_fn: HashFn, parent_hash: bytes, block_token_ids: Sequence[int], extra_keys: tuple | None = None
+) -> bytes:
+    return hash_fn((parent_hash, tuple(block_token_ids), extra_keys))
+
+
+def to_event_hash(block_hash: bytes) -> int:
+    """The form vLLM publishes in KV events (low 64 bits, big-endian)."""
+    return int.from_bytes(block_hash, "big") & _UINT64_MASK
+
+
+class BlockHasher:
+    """Extends a request's list of block hashes as its tokens fill blocks.
+
+    Contract: `extend(token_ids, block_hashes, cache_salt)` appends the hash of every full block of
+    `token_ids` not yet in `block_hashes` (block i covers tokens [i*bs, (i+1)*bs)). A block size
+    of 0 turns hashing off.
+    """
+
+    __slots__ = ("hash_fn", "root_hash", "block_size")
+
+    def __init__(self, hash_fn: HashFn, root_hash: bytes, block_size: int) -> None:
+        self.hash_fn = hash_fn
+        self.root_hash = root_hash
+        self.block_size = block_size
+
+    def extend(self, token_ids: Sequence[int], block_hashes: list[bytes], cache_salt: str | None) -> None:
+        bs = self.block_size
+        if not bs:  # hashing off: no prefix caching and no connector
+            return
+        start = len(block_hashes) * bs
+        hash_fn = self.hash_fn
+        parent = block_hashes[-1] if block_hashes else self.root_hash
+        while start + bs <= len(token_ids):
+            extra = (cache_salt,) if (start == 0 and cache_salt) else None
+            parent = hash_fn((parent, tuple(token_ids[start : start + bs]), extra))
+            block_hashes.append(parent)
+            start += bs

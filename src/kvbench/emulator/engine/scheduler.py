@@ -1,0 +1,233 @@
+"""Continuous-batching scheduler after vLLM v1 (`v1/core/sched/scheduler.py`), FCFS.
+
+The scheduling invariant (as vLLM's): there are no prefill or decode phases. Each request has
+`num_computed_tokens` and `num_tokens`; every step gives requests tokens so that computed catches up
+with total, within a token budget (`max_num_batched_tokens`, chunked prefill) and at most
+`max_num_seqs` running requests. Running requests are served first (in order), then waiting ones.
+When a running request cannot get blocks, the *last* running request is preempted (recompute: its
+blocks are freed, computed tokens reset to 0, and it goes to the front of the waiting queue); no
+waiting request is admitted in a step that preempted. Checked every step by `_check_invariants`:
+  sum(scheduled tokens) <= budget; len(running) <= max_num_seqs;
+  every running request's blocks cover its computed tokens.
+
+Connector hook order follows vLLM: local GPU hit -> connector.get_num_new_matched_tokens ->
+allocate_slots -> update_state_after_alloc; async loads park the request in
+WAITING_FOR_REMOTE_KVS until `poll` lists it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from kvbench.emulator.engine.connector import KVConnector, ScheduledChunk
+from kvbench.emulator.engine.kv_manager import KVCacheManager, PrefixCacheStats
+from kvbench.emulator.engine.request import Request, RequestStatus
+
+
+@dataclass(slots=True)
+class StepWork:
+    """What the model runs in one step, in the aggregates the cost model needs."""
+
+    num_reqs: int = 0
+    num_tokens: int = 0  # new tokens through the linear layers
+    num_sampled: int = 0  # requests that reach their end this step and sample a token (lm_head)
+    attended_pairs: int = 0  # sum over new tokens of the context each attends to (causal)
+    kv_tokens_read: int = 0  # context tokens whose K,V the attention reads
+    num_kv_tokens_written: int = 0
+
+
+@dataclass(slots=True)
+class StepPlan:
+    """The scheduler's decision for one step."""
+
+    scheduled: list[tuple[Request, int]] = field(default_factory=list)  # (request, new tokens)
+    preempted: list[Request] = field(default_factory=list)
+    work: StepWork = field(default_factory=StepWork)
+    token_budget: int = 0
+
+
+@dataclass(slots=True)
+class SchedulerLimits:
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    max_model_len: int
+    block_size: int
+
+
+class Scheduler:
+    def __init__(self, limits: SchedulerLimits, kv: KVCacheManager, connector: KVConnector | None = None,
+                 check_invariants: bool = True) -> None:
+        self.limits = limits
+        self.kv = kv
+        self.connector = connector
+        self.check_invariants = check_invariants
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.finished_loading: set[str] = set()
+        self.num_preemptions = 0
+        # external (connector) hits: recorded when a request goes running, as vLLM >= 0.11.2
+        self.external_stats = PrefixCacheStats(kv.stats.count_preempted_separately)
+
+    # ---- one step
+    def schedule(self, now_s: float) -> StepPlan:
+        plan = StepPlan(token_budget=self.limits.max_num_batched_tokens)
+        budget = self._schedule_running(plan, now_s)
+        if not plan.preempted:
+            budget = self._schedule_waiting(plan, budget, now_s)
+        for req, num_new in plan.scheduled:
+            req.num_computed_tokens += num_new
+        if self.check_invariants:
+            self._check_invariants(plan, budget)
+        return plan
+
+    def _schedule_running(self, plan: StepPlan, now_s: float) -> int:
+        budget = plan.token_budget
+        max_model_len = self.limits.max_model_len
+        index = 0
+        while index < len(self.running) and budget > 0:
+            req = self.running[index]
+            num_new = min(req.num_tokens - req.num_computed_tokens, budget,
+                          max_model_len - 1 - req.num_computed_tokens)
+            if num_new <= 0:
+                index += 1
+                continue
+            if not self._allocate_running(req, num_new, plan):
+                break  # `req` itself was preempted
+            self._add_scheduled(plan, req, num_new)
+            budget -= num_new
+            index += 1
+        return budget
+
+    def _allocate_running(self, req: Request, num_new: int, plan: StepPlan) -> bool:
+        """Allocate for a running request, preempting from the tail until it fits or is itself evicted."""
+        while self.kv.allocate_slots(req, num_new) is None:
+            victim = self.running.pop()
+            self._preempt(victim, plan)
+            if victim is req:
+                return False
+        return True
+
+    def _preempt(self, req: Request, plan: StepPlan) -> None:
+        self.kv.free(req)
+        req.status = RequestStatus.PREEMPTED
+        req.num_computed_tokens = 0
+        req.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(req)
+        plan.preempted.append(req)
+
+    def _schedule_waiting(self, plan: StepPlan, budget: int, now_s: float) -> int:
+        skipped: list[Request] = []
+        while self.waiting and budget > 0 and len(self.running) < self.limits.max_num_seqs:
+            req = self.waiting[0]
+            if req.status is RequestStatus.WAITING_FOR_REMOTE_KVS and not self._finish_remote_load(req):
+                skipped.append(self.waiting.popleft())
+                continue
+            admitted = self._admit(req, budget, plan, now_s)
+            if admitted is None:
+                break  # could not allocate: stays first in line, looked up (and counted) again next step
+            self.waiting.popleft()
+            if admitted < 0:
+                req.status = RequestStatus.WAITING_FOR_REMOTE_KVS
+                skipped.append(req)
+                continue
+            self._start_running(req)
+            self._add_scheduled(plan, req, admitted)
+            budget -= admitted
+        self.waiting.extendleft(reversed(skipped))
+        return budget
+
+    def _admit(self, req: Request, budget: int, plan: StepPlan, now_s: float) -> int | None:
+        """Look up hits and allocate. Returns tokens to schedule, -1 for an async load, None if no room."""
+        num_external, load_async = 0, False
+        computed_blocks: list = []
+        num_local = 0
+        if req.num_computed_tokens == 0:
+            computed_blocks, num_local = self.kv.get_computed_blocks(req)
+            if self.connector is not None:
+                num_external, load_async = self.connector.get_num_new_matched_tokens(req, num_local, now_s)
+            req.num_external_computed_tokens = num_external
+            if req.num_cached_tokens < 0:
+                req.hits.gpu_tokens = num_local
+        num_computed = req.num_computed_tokens + num_local + num_external
+        num_new = 0 if load_async else min(req.num_tokens - num_computed, budget)
+        new_blocks = self.kv.allocate_slots(req, num_new + num_external, num_local, computed_blocks,
+                                            delay_cache_blocks=load_async)
+        if new_blocks is None:
+            return None
+        if self.connector is not None:
+            self.connector.update_state_after_alloc(req, self.kv.block_ids(req), num_external, now_s)
+        if load_async:
+            return -1  # computed tokens are set when the load finishes (_finish_remote_load)
+        req.num_computed_tokens = num_computed
+        return num_new
+
+    def _finish_remote_load(self, req: Request) -> bool:
+        """vLLM `_update_waiting_for_remote_kv`: once loaded, the blocks count as computed and cached."""
+        if req.request_id not in self.finished_loading:
+            return False
+        self.finished_loading.discard(req.request_id)
+        num_computed = min(self.kv.num_blocks(req) * self.limits.block_size, req.num_tokens)
+        if num_computed == req.num_tokens:
+            num_computed -= 1  # the last token is always recomputed to produce logits
+        self.kv.cache_blocks(req, num_computed)
+        req.num_computed_tokens = num_computed
+        req.status = RequestStatus.WAITING
+        return True
+
+    def _start_running(self, req: Request) -> None:
+        if self.connector is not None:
+            self.external_stats.record(req.num_tokens, req.num_external_computed_tokens,
+                                       preempted=req.num_preemptions > 0)
+        if req.num_cached_tokens < 0:
+            req.num_cached_tokens = req.num_computed_tokens
+            self._record_tier_hits(req)
+        req.status = RequestStatus.RUNNING
+        self.running.append(req)
+
+    def _record_tier_hits(self, req: Request) -> None:
+        """Split the request's cached tokens into gpu / cpu / remote, summing to num_cached_tokens."""
+        hits = req.hits
+        hits.gpu_tokens = min(hits.gpu_tokens, req.num_cached_tokens)
+        external_tokens = req.num_cached_tokens - hits.gpu_tokens
+        if self.connector is None or external_tokens <= 0:
+            return
+        split = self.connector.external_hits(req.request_id)
+        hits.remote_tokens = min(split.remote_tokens, external_tokens)
+        hits.cpu_tokens = external_tokens - hits.remote_tokens
+
+    def _add_scheduled(self, plan: StepPlan, req: Request, num_new: int) -> None:
+        plan.scheduled.append((req, num_new))
+        work = plan.work
+        context = req.num_computed_tokens
+        work.num_reqs += 1
+        work.num_tokens += num_new
+        work.attended_pairs += num_new * context + num_new * (num_new + 1) // 2
+        work.kv_tokens_read += context + num_new
+        work.num_kv_tokens_written += num_new
+        if context + num_new >= req.num_tokens:
+            work.num_sampled += 1
+
+    # ---- connector plumbing
+    def connector_chunks(self, plan: StepPlan) -> list[ScheduledChunk]:
+        """Chunks for `connector.build_step`, after `schedule` advanced num_computed_tokens."""
+        return [
+            ScheduledChunk(req, req.num_computed_tokens - num_new, num_new, self.kv.block_ids(req))
+            for req, num_new in plan.scheduled
+        ]
+
+    # ---- removal
+    def remove_running(self, finished_ids: set[str]) -> None:
+        self.running = [r for r in self.running if r.request_id not in finished_ids]
+
+    def remove_waiting(self, req: Request) -> None:
+        self.waiting.remove(req)
+
+    def _check_invariants(self, plan: StepPlan, budget_left: int) -> None:
+        assert budget_left >= 0 and plan.work.num_tokens <= plan.token_budget, "token budget exceeded"
+        assert len(self.running) <= self.limits.max_num_seqs, "more running requests than max_num_seqs"
+        block_size = self.limits.block_size
+        for req, _ in plan.scheduled:
+            covered = self.kv.num_blocks(req) * block_size
+            assert covered >= req.num_computed_tokens, f"{req} blocks cover only {covered} tokens"

@@ -1,0 +1,110 @@
+"""Block hashes must equal vLLM's, computed here independently with hashlib / pickle / cbor2."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+
+import cbor2
+import pytest
+
+from kvbench.emulator.engine.hashing import BlockHasher, get_hash_fn, none_hash, to_event_hash
+from kvbench.emulator.engine.interface import BlockStored
+from kvbench.errors import UserError
+
+from engine_testlib import make_engine, make_request
+
+
+def vllm_sha256(obj) -> bytes:
+    return hashlib.sha256(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).digest()
+
+
+def vllm_sha256_cbor(obj) -> bytes:
+    return hashlib.sha256(cbor2.dumps(obj, canonical=True)).digest()
+
+
+REFERENCE = {"sha256": vllm_sha256, "sha256_cbor": vllm_sha256_cbor}
+
+
+@pytest.mark.parametrize("algo", ["sha256", "sha256_cbor"])
+def test_chain_of_full_blocks_matches_vllm(algo):
+    ref = REFERENCE[algo]
+    tokens = list(range(100, 140))  # 2 full blocks of 16 + 8 tokens that are never hashed
+    root = ref("123")  # PYTHONHASHSEED is hashed as a string
+    first = ref((root, tuple(tokens[:16]), None))
+    second = ref((first, tuple(tokens[16:32]), None))
+
+    hasher = BlockHasher(get_hash_fn(algo), none_hash(get_hash_fn(algo), {"PYTHONHASHSEED": "123"}), 16)
+    hashes: list[bytes] = []
+    hasher.extend(tokens, hashes, cache_salt=None)
+    assert hashes == [first, second]
+
+
+def test_cbor_encodes_the_tuple_as_an_array_of_parent_tokens_extra():
+    # The cbor path must hash exactly [bytes(32), [tokens...], null], as llm-d recomputes it.
+    root = vllm_sha256_cbor("0")
+    encoded = cbor2.dumps([root, [1, 2, 3, 4], None], canonical=True)
+    hasher = BlockHasher(get_hash_fn("sha256_cbor"), root, 4)
+    hashes: list[bytes] = []
+    hasher.extend([1, 2, 3, 4], hashes, None)
+    assert hashes == [hashlib.sha256(encoded).digest()]
+
+
+def test_cache_salt_goes_into_the_first_block_only():
+    root = vllm_sha256("0")
+    first = vllm_sha256((root, tuple(range(16)), ("salt-a",)))
+    second = vllm_sha256((first, tuple(range(16, 32)), None))
+    hasher = BlockHasher(get_hash_fn("sha256"), root, 16)
+    hashes: list[bytes] = []
+    hasher.extend(list(range(32)), hashes, "salt-a")
+    assert hashes == [first, second]
+
+
+def test_extend_adds_decode_filled_blocks_incrementally():
+    root = vllm_sha256("0")
+    hasher = BlockHasher(get_hash_fn("sha256"), root, 4)
+    tokens, hashes = [5, 6, 7], []
+    hasher.extend(tokens, hashes, None)
+    assert hashes == []  # partial block: not hashed
+    tokens.append(8)
+    hasher.extend(tokens, hashes, None)
+    assert hashes == [vllm_sha256((root, (5, 6, 7, 8), None))]
+
+
+def test_unset_pythonhashseed_uses_random_root():
+    calls = []
+
+    def fake_urandom(n):
+        calls.append(n)
+        return b"\x01" * n
+
+    assert none_hash(vllm_sha256, {}, fake_urandom) == b"\x01" * 32
+    assert calls == [32]
+
+
+def test_event_hash_is_low_64_bits_big_endian():
+    digest = bytes(range(32))
+    assert to_event_hash(digest) == int.from_bytes(bytes(range(24, 32)), "big")
+
+
+def test_unknown_algo_names_the_flag():
+    with pytest.raises(UserError, match="--prefix-caching-hash-algo"):
+        get_hash_fn("builtin")
+
+
+@pytest.mark.parametrize("algo", ["sha256", "sha256_cbor"])
+def test_engine_block_stored_event_carries_vllm_hashes(algo):
+    ref = REFERENCE[algo]
+    engine = make_engine(prefix_caching_hash_algo=algo, env={"PYTHONHASHSEED": "42"})
+    prompt = list(range(1, 41))  # 2 full blocks
+    engine.add_request(make_request("r", prompt, max_tokens=1))
+    result = engine.step(0.0)
+    stored = [e for e in result.kv_events if isinstance(e, BlockStored)]
+    root = ref("42")
+    h1 = ref((root, tuple(prompt[:16]), None))
+    h2 = ref((h1, tuple(prompt[16:32]), None))
+    assert len(stored) == 1
+    assert stored[0].block_hashes == [to_event_hash(h1), to_event_hash(h2)]
+    assert stored[0].parent_block_hash is None
+    assert stored[0].token_ids == prompt[:32]
+    assert stored[0].block_size == 16 and stored[0].medium == "GPU"
