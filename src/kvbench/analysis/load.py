@@ -1,0 +1,178 @@
+"""Read a run directory (results/layout.py contract) into plain in-memory values.
+
+Contract: every cell listed in manifest.json (or found under cells/) becomes one `CellData`, whatever
+its status; any of its files may be missing (a failed cell, an imported GuideLLM run without server
+metrics) and then the matching frame is empty with the contract's columns. Nothing here computes
+metrics: see metrics.py / server.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from pydantic import ValidationError
+
+from kvbench.errors import UserError
+from kvbench.results.layout import (
+    CELL_FILE,
+    CELLS_DIR,
+    MANIFEST_FILE,
+    REQUESTS_FILE,
+    SERVER_METRICS_FILE,
+    SYSTEM_METRICS_FILE,
+    CellInfo,
+    CellStatus,
+    RunManifest,
+)
+from kvbench.results.records import REQUEST_SCHEMA, SERVER_METRICS_SCHEMA, SYSTEM_METRICS_SCHEMA
+
+OFFLOAD_BASES = ("native-offload", "lmcache-local", "lmcache-redis", "lmcache-valkey")
+ROUTER_PREFIX = "llm-d"
+
+
+@dataclass
+class CellData:
+    info: CellInfo
+    requests: pd.DataFrame  # all phases; REQUEST_SCHEMA columns
+    server: pd.DataFrame  # SERVER_METRICS_SCHEMA columns
+    system: pd.DataFrame  # SYSTEM_METRICS_SCHEMA columns
+    load_errors: list[str] = field(default_factory=list)  # unreadable files, said in the report
+
+    @property
+    def cell_id(self) -> str:
+        return self.info.cell_id
+
+    @property
+    def ok(self) -> bool:
+        return self.info.status == CellStatus.OK
+
+    @property
+    def model_short(self) -> str:
+        return self.info.model.split("/")[-1]
+
+    @property
+    def base_scenario(self) -> str:
+        return base_scenario(self.info)
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    manifest: RunManifest
+    cells: list[CellData]
+
+    @property
+    def baseline(self) -> str:
+        return self.manifest.baseline_scenario or "no-offload"
+
+    def models(self) -> list[str]:
+        return sorted({c.info.model for c in self.cells})
+
+    def scenarios(self) -> list[str]:
+        """Scenario labels, baseline first, then in manifest order."""
+        seen: list[str] = []
+        for cell in self.cells:
+            if cell.info.scenario not in seen:
+                seen.append(cell.info.scenario)
+        return sorted(seen, key=lambda s: (s != self.baseline, seen.index(s)))
+
+
+def base_scenario(info: CellInfo) -> str:
+    """The catalog scenario a cell's label derives from (`native-offload@num_cpu_blocks=20000` -> `native-offload`)."""
+    extra = info.model_extra or {}
+    explicit = extra.get("base_scenario") or info.scenario_params.get("base_scenario")
+    if explicit:
+        return str(explicit)
+    return re.split(r"[@+\[:{]", info.scenario, maxsplit=1)[0]
+
+
+def is_offload_scenario(base: str) -> bool:
+    if base == "no-offload":
+        return False
+    return base in OFFLOAD_BASES or "offload" in base or base.startswith("lmcache")
+
+
+def is_router_scenario(base: str) -> bool:
+    return base.startswith(ROUTER_PREFIX)
+
+
+def load_run(run_dir: Path) -> RunData:
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise UserError(f"{manifest_path}: no manifest.json: not a kvbench run directory")
+    try:
+        manifest = RunManifest.model_validate_json(manifest_path.read_text())
+    except (ValidationError, ValueError) as err:
+        raise UserError(f"{manifest_path}: invalid manifest: {str(err).splitlines()[0]}") from None
+    cells = [_load_cell(run_dir, info) for info in _cell_infos(run_dir, manifest)]
+    return RunData(run_dir=run_dir, manifest=manifest, cells=cells)
+
+
+def _cell_infos(run_dir: Path, manifest: RunManifest) -> list[CellInfo]:
+    """cell.json where present (it is the fuller record), else the manifest's CellRef."""
+    infos: dict[str, CellInfo] = {}
+    for ref in manifest.cells:
+        info = _read_cell_json(run_dir / CELLS_DIR / ref.cell_id / CELL_FILE)
+        if info is None:
+            info = CellInfo(
+                cell_id=ref.cell_id, model=ref.model, scenario=ref.scenario, level=ref.level,
+                repeat=ref.repeat, status=ref.status, strategy=manifest.strategy,
+            )
+        infos[ref.cell_id] = info
+    cells_root = run_dir / CELLS_DIR
+    if cells_root.is_dir():
+        for path in sorted(cells_root.glob(f"*/{CELL_FILE}")):
+            if path.parent.name not in infos:
+                info = _read_cell_json(path)
+                if info is not None:
+                    infos[info.cell_id] = info
+    return list(infos.values())
+
+
+def _read_cell_json(path: Path) -> CellInfo | None:
+    if not path.is_file():
+        return None
+    try:
+        return CellInfo.model_validate(json.loads(path.read_text()))
+    except (ValidationError, ValueError):
+        return None
+
+
+def _load_cell(run_dir: Path, info: CellInfo) -> CellData:
+    cdir = run_dir / CELLS_DIR / info.cell_id
+    errors: list[str] = []
+    requests = _read_parquet(cdir / REQUESTS_FILE, REQUEST_SCHEMA.names, errors)
+    server = _read_parquet(cdir / SERVER_METRICS_FILE, SERVER_METRICS_SCHEMA.names, errors)
+    system = _read_parquet(cdir / SYSTEM_METRICS_FILE, SYSTEM_METRICS_SCHEMA.names, errors)
+    return CellData(info=info, requests=requests, server=server, system=system, load_errors=errors)
+
+
+def _read_parquet(path: Path, columns: list[str], errors: list[str]) -> pd.DataFrame:
+    """A single file or a directory of part files; missing columns are added as all-null."""
+    if not path.exists():
+        return pd.DataFrame({name: pd.Series(dtype="object") for name in columns})
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # a torn part file must not sink the whole report
+        errors.append(f"{path.name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        return pd.DataFrame({name: pd.Series(dtype="object") for name in columns})
+    for name in columns:
+        if name not in frame.columns:
+            frame[name] = None
+    return frame.reset_index(drop=True)
+
+
+def measure_requests(cell: CellData) -> pd.DataFrame:
+    """The requests that count in statistics: phase == measure (all requests if no phase was recorded)."""
+    frame = cell.requests
+    if frame.empty:
+        return frame
+    phase = frame["phase"]
+    if phase.isna().all():
+        return frame
+    return frame[phase == "measure"].reset_index(drop=True)

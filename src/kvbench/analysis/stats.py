@@ -1,0 +1,174 @@
+"""Confidence intervals and deltas against the baseline.
+
+- `t_interval`: mean and two-sided t-interval over repeats (one value per repeat).
+- `paired_delta`: relative delta of a treatment against the baseline when both have the same repeat
+  indices (same seed per repeat): a bootstrap over repeat pairs (percentile interval). With fewer than
+  `MIN_PAIRS_FOR_BOOTSTRAP_ONLY` pairs the percentile bootstrap under-covers, so the interval is
+  widened to also contain the paired t-interval on the per-pair deltas (stated in `method`).
+- `sliced_delta`: a single repeat per side: each side's requests, grouped by completion time into
+  slices of the measure window, are resampled within the cell (slices, not single requests, because
+  with fixed output lengths a request resample cannot move a throughput).
+- `request_delta`: resample requests within each cell for a per-request statistic (e.g. TTFT mean).
+An interval that contains zero means "no significant difference", never a gain or a loss.
+The RNG is always passed in (deterministic reports).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy import stats as sps
+
+CONFIDENCE = 0.95
+N_BOOT = 2000
+MIN_PAIRS_FOR_BOOTSTRAP_ONLY = 10
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    low: float
+    high: float
+    n: int
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Relative difference treatment vs baseline, in percent, with its interval."""
+
+    delta_pct: float
+    low_pct: float
+    high_pct: float
+    method: str
+    n: int  # repeat pairs, or slices / requests per side
+
+    @property
+    def known(self) -> bool:
+        return not (math.isnan(self.low_pct) or math.isnan(self.high_pct))
+
+    @property
+    def significant(self) -> bool:
+        return self.known and (self.low_pct > 0 or self.high_pct < 0)
+
+    @property
+    def verdict(self) -> str:
+        """'gain' | 'loss' | 'no significant difference' | 'unknown' (higher-is-better metric)."""
+        if not self.known:
+            return "unknown"
+        if not self.significant:
+            return "no significant difference"
+        return "gain" if self.delta_pct > 0 else "loss"
+
+    def text(self) -> str:
+        if math.isnan(self.delta_pct):
+            return "n/a"
+        if not self.known:
+            return f"{self.delta_pct:+.1f}% (no interval)"
+        return f"{self.delta_pct:+.1f}% [{self.low_pct:+.1f}, {self.high_pct:+.1f}]"
+
+
+NO_DELTA = Delta(math.nan, math.nan, math.nan, "none", 0)
+
+
+def t_interval(values, confidence: float = CONFIDENCE) -> Interval:
+    data = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    n = len(data)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    mean = float(data.mean())
+    if n == 1:
+        return Interval(mean, math.nan, math.nan, 1)
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1) * data.std(ddof=1) / math.sqrt(n))
+    return Interval(mean, mean - half, mean + half, n)
+
+
+def _pct(ratio: float | np.ndarray) -> float | np.ndarray:
+    return (ratio - 1.0) * 100.0
+
+
+def _percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(samples, alpha)), float(np.quantile(samples, 1 - alpha))
+
+
+def paired_delta(base: dict[int, float], treat: dict[int, float], rng: np.random.Generator,
+                 n_boot: int = N_BOOT, confidence: float = CONFIDENCE) -> Delta:
+    """base/treat: repeat index -> value. Only repeats present on both sides are used."""
+    keys = sorted(k for k in base if k in treat and not math.isnan(base[k]) and not math.isnan(treat[k]))
+    if not keys:
+        return NO_DELTA
+    b = np.array([base[k] for k in keys], dtype=float)
+    t = np.array([treat[k] for k in keys], dtype=float)
+    if b.mean() <= 0:
+        return NO_DELTA
+    point = float(_pct(t.mean() / b.mean()))
+    n = len(keys)
+    if n < 2:
+        return Delta(point, math.nan, math.nan, "single pair: no interval", n)
+    picks = rng.integers(0, n, size=(n_boot, n))
+    boot = _pct(t[picks].mean(axis=1) / b[picks].mean(axis=1))
+    low, high = _percentile_interval(boot, confidence)
+    method = f"paired bootstrap over {n} repeat pairs ({n_boot} resamples)"
+    if n < MIN_PAIRS_FOR_BOOTSTRAP_ONLY:
+        per_pair = _pct(t / b)
+        tint = t_interval(per_pair, confidence)
+        low, high = min(low, tint.low), max(high, tint.high)
+        method += f", widened to the paired t-interval because {n} < {MIN_PAIRS_FOR_BOOTSTRAP_ONLY} pairs"
+    return Delta(point, low, high, method, n)
+
+
+def sliced_delta(base_slices: np.ndarray, treat_slices: np.ndarray, rng: np.random.Generator,
+                 n_boot: int = N_BOOT, confidence: float = CONFIDENCE) -> Delta:
+    """Throughput delta from one cell per side: resample each side's window slices independently."""
+    return _independent_bootstrap(
+        base_slices, treat_slices, rng, np.mean, n_boot, confidence,
+        f"bootstrap within single cells: requests grouped into {len(base_slices)} time slices of the window, resampled",
+    )
+
+
+def request_delta(base_values: np.ndarray, treat_values: np.ndarray, rng: np.random.Generator,
+                  statistic: Callable[[np.ndarray], float] = np.mean,
+                  n_boot: int = N_BOOT, confidence: float = CONFIDENCE) -> Delta:
+    return _independent_bootstrap(
+        base_values, treat_values, rng, statistic, n_boot, confidence,
+        "bootstrap resampling requests within each cell",
+    )
+
+
+def _independent_bootstrap(base: np.ndarray, treat: np.ndarray, rng: np.random.Generator,
+                           statistic: Callable[[np.ndarray], float], n_boot: int, confidence: float,
+                           method: str) -> Delta:
+    base = np.asarray(base, dtype=float)
+    treat = np.asarray(treat, dtype=float)
+    if len(base) == 0 or len(treat) == 0 or statistic(base) <= 0:
+        return NO_DELTA
+    point = float(_pct(statistic(treat) / statistic(base)))
+    if len(base) < 2 or len(treat) < 2:
+        return Delta(point, math.nan, math.nan, method + " (too few samples: no interval)", min(len(base), len(treat)))
+    base_boot = _boot_stat(base, rng, statistic, n_boot)
+    treat_boot = _boot_stat(treat, rng, statistic, n_boot)
+    valid = base_boot > 0
+    boot = _pct(treat_boot[valid] / base_boot[valid])
+    low, high = _percentile_interval(boot, confidence)
+    return Delta(point, low, high, f"{method} ({n_boot} resamples)", min(len(base), len(treat)))
+
+
+def _boot_stat(values: np.ndarray, rng: np.random.Generator, statistic: Callable, n_boot: int) -> np.ndarray:
+    picks = rng.integers(0, len(values), size=(n_boot, len(values)))
+    if statistic is np.mean:
+        return values[picks].mean(axis=1)
+    return np.array([statistic(values[row]) for row in picks], dtype=float)
+
+
+def equivalence(delta: Delta, margin_pct: float) -> str:
+    """'equivalent' only when the whole interval lies inside +-margin; 'different' when it excludes zero."""
+    if not delta.known:
+        return "unknown"
+    if delta.significant:
+        return "different"
+    if -margin_pct <= delta.low_pct and delta.high_pct <= margin_pct:
+        return "equivalent"
+    return "inconclusive"

@@ -1,0 +1,228 @@
+"""Validity checks: could this experiment show a difference at all? Each result carries its evidence.
+
+A check yields one `Check` per subject it applies to (a cell, a model, or the run): status
+FLAG (the numbers below cannot be taken at face value), OK (checked, fine) or SKIP (the data the
+check needs is absent; the report says so rather than pretending it passed).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kvbench.analysis.load import CellData, RunData, is_offload_scenario, is_router_scenario, measure_requests
+from kvbench.analysis.metrics import measure_window_s, ok_requests
+from kvbench.analysis.peaks import Peak
+from kvbench.analysis.server import KV_USAGE, gauge_stats, in_window, offload_bytes, step_lag_p99_s, tier_hits
+
+
+class CheckStatus(str, enum.Enum):
+    FLAG = "FLAG"
+    OK = "ok"
+    SKIP = "skipped"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    client_lag_p99_ms: float = 50.0  # dispatch or event-loop lag
+    client_cpu_pct: float = 90.0  # client process CPU near one core's 100 %
+    engine_step_lag_p99_ms: float = 50.0
+    kv_usage_max_pct: float = 25.0  # below this at every level, the GPU KV cache never filled up
+    min_ok_requests: int = 30
+    max_error_rate: float = 0.01
+    first_turn_slack_tokens: int = 16  # one block of cached tokens beyond the shared prefix is tolerated
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: CheckStatus
+    subject: str  # cell id, model, "run"
+    evidence: str
+
+
+def run_checks(run: RunData, peaks: list[Peak], thresholds: Thresholds = Thresholds()) -> list[Check]:
+    checks: list[Check] = []
+    checks += check_failed_cells(run)
+    for cell in run.cells:
+        if not cell.ok:
+            continue
+        checks += [
+            check_client_bound(cell, thresholds), check_emulator_bound(cell, thresholds),
+            check_request_count(cell, thresholds), check_errors(cell, thresholds),
+            check_warm_cache(cell, thresholds),
+        ]
+        if is_router_scenario(cell.base_scenario):
+            checks.append(check_routing_can_matter(cell))
+    checks += check_memory_pressure(run, thresholds)
+    checks += [check_tier_exercised(p) for p in peaks if is_offload_scenario(p.base_scenario) and p.cells]
+    checks.append(check_cached_tokens_reported(run))
+    return checks
+
+
+def check_failed_cells(run: RunData) -> list[Check]:
+    failed = [c for c in run.cells if not c.ok]
+    if not failed:
+        return [Check("cells completed", CheckStatus.OK, "run", f"all {len(run.cells)} cells ok")]
+    detail = "; ".join(f"{c.cell_id}: {c.info.status.value}" + (f" ({c.info.error})" if c.info.error else "") for c in failed)
+    return [Check("cells completed", CheckStatus.FLAG, "run",
+                  f"{len(failed)} of {len(run.cells)} cells did not finish and are left out: {detail}")]
+
+
+def _client_series(cell: CellData, metric: str, window) -> np.ndarray:
+    rows = in_window(cell.system, window)
+    if rows.empty:
+        return np.array([])
+    rows = rows[(rows["metric"] == metric) & (rows["source"].astype(str).str.startswith("client"))]
+    return pd.to_numeric(rows["value"], errors="coerce").dropna().to_numpy(dtype=float)
+
+
+def check_client_bound(cell: CellData, th: Thresholds) -> Check:
+    window = measure_window_s(cell, measure_requests(cell))
+    evidence, flagged = [], False
+    for metric in ("dispatch_lag_ms", "event_loop_lag_ms"):
+        values = _client_series(cell, metric, window)
+        if len(values):
+            p99 = float(np.percentile(values, 99))
+            evidence.append(f"{metric} p99 {p99:.1f} ms")
+            flagged |= p99 > th.client_lag_p99_ms
+    cpu = _client_series(cell, "cpu_percent", window)
+    if len(cpu):
+        p95 = float(np.percentile(cpu, 95))
+        evidence.append(f"client CPU p95 {p95:.0f} %")
+        flagged |= p95 >= th.client_cpu_pct
+    if not evidence:
+        return Check("client keeps up", CheckStatus.SKIP, cell.cell_id, "no client lag / CPU samples")
+    status = CheckStatus.FLAG if flagged else CheckStatus.OK
+    limits = f"(limits: lag p99 {th.client_lag_p99_ms:.0f} ms, CPU {th.client_cpu_pct:.0f} %)"
+    return Check("client keeps up", status, cell.cell_id,
+                 ("client-bound: " if flagged else "") + ", ".join(evidence) + f" {limits}")
+
+
+def check_emulator_bound(cell: CellData, th: Thresholds) -> Check:
+    window = measure_window_s(cell, measure_requests(cell))
+    p99_ms = step_lag_p99_s(cell, window) * 1000
+    if math.isnan(p99_ms):
+        return Check("emulator keeps up", CheckStatus.SKIP, cell.cell_id, "no kvbench:engine_step_lag_seconds samples")
+    flagged = p99_ms > th.engine_step_lag_p99_ms
+    return Check("emulator keeps up", CheckStatus.FLAG if flagged else CheckStatus.OK, cell.cell_id,
+                 ("emulator-bound: " if flagged else "") +
+                 f"engine step lag p99 {p99_ms:.1f} ms (limit {th.engine_step_lag_p99_ms:.0f} ms)")
+
+
+def check_request_count(cell: CellData, th: Thresholds) -> Check:
+    n_ok = len(ok_requests(measure_requests(cell)))
+    flagged = n_ok < th.min_ok_requests
+    return Check("enough requests", CheckStatus.FLAG if flagged else CheckStatus.OK, cell.cell_id,
+                 f"{n_ok} successful measure-phase requests (minimum {th.min_ok_requests})")
+
+
+def check_errors(cell: CellData, th: Thresholds) -> Check:
+    measured = measure_requests(cell)
+    if measured.empty:
+        return Check("error rate", CheckStatus.SKIP, cell.cell_id, "no measure-phase requests")
+    failed = measured[measured["status"] != "ok"]
+    rate = len(failed) / len(measured)
+    kinds = ", ".join(f"{k}: {v}" for k, v in failed["status"].value_counts().items())
+    return Check("error rate", CheckStatus.FLAG if rate > th.max_error_rate else CheckStatus.OK, cell.cell_id,
+                 f"{len(failed)}/{len(measured)} failed ({rate:.1%}; limit {th.max_error_rate:.0%})" + (f" [{kinds}]" if kinds else ""))
+
+
+def check_warm_cache(cell: CellData, th: Thresholds) -> Check:
+    protocol = cell.info.cache_protocol or {}
+    evidence, flagged = [], False
+    if protocol and not protocol.get("reset", False):
+        evidence.append("cache_protocol: no prefix-cache reset before the cell")
+        flagged = True
+    frame = cell.requests
+    first = frame[(frame["turn_index"] == 0) & (frame["status"] == "ok")] if not frame.empty else frame
+    if not first.empty and first["cached_tokens"].notna().any() and first["reused_prefix_tokens"].notna().any():
+        cached = pd.to_numeric(first["cached_tokens"], errors="coerce")
+        explained = pd.to_numeric(first["reused_prefix_tokens"], errors="coerce").fillna(0)
+        excess = cached - explained
+        bad = int((excess > th.first_turn_slack_tokens).sum())
+        evidence.append(f"{bad}/{len(first)} first-turn requests cached more than their shared prefix explains"
+                        + (f" (max excess {int(excess.max())} tokens)" if bad else ""))
+        flagged |= bad > 0
+    if not evidence:
+        return Check("cold start", CheckStatus.SKIP, cell.cell_id, "no cache_protocol record and no first-turn cached tokens")
+    return Check("cold start", CheckStatus.FLAG if flagged else CheckStatus.OK, cell.cell_id,
+                 ("warm-cache contamination: " if flagged else "") + "; ".join(evidence))
+
+
+def check_routing_can_matter(cell: CellData) -> Check:
+    endpoints = {e for e in cell.requests["endpoint"].dropna().unique()} if not cell.requests.empty else set()
+    engines = {s for s in cell.server["source"].dropna().unique() if s != "router"} if not cell.server.empty else set()
+    count = max(len(endpoints), len(engines))
+    if count == 0:
+        return Check("routing can matter", CheckStatus.SKIP, cell.cell_id, "no endpoint per request and no per-engine metrics")
+    flagged = count <= 1
+    return Check("routing can matter", CheckStatus.FLAG if flagged else CheckStatus.OK, cell.cell_id,
+                 f"{count} endpoint(s) served requests" + (": a router with one endpoint cannot route" if flagged else ""))
+
+
+def check_memory_pressure(run: RunData, th: Thresholds) -> list[Check]:
+    checks = []
+    for model in run.models():
+        cells = [c for c in run.cells if c.info.model == model and c.ok]
+        maxima = []
+        for cell in cells:
+            _, kv_max = gauge_stats(cell.server, KV_USAGE, measure_window_s(cell, measure_requests(cell)))
+            if not math.isnan(kv_max):
+                maxima.append(kv_max * 100)
+        if not maxima:
+            checks.append(Check("memory pressure", CheckStatus.SKIP, model, f"no {KV_USAGE} samples"))
+            continue
+        peak_pct = max(maxima)
+        flagged = peak_pct < th.kv_usage_max_pct
+        checks.append(Check("memory pressure", CheckStatus.FLAG if flagged else CheckStatus.OK, model,
+                            (f"no memory pressure: GPU KV usage never exceeded {peak_pct:.2f} % in {len(maxima)} cells "
+                             f"(limit {th.kv_usage_max_pct:.0f} %); running requests never filled the GPU KV cache, so "
+                             "offload can help only through prefix reuse beyond GPU capacity (see tier check)")
+                            if flagged else f"GPU KV usage reached {peak_pct:.1f} % (>= {th.kv_usage_max_pct:.0f} %)"))
+    return checks
+
+
+def check_tier_exercised(peak: Peak) -> Check:
+    cell = peak.cells[0]
+    window = measure_window_s(cell, measure_requests(cell))
+    tiers = tier_hits(cell, window)
+    moved = offload_bytes(cell, window)
+    subject = f"{peak.model_short} / {peak.scenario} @ {peak.level:g}"
+    cpu, remote = tiers["cpu_hit_tokens"], tiers["remote_hit_tokens"]
+    loaded = moved["offload_cpu_to_gpu_bytes"]
+    known = [v for v in (cpu, remote, loaded) if not math.isnan(v)]
+    if not known:
+        return Check("offload tier exercised", CheckStatus.SKIP, subject, "no tier attribution and no offload byte counters")
+    flagged = sum(known) == 0
+    parts = [f"CPU hits {cpu:.0f} tokens" if not math.isnan(cpu) else "CPU hits n/a",
+             f"remote hits {remote:.0f} tokens" if not math.isnan(remote) else "remote hits n/a",
+             f"CPU->GPU {loaded / 1e6:.1f} MB" if not math.isnan(loaded) else "CPU->GPU bytes n/a"]
+    stored = moved["offload_gpu_to_cpu_bytes"]
+    if not math.isnan(stored):
+        parts.append(f"GPU->CPU {stored / 1e6:.1f} MB")
+    return Check("offload tier exercised", CheckStatus.FLAG if flagged else CheckStatus.OK, subject,
+                 ("tier never exercised: " if flagged else "") + ", ".join(parts) + f" (source: {tiers['tier_source']})")
+
+
+def check_cached_tokens_reported(run: RunData) -> Check:
+    reported = total = 0
+    for cell in run.cells:
+        ok = ok_requests(cell.requests)
+        total += len(ok)
+        reported += int(ok["cached_tokens"].notna().sum()) if len(ok) else 0
+    if total == 0:
+        return Check("cached tokens reported", CheckStatus.SKIP, "run", "no successful requests")
+    if reported == 0:
+        return Check("cached tokens reported", CheckStatus.FLAG, "run",
+                     f"none of {total} responses carried usage.prompt_tokens_details.cached_tokens "
+                     "(vLLM reports it only with --enable-prompt-tokens-details); client-side hit rates are unavailable")
+    return Check("cached tokens reported", CheckStatus.OK, "run", f"{reported}/{total} responses reported cached tokens")
+
+
+def flagged(checks: list[Check], name: str, subject: str | None = None) -> list[Check]:
+    return [c for c in checks if c.status == CheckStatus.FLAG and c.name == name and (subject is None or c.subject == subject)]

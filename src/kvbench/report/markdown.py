@@ -1,0 +1,197 @@
+"""REPORT.md: header (system under test first), validity checks, findings and guidance, peak table,
+figures, server metrics, per-model details, methodology."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from kvbench.analysis.guidance import EQUIVALENCE_MARGIN_PCT, Finding
+from kvbench.analysis.load import RunData
+from kvbench.analysis.metrics import TPOT_DEFINITION
+from kvbench.analysis.peaks import Peak, fmt_tok_s
+from kvbench.analysis.stats import CONFIDENCE, MIN_PAIRS_FOR_BOOTSTRAP_ONLY, N_BOOT
+from kvbench.analysis.validity import Check, CheckStatus, Thresholds
+from kvbench.report.figures import Skipped
+
+FIGURE_CAPTIONS = {
+    "peak_throughput_all_scenarios.png": "Peak output throughput per model and scenario",
+    "latency_comparison_all.png": "TTFT and TPOT at each scenario's peak",
+    "performance_delta_heatmap_all.png": "Peak-throughput delta vs baseline (n.s. = not significant)",
+    "pcp_kv_cache_usage.png": "GPU KV-cache usage over the peak cells",
+    "pcp_request_queues.png": "Running and waiting requests at peak",
+    "pcp_prefix_cache_hits.png": "Prefix-cache hit rate and tier shares at peak",
+    "pcp_memory_usage.png": "Server process memory over the peak cells",
+    "pcp_correlation_heatmap.png": "Correlation between server metrics and performance",
+    "ttft_by_turn.png": "TTFT by conversation turn",
+    "ttft_by_reused_prefix.png": "TTFT by reused-prefix length",
+}
+
+
+@dataclass
+class ReportData:
+    run: RunData
+    metrics: pd.DataFrame
+    level_summary: pd.DataFrame
+    peaks: list[Peak]
+    server_peak: pd.DataFrame
+    checks: list[Check]
+    findings: list[Finding]
+    guidance: list[Finding]
+    thresholds: Thresholds
+    figures: list[Path | Skipped] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # other files written (CSV, BR)
+
+
+def _num(value, fmt: str = "{:.1f}") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return fmt.format(value)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
+    return lines
+
+
+def render(data: ReportData) -> str:
+    sections = [_header(data), _validity(data), _findings(data), _peak_section(data), _figures(data),
+                _server_section(data), _details(data), _methodology(data)]
+    return "\n\n".join("\n".join(s) for s in sections) + "\n"
+
+
+def _header(data: ReportData) -> list[str]:
+    m = data.run.manifest
+    sut = m.system_under_test
+    nature = ("EMULATED: every number below comes from kvbench's emulator and cost model, not from measurements "
+              "of real hardware" if sut.emulated else "measured on the system described")
+    statuses = Counter(c.info.status.value for c in data.run.cells)
+    return [
+        f"# kvbench report: {m.run_name}", "",
+        f"**System under test:** {sut.description} (kind `{sut.kind}`). **{nature}.**", "",
+        f"- Run: `{m.run_name}`, started {m.created_at}, finished {m.finished_at or 'not recorded (interrupted?)'}",
+        f"- Cells: {len(data.run.cells)} in total, " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())),
+        f"- Models: {', '.join(data.run.models()) or 'none'}; scenarios: {', '.join(data.run.scenarios()) or 'none'}",
+        f"- Baseline scenario: `{data.run.baseline}`; load strategy `{m.strategy}` "
+        f"(level = {'concurrent streams' if m.strategy == 'concurrent' else 'requests per second'})",
+        f"- kvbench {m.kvbench_version}",
+    ]
+
+
+def _validity(data: ReportData) -> list[str]:
+    lines = ["## Validity checks", "",
+             "Checks on whether this run could show a difference at all. FLAG rows qualify every number below."]
+    flags = [c for c in data.checks if c.status == CheckStatus.FLAG]
+    if flags:
+        lines += [""] + _table(["check", "subject", "evidence"], [[f"**FLAG** {c.name}", c.subject, c.evidence] for c in flags])
+    else:
+        lines += ["", "No check flagged a problem."]
+    by_name: dict[str, Counter] = {}
+    for c in data.checks:
+        by_name.setdefault(c.name, Counter())[c.status.value] += 1
+    lines += ["", "Summary per check:"]
+    for name, counts in by_name.items():
+        lines.append(f"- {name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    skipped = {c.name: c.evidence for c in data.checks if c.status == CheckStatus.SKIP}
+    for name, why in skipped.items():
+        lines.append(f"  - {name} skipped where data was absent, e.g. \"{why}\"")
+    return lines
+
+
+def _findings(data: ReportData) -> list[str]:
+    lines = ["## Findings", ""]
+    lines += [f"- *{f.rule}*: {f.text}" for f in data.findings] or ["- No findings: no successful cell."]
+    lines += ["", "## Deployment guidance", "",
+              "Rule: recommend a scenario only for a significant throughput gain at its peak; otherwise keep the "
+              "baseline. These statements hold for the system under test named at the top.", ""]
+    lines += [f"- {g.text}" for g in data.guidance] or ["- None: no successful cell."]
+    return lines
+
+
+def _peak_section(data: ReportData) -> list[str]:
+    pct = int(CONFIDENCE * 100)
+    rows = []
+    for p in data.peaks:
+        is_base = p.scenario == data.run.baseline
+        rows.append([p.model_short, p.scenario, fmt_tok_s(p.throughput), f"{p.level:g}", str(p.throughput.n),
+                     "—" if is_base else p.delta.text(), "baseline" if is_base else p.delta.verdict])
+    lines = ["## Peak throughput", "",
+             f"Output tok/s at each scenario's best load level: mean over repeats [{pct} % CI]; delta vs "
+             f"`{data.run.baseline}` at its own peak [{pct} % CI]. Data: `peak_throughput_all.csv`.", ""]
+    return lines + (_table(["Model", "Scenario", "Peak tok/s", "Level", "Repeats", "vs baseline", "Verdict"], rows)
+                    if rows else ["No successful cell."])
+
+
+def _figures(data: ReportData) -> list[str]:
+    lines = ["## Figures", ""]
+    for item in data.figures:
+        if isinstance(item, Skipped):
+            continue
+        caption = FIGURE_CAPTIONS.get(item.name) or f"Throughput vs load: {item.stem.replace('throughput_curve_', '').replace('_all', '')}"
+        lines += [f"![{caption}]({item.name})", f"*{caption}*", ""]
+    skipped = [f for f in data.figures if isinstance(f, Skipped)]
+    if skipped:
+        lines += ["Figures not drawn:"] + [f"- `{s.name}`: {s.reason}" for s in skipped]
+    return lines
+
+
+def _server_section(data: ReportData) -> list[str]:
+    lines = ["## Server metrics at peak", ""]
+    rows_df = data.server_peak
+    if rows_df.empty or not rows_df["has_server_metrics"].any():
+        return lines + ["No server metrics in this run (e.g. an imported GuideLLM run): server-side checks were skipped."]
+    rows = [[r.model.split("/")[-1], r.scenario, f"{r.level:g}", _num(r.kv_usage_mean_pct, "{:.2f}"), _num(r.kv_usage_max_pct, "{:.2f}"),
+             _num(r.running_mean), _num(r.waiting_mean), _num(r.prefix_hit_rate_pct), _num(r.cpu_hit_share_pct),
+             _num(r.remote_hit_share_pct), _num(r.offload_gpu_to_cpu_bytes / 1e6), _num(r.offload_cpu_to_gpu_bytes / 1e6),
+             _num(r.process_rss_mean_gb, "{:.2f}"), _num(r.gpu_utilization_pct)] for r in rows_df.itertuples()]
+    lines += ["Means over the measure window of the first repeat at each peak (all repeats in `pcp_metrics_peak.csv`). "
+              "Hit rate from counter increases; tier shares from per-request tier tokens where reported, else "
+              "`vllm:prompt_tokens_cached_by_source`.", ""]
+    return lines + _table(["Model", "Scenario", "Level", "KV mean %", "KV max %", "Running", "Waiting", "Hit %",
+                           "CPU share %", "Remote share %", "GPU→CPU MB", "CPU→GPU MB", "RSS GB", "GPU util %"], rows)
+
+
+def _details(data: ReportData) -> list[str]:
+    lines = ["## Per-model details", ""]
+    summary = data.level_summary
+    if summary.empty:
+        return lines + ["No successful cell."]
+    for model, group in summary.groupby("model"):
+        rows = [[r.scenario, f"{r.level:g}", str(r.repeats),
+                 f"{_num(r.output_tok_s_mean)} [{_num(r.output_tok_s_ci_low)}, {_num(r.output_tok_s_ci_high)}]",
+                 _num(r.request_rate_rps_mean, "{:.2f}"), _num(r.ttft_p50_ms_mean), _num(r.ttft_p99_ms_mean),
+                 _num(r.tpot_p50_ms_mean, "{:.2f}")] for r in group.sort_values(["scenario", "level"]).itertuples()]
+        lines += [f"### {model}", ""] + _table(
+            ["Scenario", "Level", "Repeats", "Output tok/s [95 % CI]", "req/s", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms"], rows) + [""]
+    return lines
+
+
+def _methodology(data: ReportData) -> list[str]:
+    methods = sorted({p.delta.method for p in data.peaks if p.scenario != data.run.baseline and p.delta.method != "none"})
+    th = data.thresholds
+    return [
+        "## Methodology", "",
+        "- Only measure-phase requests count (warm-up, priming and cool-down excluded). Throughput = output tokens "
+        "of successful measure-phase requests / measure-window seconds.",
+        "- TTFT = first token received - request sent. " + TPOT_DEFINITION + ". ITL = gaps between token arrivals "
+        "pooled over requests. E2E = last token - request sent. Percentiles: linear interpolation (numpy).",
+        f"- Repeats: mean and two-sided {int(CONFIDENCE * 100)} % t-interval over repeats.",
+        f"- Deltas vs baseline ({N_BOOT} bootstrap resamples, percentile interval, seeded RNG): paired by repeat "
+        f"index where at least two repeats align (same seed per repeat across scenarios); with fewer than "
+        f"{MIN_PAIRS_FOR_BOOTSTRAP_ONLY} pairs the interval is widened to include the paired t-interval. With a "
+        "single repeat, each cell's requests are grouped by completion time into 10 slices of the window and "
+        "resampled. A delta whose interval contains 0 is reported as 'no significant difference'.",
+        "- Methods used in this report: " + ("; ".join(methods) if methods else "none (no deltas)") + ".",
+        f"- Redis vs Valkey are called equivalent only if the whole interval lies within +-{EQUIVALENCE_MARGIN_PCT:g} %.",
+        f"- Validity thresholds: client lag p99 > {th.client_lag_p99_ms:g} ms or client CPU >= {th.client_cpu_pct:g} %; "
+        f"engine step lag p99 > {th.engine_step_lag_p99_ms:g} ms; max KV usage < {th.kv_usage_max_pct:g} % = no memory "
+        f"pressure; < {th.min_ok_requests} ok requests; error rate > {th.max_error_rate:.0%}.",
+        "- Files: `complete_metrics.csv` (every cell), `summary_by_level.csv` (means and CIs over repeats), "
+        "`peak_throughput_all.csv`, `pcp_metrics_peak.csv`, `pcp_summary_stats.csv`, `validity_checks.csv`"
+        + ("; Benchmark Report v0.2 per cell in `br/`" if "br" in data.outputs else "") + ".",
+    ]
