@@ -7,9 +7,9 @@ Contract:
   24..32). Only full blocks of `tokenProcessorConfig.blockSize` tokens (default 16) are keyed. They
   match the engine's KV events only if it runs `--prefix-caching-hash-algo sha256_cbor` with
   PYTHONHASHSEED == hashSeed and the same block size.
-- Token-id prompts are used as they are. Text prompts and chat go through the emulated engine's
-  deterministic tokenizer (`kvbench.emulator.api.tokenizer`) when it is importable; otherwise they
-  score 0 (no holder is predicted).
+- Token-id prompts are used as they are. Text prompts and chat (ChatML-rendered) go through the
+  emulated engine's deterministic tokenizer (`kvbench.emulator.api.tokenizer`) when it is
+  importable; otherwise they score 0 (no holder is predicted).
 - Score (kvblock_scorer.go LongestPrefix): walking the keys in order, the pods that held every key
   so far each gain their max tier weight for the key (gpu 1.0, cpu 0.8); then min-max normalised
   over the pods that scored (utils.go): pods without a score -> 0, all scored equal -> 1.0.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 import cbor2
@@ -78,24 +79,48 @@ def normalize(raw: dict[str, float], addresses: list[str]) -> dict[str, float]:
     return out
 
 
-def load_text_tokenizer() -> Callable[[str], list[int]] | None:
-    """The emulated engine's deterministic tokenizer, if that module exists."""
+@dataclass(frozen=True)
+class TextTokenizer:
+    """Prompt text / chat messages -> token ids, exactly as the emulated engine tokenizes them."""
+
+    encode: Callable[[str], list[int]]
+    render_chat: Callable[[list[dict]], str] | None = None
+
+    def chat_tokens(self, messages: list) -> list[int] | None:
+        if self.render_chat is None:
+            return None
+        rendered = []
+        for message in messages:
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                return None
+            content = message.get("content", "")
+            if isinstance(content, list):  # OpenAI content parts: the engine keeps the text parts
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            if not isinstance(content, str):
+                return None
+            rendered.append({"role": message["role"], "content": content})
+        return self.encode(self.render_chat(rendered))
+
+
+def load_text_tokenizer() -> TextTokenizer | None:
+    """The emulated engine's built-in deterministic tokenizer (kvbench.emulator.api.tokenizer), if
+    present. A real vLLM with a Hugging Face tokenizer tokenizes differently: text prompts then
+    predict nothing useful, token-id prompts are exact."""
     try:
         module = importlib.import_module("kvbench.emulator.api.tokenizer")
     except ImportError:
         return None
-    for name in ("encode", "tokenize"):
-        function = getattr(module, name, None)
-        if callable(function):
-            return function
-    return None
+    builtin = getattr(module, "BuiltinTokenizer", None)
+    if builtin is None:
+        return None
+    return TextTokenizer(encode=builtin().encode, render_chat=getattr(module, "chatml_prompt", None))
 
 
 class PrecisePrefixCacheScorer:
     type = "precise-prefix-cache-scorer"
 
     def __init__(self, name: str, index: KVBlockIndex, block_size_tokens: int = 16, hash_seed: str = "",
-                 text_tokenizer: Callable[[str], list[int]] | None = None) -> None:
+                 text_tokenizer: TextTokenizer | None = None) -> None:
         self.name = name
         self.index = index
         self.block_size_tokens = block_size_tokens
@@ -106,9 +131,11 @@ class PrecisePrefixCacheScorer:
     def request_tokens(self, request: RouterRequest) -> list[int] | None:
         if request.prompt_token_ids is not None:
             return request.prompt_token_ids
-        if request.prompt_text is not None and self.text_tokenizer is not None:
-            return list(self.text_tokenizer(request.prompt_text))
-        return None  # chat needs the engine's chat template: not predicted
+        if self.text_tokenizer is None:
+            return None
+        if request.prompt_text is not None:
+            return self.text_tokenizer.encode(request.prompt_text)
+        return self.text_tokenizer.chat_tokens(request.messages or [])
 
     async def score(self, request: RouterRequest, endpoints: list[Endpoint]) -> ScorerOutput:
         addresses = [e.address for e in endpoints]
