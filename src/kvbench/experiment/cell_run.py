@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from kvbench.collect.collector import Collector, snapshot
 from kvbench.experiment import cache_state
-from kvbench.experiment.cell_summary import CellTally
+from kvbench.results.summary import CellTally
 from kvbench.results.layout import CellStatus
 from kvbench.results.records import Phase, RequestRecord
 from kvbench.results.store import CellWriter

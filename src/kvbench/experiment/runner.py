@@ -189,7 +189,7 @@ class ExperimentRunner:
         self.console.print(f"cell {plan.cell_id}: {level_plan.strategy} {level_plan.level:g}")
         inputs = CellInputs(self.spec, self.target, deployment, endpoint, self.clock, workload, level_plan, self.hooks)
         try:
-            status, error = asyncio.run(run_cell(inputs, writer))
+            status, error = self._run_with_progress(inputs, writer, plan)
         except KeyboardInterrupt:
             self.store.end_cell(writer, CellStatus.INTERRUPTED, "interrupted (Ctrl-C); --resume redoes this cell")
             raise
@@ -201,6 +201,19 @@ class ExperimentRunner:
         self.store.end_cell(writer, status, error)
         if status != CellStatus.OK:
             self.console.print(f"[red]cell {plan.cell_id} failed[/red]: {error}")
+
+    def _run_with_progress(self, inputs: CellInputs, writer, plan: CellPlan):
+        from kvbench.loadgen.progress import CellProgress
+
+        user_hook = self.hooks.on_progress
+        with CellProgress(plan.cell_id, inputs.level_plan.max_requests) as bar:
+            def on_progress(update) -> None:
+                bar.update(update)
+                if user_hook is not None:
+                    user_hook(update)
+
+            inputs.hooks = RunnerHooks(self.hooks.before_cell, self.hooks.on_record, on_progress)
+            return asyncio.run(run_cell(inputs, writer))
 
     def _level_plan(self, plan: CellPlan):
         from kvbench.loadgen.api import LevelPlan
@@ -240,21 +253,19 @@ class ExperimentRunner:
         return [c.cell_id for c in self.store.manifest.cells if c.cell_id in ids and c.status != CellStatus.OK]
 
     def _print_summary(self, plans: list[CellPlan]) -> None:
+        from kvbench.loadgen.progress import SummaryRow, render_summary_table
+
         rows = []
         for plan in plans:
             info = self.store.read_cell(plan.cell_id)
-            if info is not None:
-                rows.append({"cell_id": plan.cell_id, "status": info.status.value, **info.summary})
-        try:
-            from kvbench.loadgen.progress import render_summary_table
-        except ImportError:
-            render_summary_table = None
-        if render_summary_table is not None:
-            self.console.print(render_summary_table(rows))
-        else:
-            for row in rows:
-                self.console.print(f"{row['cell_id']}: {row['status']} ok={row.get('requests_ok')} "
-                                   f"rps={row.get('request_rate_rps')} ttft_p50={row.get('ttft_ms_p50')}")
+            if info is None:
+                continue
+            summary = info.summary
+            label = plan.cell_id if info.status == CellStatus.OK else f"{plan.cell_id} ({info.status.value})"
+            rows.append(SummaryRow(label, summary.get("request_rate_rps") or 0.0, summary.get("output_tokens_per_s") or 0.0,
+                                   summary.get("ttft_ms_p50"), summary.get("ttft_ms_p99"), summary.get("itl_ms_p50"),
+                                   summary.get("requests_failed", 0)))
+        self.console.print(render_summary_table(rows))
 
 
 def _groups(plans: list[CellPlan]):

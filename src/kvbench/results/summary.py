@@ -21,6 +21,8 @@ class CellTally:
     ttft_ms: list[float] = field(default_factory=list)
     tpot_ms: list[float] = field(default_factory=list)
     e2e_ms: list[float] = field(default_factory=list)
+    itl_ms: list[float] = field(default_factory=list)
+    last_ok_end_s: float | None = None
     output_tokens: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
@@ -39,6 +41,9 @@ class CellTally:
         _append_if(self.ttft_ms, record.ttft_ms)
         _append_if(self.tpot_ms, record.tpot_ms)
         _append_if(self.e2e_ms, record.e2e_ms)
+        self.itl_ms.extend(record.itl_ms)
+        if record.end_s is not None:
+            self.last_ok_end_s = max(self.last_ok_end_s or record.end_s, record.end_s)
         self.output_tokens += record.output_tokens
         self.prompt_tokens += record.prompt_tokens
         if record.cached_tokens is not None:
@@ -54,6 +59,10 @@ class CellTally:
         return sum(n for status, n in self.statuses.items() if status != RequestStatus.OK.value)
 
     def summary(self, measure_start_s: float | None, measure_end_s: float | None) -> dict[str, Any]:
+        """A count-bound window ends when the last measured request is scheduled; it is extended to
+        the end of the last successful measured request so rates are not inflated."""
+        if measure_end_s is not None and self.last_ok_end_s is not None:
+            measure_end_s = max(measure_end_s, self.last_ok_end_s)
         window_s = (measure_end_s - measure_start_s) if measure_start_s is not None and measure_end_s is not None else None
         rate = (lambda n: n / window_s) if window_s and window_s > 0 else (lambda n: None)
         summary: dict[str, Any] = {
@@ -65,7 +74,8 @@ class CellTally:
             if self.cached_reported and self.prompt_tokens else None,
             "tpot_definition": "(e2e - ttft) / (output_tokens - 1)",
         }
-        for name, values in (("ttft_ms", self.ttft_ms), ("tpot_ms", self.tpot_ms), ("e2e_ms", self.e2e_ms)):
+        for name, values in (("ttft_ms", self.ttft_ms), ("tpot_ms", self.tpot_ms), ("e2e_ms", self.e2e_ms),
+                             ("itl_ms", self.itl_ms)):
             summary.update(_percentiles(name, values))
         return summary
 
