@@ -124,3 +124,11 @@ def test_bad_format_and_missing_run_dir_are_user_errors(tmp_path):
         build_report(tmp_path, ["pdf"])
     with pytest.raises(UserError, match="no such run directory"):
         build_report(tmp_path / "nope", ["md"])
+
+
+@pytest.mark.parametrize("cells", [[], [SynthCell(status="failed")]], ids=["no-cells", "all-failed"])
+def test_run_without_any_successful_cell_still_reports(tmp_path, cells):
+    report = build_report(write_run(tmp_path, cells), ["md", "csv", "png", "html", "br"])
+    text = (report / "REPORT.md").read_text()
+    assert "## Peak throughput" in text and "No successful cell." in text
+    assert "`peak_throughput_all_scenarios.png`: no successful cell" in text

@@ -44,6 +44,8 @@ def ok_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
 def level_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95 % t-interval over repeats of each summary metric per (model, scenario, level)."""
     rows = []
+    if metrics.empty:
+        return pd.DataFrame()
     for (model, scenario, level), group in ok_metrics(metrics).groupby(["model", "scenario", "level"], sort=True):
         row = {"model": model, "scenario": scenario, "level": level, "repeats": len(group)}
         for name in SUMMARY_METRICS:

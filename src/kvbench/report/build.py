@@ -103,6 +103,8 @@ def scenario_summary(data: ReportData, server_rows: pd.DataFrame) -> pd.DataFram
 
 def correlation_frame(data: ReportData) -> pd.DataFrame:
     ok = ok_metrics(data.metrics)
+    if ok.empty:
+        return ok
     cells = {c.cell_id: c for c in data.run.cells}
     server = pd.DataFrame([server_row(cells[cid]) for cid in ok["cell_id"]])
     if server.empty:
