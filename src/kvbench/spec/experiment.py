@@ -174,6 +174,13 @@ class K8sTarget(StrictModel):
     epp_configmap: str = "llm-d-infpool-epp"
     epp_deployment: str = "llm-d-infpool-epp"
     rollout_timeout_s: float = Field(default=900.0, gt=0)
+    engines: int = Field(default=1, gt=0, description="model-server replicas")
+    tensor_parallel_size: int = Field(default=1, gt=0)
+    max_num_seqs: int = Field(default=1024, gt=0)
+    block_size: int = Field(default=16, gt=0)
+    image: str = "ghcr.io/llm-d/llm-d-cuda:v0.4.0"  # used when kvbench creates the model server
+    extra_args: list[str] = Field(default_factory=list)
+    epp_config_key: str = "default-plugins.yaml"  # the EPP ConfigMap's data key (GIE pluginsConfigFile)
 
 
 TargetSpec = Annotated[
