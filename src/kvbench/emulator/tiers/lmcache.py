@@ -1,0 +1,275 @@
+"""LMCacheConnectorV1 (lmcache 0.3.9.post2 with vLLM 0.11): local CPU tier + optional Redis/Valkey.
+
+Per request (kv-semantics.md section 3):
+1. lookup: chunk keys of the prompt (prefix-chained 256-token chunks, the partial tail too), hits
+   counted consecutively from the start, CPU tier first, then the remote tier for the rest in ONE
+   pipelined round trip; CPU hits are pinned until the request saves or finishes.
+   need = hit - vllm_cached, minus 1 when the whole prompt hits; returned with load_async=False.
+2. retrieve (update_state_after_alloc): synchronous, so it blocks the step: whole chunks from the
+   chunk holding the first needed token, CPU->GPU over the host link; remote chunks are first read
+   from the real store (measured round trip + true bytes / network bandwidth) and written back to
+   the CPU tier.
+3. store (build_step, after the forward pass): `input_len // chunk * chunk` tokens, or all of them
+   on the last prefill step when `save_unfull_chunk`; chunks already on CPU are skipped; decode is
+   saved only with `save_decode_cache`. GPU->CPU copies block the step; the remote write is
+   asynchronous in LMCache, so its real round trip is recorded, not added to the step.
+Tensor parallelism: each rank stores its 1/tp share under its own key (worker_id = rank,
+world_size = tp). Remote payloads are `remote_payload_scale` of the true bytes (metadata `length`
+is the stored length, `shape` the true shape); costs always use the true bytes.
+Emulation gaps: the retrieve after a whole-prompt hit is costed as if every hit chunk loads; a remote
+chunk that vanished between lookup and retrieve is counted (kvbench:lmcache_remote_load_misses) but
+not recomputed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from kvbench.emulator.engine.connector import ConnectorFacts, ConnectorPoll, ConnectorRequest, ScheduledChunk, StepTransfer
+from kvbench.emulator.engine.interface import KVEvent, TierHits
+from kvbench.emulator.tiers.lmcache_config import LMCacheConfig
+from kvbench.emulator.tiers.lmcache_cpu import LocalCPUBackend
+from kvbench.emulator.tiers.lmcache_keys import Chunk, ChunkedTokenDatabase, KeyFormat
+from kvbench.emulator.tiers.remote_store import RemoteEntry, RemoteKVStore, RemoteResult, pack_metadata
+from kvbench.emulator.tiers.transfer import HostLink, kv_bytes_per_rank
+
+CPU, REMOTE = "cpu", "remote"
+_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float8_e4m3fn": 1, "float8_e5m2": 1}
+
+
+@dataclass(slots=True)
+class RequestState:
+    hit_chunks: list[Chunk] = field(default_factory=list)
+    hit_tiers: list[str] = field(default_factory=list)
+    pinned: list[int] = field(default_factory=list)  # CPU chunk hashes pinned by the lookup
+    num_local_hit_tokens: int = 0
+    num_saved_tokens: int = 0
+    hits: TierHits = field(default_factory=TierHits)
+
+
+def _overlap(chunk: Chunk, start: int, end: int) -> int:
+    return max(0, min(chunk.end, end) - max(chunk.start, start))
+
+
+class LMCacheConnector:
+    def __init__(self, config: LMCacheConfig, facts: ConnectorFacts, init_hash: int,
+                 remote: RemoteKVStore | None = None, num_layers: int = 1) -> None:
+        self.config = config
+        self.facts = facts
+        self.token_db = ChunkedTokenDatabase(config.chunk_size, config.save_unfull_chunk, init_hash)
+        self.key_format = KeyFormat(facts.model_name, facts.tensor_parallel_size, facts.kv_dtype)
+        self.cpu = LocalCPUBackend(config.max_local_cpu_bytes)
+        self.remote = remote
+        self.num_layers = num_layers
+        self.link = HostLink(facts.host_link_bytes_per_s)  # only its duration: LMCache copies are synchronous
+        self._states: dict[str, RequestState] = {}
+        self._pending = StepTransfer()
+        self._counters: dict[str, float] = defaultdict(float)
+
+    # ---- sizes and keys
+
+    def _rank_bytes(self, num_tokens: int) -> int:
+        return kv_bytes_per_rank(num_tokens, self.facts.kv_bytes_per_token, self.facts.tensor_parallel_size)
+
+    def rank_keys(self, chunk: Chunk) -> list[str]:
+        return [self.key_format.key(rank, chunk.chunk_hash) for rank in range(self.facts.tensor_parallel_size)]
+
+    def _shape(self, num_tokens: int) -> tuple[int, int, int, int]:
+        per_token_rank = self.facts.kv_bytes_per_token // self.facts.tensor_parallel_size
+        hidden = per_token_rank // (2 * self.num_layers * _DTYPE_BYTES.get(self.facts.kv_dtype, 2))
+        return (2, self.num_layers, num_tokens, hidden)
+
+    # ---- lookup
+
+    def _lookup_chunks(self, chunks: list[Chunk], now_s: float) -> list[str]:
+        tiers: list[str] = []
+        for chunk in chunks:
+            if not self.cpu.contains(chunk.chunk_hash):
+                break
+            tiers.append(CPU)
+        rest = chunks[len(tiers):]
+        if rest and self.remote is not None:
+            tp = self.facts.tensor_parallel_size
+            result = self.remote.exists([k for c in rest for k in self.rank_keys(c)], now_s)
+            self._account_remote("lookup", result)
+            for i in range(len(rest) if result.ok else 0):
+                if not all(result.values[i * tp : (i + 1) * tp]):
+                    break
+                tiers.append(REMOTE)
+        return tiers
+
+    def get_num_new_matched_tokens(
+        self, request: ConnectorRequest, num_local_hit_tokens: int, now_s: float
+    ) -> tuple[int, bool]:
+        state = self._states.setdefault(request.request_id, RequestState())
+        self._release_pins(state)
+        prompt = list(request.all_token_ids[: request.num_prompt_tokens])
+        chunks = self.token_db.chunks(prompt)
+        tiers = self._lookup_chunks(chunks, now_s)
+        state.hit_chunks, state.hit_tiers = chunks[: len(tiers)], tiers
+        state.pinned = [c.chunk_hash for c, tier in zip(state.hit_chunks, tiers) if tier == CPU]
+        for chunk_hash in state.pinned:
+            self.cpu.pin(chunk_hash)
+        state.num_local_hit_tokens = num_local_hit_tokens
+        hit_tokens = state.hit_chunks[-1].end if state.hit_chunks else 0
+        self._counters["lmcache:num_lookup_requests"] += 1
+        self._counters["lmcache:num_lookup_tokens"] += len(prompt)
+        self._counters["lmcache:num_lookup_hits"] += hit_tokens
+        if hit_tokens == len(request.all_token_ids):
+            hit_tokens -= 1  # vLLM must compute the last token itself
+        need = hit_tokens - num_local_hit_tokens
+        return (need, False) if need > 0 else (0, False)
+
+    # ---- retrieve
+
+    def update_state_after_alloc(
+        self, request: ConnectorRequest, block_ids: list[int], num_external_tokens: int, now_s: float
+    ) -> None:
+        state = self._states.get(request.request_id)
+        if state is None or num_external_tokens <= 0:
+            return
+        load_start = state.num_local_hit_tokens
+        load_end = load_start + num_external_tokens
+        aligned_start = load_start // self.config.chunk_size * self.config.chunk_size
+        hits, moved_tokens, remote_chunks = TierHits(), 0, []
+        for chunk, tier in zip(state.hit_chunks, state.hit_tiers):
+            needed = _overlap(chunk, load_start, load_end)
+            if needed == 0:
+                continue
+            moved_tokens += _overlap(chunk, aligned_start, load_end)
+            if tier == CPU:
+                hits.cpu_tokens += needed
+                self.cpu.touch(chunk.chunk_hash)
+            else:
+                hits.remote_tokens += needed
+                remote_chunks.append(chunk)
+        blocking_s = self.link.duration_s(self._rank_bytes(moved_tokens))
+        if remote_chunks:
+            blocking_s += self._read_remote(remote_chunks, now_s)
+        state.hits = hits
+        self._pending.blocking_s += blocking_s
+        self._pending.loaded_bytes += self._rank_bytes(moved_tokens) * self.facts.tensor_parallel_size
+        self._counters["lmcache:num_retrieve_requests"] += 1
+        self._counters["lmcache:num_requested_tokens"] += request.num_prompt_tokens
+        self._counters["lmcache:num_hit_tokens"] += num_external_tokens
+
+    def _read_remote(self, chunks: list[Chunk], now_s: float) -> float:
+        """Real GETs of every rank's keys, write-back to CPU; returns the seconds the step waits."""
+        keys = [k for c in chunks for k in self.rank_keys(c)]
+        result = self.remote.get(keys, now_s)
+        self._account_remote("get", result)
+        true_bytes = sum(self._rank_bytes(c.num_tokens) for c in chunks) * self.facts.tensor_parallel_size
+        tp = self.facts.tensor_parallel_size
+        for i, chunk in enumerate(chunks):
+            present = result.ok and all(v is not None for v in result.values[i * tp : (i + 1) * tp])
+            if not present:
+                self._counters["kvbench:lmcache_remote_load_misses_total"] += 1
+            elif self.config.local_cpu:
+                self.cpu.put(chunk.chunk_hash, self._rank_bytes(chunk.num_tokens))
+        if result.ok:
+            self._counters["lmcache:num_remote_read_requests"] += len(keys)
+            self._counters["lmcache:num_remote_read_bytes"] += true_bytes
+        return result.elapsed_s + true_bytes / self.config.remote_network_bytes_per_s
+
+    # ---- store
+
+    def build_step(self, scheduled: list[ScheduledChunk], now_s: float) -> StepTransfer:
+        step, self._pending = self._pending, StepTransfer()
+        for chunk in scheduled:
+            stored_tokens = self._save(chunk, now_s)
+            step.stored_bytes += self._rank_bytes(stored_tokens) * self.facts.tensor_parallel_size
+            step.blocking_s += self.link.duration_s(self._rank_bytes(stored_tokens))
+        return step
+
+    def _save_upto(self, chunk: ScheduledChunk) -> int:
+        request, cs = chunk.request, self.config.chunk_size
+        input_len = chunk.num_computed_tokens + chunk.num_scheduled_tokens
+        if chunk.num_computed_tokens >= request.num_prompt_tokens:  # decode
+            return input_len // cs * cs if self.config.save_decode_cache else 0
+        if input_len >= request.num_prompt_tokens and self.config.save_unfull_chunk:
+            return input_len
+        return input_len // cs * cs
+
+    def _save(self, chunk: ScheduledChunk, now_s: float) -> int:
+        """Saves the request's new chunks; returns tokens copied GPU->CPU."""
+        request = chunk.request
+        state = self._states.setdefault(request.request_id, RequestState())
+        upto = self._save_upto(chunk)
+        if upto <= state.num_saved_tokens:
+            return 0
+        first = state.num_saved_tokens // self.config.chunk_size
+        new_chunks = self.token_db.chunks(list(request.all_token_ids[:upto]))[first:]
+        state.num_saved_tokens = upto
+        self._release_pins(state)
+        to_save = [c for c in new_chunks if not self.cpu.contains(c.chunk_hash)]
+        if not to_save:
+            return 0
+        if self.config.local_cpu:
+            for c in to_save:
+                if not self.cpu.put(c.chunk_hash, self._rank_bytes(c.num_tokens)):
+                    self._counters["kvbench:lmcache_cpu_put_refused_total"] += 1
+        if self.remote is not None:
+            self._write_remote(to_save, now_s)
+        saved_tokens = sum(c.num_tokens for c in to_save)
+        self._counters["lmcache:num_store_requests"] += 1
+        self._counters["lmcache:num_stored_tokens"] += saved_tokens
+        return saved_tokens
+
+    def _write_remote(self, chunks: list[Chunk], now_s: float) -> None:
+        entries = []
+        for c in chunks:
+            payload = bytes(max(1, int(self._rank_bytes(c.num_tokens) * self.config.remote_payload_scale)))
+            metadata = pack_metadata(len(payload), self._shape(c.num_tokens), self.facts.kv_dtype)
+            entries.extend(RemoteEntry(key, payload, metadata) for key in self.rank_keys(c))
+        result = self.remote.put(entries, now_s)
+        self._account_remote("put", result)
+        if result.ok:
+            self._counters["lmcache:num_remote_write_requests"] += len(entries)
+            self._counters["lmcache:num_remote_write_bytes"] += sum(self._rank_bytes(c.num_tokens) for c in chunks) * self.facts.tensor_parallel_size
+            self._counters["kvbench:lmcache_remote_payload_bytes_total"] += sum(len(e.payload) for e in entries)
+
+    # ---- remote accounting
+
+    def _account_remote(self, op: str, result: RemoteResult) -> None:
+        self._counters[f"kvbench:lmcache_remote_seconds_total|op={op}"] += result.elapsed_s
+        if not result.ok:
+            self._counters[f"kvbench:lmcache_remote_errors_total|op={op}"] += 1
+
+    # ---- lifecycle
+
+    def _release_pins(self, state: RequestState) -> None:
+        for chunk_hash in state.pinned:
+            self.cpu.unpin(chunk_hash)
+        state.pinned = []
+
+    def request_finished(self, request: ConnectorRequest, block_ids: list[int], now_s: float) -> bool:
+        state = self._states.pop(request.request_id, None)
+        if state is not None:
+            self._release_pins(state)
+        return False  # stores are synchronous: nothing is still reading the GPU blocks
+
+    def poll(self, now_s: float) -> ConnectorPoll:
+        return ConnectorPoll()
+
+    def external_hits(self, request_id: str) -> TierHits:
+        state = self._states.get(request_id)
+        return state.hits if state is not None else TierHits()
+
+    def take_events(self) -> list[KVEvent]:
+        return []  # LMCacheConnectorV1.take_events appears in vLLM 0.13; 0.11 publishes none
+
+    def reset(self) -> None:
+        self.cpu.clear_unpinned()
+
+    def metrics(self) -> dict[str, float]:
+        out = dict(self._counters)
+        for name in ("lookup", "get", "put"):
+            out.setdefault(f"kvbench:lmcache_remote_errors_total|op={name}", 0.0)
+        out["lmcache:local_cache_usage"] = float(self.cpu.used_bytes)
+        out["kvbench:cpu_kv_cache_usage_perc|tier=cpu"] = self.cpu.usage()
+        out["kvbench:lmcache_cpu_evicted_chunks_total"] = float(self.cpu.evicted_total)
+        if self.remote is not None:
+            out["kvbench:lmcache_remote_payload_scale"] = self.config.remote_payload_scale
+            out["kvbench:lmcache_remote_available"] = 0.0 if self.remote.breaker_open else 1.0
+        return out
