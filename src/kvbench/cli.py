@@ -111,7 +111,10 @@ def emulate_stack(
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app(args=argv, prog_name="kvbench", standalone_mode=False)
+        # In non-standalone mode click returns a command's `typer.Exit(code)` instead of raising it.
+        code = app(args=argv, prog_name="kvbench", standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except UserError as err:
         typer.echo(f"kvbench: error: {err}", err=True)
         return UserError.exit_code

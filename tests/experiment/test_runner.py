@@ -175,3 +175,25 @@ def test_prompts_over_max_model_len_are_rejected_before_load(tmp_path, capsys):
         assert server.requests == 0
     err = capsys.readouterr().err
     assert "needs 88 tokens" in err and "max_model_len 64" in err  # 64 + 2 x (8 + 4)
+
+
+def test_sweep_runs_synchronous_throughput_then_rates_between(tmp_path):
+    run = tmp_path / "run"
+    with KvEndpoint() as server:
+        spec = write_spec(tmp_path, server.url)
+        spec.write_text(spec.read_text().replace("strategy: concurrent, levels: [1, 2]", "strategy: sweep, sweep_size: 3"))
+        assert run_experiment_cli(spec, run, only=["scenario=no-offload"]) == 0
+    sync, thr, rate = (cell(run, f"tiny__no-offload__{k}__r0") for k in (1, 2, 3))
+    assert (sync["level_plan"]["strategy"], thr["level_plan"]["strategy"], rate["level_plan"]["strategy"]) == (
+        "synchronous", "throughput", "constant")
+    # GuideLLM: linspace(sync, throughput, sweep_size - 1)[1:] -> with sweep_size 3 the rate is the throughput's
+    assert rate["level_plan"]["level"] == pytest.approx(thr["summary"]["request_rate_rps"])
+
+
+def test_cli_exit_code_1_when_a_cell_failed(tmp_path, capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = write_spec(tmp_path, f"http://127.0.0.1:{port}")
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--only", "level=1"]) == 1
+    assert "unreachable" in capsys.readouterr().err

@@ -32,6 +32,12 @@ class Distribution(StrictModel):
     min: int | None = Field(default=None, ge=1)
     max: int | None = Field(default=None, ge=1)
 
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> "Distribution":
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
 
 TokenCount = Union[Annotated[int, Field(gt=0)], Distribution]
 
@@ -119,6 +125,8 @@ class LoadSpec(StrictModel):
     def _needs_a_stop(self) -> "LoadSpec":
         if self.duration_s is None and self.requests_per_level is None:
             raise ValueError("set duration_s or requests_per_level")
+        if self.strategy == "concurrent" and any(not float(level).is_integer() for level in self.levels):
+            raise ValueError("concurrent levels are numbers of streams: whole numbers only")
         return self
 
 
@@ -231,11 +239,18 @@ class ExperimentSpec(StrictModel):
 
 def format_validation_error(source: str, err: ValidationError) -> str:
     """One line: `<source>: <field.path>: <problem>` for the first error (and a count of the rest)."""
-    first = err.errors()[0]
+    errors = err.errors()
+    # A value given as a mapping where `int | Distribution` is allowed fails both branches; the int
+    # branch's "should be a valid integer" is noise next to the Distribution branch's real problem.
+    meaningful = [e for e in errors if e["type"] not in _UNION_BRANCH_NOISE] or errors
+    first = meaningful[0]
     path = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
-    more = len(err.errors()) - 1
+    more = len(meaningful) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{source}: {path or '<top>'}: {first['msg']}{suffix}"
+
+
+_UNION_BRANCH_NOISE = {"int_type", "int_parsing", "model_type"}
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -243,7 +258,7 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and part in {
         "multi_turn_shared_prefix", "synthetic", "shared_prefix_groups", "replay",
         "endpoint", "emulated", "vllm", "k8s", "int", "Distribution",
-    } or (isinstance(part, str) and part.startswith("function-"))
+    } or (isinstance(part, str) and part.startswith(("function-", "constrained-")))
 
 
 def parse_spec(data: Any, source: str = "spec") -> ExperimentSpec:
