@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from kvbench.emulator.engine.build import build_engine
 from kvbench.emulator.engine.hashing import to_event_hash
 from kvbench.emulator.engine.interface import BlockRemoved
 from kvbench.emulator.engine.request import RequestStatus, generated_token_id, request_token_seed
 from kvbench.emulator.engine.virtual import VirtualDriver
 
-from engine_testlib import make_engine, make_request
+from engine_testlib import make_args, make_engine, make_request
 
 
 def test_chunked_prefill_under_token_budget_and_running_first():
@@ -45,8 +46,8 @@ def test_request_that_cannot_be_allocated_is_counted_again_each_step():
     assert engine.stats().prefix_cache_hits == 0
 
 
-def preemption_setup():
-    engine = make_engine(max_num_batched_tokens=256)
+def preemption_setup(**build_kwargs):
+    engine = build_engine(make_args(max_num_batched_tokens=256), **build_kwargs)
     engine.add_request(make_request("r0", [1] * 80, max_tokens=4))  # exactly 5 blocks: 1..5
     engine.add_request(make_request("r1", [2] * 80, max_tokens=4))  # exactly 5 blocks: 6..10
     return engine
@@ -92,8 +93,7 @@ def test_preempted_request_finishes_with_the_same_tokens_and_split_stats():
 
 
 def test_preempted_lookups_in_the_same_counters_like_vllm_0_11_0():
-    engine = preemption_setup()
-    engine.kv.stats.count_preempted_separately = False
+    engine = preemption_setup(count_preempted_separately=False)
     VirtualDriver(engine).run(max_steps=50)
     stats = engine.stats()
     assert (stats.prefix_cache_queries, stats.prefix_cache_hits) == (160 + 3 * 81, 3 * 64)

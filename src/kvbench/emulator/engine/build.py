@@ -90,7 +90,11 @@ def _build_connector(args: EngineArgs, facts: ConnectorFacts) -> KVConnector:
 
 
 def build_engine(args: EngineArgs, urandom: Callable[[int], bytes] = os.urandom,
-                 cost_params: CostParams = CostParams()) -> EmulatedEngine:
+                 cost_params: CostParams = CostParams(), count_preempted_separately: bool = True,
+                 check_invariants: bool = True) -> EmulatedEngine:
+    """`urandom` seeds NONE_HASH when PYTHONHASHSEED is unset. `count_preempted_separately`: True
+    counts prefix-cache lookups of preempted requests apart (vLLM >= 0.11.2, and the 0.32 CPU build
+    the parity suite runs), False counts them in vllm:prefix_cache_* (vLLM 0.11.0)."""
     model = get_model(args.model)
     hardware = get_hardware(args.hardware)
     _check_args(args, model)
@@ -107,9 +111,10 @@ def build_engine(args: EngineArgs, urandom: Callable[[int], bytes] = os.urandom,
             kv_dtype=model.kv_dtype, num_gpu_blocks=num_gpu_blocks))
 
     pool = BlockPool(num_gpu_blocks, enable_caching=args.enable_prefix_caching, block_size=args.block_size)
-    kv = KVCacheManager(pool, args.block_size, max_model_len, enable_caching=args.enable_prefix_caching)
+    kv = KVCacheManager(pool, args.block_size, max_model_len, enable_caching=args.enable_prefix_caching,
+                        count_preempted_separately=count_preempted_separately)
     limits = SchedulerLimits(args.max_num_seqs, batched, max_model_len, args.block_size)
-    scheduler = Scheduler(limits, kv, connector)
+    scheduler = Scheduler(limits, kv, connector, check_invariants=check_invariants)
     # vLLM hashes blocks when prefix caching is on or a connector needs the hashes.
     hashing_on = args.enable_prefix_caching or connector is not None
     hasher = BlockHasher(hash_fn, none_hash(hash_fn, args.env, urandom), args.block_size if hashing_on else 0)

@@ -228,6 +228,6 @@ class Scheduler:
         assert budget_left >= 0 and plan.work.num_tokens <= plan.token_budget, "token budget exceeded"
         assert len(self.running) <= self.limits.max_num_seqs, "more running requests than max_num_seqs"
         block_size = self.limits.block_size
-        for req, _ in plan.scheduled:
+        for req in self.running:
             covered = self.kv.num_blocks(req) * block_size
             assert covered >= req.num_computed_tokens, f"{req} blocks cover only {covered} tokens"
