@@ -233,7 +233,9 @@ class LMCacheConnector:
 
     def _account_remote(self, op: str, result: RemoteResult) -> None:
         self._counters[f"kvbench:lmcache_remote_seconds_total|op={op}"] += result.elapsed_s
-        if not result.ok:
+        if result.skipped:
+            self._counters[f"kvbench:lmcache_remote_skipped_total|op={op}"] += 1
+        elif not result.ok:
             self._counters[f"kvbench:lmcache_remote_errors_total|op={op}"] += 1
 
     # ---- lifecycle

@@ -50,9 +50,10 @@ class RemoteEntry:
 
 @dataclass(slots=True)
 class RemoteResult:
-    ok: bool  # False: store unavailable (error now or breaker open)
+    ok: bool  # False: store unavailable (error now, or breaker open)
     elapsed_s: float
     values: list = field(default_factory=list)
+    skipped: bool = False  # True: not tried, the breaker is open
 
 
 class RemoteKVStore:
@@ -88,7 +89,7 @@ class RemoteKVStore:
 
     def _run(self, now_s: float, fill: Callable[[redis.client.Pipeline], None]) -> RemoteResult:
         if not self.available(now_s):
-            return RemoteResult(False, 0.0)
+            return RemoteResult(False, 0.0, skipped=True)
         start = self._timer()
         try:
             pipe = self._client.pipeline(transaction=False)
