@@ -35,7 +35,10 @@ from kvbench.workload.build import build_workload, longest_conversation_tokens
 from kvbench.workload.sizing import KvCapacities
 
 VERSIONED_PACKAGES = ["kvbench", "aiohttp", "pydantic", "pyarrow", "pandas", "numpy", "psutil", "rich"]
-DEFAULT_THROUGHPUT_CONCURRENCY = 512  # GuideLLM's default max_concurrency for its throughput stage
+DEFAULT_THROUGHPUT_CONCURRENCY = 512
+_LEVEL_UNITS = {"concurrent": "concurrent streams", "synchronous": "1 stream", "constant": "req/s",
+                "poisson": "req/s", "sweep": "sweep step: 1 synchronous, 2 throughput, 3.. constant rate "
+                                             "(the rate in req/s is cell.json level_plan.level)"}  # GuideLLM's default max_concurrency for its throughput stage
 
 
 def run_experiment_cli(spec_path: Path, out: Path | None, resume: bool = False, only=(),
@@ -61,7 +64,7 @@ def _open_store(spec: ExperimentSpec, run_dir: Path, resume: bool, sut) -> RunSt
         manifest = RunManifest(kvbench_version=manifest_versions(["kvbench"])["kvbench"], run_name=spec.name,
                                created_at=utc_now_iso(), spec=snapshot, system_under_test=sut, host=host_facts(),
                                versions=manifest_versions(VERSIONED_PACKAGES), strategy=spec.load.strategy,
-                               clock_origin_unix_s=time.time())
+                               clock_origin_unix_s=time.time(), level_unit=_LEVEL_UNITS[spec.load.strategy])
         return RunStore.create(run_dir, manifest)
     store = RunStore.open(run_dir)
     if store.manifest.spec != snapshot:
