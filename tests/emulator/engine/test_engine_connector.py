@@ -195,3 +195,15 @@ def test_default_batch_budget_follows_vllm_online_defaults():
                          model="Qwen/Qwen3-8B", max_model_len=None)
         return build_engine(args).scheduler.limits.max_num_batched_tokens
     assert (budget("H100-SXM"), budget("H200"), budget("A100-80GB"), budget("L40S")) == (8192, 8192, 2048, 2048)
+
+
+def test_engine_keeps_stepping_while_a_store_holds_blocks():
+    fake = FakeConnector(hold_on_finish=True)
+    engine = engine_with(fake)
+    engine.add_request(make_request("a", list(range(40)), max_tokens=1))
+    engine.step(0.0)
+    assert engine.requests == {} and engine.has_unfinished_requests()
+    fake.stores_done = ["a"]
+    idle = engine.step(0.1)
+    assert idle.outputs == [] and idle.duration_s == engine.cost.params.step_overhead_s
+    assert not engine.has_unfinished_requests()

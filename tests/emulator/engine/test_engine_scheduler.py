@@ -130,3 +130,17 @@ def test_virtual_driver_jumps_idle_gaps_and_stamps_step_ends():
     assert run.outputs[0].time_s > 5.0
     assert run.outputs[1].time_s > run.outputs[0].time_s
     assert run.end_s == run.outputs[1].time_s
+
+
+def test_abort_frees_running_blocks_and_drops_waiting_requests():
+    engine = make_engine(max_num_seqs=1)
+    engine.add_request(make_request("run", [1] * 40, max_tokens=10))
+    engine.add_request(make_request("wait", [2] * 40, max_tokens=10))
+    engine.step(0.0)
+    assert engine.pool.num_free_blocks() == 7
+    engine.abort_request("run")
+    engine.abort_request("wait")
+    assert engine.pool.num_free_blocks() == 10
+    assert not engine.has_unfinished_requests()
+    assert engine.step(0.1).num_scheduled_tokens == 0
+    assert engine.stats().request_success == {}

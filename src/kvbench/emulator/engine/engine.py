@@ -88,7 +88,9 @@ class EmulatedEngine:
         self._release(req, now_s=self._last_now_s)
 
     def has_unfinished_requests(self) -> bool:
-        return bool(self.requests)
+        """True while requests run or wait, and while finished requests' blocks are still held by a
+        connector store (vLLM's engine keeps stepping, polling the connector, until those finish)."""
+        return bool(self.requests) or bool(self.held)
 
     def step(self, now_s: float) -> StepResult:
         self._last_now_s = now_s

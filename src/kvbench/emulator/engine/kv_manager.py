@@ -90,12 +90,17 @@ class KVCacheManager:
         computed_blocks: list[KVBlock] | None = None,
         delay_cache_blocks: bool = False,
     ) -> list[KVBlock] | None:
-        computed_blocks = computed_blocks or []
         num_computed_tokens = req.num_computed_tokens + num_new_computed_tokens
         num_tokens_need_slot = min(num_computed_tokens + num_new_tokens, self.max_model_len)
+        req_blocks = self.req_to_blocks.get(req.request_id)
+        if not computed_blocks and req_blocks is not None and len(req_blocks) * self.block_size >= num_tokens_need_slot:
+            # fast path (most decode steps): the request's blocks already have room
+            if self.enable_caching and not delay_cache_blocks:
+                self.cache_blocks(req, min(num_computed_tokens + num_new_tokens, req.num_tokens))
+            return []
+        computed_blocks = computed_blocks or []
         if self.num_blocks_to_allocate(req, num_tokens_need_slot, computed_blocks) > self.pool.num_free_blocks():
             return None
-        req_blocks = self.req_to_blocks.get(req.request_id)
         if req_blocks is None:
             req_blocks = self.req_to_blocks[req.request_id] = []
             self.num_cached_block[req.request_id] = len(computed_blocks)
