@@ -167,6 +167,14 @@ class EngineServer:
         await response.prepare(request)
         encoder = StreamEncoder(params.chat, response_id, int(self._wall_clock()), self.model_name,
                                 params.return_token_ids, params.prompt_token_ids)
+        try:
+            await self._write_stream(response, stream, params, encoder)
+        except ConnectionResetError:
+            pass  # the client went away mid-stream; the caller aborts the engine request
+        return response
+
+    async def _write_stream(self, response: web.StreamResponse, stream: RequestStream,
+                            params: proto.GenerationParams, encoder: StreamEncoder) -> None:
         if params.chat:
             await response.write(encoder.role_chunk())
         first, sent_finish = True, False
@@ -181,7 +189,6 @@ class EngineServer:
             await response.write(encoder.usage_chunk(self._usage(stream, False)))
         await response.write(DONE)
         await response.write_eof()
-        return response
 
     @staticmethod
     def _finish_text(stream: RequestStream) -> str | None:
