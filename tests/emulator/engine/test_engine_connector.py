@@ -189,12 +189,14 @@ def test_bad_arguments_name_their_flag(overrides, flag):
         build_engine(make_args(**overrides))
 
 
-def test_default_batch_budget_follows_vllm_online_defaults():
-    def budget(hardware):
+def test_default_batch_limits_follow_vllm_online_defaults():
+    def limits(hardware):
         args = make_args(hardware=hardware, max_num_batched_tokens=None, num_gpu_blocks_override=None,
-                         model="Qwen/Qwen3-8B", max_model_len=None)
-        return build_engine(args).scheduler.limits.max_num_batched_tokens
-    assert (budget("H100-SXM"), budget("H200"), budget("A100-80GB"), budget("L40S")) == (8192, 8192, 2048, 2048)
+                         model="Qwen/Qwen3-8B", max_model_len=None, max_num_seqs=None)
+        limits = build_engine(args).scheduler.limits
+        return limits.max_num_batched_tokens, limits.max_num_seqs
+    assert [limits(h) for h in ("H100-SXM", "H200", "A100-80GB", "L40S")] == [
+        (8192, 1024), (8192, 1024), (2048, 256), (2048, 256)]
 
 
 def test_engine_keeps_stepping_while_a_store_holds_blocks():

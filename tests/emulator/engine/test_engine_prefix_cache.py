@@ -126,3 +126,17 @@ def test_cache_salt_separates_identical_prompts():
     result = engine.step(1.0)
     cached = {o.request_id: o.num_cached_tokens for o in result.outputs}
     assert cached == {"b": 0, "c": 32}
+
+
+def test_duplicate_hash_is_cached_twice_and_evicted_per_block():
+    pool = BlockPool(11, block_size=4)
+    first, second = pool.get_new_blocks(2)  # blocks 1 and 2 compute the same content
+    tokens, digest = [1, 2, 3, 4], bytes(32)
+    pool.cache_full_blocks([first], [digest], tokens, 0, 1)
+    pool.cache_full_blocks([second], [digest], tokens, 0, 1)
+    assert [type(e) for e in pool.take_events()] == [BlockStored, BlockStored]
+    assert pool.get_cached_block(digest) is first
+    pool.free_blocks([first, second])
+    pool.get_new_blocks(9)  # pops 3..10 then 1: block 1 loses the hash, block 2 keeps serving it
+    assert [e.block_hashes for e in pool.take_events()] == [[to_event_hash(digest)]]
+    assert pool.get_cached_block(digest) is second

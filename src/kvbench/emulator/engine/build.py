@@ -2,13 +2,15 @@
 
 Defaults follow vLLM 0.11 for the online-serving case (`vllm serve`, UsageContext.OPENAI_API_SERVER,
 `EngineArgs.get_batch_defaults`): max_num_batched_tokens = 8192 on GPUs with >= 70 GiB that are not
-A100s (H100, H200), else 2048. (`EngineArgs.max_num_seqs` has no "unset" state here; its default is
-the caller's.) max_model_len defaults to the model's max_position_embeddings. Every bad value is a
+A100s (H100, H200), else 2048; max_num_seqs (when passed as None) = 1024 on those GPUs, else 256.
+Note EngineArgs.max_num_seqs defaults to 256, so a caller that wants vLLM's H100/H200 default must
+pass None. max_model_len defaults to the model's max_position_embeddings. Every bad value is a
 UserError naming the flag.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable
 
@@ -26,9 +28,17 @@ from kvbench.spec.catalogs import HardwareProfile, ModelProfile, get_hardware, g
 BLOCK_SIZES = (1, 8, 16, 32, 64, 128, 256)  # vLLM's CacheConfig BlockSize literal
 
 
+def _large_gpu(hardware: HardwareProfile) -> bool:
+    """vLLM's test for its bigger defaults: >= 70 GiB of device memory and not an A100."""
+    return hardware.hbm_gib >= 70 and "a100" not in hardware.name.lower()
+
+
 def default_max_num_batched_tokens(hardware: HardwareProfile) -> int:
-    large_gpu = hardware.hbm_gib >= 70 and "a100" not in hardware.name.lower()
-    return 8192 if large_gpu else 2048
+    return 8192 if _large_gpu(hardware) else 2048
+
+
+def default_max_num_seqs(hardware: HardwareProfile) -> int:
+    return 1024 if _large_gpu(hardware) else 256
 
 
 def _check_args(args: EngineArgs, model: ModelProfile) -> None:
@@ -97,6 +107,8 @@ def build_engine(args: EngineArgs, urandom: Callable[[int], bytes] = os.urandom,
     the parity suite runs), False counts them in vllm:prefix_cache_* (vLLM 0.11.0)."""
     model = get_model(args.model)
     hardware = get_hardware(args.hardware)
+    if args.max_num_seqs is None:
+        args = dataclasses.replace(args, max_num_seqs=default_max_num_seqs(hardware))
     _check_args(args, model)
     hash_fn = get_hash_fn(args.prefix_caching_hash_algo)
     batched = _batched_tokens(args, hardware)

@@ -49,7 +49,7 @@ class Request:
         "request_id", "prompt_token_ids", "all_token_ids", "max_tokens", "arrival_s", "cache_salt",
         "kv_transfer_params", "token_seed", "status", "num_computed_tokens", "block_hashes",
         "num_cached_tokens", "hits", "num_external_computed_tokens", "num_preemptions",
-        "finish_reason", "first_scheduled", "prefill_stats_recorded",
+        "finish_reason",
     )
 
     def __init__(self, req: EngineRequest) -> None:
@@ -70,8 +70,6 @@ class Request:
         self.num_external_computed_tokens = 0
         self.num_preemptions = 0
         self.finish_reason: FinishReason | None = None
-        self.first_scheduled = False
-        self.prefill_stats_recorded = False
 
     @property
     def num_tokens(self) -> int:
