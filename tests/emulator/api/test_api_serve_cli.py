@@ -28,6 +28,10 @@ BAD_ARGV = [
     (["No/SuchModel"], "No/SuchModel"),
     ([MODEL, "--hardware", "TPU-v9"], "TPU-v9"),
     ([MODEL, "--kv-events-config", '{"enable_kv_cache_events": true, "publisher": "kafka"}'], "publisher"),
+    ([MODEL, "--kv-events-config", '{"enable_kv_cache_events": true, "endpiont": "x"}'], "endpiont"),
+    # optional `tokenizers` package missing, or no tokenizer.json: either way one line naming the flag
+    ([MODEL, "--tokenizer", "/nonexistent-dir", "--port", "0", "--num-gpu-blocks-override", "64",
+      "--max-model-len", "512"], "--tokenizer"),
 ]
 
 
