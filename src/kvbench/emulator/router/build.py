@@ -123,4 +123,6 @@ def _build_precise(spec: PluginSpec, built: BuiltPlugins, clock: Callable[[], fl
         replay_endpoints={resolve_pod(str(k)): str(v) for k, v in {**configured_replays, **replay_endpoints}.items()},
         resolve_pod=resolve_pod, clock=clock)
     built.subscribers.append(subscriber)
-    return PrecisePrefixCacheScorer(spec.name, index, block_size, str(hash_seed), load_text_tokenizer())
+    scorer = PrecisePrefixCacheScorer(spec.name, index, block_size, str(hash_seed), load_text_tokenizer())
+    scorer.on_request_model = subscriber.note_model
+    return scorer

@@ -127,6 +127,7 @@ class PrecisePrefixCacheScorer:
         self.hash_seed = hash_seed
         self.text_tokenizer = text_tokenizer
         self.lookup_failures = 0
+        self.on_request_model: Callable[[str], None] = lambda model: None  # wired to the subscriber
 
     def request_tokens(self, request: RouterRequest) -> list[int] | None:
         if request.prompt_token_ids is not None:
@@ -139,6 +140,7 @@ class PrecisePrefixCacheScorer:
 
     async def score(self, request: RouterRequest, endpoints: list[Endpoint]) -> ScorerOutput:
         addresses = [e.address for e in endpoints]
+        self.on_request_model(request.model)
         tokens = self.request_tokens(request)
         if not tokens:
             return ScorerOutput({a: 0.0 for a in addresses}, {a: 0 for a in addresses})

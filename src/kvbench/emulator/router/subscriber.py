@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PodStream:
+    model: str | None = None
     last_seq: int | None = None
     last_replay_attempt_s: float = float("-inf")
     last_outcome: str = ""
@@ -64,6 +65,7 @@ class KVEventSubscriber:
     clock: Callable[[], float] = lambda: 0.0
     replay_timeout_s: float = 1.0
     replay_retry_s: float = 0.5
+    replay_poll_s: float = 0.5
     stats: SubscriberStats = field(default_factory=SubscriberStats)
     streams: dict[str, PodStream] = field(default_factory=dict)
 
@@ -73,11 +75,15 @@ class KVEventSubscriber:
         self._socket.setsockopt(zmq.SUBSCRIBE, self.topic_filter.encode())
         self._socket.setsockopt(zmq.RCVHWM, 100_000)
         self._socket.bind(self.endpoint)
-        self._task = asyncio.create_task(self._loop(), name="kv-event-subscriber")
+        self._lock = asyncio.Lock()
+        self._tasks = [asyncio.create_task(self._loop(), name="kv-event-subscriber")]
+        if self.replay_endpoints and self.replay_poll_s > 0:
+            self._tasks.append(asyncio.create_task(self._poll_loop(), name="kv-event-replay-poll"))
 
     async def stop(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._socket.close(linger=0)
         self._context.term()
 
@@ -85,7 +91,8 @@ class KVEventSubscriber:
         while True:
             frames = await self._socket.recv_multipart()
             try:
-                await self.handle_message(frames)
+                async with self._lock:
+                    await self.handle_message(frames)
             except EventDecodeError as err:
                 self.stats.decode_errors += 1
                 log.warning("KV event dropped: %s", err)
@@ -98,6 +105,8 @@ class KVEventSubscriber:
         seq = int.from_bytes(frames[1], "big")
         self.stats.messages += 1
         stream = self.streams.setdefault(pod, PodStream())
+        stream.model = model
+        self.note_model(model)
         if stream.last_seq is not None and seq <= stream.last_seq:
             if seq != 0:
                 return  # duplicate of a replayed message
@@ -114,6 +123,30 @@ class KVEventSubscriber:
             if outcome != "done":
                 self.stats.gaps += 1
         await self._apply(pod, model, stream, seq, frames[2])
+
+    def note_model(self, model: str) -> None:
+        """The model this pool serves, as last seen on a topic or a routed request."""
+        self._last_model = model
+
+    async def _poll_loop(self) -> None:
+        """Catch up every pod with a replay endpoint: covers the messages a late-joining SUB lost
+        when no later message arrives to reveal the gap. A pod not heard from yet is assumed to
+        serve the model last seen on a topic or a routed request (an InferencePool serves one model)."""
+        while True:
+            await asyncio.sleep(self.replay_poll_s)
+            for pod, url in list(self.replay_endpoints.items()):
+                stream = self.streams.setdefault(pod, PodStream())
+                model = stream.model or getattr(self, "_last_model", None)
+                if model is None:
+                    continue
+                start_seq = 0 if stream.last_seq is None else stream.last_seq + 1
+                try:
+                    messages = await request_replay(self._context, url, start_seq, self.replay_timeout_s)
+                except (asyncio.TimeoutError, zmq.ZMQError, IndexError):
+                    continue  # the engine is not up (yet): try again next round
+                async with self._lock:
+                    stream.model = stream.model or model
+                    await self._apply_replayed(pod, stream.model, stream, start_seq, messages)
 
     async def _apply(self, pod: str, model: str, stream: PodStream, seq: int, payload: bytes) -> bool:
         batch = decode_payload(payload)
@@ -155,14 +188,24 @@ class KVEventSubscriber:
         except (TimeoutError, asyncio.TimeoutError, zmq.ZMQError, IndexError) as err:
             log.warning("replay from %s for %s failed: %s", url, pod, err)
             return "failed"
-        if messages and messages[0][0] > start_seq:
+        return await self._apply_replayed(pod, model, stream, start_seq, messages)
+
+    async def _apply_replayed(self, pod: str, model: str, stream: PodStream, start_seq: int,
+                              messages: list[tuple[int, bytes]]) -> str:
+        fresh = [(seq, data) for seq, data in messages if stream.last_seq is None or seq > stream.last_seq]
+        if fresh and fresh[0][0] > (0 if stream.last_seq is None else stream.last_seq + 1):
             self.stats.unrecoverable_gaps += 1
-            log.warning("replay of %s starts at %d > %d: older events are lost", pod, messages[0][0], start_seq)
-        for seq, payload in messages:
-            if stream.last_seq is not None and seq <= stream.last_seq:
-                continue
+            log.warning("replay of %s starts at %d > %d: older events are lost", pod, fresh[0][0], start_seq)
+        for seq, payload in fresh:
             self.stats.replayed_messages += 1
-            if not await self._apply(pod, model, stream, seq, payload):
+            try:
+                applied = await self._apply(pod, model, stream, seq, payload)
+            except EventDecodeError as err:
+                self.stats.decode_errors += 1
+                log.warning("replayed KV event dropped: %s", err)
+                stream.last_seq = seq
+                continue
+            if not applied:
                 return "store_down"
         return "done"
 
