@@ -144,3 +144,21 @@ def test_abort_frees_running_blocks_and_drops_waiting_requests():
     assert not engine.has_unfinished_requests()
     assert engine.step(0.1).num_scheduled_tokens == 0
     assert engine.stats().request_success == {}
+
+
+def test_cached_tokens_by_source_count_at_admission_prompt_tokens_at_first_token():
+    engine = make_engine(max_num_batched_tokens=32)
+    engine.add_request(make_request("a", list(range(40)), max_tokens=1))
+    engine.step(0.0)
+    engine.step(0.1)  # a done: blocks 1, 2 cached
+    engine.add_request(make_request("b", list(range(40)) + list(range(100, 140)), max_tokens=1))
+    engine.step(1.0)  # b: 32 hit tokens, 32 of its 48 others computed; no token yet
+    stats = engine.stats()
+    assert stats.prompt_tokens_cached_by_source["device"] == 32
+    assert stats.prompt_tokens == 40
+    engine.step(1.1)
+    stats = engine.stats()
+    assert stats.prompt_tokens == 120
+    assert stats.prompt_tokens_by_source == {"local_compute": 88, "local_cache_hit": 32,
+                                             "external_kv_transfer": 0}
+    assert stats.prefix_cache_hits == stats.prompt_tokens_cached_by_source["device"]

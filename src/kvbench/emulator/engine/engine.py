@@ -37,8 +37,6 @@ class EngineCounters:
     generation_tokens: int = 0
     prompt_tokens_by_source: dict[str, int] = field(
         default_factory=lambda: {"local_compute": 0, "local_cache_hit": 0, "external_kv_transfer": 0})
-    prompt_tokens_cached_by_source: dict[str, int] = field(
-        default_factory=lambda: {"device": 0, "host": 0, "external_unspecified": 0})
     request_success: dict[str, int] = field(default_factory=dict)
 
 
@@ -137,7 +135,7 @@ class EmulatedEngine:
             prompt_tokens=c.prompt_tokens,
             generation_tokens=c.generation_tokens,
             prompt_tokens_by_source=dict(c.prompt_tokens_by_source),
-            prompt_tokens_cached_by_source=dict(c.prompt_tokens_cached_by_source),
+            prompt_tokens_cached_by_source=dict(sched.cached_tokens_by_source),
             request_success=dict(c.request_success),
             connector_metrics=self.connector.metrics() if self.connector is not None else {},
         )
@@ -214,9 +212,6 @@ class EmulatedEngine:
         c.prompt_tokens_by_source["local_compute"] += req.num_prompt_tokens - cached
         c.prompt_tokens_by_source["local_cache_hit"] += cached - external
         c.prompt_tokens_by_source["external_kv_transfer"] += external
-        c.prompt_tokens_cached_by_source["device"] += req.hits.gpu_tokens
-        c.prompt_tokens_cached_by_source["host"] += req.hits.cpu_tokens
-        c.prompt_tokens_cached_by_source["external_unspecified"] += req.hits.remote_tokens
 
     def _release(self, req: Request, now_s: float) -> None:
         """Free a finished/aborted request's blocks, or hold them while the connector stores them."""

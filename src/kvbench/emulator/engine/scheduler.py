@@ -68,6 +68,8 @@ class Scheduler:
         self.num_preemptions = 0
         # external (connector) hits: recorded when a request goes running, as vLLM >= 0.11.2
         self.external_stats = PrefixCacheStats(kv.stats.count_preempted_separately)
+        # vllm:prompt_tokens_cached_by_source (0.32): hit tokens by tier, counted at admission
+        self.cached_tokens_by_source = {"device": 0, "host": 0, "external_unspecified": 0}
 
     # ---- one step
     def schedule(self, now_s: float) -> StepPlan:
@@ -147,6 +149,8 @@ class Scheduler:
             computed_blocks, num_local = self.kv.get_computed_blocks(req)
             if self.connector is not None:
                 num_external, load_async = self.connector.get_num_new_matched_tokens(req, num_local, now_s)
+                # at least the last prompt token is computed here (vLLM's connectors promise this)
+                num_external = max(min(num_external, req.num_tokens - 1 - num_local), 0)
             req.num_external_computed_tokens = num_external
             if req.num_cached_tokens < 0:
                 req.hits.gpu_tokens = num_local
@@ -191,11 +195,14 @@ class Scheduler:
         hits = req.hits
         hits.gpu_tokens = min(hits.gpu_tokens, req.num_cached_tokens)
         external_tokens = req.num_cached_tokens - hits.gpu_tokens
-        if self.connector is None or external_tokens <= 0:
-            return
-        split = self.connector.external_hits(req.request_id)
-        hits.remote_tokens = min(split.remote_tokens, external_tokens)
-        hits.cpu_tokens = external_tokens - hits.remote_tokens
+        if self.connector is not None and external_tokens > 0:
+            split = self.connector.external_hits(req.request_id)
+            hits.remote_tokens = min(split.remote_tokens, external_tokens)
+            hits.cpu_tokens = external_tokens - hits.remote_tokens
+        by_source = self.cached_tokens_by_source
+        by_source["device"] += hits.gpu_tokens
+        by_source["host"] += hits.cpu_tokens
+        by_source["external_unspecified"] += hits.remote_tokens
 
     def _add_scheduled(self, plan: StepPlan, req: Request, num_new: int) -> None:
         plan.scheduled.append((req, num_new))
