@@ -10,7 +10,8 @@ Per request (kv-semantics.md section 3):
    from the real store (measured round trip + true bytes / network bandwidth) and written back to
    the CPU tier.
 3. store (build_step, after the forward pass): `input_len // chunk * chunk` tokens, or all of them
-   on the last prefill step when `save_unfull_chunk`; chunks already on CPU are skipped; decode is
+   on the last prefill step when `save_unfull_chunk`; chunks already on CPU (or found in any tier by
+   the request's lookup) are skipped; decode is
    saved only with `save_decode_cache`. GPU->CPU copies block the step; the remote write is
    asynchronous in LMCache, so its real round trip is recorded, not added to the step.
 Tensor parallelism: each rank stores its 1/tp share under its own key (worker_id = rank,
@@ -202,7 +203,9 @@ class LMCacheConnector:
         new_chunks = self.token_db.chunks(list(request.all_token_ids[:upto]))[first:]
         state.num_saved_tokens = upto
         self._release_pins(state)
-        to_save = [c for c in new_chunks if not self.cpu.contains(c.chunk_hash)]
+        # already saved: on CPU now, or found in any tier by this request's lookup (no extra round trip)
+        found = {c.chunk_hash for c in state.hit_chunks}
+        to_save = [c for c in new_chunks if not self.cpu.contains(c.chunk_hash) and c.chunk_hash not in found]
         if not to_save:
             return 0
         if self.config.local_cpu:
