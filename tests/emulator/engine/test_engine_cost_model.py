@@ -99,3 +99,11 @@ def test_unknown_catalog_names_list_the_known_ones():
         get_model("Qwen/Qwen3-9B")
     with pytest.raises(UserError, match="--hardware.*H100-SXM"):
         get_hardware("B200")
+
+
+def test_kv_capacity_matches_the_published_vllm_block_count():
+    # llm-d tiered-prefix-cache guide: Qwen3-32B, TP 2, H100 80GB, gpu_memory_utilization 0.65 ->
+    # 9,271 GPU blocks per engine (vLLM's log); vLLM 0.11 defaults 8192 batched tokens, 1024 seqs.
+    blocks = num_gpu_blocks_by_memory(get_model("Qwen/Qwen3-32B"), get_hardware("H100-SXM"), 2, 16, 0.65,
+                                      8192, 1024)
+    assert blocks == pytest.approx(9271, rel=0.005)

@@ -38,7 +38,10 @@ class CostParams:
     step_overhead_s: float = 0.0015  # scheduler, input prep, launch, sampler: fixed per step
     per_request_overhead_s: float = 2e-6  # per scheduled request (metadata, sampling)
     allreduce_latency_s: float = 6e-6  # per all-reduce call (vLLM custom all-reduce class)
-    non_torch_bytes: int = 2**30  # CUDA context, NCCL/cuBLAS workspaces, CUDA graphs
+    # CUDA context, NCCL/cuBLAS workspaces, CUDA graphs. Calibrated on the one published count we
+    # have: vLLM reported 9,271 GPU blocks for Qwen3-32B, TP 2 on H100 80GB, gpu_memory_utilization
+    # 0.65 (llm-d guides/tiered-prefix-cache/cpu README, benchmark appendix).
+    non_torch_bytes: int = int(1.835 * 2**30)
 
 
 @dataclass(frozen=True, slots=True)
