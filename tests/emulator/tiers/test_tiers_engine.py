@@ -42,7 +42,7 @@ def test_native_offload_serves_the_evicted_prefix_from_cpu():
     assert stats.external_prefix_cache_hits == 32
     # a1: 4 blocks, b: 8 blocks, a2: 1 new block (its first 4 are on CPU already)
     assert stats.connector_metrics["kvbench:cpu_kv_cache_used_blocks|tier=cpu"] == 13
-    assert stats.connector_metrics["vllm:kv_offload_total_bytes|transfer_type=CPU_to_GPU"] == 32 * 147456
+    assert stats.connector_metrics["vllm:kv_offload_total_bytes_total|transfer_type=CPU_to_GPU"] == 32 * 147456
 
 
 def test_no_offload_recomputes_the_evicted_prefix():
@@ -57,7 +57,7 @@ def test_lmcache_remote_tier_is_shared_between_engines(redis_server):
     # a second engine process (same PYTHONHASHSEED): empty GPU and CPU, the chunks are in Redis
     engine, finished = run_engine(config, [EngineRequest("a2", PROMPT_A, 4, 0.0)])
     assert finished["a2"].hits == TierHits(remote_tokens=63)  # whole prompt hit: the last token is computed
-    assert engine.stats().connector_metrics["lmcache:num_hit_tokens"] == 63
+    assert engine.stats().connector_metrics["lmcache:num_hit_tokens_total"] == 63
 
 
 def test_lmcache_keys_differ_without_a_shared_hash_seed(redis_server):

@@ -31,7 +31,7 @@ def test_last_prefill_saves_the_partial_chunk_and_blocks_the_step():
     assert step.stored_bytes == 20_000  # 3 chunks: 8 + 8 + 4 tokens, both ranks
     assert step.blocking_s == pytest.approx(0.01)  # 10000 bytes/rank over 1 MB/s
     metrics = conn.metrics()
-    assert metrics["lmcache:num_stored_tokens"] == 20 and metrics["lmcache:local_cache_usage"] == 10_000
+    assert metrics["lmcache:num_stored_tokens_total"] == 20 and metrics["lmcache:local_cache_usage"] == 10_000
 
 
 def test_need_is_hit_minus_vllm_cached():
@@ -46,7 +46,7 @@ def test_need_is_hit_minus_vllm_cached():
     step = conn.build_step([chunk(longer, 16, 9)], 1.0)
     # retrieve of 16 tokens (8000 bytes/rank) + store of [16,24) and [24,25) (4500 bytes/rank)
     assert step.blocking_s == pytest.approx(0.008 + 0.0045)
-    assert conn.metrics()["lmcache:num_hit_tokens"] == 16
+    assert conn.metrics()["lmcache:num_hit_tokens_total"] == 16
 
 
 def test_whole_prompt_hit_leaves_the_last_token_to_vllm():
@@ -61,7 +61,7 @@ def test_chunked_prefill_saves_full_chunks_then_the_rest_on_the_last_step():
     req = request("a", range(20))
     assert conn.build_step([chunk(req, 0, 10)], 0.0).stored_bytes == 8_000
     assert conn.build_step([chunk(req, 10, 10)], 0.1).stored_bytes == 12_000
-    assert conn.metrics()["lmcache:num_store_requests"] == 2
+    assert conn.metrics()["lmcache:num_store_requests_total"] == 2
 
 
 def test_decode_is_saved_only_with_save_decode_cache():

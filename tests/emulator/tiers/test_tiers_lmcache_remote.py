@@ -49,7 +49,7 @@ def test_keys_and_layout_on_the_real_server(kv_store_server):
     assert unpack_metadata(client.get(f"{key0}{sep}metadata")) == (20, 1, 3, (2, 2, 4, 62))
     metrics = conn.metrics()
     assert metrics["kvbench:lmcache_remote_payload_scale"] == 0.01
-    assert metrics["lmcache:num_remote_write_bytes"] == 12_000
+    assert metrics["lmcache:num_remote_write_bytes_total"] == 12_000
 
 
 def test_remote_hit_after_cpu_is_cleared_is_loaded_and_written_back(kv_store_server):

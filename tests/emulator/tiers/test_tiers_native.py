@@ -50,8 +50,8 @@ def test_write_through_store_keys_last_gpu_block_and_holds_blocks_until_stored()
     assert conn.poll(0.032).finished_storing == ["r1"]
     assert conn.take_events() == [BlockStored([b"g1", b"g3"], None, [], 32, None, "CPU")]
     metrics = conn.metrics()
-    assert metrics["vllm:kv_offload_total_bytes|transfer_type=GPU_to_CPU"] == 64_000
-    assert metrics["vllm:kv_offload_total_time|transfer_type=GPU_to_CPU"] == pytest.approx(0.032)
+    assert metrics["vllm:kv_offload_total_bytes_total|transfer_type=GPU_to_CPU"] == 64_000
+    assert metrics["vllm:kv_offload_total_time_total|transfer_type=GPU_to_CPU"] == pytest.approx(0.032)
     assert metrics["kvbench:cpu_kv_cache_usage_perc|tier=cpu"] == 2 / 8
 
 
@@ -65,7 +65,7 @@ def test_load_only_the_continuation_beyond_the_gpu_hit_and_wait_for_it():
     assert conn.external_hits("r2") == TierHits(cpu_tokens=48)
     assert conn.poll(1.023).finished_loading == []  # 24000 bytes/rank -> 0.024 s
     assert conn.poll(1.024).finished_loading == ["r2"]
-    assert conn.metrics()["vllm:kv_offload_total_bytes|transfer_type=CPU_to_GPU"] == 48_000
+    assert conn.metrics()["vllm:kv_offload_total_bytes_total|transfer_type=CPU_to_GPU"] == 48_000
 
 
 def test_less_than_one_offload_block_is_not_loaded():

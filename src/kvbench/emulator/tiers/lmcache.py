@@ -20,6 +20,9 @@ is the stored length, `shape` the true shape); costs always use the true bytes.
 Emulation gaps: the retrieve after a whole-prompt hit is costed as if every hit chunk loads; a remote
 chunk that vanished between lookup and retrieve is counted (kvbench:lmcache_remote_load_misses) but
 not recomputed.
+Metrics: LMCache's counters (`lmcache:num_hit_tokens` ...) keyed with `_total` (the API layer renders
+`*_total` keys as counters, exposed as prometheus_client exposes LMCache's), `lmcache:local_cache_usage`
+(bytes), and kvbench's remote-tier counters and gauges (errors, skipped tries, payload scale).
 """
 
 from __future__ import annotations
@@ -114,9 +117,9 @@ class LMCacheConnector:
             self.cpu.pin(chunk_hash)
         state.num_local_hit_tokens = num_local_hit_tokens
         hit_tokens = state.hit_chunks[-1].end if state.hit_chunks else 0
-        self._counters["lmcache:num_lookup_requests"] += 1
-        self._counters["lmcache:num_lookup_tokens"] += len(prompt)
-        self._counters["lmcache:num_lookup_hits"] += hit_tokens
+        self._counters["lmcache:num_lookup_requests_total"] += 1
+        self._counters["lmcache:num_lookup_tokens_total"] += len(prompt)
+        self._counters["lmcache:num_lookup_hits_total"] += hit_tokens
         if hit_tokens == len(request.all_token_ids):
             hit_tokens -= 1  # vLLM must compute the last token itself
         need = hit_tokens - num_local_hit_tokens
@@ -151,9 +154,9 @@ class LMCacheConnector:
         state.hits = hits
         self._pending.blocking_s += blocking_s
         self._pending.loaded_bytes += self._rank_bytes(moved_tokens) * self.facts.tensor_parallel_size
-        self._counters["lmcache:num_retrieve_requests"] += 1
-        self._counters["lmcache:num_requested_tokens"] += request.num_prompt_tokens
-        self._counters["lmcache:num_hit_tokens"] += num_external_tokens
+        self._counters["lmcache:num_retrieve_requests_total"] += 1
+        self._counters["lmcache:num_requested_tokens_total"] += request.num_prompt_tokens
+        self._counters["lmcache:num_hit_tokens_total"] += num_external_tokens
 
     def _read_remote(self, chunks: list[Chunk], now_s: float) -> float:
         """Real GETs of every rank's keys, write-back to CPU; returns the seconds the step waits."""
@@ -169,8 +172,8 @@ class LMCacheConnector:
             elif self.config.local_cpu:
                 self.cpu.put(chunk.chunk_hash, self._rank_bytes(chunk.num_tokens))
         if result.ok:
-            self._counters["lmcache:num_remote_read_requests"] += len(keys)
-            self._counters["lmcache:num_remote_read_bytes"] += true_bytes
+            self._counters["lmcache:num_remote_read_requests_total"] += len(keys)
+            self._counters["lmcache:num_remote_read_bytes_total"] += true_bytes
         return result.elapsed_s + true_bytes / self.config.remote_network_bytes_per_s
 
     # ---- store
@@ -215,8 +218,8 @@ class LMCacheConnector:
         if self.remote is not None:
             self._write_remote(to_save, now_s)
         saved_tokens = sum(c.num_tokens for c in to_save)
-        self._counters["lmcache:num_store_requests"] += 1
-        self._counters["lmcache:num_stored_tokens"] += saved_tokens
+        self._counters["lmcache:num_store_requests_total"] += 1
+        self._counters["lmcache:num_stored_tokens_total"] += saved_tokens
         return saved_tokens
 
     def _write_remote(self, chunks: list[Chunk], now_s: float) -> None:
@@ -228,8 +231,8 @@ class LMCacheConnector:
         result = self.remote.put(entries, now_s)
         self._account_remote("put", result)
         if result.ok:
-            self._counters["lmcache:num_remote_write_requests"] += len(entries)
-            self._counters["lmcache:num_remote_write_bytes"] += sum(self._rank_bytes(c.num_tokens) for c in chunks) * self.facts.tensor_parallel_size
+            self._counters["lmcache:num_remote_write_requests_total"] += len(entries)
+            self._counters["lmcache:num_remote_write_bytes_total"] += sum(self._rank_bytes(c.num_tokens) for c in chunks) * self.facts.tensor_parallel_size
             self._counters["kvbench:lmcache_remote_payload_bytes_total"] += sum(len(e.payload) for e in entries)
 
     # ---- remote accounting

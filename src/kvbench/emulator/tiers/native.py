@@ -15,8 +15,10 @@ Behaviour (kv-semantics.md section 2, vLLM 0.11.2 unless noted):
 - Emulation choices: a store starts at the step's start (vLLM starts it after the forward pass, one
   step later at most); a store job completes per step (blocks become ready for lookups as soon as
   their copy is done, as in vLLM >= 0.12).
-Metrics: vLLM 0.16 names (`vllm:kv_offload_total_bytes|transfer_type=GPU_to_CPU`, bytes summed over
-TP ranks; `..._total_time` in seconds of link time) plus kvbench's CPU-tier gauges.
+Metrics: vLLM 0.16 counters `vllm:kv_offload_total_bytes` (bytes summed over TP ranks) and
+`vllm:kv_offload_total_time` (seconds of link time), label transfer_type=GPU_to_CPU|CPU_to_GPU, keyed
+with a `_total` suffix because the API layer renders `*_total` keys as Prometheus counters (exposed,
+as vLLM's, as `vllm:kv_offload_total_bytes_total`); plus kvbench's CPU-tier gauges.
 """
 
 from __future__ import annotations
@@ -174,8 +176,8 @@ class OffloadingConnector:
         return result
 
     def _count_transfer(self, transfer_type: str, job: TransferJob) -> None:
-        self._counters[f"vllm:kv_offload_total_bytes|transfer_type={transfer_type}"] += job.total_bytes
-        self._counters[f"vllm:kv_offload_total_time|transfer_type={transfer_type}"] += job.duration_s
+        self._counters[f"vllm:kv_offload_total_bytes_total|transfer_type={transfer_type}"] += job.total_bytes
+        self._counters[f"vllm:kv_offload_total_time_total|transfer_type={transfer_type}"] += job.duration_s
 
     # ---- reporting
 
@@ -201,8 +203,8 @@ class OffloadingConnector:
     def metrics(self) -> dict[str, float]:
         out = dict(self._counters)
         for transfer_type in (GPU_TO_CPU, CPU_TO_GPU):
-            out.setdefault(f"vllm:kv_offload_total_bytes|transfer_type={transfer_type}", 0.0)
-            out.setdefault(f"vllm:kv_offload_total_time|transfer_type={transfer_type}", 0.0)
+            out.setdefault(f"vllm:kv_offload_total_bytes_total|transfer_type={transfer_type}", 0.0)
+            out.setdefault(f"vllm:kv_offload_total_time_total|transfer_type={transfer_type}", 0.0)
         used = self.manager.num_used_blocks()
         out["kvbench:cpu_kv_cache_usage_perc|tier=cpu"] = used / self.config.num_cpu_blocks
         out["kvbench:cpu_kv_cache_blocks|tier=cpu"] = float(self.config.num_cpu_blocks)
