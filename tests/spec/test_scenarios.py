@@ -10,6 +10,7 @@ from kvbench.spec.experiment import load_spec
 from kvbench.spec.scenarios import (
     BUILTIN_SCENARIOS,
     Runtime,
+    catalog_for_spec,
     engine_overrides,
     experiment_names,
     load_catalog,
@@ -176,9 +177,9 @@ def test_bundled_experiments_load_and_use_known_scenarios_and_params():
     names = experiment_names()
     assert {"llm-d-kvcache-eval", "llm-d-kvcache-eval-20k-cpu-blocks", "vllm-cpu-offload-eval",
             "llm-d-tiered-prefix-cache-high", "llm-d-tiered-prefix-cache-low", "quickstart"} <= set(names)
-    catalog = load_catalog()
     for name in names:
         spec = load_spec(resolve_experiment(name))
+        catalog = catalog_for_spec(spec)
         validate_scenarios(catalog, spec.scenarios, spec.scenario_params)
         for scenario in spec.scenarios:
             for model in spec.models:
@@ -217,3 +218,21 @@ def test_scenario_files_resolve_relative_to_the_spec(tmp_path):
         load: {requests_per_level: 2}
     """))
     assert load_spec(spec_path).scenario_files == [tmp_path / "sub" / "mine.yaml"]
+
+
+def test_vllm_offload_eval_sets_per_model_sizes_through_its_params_file():
+    spec = load_spec(resolve_experiment("vllm-cpu-offload-eval"))
+    catalog = catalog_for_spec(spec)
+    small = render_scenario(catalog, "native-offload", {}, Runtime("Qwen/Qwen3-0.6B", "m"))
+    assert json.loads(flag(small, "--kv-transfer-config"))["kv_connector_extra_config"] == {"num_cpu_blocks": 39072}
+    assert engine_overrides(catalog, "native-offload", {}, "Qwen/Qwen3-8B") == {"gpu_memory_utilization": 0.6}
+    assert spec.scenario_params == {}  # nothing swept: scenario labels stay the plain names
+
+
+def test_tiered_guide_sizes_offload_in_bytes_and_uses_the_guide_epp():
+    catalog = catalog_for_spec(load_spec(resolve_experiment("llm-d-tiered-prefix-cache-high")))
+    native = render_scenario(catalog, "native-offload", {}, Runtime("Qwen/Qwen3-32B", "m"))
+    assert json.loads(flag(native, "--kv-transfer-config"))["kv_connector_extra_config"] == {"cpu_bytes_to_use": 107374182400}
+    lmcache = render_scenario(catalog, "lmcache-local", {}, Runtime("Qwen/Qwen3-32B", "m"))
+    assert lmcache.engine_env["LMCACHE_MAX_LOCAL_CPU_SIZE"] == "100" and lmcache.engine_env["PYTHONHASHSEED"] == "123"
+    assert lmcache.epp_config_source.endswith("tiered-cpu.yaml")
