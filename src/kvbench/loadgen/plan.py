@@ -1,0 +1,67 @@
+"""Values that cross the load generator's boundary (re-exported by kvbench.loadgen.api)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+STRATEGIES = ("concurrent", "constant", "poisson", "synchronous", "throughput")
+APIS = ("completions", "chat")
+
+
+@dataclass
+class EndpointConfig:
+    base_url: str  # e.g. http://127.0.0.1:8000
+    model_name: str
+    api: str = "completions"  # or "chat"
+    stream: bool = True
+    request_timeout_s: float = 600.0
+    # None: probe the server once; run_level writes the answer back here so later levels skip it.
+    return_token_ids: bool | None = None
+    # Whether to send `min_tokens` (vLLM accepts it); None: learned by the same probe.
+    send_min_tokens: bool | None = None
+
+
+@dataclass
+class LevelPlan:
+    strategy: str  # concurrent | constant | poisson | synchronous | throughput
+    level: float  # concurrency (concurrent/throughput) or req/s (constant/poisson); ignored by synchronous
+    duration_s: float | None
+    max_requests: int | None  # measured requests (warmup/cooldown ones are extra)
+    warmup_s: float = 0.0
+    cooldown_s: float = 0.0
+    max_concurrency: int | None = None
+    seed: int = 0
+
+
+class RunClock:
+    """Monotonic run clock: now_s() = seconds since run start (perf_counter based)."""
+
+    def __init__(self, t0_perf: float | None = None) -> None:
+        self.t0_perf = time.perf_counter() if t0_perf is None else t0_perf
+
+    def now_s(self) -> float:
+        return time.perf_counter() - self.t0_perf
+
+
+@dataclass(slots=True)
+class ProgressUpdate:
+    cell_id: str
+    done: int
+    ok: int
+    errors: int  # error + timeout + cancelled
+    in_flight: int
+    elapsed_s: float
+
+
+@dataclass
+class LevelResult:
+    counts: dict[str, int]  # ok / error / timeout / cancelled
+    measure_start_s: float  # run-clock seconds
+    measure_end_s: float
+    client_stats: dict[str, float | None]  # dispatch_lag_ms_*, event_loop_lag_ms_*, client_cpu_percent_*
+    system_samples: list[tuple[float, str, str, float]]  # (ts_s, source, metric, value)
+    notes: list[str] = field(default_factory=list)  # e.g. "conversations cycled", "no cached tokens"
+    return_token_ids: bool = False
+    sent: int = 0
+    peak_in_flight: int = 0

@@ -1,0 +1,190 @@
+"""Load strategies: when each turn of each conversation is sent.
+
+- concurrent(N): N conversations in flight; a conversation's turns run one after another with its
+  think time between them; when one ends the next conversation (list order) starts. synchronous is
+  concurrent(1).
+- constant(rate) / poisson(rate, seed): request slots at the rate; each slot takes the oldest
+  follow-up turn that is ready (its previous turn finished + think time has passed), else starts
+  the next conversation. So the request rate is the level, and conversations interleave. An
+  optional max_concurrency caps in-flight requests (a slot waits for a free one).
+- throughput(max_concurrency): every slot is due at once, capped by max_concurrency.
+scheduled_s is the slot time for rate strategies, and the time the request became ready (turn
+ready, or concurrency slot free for throughput) for the others; sent_s - scheduled_s is the
+client's dispatch lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from kvbench.loadgen.executor import TurnExecutor
+from kvbench.loadgen.history import ConversationSource, ConversationState
+from kvbench.loadgen.window import LevelWindow
+
+
+@dataclass
+class LevelContext:
+    executor: TurnExecutor
+    window: LevelWindow
+    source: ConversationSource
+
+
+async def sleep_until(deadline_perf: float) -> None:
+    delay = deadline_perf - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def constant_arrivals(start_perf: float, rate_per_s: float) -> Iterator[float]:
+    for index in itertools.count():
+        yield start_perf + index / rate_per_s
+
+
+def poisson_arrivals(start_perf: float, rate_per_s: float, seed: int) -> Iterator[float]:
+    """First slot at start, then exponential gaps with mean 1/rate (seeded, reproducible)."""
+    rng = random.Random(seed)
+    slot = start_perf
+    while True:
+        yield slot
+        slot += rng.expovariate(rate_per_s)
+
+
+async def wait_all_or_cancel(tasks: set[asyncio.Task] | list[asyncio.Task]) -> None:
+    """Wait for `tasks`; if we are cancelled, cancel them, let them record themselves, re-raise."""
+    if not tasks:
+        return
+    try:
+        await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        await cancel_and_wait(tasks)
+        raise
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()
+
+
+async def cancel_and_wait(tasks: set[asyncio.Task] | list[asyncio.Task]) -> None:
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+
+
+async def run_concurrent(ctx: LevelContext, conversations_in_flight: int) -> None:
+    workers = [asyncio.ensure_future(_conversation_worker(ctx)) for _ in range(conversations_in_flight)]
+    await wait_all_or_cancel(workers)
+
+
+async def _conversation_worker(ctx: LevelContext) -> None:
+    while True:
+        scheduled = time.perf_counter()
+        if ctx.window.phase_at(scheduled) is None:
+            return
+        state = ctx.source.next()
+        if state is None:
+            return
+        while True:
+            phase = ctx.window.phase_at(scheduled)
+            if phase is None:
+                return
+            ctx.window.count(phase, scheduled)
+            if not await ctx.executor.run_turn(state, scheduled, phase):
+                break
+            scheduled = time.perf_counter() + state.conversation.think_time_s
+            await sleep_until(scheduled)
+
+
+class _ReadyTurns:
+    """Follow-up turns waiting for their ready time, oldest first; `running` = turns in flight
+    (kept here, not read off the task set: a task leaves that set only after its done callback)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, ConversationState]] = []
+        self._sequence = itertools.count()
+        self.running = 0
+
+    def push(self, ready_perf: float, state: ConversationState) -> None:
+        heapq.heappush(self._heap, (ready_perf, next(self._sequence), state))
+
+    def pop_ready(self, now_perf: float) -> ConversationState | None:
+        if self._heap and self._heap[0][0] <= now_perf:
+            return heapq.heappop(self._heap)[2]
+        return None
+
+    def next_ready_perf(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+
+async def run_rate(ctx: LevelContext, slots: Iterator[float], max_concurrency: int | None,
+                   schedule_is_slot: bool) -> None:
+    """Send one turn per slot (see module doc). `schedule_is_slot` False: scheduled = when sent."""
+    limiter = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+    ready = _ReadyTurns()
+    tasks: set[asyncio.Task] = set()
+    changed = asyncio.Event()  # set whenever a turn finishes
+    try:
+        for slot in slots:
+            if schedule_is_slot and ctx.window.phase_at(slot) is None:
+                break  # the level ends before this slot: do not sleep until it
+            await sleep_until(slot)
+            if limiter is not None:
+                await limiter.acquire()
+            picked = await _pick_turn(ctx, ready, changed, slot, schedule_is_slot)
+            if picked is None:
+                if limiter is not None:
+                    limiter.release()
+                break
+            state, scheduled, phase = picked
+            ctx.window.count(phase, scheduled)
+            ready.running += 1
+            task = asyncio.ensure_future(_rate_turn(ctx, state, scheduled, phase, ready, limiter, changed))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    except asyncio.CancelledError:
+        await cancel_and_wait(set(tasks))  # each in-flight turn records itself as cancelled
+        raise
+    await wait_all_or_cancel(set(tasks))
+
+
+async def _pick_turn(ctx: LevelContext, ready: _ReadyTurns, changed: asyncio.Event, slot: float, schedule_is_slot: bool):
+    """(state, scheduled, phase) for this slot, or None when the level sends no more.
+
+    When nothing can be sent yet (single-pass level: only unfinished follow-ups remain), waits
+    for a turn to finish or become ready and sends late (the lag shows in sent - scheduled).
+    """
+    while True:
+        now = time.perf_counter()
+        scheduled = slot if schedule_is_slot else now
+        phase = ctx.window.phase_at(scheduled)
+        if phase is None:
+            return None
+        state = ready.pop_ready(now) or ctx.source.next()
+        if state is not None:
+            return state, scheduled, phase
+        next_ready = ready.next_ready_perf()
+        if ready.running == 0 and next_ready is None:
+            return None
+        changed.clear()
+        timeout = None if next_ready is None else max(0.0, next_ready - now)
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except TimeoutError:
+            pass
+
+
+async def _rate_turn(ctx: LevelContext, state: ConversationState, scheduled: float, phase,
+                     ready: _ReadyTurns, limiter: asyncio.Semaphore | None, changed: asyncio.Event) -> None:
+    try:
+        if await ctx.executor.run_turn(state, scheduled, phase):
+            ready.push(time.perf_counter() + state.conversation.think_time_s, state)
+    finally:
+        ready.running -= 1
+        if limiter is not None:
+            limiter.release()
+        changed.set()
