@@ -66,6 +66,13 @@ class ModelProfile:
         return copies * self.vocab_size * self.hidden_size
 
     @property
+    def streamed_weight_bytes(self) -> int:
+        """Weights a forward step reads in full: all but an untied input embedding (of which only
+        the looked-up rows are read); a tied table is read in full as the lm_head."""
+        untied_embedding_bytes = 0 if self.tie_word_embeddings else 2 * self.vocab_size * self.hidden_size
+        return self.weight_bytes - untied_embedding_bytes
+
+    @property
     def weight_bytes(self) -> int:
         linear_bits = self.weight_bits
         if self.quant_group_size:

@@ -14,7 +14,8 @@ HAND_MODEL = ModelProfile(name="hand", num_layers=2, hidden_size=128, num_attent
                           head_dim=64, intermediate_size=256, vocab_size=1000, max_context_tokens=4096)
 HAND_GPU = HardwareProfile(name="hand-gpu", bf16_flops_per_s=1e12, hbm_gib=1.0, hbm_bytes_per_s=1e9,
                            host_link_bytes_per_s=1e9, tp_link_bytes_per_s=1e9)
-PARAMS = CostParams(linear_efficiency=1.0, attention_efficiency=1.0, memory_efficiency=1.0,
+PARAMS = CostParams(linear_efficiency=1.0, attention_efficiency=1.0, weight_memory_efficiency=1.0,
+                    kv_memory_efficiency=0.5,
                     step_overhead_s=1e-3, per_request_overhead_s=0.0, allreduce_latency_s=1e-5,
                     non_torch_bytes=0)
 # One request prefilling 10 tokens from an empty context, sampling one token.
@@ -28,20 +29,23 @@ def test_hand_model_derived_sizes():
     assert HAND_MODEL.kv_bytes_per_token == 2 * 2 * 1 * 64 * 2 == 512
     # linear bf16 + (embedding + lm_head + norms (5x128 + 4x64)) in bf16
     assert HAND_MODEL.weight_bytes == 2 * 294912 + 2 * (256000 + 896) == 1103616
+    # a step streams everything but the (untied) input embedding table
+    assert HAND_MODEL.streamed_weight_bytes == 1103616 - 2 * 128000 == 847616
 
 
 def test_step_time_single_gpu_is_memory_bound_plus_overhead():
     cost = CostModel(HAND_MODEL, HAND_GPU, 1, PARAMS).step_cost(WORK)
     flops = 2 * 294912 * 10 + 2 * 128 * 1000 + 4 * 2 * 2 * 64 * 55  # linear + lm_head + attention
     assert cost.compute_s == pytest.approx(flops / 1e12)
-    assert cost.memory_s == pytest.approx((1103616 + 512 * 20) / 1e9)
+    # weights at 1.0 x 1 GB/s, 20 KV tokens (10 read, 10 written) at 0.5 x 1 GB/s
+    assert cost.memory_s == pytest.approx(847616 / 1e9 + 512 * 20 / 0.5e9)
     assert cost.allreduce_s == 0.0
-    assert cost.duration_s == pytest.approx(1113856 / 1e9 + 1e-3)
+    assert cost.duration_s == pytest.approx(868096 / 1e9 + 1e-3)
 
 
 def test_tensor_parallel_splits_work_and_adds_ring_all_reduce():
     cost = CostModel(HAND_MODEL, HAND_GPU, 2, PARAMS).step_cost(WORK)
-    assert cost.memory_s == pytest.approx(1113856 / 2 / 1e9)
+    assert cost.memory_s == pytest.approx(868096 / 2 / 1e9)
     # 2 all-reduces per layer, each latency + 2(tp-1)/tp x tokens x hidden x 2 B / link
     per_call_s = 1e-5 + 2 * (1 / 2) * 10 * 128 * 2 / 1e9
     assert cost.allreduce_s == pytest.approx(4 * per_call_s)
