@@ -1,8 +1,9 @@
 """Measure, on a real GPU with torch, the forward-pass work the cost model prices, for Qwen3-8B
 shapes: the linear layers (qkv, o, gate+up, down of 36 layers, one weight copy per layer so weights
 stream from HBM), the lm_head for sampled tokens, and attention (torch SDPA, GQA, causal prefill /
-decode over a 2k context), eager and as one CUDA graph per step (as vLLM runs it). Norms, RoPE, activations, sampling and framework overhead are not
-included: compare with the cost model's max(compute, memory) part, not its fixed overheads.
+decode over a 2k context), eager and as one CUDA graph per step (as vLLM runs it). Norms, RoPE,
+activations, sampling and framework overhead are not included: compare with the cost model's
+max(compute, memory) part, not its fixed overheads.
 
 Run on the device machine (needs torch with CUDA):
     python benchmarks/emulator/cost_model_gpu_measure.py --out $OUT/cost_model_gpu_measure.json
