@@ -206,3 +206,26 @@ def test_cli_flags_are_checked_with_one_line_errors(tmp_path):
     _, options = parse_args(["--config", str(config), "--endpoint", "http://h:1", "--refresh-metrics-interval", "100ms",
                              "--replay-endpoint", "h:1=tcp://h:5558"])
     assert (options.refresh_interval_s, options.replay_endpoints) == (0.1, {"h:1": "tcp://h:5558"})
+
+
+def test_kvbench_cli_reports_a_bad_config_in_one_line_with_exit_2(tmp_path, capsys):
+    from kvbench.cli import main as cli_main
+
+    config = tmp_path / "epp.yaml"
+    config.write_text("plugins:\n- type: no-such-scorer\n")
+    assert cli_main(["emulate", "router", "--config", str(config), "--endpoint", "http://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kvbench: error:") and "plugin no-such-scorer: unknown type" in err
+    assert "\n" not in err
+
+
+async def test_zmq_endpoint_in_use_is_a_user_error(tmp_path):
+    port = free_port()
+    config = PRECISE_REDIS_CONFIG.replace("redisConfig", "inMemoryConfig").format(address="x", zmq_port=port)
+    config = config.replace('{inMemoryConfig: {address: "x"}}', "{inMemoryConfig: {size: 10}}")
+    first = await start_router(config, ["http://127.0.0.1:1"], tmp_path)
+    try:
+        with pytest.raises(UserError, match=f"zmqEndpoint tcp://127.0.0.1:{port}: cannot bind"):
+            await start_router(config, ["http://127.0.0.1:1"], tmp_path)
+    finally:
+        await first.stop()

@@ -171,3 +171,35 @@ async def test_scheduler_decision_records_every_score_weights_totals_and_predict
     assert decision.predicted_hit_tokens == 8
     record = decision.log_record(wall_s=5.0)
     assert (record["endpoint"], record["weights"], record["predicted_hit_tokens"]) == (B, {"ppc": 2.0, "q": 1.0}, 8)
+
+
+def test_request_keys_match_the_emulated_engines_sha256_cbor_event_hashes():
+    from kvbench.emulator.engine import hashing
+
+    tokens = list(range(100, 150))
+    parent = hashing.none_hash(hashing.sha256_cbor, {"PYTHONHASHSEED": "42"})
+    engine_hashes = []
+    for start in (0, 16, 32):
+        parent = hashing.hash_block_tokens(hashing.sha256_cbor, parent, tokens[start:start + 16])
+        engine_hashes.append(hashing.to_event_hash(parent))
+    assert block_keys(tokens, 16, "42") == engine_hashes
+
+
+async def test_precise_scorer_tokenizes_text_and_chat_like_the_emulated_engine():
+    from kvbench.emulator.api.tokenizer import BuiltinTokenizer, chatml_prompt
+    from kvbench.emulator.router.precise import load_text_tokenizer
+
+    tokenizer = load_text_tokenizer()
+    assert tokenizer is not None
+    text = "The quick brown fox jumps over the lazy dog. " * 8
+    messages = [{"role": "user", "content": text}]
+    index = InMemoryIndex()
+    for prompt in (text, chatml_prompt(messages)):
+        await index.add("m", block_keys(BuiltinTokenizer().encode(prompt), 16, ""), [PodEntry(A, "gpu")])
+    scorer = PrecisePrefixCacheScorer("ppc", index, 16, "", tokenizer)
+    eps = [endpoint(1), endpoint(2)]
+    by_text = await scorer.score(RouterRequest("r", "m", False, prompt_text=text), eps)
+    by_chat = await scorer.score(RouterRequest("r", "m", True, messages=messages), eps)
+    full_blocks = len(BuiltinTokenizer().encode(text)) // 16
+    assert by_text.scores == {A: 1.0, B: 0.0} and by_text.hit_tokens[A] == full_blocks * 16
+    assert by_chat.scores == {A: 1.0, B: 0.0}

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import zmq
 from aiohttp import web
 
 from kvbench.emulator.router.build import BuiltPlugins, build_plugins
@@ -63,7 +64,11 @@ class Router:
 
     async def start(self) -> "Router":
         for subscriber in self.plugins.subscribers:
-            await subscriber.start()
+            try:
+                await subscriber.start()
+            except zmq.ZMQError as err:
+                await self.stop()
+                raise UserError(f"kvEventsConfig.zmqEndpoint {subscriber.endpoint}: cannot bind ({err})") from None
         await self.pool.start()
         await self.proxy.start()
         self._runner = web.AppRunner(self.proxy.make_app(), access_log=None, handler_cancellation=True)
@@ -74,12 +79,14 @@ class Router:
         return self
 
     async def stop(self) -> None:
+        """Stops whatever start() got to (safe after a failed start)."""
         if self._runner is not None:
             await self._runner.cleanup()
         await self.proxy.stop()
         await self.pool.stop()
         for subscriber in self.plugins.subscribers:
-            await subscriber.stop()
+            if subscriber.started:
+                await subscriber.stop()
         for index in self.plugins.indexes:
             await index.close()
         if self._log_file is not None:

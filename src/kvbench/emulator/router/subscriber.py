@@ -74,11 +74,20 @@ class KVEventSubscriber:
         self._socket = self._context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.SUBSCRIBE, self.topic_filter.encode())
         self._socket.setsockopt(zmq.RCVHWM, 100_000)
-        self._socket.bind(self.endpoint)
+        try:
+            self._socket.bind(self.endpoint)
+        except zmq.ZMQError:
+            self._socket.close(linger=0)
+            self._context.term()
+            raise
         self._lock = asyncio.Lock()
         self._tasks = [asyncio.create_task(self._loop(), name="kv-event-subscriber")]
         if self.replay_endpoints and self.replay_poll_s > 0:
             self._tasks.append(asyncio.create_task(self._poll_loop(), name="kv-event-replay-poll"))
+
+    @property
+    def started(self) -> bool:
+        return bool(getattr(self, "_tasks", None))
 
     async def stop(self) -> None:
         for task in self._tasks:
