@@ -110,7 +110,7 @@ def _build_parser() -> _OneLineParser:
     p.add_argument("--served-model-name", default=None)
     p.add_argument("--tensor-parallel-size", "-tp", type=_positive_int("--tensor-parallel-size"), default=1)
     p.add_argument("--max-num-seqs", "--max-num-seq", dest="max_num_seqs",
-                   type=_positive_int("--max-num-seqs"), default=256)
+                   type=_positive_int("--max-num-seqs"), default=None)
     p.add_argument("--max-num-batched-tokens", type=_positive_int("--max-num-batched-tokens"), default=None)
     p.add_argument("--max-model-len", type=_positive_int("--max-model-len"), default=None)
     p.add_argument("--gpu-memory-utilization", type=_fraction("--gpu-memory-utilization"), default=0.9)

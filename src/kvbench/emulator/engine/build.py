@@ -3,8 +3,7 @@
 Defaults follow vLLM 0.11 for the online-serving case (`vllm serve`, UsageContext.OPENAI_API_SERVER,
 `EngineArgs.get_batch_defaults`): max_num_batched_tokens = 8192 on GPUs with >= 70 GiB that are not
 A100s (H100, H200), else 2048; max_num_seqs (when passed as None) = 1024 on those GPUs, else 256.
-Note EngineArgs.max_num_seqs defaults to 256, so a caller that wants vLLM's H100/H200 default must
-pass None. max_model_len defaults to the model's max_position_embeddings. Every bad value is a
+EngineArgs.max_num_seqs defaults to None, i.e. vLLM's default. max_model_len defaults to the model's max_position_embeddings. Every bad value is a
 UserError naming the flag.
 """
 

@@ -216,8 +216,11 @@ class EmulatedEngine:
     def _release(self, req: Request, now_s: float) -> None:
         """Free a finished/aborted request's blocks, or hold them while the connector stores them."""
         req.status = RequestStatus.FINISHED
-        if self.connector is not None and self.kv.num_blocks(req):
-            if self.connector.request_finished(req, self.kv.block_ids(req), now_s):
+        # vLLM calls request_finished for every freed request, also one aborted while waiting with
+        # no GPU blocks: the connector must drop its per-request state (e.g. LMCache lookup pins).
+        if self.connector is not None:
+            holds_blocks = self.connector.request_finished(req, self.kv.block_ids(req), now_s)
+            if holds_blocks and self.kv.num_blocks(req):
                 self.held[req.request_id] = req
                 return
         self.kv.free(req)

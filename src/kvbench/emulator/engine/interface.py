@@ -167,7 +167,7 @@ class EngineArgs:
     hardware: str = "H100-SXM"
     served_model_name: str | None = None
     tensor_parallel_size: int = 1
-    max_num_seqs: int = 256
+    max_num_seqs: int | None = None  # None: vLLM 0.11's default for the GPU (1024 on H100/H200, else 256)
     max_num_batched_tokens: int | None = None  # None: vLLM's default for the chosen mode
     max_model_len: int | None = None  # None: the model's context length from the catalog
     gpu_memory_utilization: float = 0.9
