@@ -107,6 +107,7 @@ def test_llm_d_precise_routing_keeps_hashes_consistent(name, config_key):
         "replay_endpoint": "tcp://127.0.0.1:5600", "topic": "kv@127.0.0.1:8101@qwen8b",
     }
     plugin = rendered.epp_config["plugins"][1]
+    assert plugin["parameters"]["tokenProcessorConfig"] == {"blockSize": 64, "hashSeed": "123"}
     assert plugin["type"] == "precise-prefix-cache-scorer"
     indexer = plugin["parameters"]["indexerConfig"]
     assert indexer["tokenProcessorConfig"] == {"blockSize": 64, "hashSeed": "123"}

@@ -69,19 +69,22 @@ def test_llm_d_redis_stack_feeds_the_index_and_reset_flushes_it(tmp_path):
         store = deployment.details["kv_store"]
         assert store["kind"] == "redis" and store["role"] == "kv-block-index" and store["maxmemory_bytes"] is None
         assert "--kv-events-config" in deployment.details["engine_args"]
-        complete(deployment.base_url, list(range(2000, 2100)))
-        index = redis.Redis.from_url(store["url"].replace("redis://", "redis://", 1))
+        prompt = list(range(2000, 2100))
+        complete(deployment.base_url, prompt)
+        index = redis.Redis.from_url(store["url"])
         deadline = time.monotonic() + 10
         while index.dbsize() == 0 and time.monotonic() < deadline:  # events reach the index asynchronously
             time.sleep(0.05)
         keys = index.dbsize()
-        assert keys > 0
+        assert keys == 6  # the 6 full blocks of the prompt, one index entry each
+        # precise routing: the index predicts the 96 cached tokens and the repeat goes where they are
+        assert complete(deployment.base_url, prompt)["usage"]["prompt_tokens_details"]["cached_tokens"] == 96
         reset = target.reset_caches(deployment)
         assert reset["redis"] == {"reset": True, "what": "FLUSHALL (kv-block-index)", "keys_removed": keys}
         assert index.dbsize() == 0
         index.close()
         decisions = [json.loads(line) for line in open(deployment.details["decision_log"])]
-        assert len(decisions) == 1
+        assert [d["predicted_hit_tokens"] for d in decisions if d["request_id"] != "kvbench-probe"] == [0, 96]
     finally:
         target.down(deployment)
     assert_gone(deployment.pids)

@@ -1,0 +1,53 @@
+"""`kvbench quickstart` end to end: the bundled experiment on the emulated stack, then the report.
+
+This is the suite's one long test (about 1.5-2 minutes on 2 cores): it runs exactly what a new user
+runs, all seven scenarios."""
+
+import json
+
+import psutil
+
+from kvbench.cli import main
+from kvbench.experiment.quickstart import report_summary
+
+REPORT = """# kvbench report: quickstart
+## Findings
+- something
+## Peak throughput
+Output tok/s ...
+| Model | Scenario |
+|---|---|
+| Qwen3-8B | no-offload |
+## Deployment guidance
+Rule: ...
+- Qwen3-8B: keep **no-offload**
+## Latency
+| not | this |
+"""
+
+
+def test_report_summary_keeps_the_peak_table_and_guidance():
+    assert report_summary(REPORT) == [
+        "Peak throughput", "| Model | Scenario |", "|---|---|", "| Qwen3-8B | no-offload |",
+        "Deployment guidance", "- Qwen3-8B: keep **no-offload**",
+    ]
+
+
+def test_quickstart_runs_all_seven_scenarios_and_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report' / 'REPORT.md'}" in printed and "Deployment guidance" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["system_under_test"]["emulated"] is True
+    assert [c["status"] for c in manifest["cells"]] == ["ok"] * 7
+    assert {c["scenario"] for c in manifest["cells"]} == {
+        "no-offload", "native-offload", "lmcache-local", "lmcache-redis", "lmcache-valkey", "llm-d-redis", "llm-d-valkey"}
+    assert (out / "report" / "REPORT.md").is_file() and list((out / "report").glob("*.png"))
+    # offload had something to do: the offload cells got CPU-tier hits
+    cells = {c["scenario"]: json.loads((out / "cells" / c["cell_id"] / "cell.json").read_text()) for c in manifest["cells"]}
+    cached = {name: cell["summary"]["cached_prompt_fraction"] for name, cell in cells.items()}
+    for offload in ("native-offload", "lmcache-local", "lmcache-redis", "lmcache-valkey"):
+        assert cached[offload] > cached["no-offload"], cached
+    children = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    assert children == []
