@@ -122,7 +122,7 @@ async def proxy_latency(rate: float, duration_s: float, redis_url: str | None) -
         config_path.write_text(CONFIG.format(index=index, zmq_port=free_port()))
         router = subprocess.Popen([KVBENCH, "emulate", "router", "--config", str(config_path), "--endpoint",
                                    f"http://127.0.0.1:{upstream_port}", "--port", str(router_port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.DEVNULL, stderr=(Path(tmp) / "router.log").open("wb"))
         try:
             await wait_http(f"http://127.0.0.1:{upstream_port}/metrics")
             await wait_http(f"http://127.0.0.1:{router_port}/health")
@@ -131,6 +131,9 @@ async def proxy_latency(rate: float, duration_s: float, redis_url: str | None) -
         finally:
             stop_process(router)
             stop_process(upstream)
+            errors = [line for line in (Path(tmp) / "router.log").read_text().splitlines() if "Error" in line or "File" in line]
+            if errors:
+                print("router log errors:", *errors[-14:], sep="\n", file=sys.stderr)
     direct_p, routed_p = percentiles_ms(direct), percentiles_ms(routed)
     return {"direct": direct_p, "via_router": routed_p,
             "added_p50_ms": routed_p["p50_ms"] - direct_p["p50_ms"],

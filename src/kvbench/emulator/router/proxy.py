@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade",
                "proxy-connection", "te", "trailer", "content-encoding"}
-_UPSTREAM_ERRORS = (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError)
+_UPSTREAM_ERRORS = (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError, AttributeError)
 
 
 class RouterProxy:
@@ -124,9 +124,19 @@ class RouterProxy:
         return web.json_response({"error": {"message": "no ready endpoint", "type": "ServiceUnavailable"}}, status=503)
 
     async def _open_upstream(self, request: web.Request, body: bytes, endpoint: Endpoint) -> aiohttp.ClientResponse:
+        """POST to the engine. A pooled keep-alive connection the engine closed just as it was
+        reused fails without the engine being down: that is retried once on a new connection."""
         assert self.session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        return await self.session.post(endpoint.url + request.path_qs, data=body, headers=headers)
+        url = endpoint.url + request.path_qs
+        try:
+            return await self.session.post(url, data=body, headers=headers)
+        except aiohttp.ClientConnectorError:
+            raise  # could not connect at all: the engine is down
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, AttributeError) as err:
+            # AttributeError: aiohttp writing on a transport torn down under it (same race)
+            log.info("retrying %s on a fresh connection after %s", endpoint.url, type(err).__name__)
+            return await self.session.post(url, data=body, headers=headers)
 
     async def _stream_back(self, request: web.Request, upstream: aiohttp.ClientResponse,
                            decision: Decision) -> web.StreamResponse:
@@ -144,12 +154,12 @@ class RouterProxy:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
             await response.write_eof()
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError):
+        except aiohttp.ClientPayloadError:
+            upstream.close()  # the engine died mid-stream; the client sees a truncated body
+        except BaseException:  # the client went away (reset, cancelled handler) or the write failed
             log.info("client of %s went away: closing its upstream request", decision.request.request_id)
             upstream.close()
             raise
-        except aiohttp.ClientPayloadError:
-            upstream.close()  # the engine died mid-stream; the client sees a truncated body
         finally:
             upstream.release()
         return response
