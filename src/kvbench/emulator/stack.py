@@ -43,21 +43,28 @@ class EngineSettings:
     served_model_name: str
     engines: int = 1
     tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float | None = 0.9  # None: the server's default (flag not passed)
     num_gpu_blocks_override: int | None = None
-    max_num_seqs: int = 256
+    max_num_seqs: int | None = 256
     max_num_batched_tokens: int | None = None
     max_model_len: int | None = None
-    block_size: int = 16
+    block_size: int | None = 16  # None: the platform's default (real vLLM on CPU: 128)
     seed: int = 0
     extra_args: tuple[str, ...] = ()
 
+    @property
+    def routing_block_size(self) -> int:
+        """The block size the router's token processor must use (equal to the engines')."""
+        return self.block_size or 16
+
     def flags(self, port: int) -> list[str]:
         flags = ["--host", HOST, "--port", str(port), "--served-model-name", self.served_model_name,
-                 "--tensor-parallel-size", str(self.tensor_parallel_size), "--max-num-seqs", str(self.max_num_seqs),
-                 "--gpu-memory-utilization", str(self.gpu_memory_utilization), "--block-size", str(self.block_size),
-                 "--seed", str(self.seed), "--enable-prompt-tokens-details"]
-        for flag, value in (("--num-gpu-blocks-override", self.num_gpu_blocks_override),
+                 "--tensor-parallel-size", str(self.tensor_parallel_size), "--seed", str(self.seed),
+                 "--enable-prompt-tokens-details"]
+        for flag, value in (("--max-num-seqs", self.max_num_seqs),
+                            ("--gpu-memory-utilization", self.gpu_memory_utilization),
+                            ("--block-size", self.block_size),
+                            ("--num-gpu-blocks-override", self.num_gpu_blocks_override),
                             ("--max-num-batched-tokens", self.max_num_batched_tokens),
                             ("--max-model-len", self.max_model_len)):
             if value is not None:
@@ -136,7 +143,7 @@ class _Ports:
 def _runtime(settings: EngineSettings, store: KVStoreServer | None, ports: _Ports, index: int, events: bool) -> Runtime:
     store_url = f"{store.kind}://{HOST}:{store.port}" if store else None
     return Runtime(
-        model=settings.model, served_model_name=settings.served_model_name, block_size=settings.block_size,
+        model=settings.model, served_model_name=settings.served_model_name, block_size=settings.routing_block_size,
         pod_address=f"{HOST}:{ports.engines[index]}", kv_store_url=store_url, kv_store_address=store_url,
         kv_events_endpoint=f"tcp://{HOST}:{ports.events}", kv_events_bind=f"tcp://{HOST}:{ports.events}",
         kv_events_replay_endpoint=f"tcp://{HOST}:{ports.replays[index]}" if events else None,
@@ -211,18 +218,30 @@ def _spawn_router(processes: ProcessSet, rendered: RenderedScenario, engine_urls
 
 
 def settings_from_spec(target_spec: Any, model: str, overrides: dict[str, Any], seed: int) -> EngineSettings:
+    """Target spec fields, overridden by the cell's engine params; a field the spec lacks (the vllm
+    target has no gpu_memory_utilization, ...) stays None: the server's own default applies."""
     def pick(name: str) -> Any:
         return overrides.get(name, getattr(target_spec, name, None))
 
+    extra_args = tuple(getattr(target_spec, "extra_args", ()) or ())
+    block_size = getattr(target_spec, "block_size", None) or _flag_value(extra_args, "--block-size")
     return EngineSettings(
         model=model, served_model_name=model, engines=int(pick("engines") or 1),
         tensor_parallel_size=int(pick("tensor_parallel_size") or 1),
-        gpu_memory_utilization=float(pick("gpu_memory_utilization") or 0.9),
-        num_gpu_blocks_override=pick("num_gpu_blocks_override"), max_num_seqs=int(pick("max_num_seqs") or 256),
-        max_num_batched_tokens=pick("max_num_batched_tokens"), max_model_len=pick("max_model_len"),
-        block_size=int(getattr(target_spec, "block_size", 16) or 16), seed=seed,
-        extra_args=tuple(getattr(target_spec, "extra_args", ()) or ()),
+        gpu_memory_utilization=pick("gpu_memory_utilization"), num_gpu_blocks_override=pick("num_gpu_blocks_override"),
+        max_num_seqs=pick("max_num_seqs"), max_num_batched_tokens=pick("max_num_batched_tokens"),
+        max_model_len=pick("max_model_len"), block_size=int(block_size) if block_size else None, seed=seed,
+        extra_args=extra_args,  # a --block-size here repeats the same value: argparse keeps the last
     )
+
+
+def _flag_value(args: tuple[str, ...], flag: str) -> str | None:
+    for index, arg in enumerate(args):
+        if arg == flag and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def main(spec_path: Path, scenario: str | None) -> int:
