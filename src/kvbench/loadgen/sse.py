@@ -22,6 +22,8 @@ class SSEParser:
 
     def feed(self, data: bytes) -> list[bytes]:
         buffer = self._buffer + data if self._buffer else data
+        if not self._data_lines and not self._saw_field and b"\r" not in buffer:
+            return self._feed_lf_events(buffer)
         events: list[bytes] = []
         start = 0
         length = len(buffer)
@@ -32,6 +34,23 @@ class SSEParser:
             self._take_line(buffer[start:end], events)
             start = next_start
         self._buffer = buffer[start:]
+        return events
+
+    def _feed_lf_events(self, buffer: bytes) -> list[bytes]:
+        """Fast path (LF line ends, no half-assembled event): split whole events at blank lines.
+
+        The unfinished tail stays raw in the buffer, so no event state is left behind.
+        """
+        blocks = buffer.split(b"\n\n")
+        self._buffer = blocks.pop()
+        events: list[bytes] = []
+        for block in blocks:
+            if block[:6] == b"data: " and b"\n" not in block:
+                events.append(block[6:])
+                continue
+            for line in block.split(b"\n"):
+                self._take_line(line, events)
+            self._take_line(b"", events)
         return events
 
     def pending(self) -> bool:

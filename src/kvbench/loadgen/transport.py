@@ -193,6 +193,7 @@ async def _read_stream(resp: aiohttp.ClientResponse, outcome: RequestOutcome) ->
 
 
 def _take_event(outcome: RequestOutcome, payload: bytes, arrival: float) -> None:
+    """One SSE data payload (hot path: runs once per streamed chunk)."""
     if payload == _DONE:
         outcome.done_seen = True
         outcome.end_perf = arrival
@@ -201,32 +202,34 @@ def _take_event(outcome: RequestOutcome, payload: bytes, arrival: float) -> None
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError:
         raise StreamProtocolError(f"malformed SSE event (not JSON): {payload[:120]!r}") from None
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise StreamProtocolError(f"malformed SSE event (not an object): {payload[:120]!r}")
     if obj.get("error") is not None:
         raise StreamProtocolError(f"server error in stream: {server_error_message(payload.decode(errors='replace'))}")
     usage = obj.get("usage")
     if usage:
         outcome.usage = usage
-    tokens = 0
-    for choice in obj.get("choices") or ():
-        tokens += _take_choice(outcome, choice)
-    if tokens:
-        outcome.chunk_arrivals.append((arrival, tokens))
+    choices = obj.get("choices")
+    if choices:
+        tokens = 0
+        for choice in choices:
+            tokens += _take_choice(outcome, choice)
+        if tokens:
+            outcome.chunk_arrivals.append((arrival, tokens))
 
 
 def _take_choice(outcome: RequestOutcome, choice: dict) -> int:
     """Append one choice's text/ids; return how many tokens it carried."""
     text = choice.get("text")
     if text is None:
-        delta = choice.get("delta") or choice.get("message") or {}
-        text = delta.get("content")
+        delta = choice.get("delta") or choice.get("message")
+        text = delta.get("content") if delta else None
     if text:
         outcome.output_text_parts.append(text)
     ids = choice.get("token_ids")
     if ids is not None:
         outcome.token_ids_returned = True
-        outcome.output_token_ids.extend(ids)
+        outcome.output_token_ids += ids
         return len(ids)
     return 1 if text else 0
 
