@@ -73,7 +73,7 @@ def test_no_pmrep_means_no_sampler(monkeypatch, tmp_path):
 def test_pmrep_csv_becomes_rows(monkeypatch, tmp_path):
     fake = tmp_path / "pmrep"
     fake.write_text('#!/bin/sh\necho \'"Time","kernel.all.cpu.user","kernel.all.load-1 minute"\'\n'
-                    'echo \'"05:00:01","",""\'\necho \'"05:00:02","12.5","0.75"\'\nsleep 30\n')
+                    'echo \'"05:00:01","",""\'\necho \'"05:00:02","12.5","0.75"\'\nexec sleep 30\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     sampler = start_pcp_sampler(1.0, lambda: 3.0)
