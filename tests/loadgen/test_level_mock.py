@@ -175,3 +175,16 @@ async def test_bad_plan_is_a_user_error(start_mock):
     with pytest.raises(UserError, match="warmup_s"):
         await run(mock.endpoint(), [], LevelPlan(strategy="constant", level=1, duration_s=1, max_requests=None,
                                                  warmup_s=0.6, cooldown_s=0.5))
+
+
+async def test_non_streaming_counts_all_tokens_at_once_and_reports_progress(start_mock):
+    mock = await start_mock()
+    updates = []
+    from kvbench.loadgen.api import RunClock, run_level
+    records = []
+    await run_level(mock.endpoint(stream=False), [conversation("a", questions=2, output_tokens=5)], single_pass(),
+                    cell_id="ns", clock=RunClock(), on_record=records.append, on_progress=updates.append)
+    assert [r.output_tokens for r in records] == [5, 5]
+    assert all(r.ttft_ms == r.e2e_ms and r.itl_ms == [0.0] * 4 for r in records)
+    assert [r.prompt_tokens for r in records] == [6, 13]  # 4 + 2 + 5 + 2: non-streamed answer ids feed the history too
+    assert [(u.done, u.ok, u.errors) for u in updates] == [(1, 1, 0), (2, 2, 0)]

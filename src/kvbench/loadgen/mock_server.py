@@ -55,6 +55,9 @@ class MockState:
     cache_hits: int = 0
     cached_blocks: set = field(default_factory=set)
     ttfb_ms: dict[str, float] = field(default_factory=dict)
+    # x-request-id -> (handler entry, first body byte written), time.perf_counter() seconds: on Linux
+    # that is CLOCK_MONOTONIC, shared by all processes, so a client on this host can line them up.
+    timings_perf: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def _cached_prefix_tokens(state: MockState, prompt_ids: list[int], block_size: int) -> int:
@@ -147,7 +150,8 @@ class MockServer:
     async def _stats(self, request: web.Request) -> web.Response:
         s = self.state
         return web.json_response({"requests": s.requests, "max_in_flight": s.max_in_flight,
-                                  "generated_tokens": s.generated_tokens, "ttfb_ms": s.ttfb_ms})
+                                  "generated_tokens": s.generated_tokens, "ttfb_ms": s.ttfb_ms,
+                                  "timings_perf": s.timings_perf})
 
 
 def _prompt_tokens(body: dict, chat: bool) -> int:
@@ -198,7 +202,9 @@ class _Reply:
     def _note_first_byte(self) -> None:
         if self.server.config.record_timings:
             rid = self.request.headers.get("x-request-id", "")
-            self.server.state.ttfb_ms[rid] = (time.perf_counter() - self.received) * 1000.0
+            now = time.perf_counter()
+            self.server.state.ttfb_ms[rid] = (now - self.received) * 1000.0
+            self.server.state.timings_perf[rid] = (self.received, now)
 
     async def whole(self) -> web.Response:
         config = self.server.config
