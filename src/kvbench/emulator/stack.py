@@ -272,11 +272,12 @@ def main(spec_path: Path, scenario: str | None) -> int:
         print(f"  {source}: {url}")
     print(f"  logs: {log_dir}   (Ctrl-C stops everything)", flush=True)
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    for sig in (signal.SIGINT, signal.SIGTERM):  # handlers run between the short waits below
+        signal.signal(sig, lambda *_: stopped.set())
     try:
-        stopped.wait()
-    except KeyboardInterrupt:
-        pass
+        while not stopped.wait(0.2):
+            pass
     finally:
         stack.stop()
+    print(f"{name}: stopped", flush=True)
     return 0
