@@ -188,3 +188,10 @@ async def test_non_streaming_counts_all_tokens_at_once_and_reports_progress(star
     assert all(r.ttft_ms == r.e2e_ms and r.itl_ms == [0.0] * 4 for r in records)
     assert [r.prompt_tokens for r in records] == [6, 13]  # 4 + 2 + 5 + 2: non-streamed answer ids feed the history too
     assert [(u.done, u.ok, u.errors) for u in updates] == [(1, 1, 0), (2, 2, 0)]
+
+
+async def test_chat_without_question_text_is_refused_before_sending(start_mock):
+    mock = await start_mock()
+    with pytest.raises(UserError, match="question_text"):
+        await run(mock.endpoint(api="chat"), [conversation("a")], single_pass())
+    assert mock.server.state.requests == 0

@@ -55,6 +55,16 @@ def validate_plan(endpoint: EndpointConfig, plan: LevelPlan) -> None:
         raise UserError(f"level duration_s must be > 0, got {plan.duration_s}")
 
 
+def validate_conversations(endpoint: EndpointConfig, conversations: list[Conversation]) -> None:
+    if endpoint.api != "chat":
+        return
+    for conversation in conversations:
+        for index, turn in enumerate(conversation.turns):
+            if turn.question_text is None:
+                raise UserError(f"api=chat needs question_text; conversation {conversation.conversation_id!r} "
+                                f"turn {index} has none (use api=completions for token-id workloads)")
+
+
 def _connection_limit(plan: LevelPlan) -> int:
     """Pool size for the strategy's own cap (0: unbounded, rate strategies without a cap)."""
     if plan.strategy == "synchronous":
@@ -84,6 +94,7 @@ async def run_level(endpoint: EndpointConfig, conversations: list[Conversation],
                     cell_id: str, clock: RunClock, on_record: Callable[[RequestRecord], None],
                     on_progress: Callable[[ProgressUpdate], None] | None = None) -> LevelResult:
     validate_plan(endpoint, plan)
+    validate_conversations(endpoint, conversations)
     notes: list[str] = []
     ok_with_cache = _CachedTokensSeen(on_record)
     async with OpenAIClient(endpoint.base_url, _connection_limit(plan)) as client:

@@ -124,6 +124,8 @@ class OpenAIClient:
             outcome.fail(RequestStatus.ERROR, str(err))
         except aiohttp.ClientError as err:
             outcome.fail(RequestStatus.ERROR, f"client error: {type(err).__name__}: {err}")
+        except Exception as err:  # noqa: BLE001 - one odd response must not end the run; the record says what
+            outcome.fail(RequestStatus.ERROR, f"unexpected client error: {type(err).__name__}: {err}")
         finally:
             if outcome.end_perf is None:
                 outcome.end_perf = time.perf_counter()
