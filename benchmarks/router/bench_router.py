@@ -4,7 +4,8 @@
    to a zero-delay upstream in its own process, once directly and once through the router (its
    own process, `kvbench emulate router`), with the precise scorer on an in-memory index and on a
    real Redis. Added latency = percentile(via router) - percentile(direct).
-2. Index lookup: a 10,000-token prompt (625 blocks of 16), all blocks held by 2 pods: time to
+2. Ejection: time from an engine's death to the router marking it not ready (goal < 1 s).
+3. Index lookup: a 10,000-token prompt (625 blocks of 16), all blocks held by 2 pods: time to
    compute the 625 request keys (sha256_cbor chain) and to look them up, in memory and in Redis.
 Prints and writes benchmarks/results/router.json. Bounded: about a minute in all.
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
+from kvbench.emulator.router.endpoints import EndpointPool
 from kvbench.emulator.router.index_memory import InMemoryIndex, PodEntry
 from kvbench.emulator.router.index_redis import RedisIndex
 from kvbench.emulator.router.precise import block_keys
@@ -79,23 +81,33 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait()
 
 
-async def open_loop(url: str, rate: float, duration_s: float) -> list[float]:
-    """Latency (s) of each request sent on an absolute schedule of `rate` per second."""
+async def open_loop(url: str, rate: float, duration_s: float) -> tuple[list[float], dict[str, int]]:
+    """Latency (s) of each ok request sent on an absolute schedule of `rate` per second, and the
+    failures by kind (HTTP status or exception name)."""
     body = json.dumps({"model": "m", "prompt": list(range(1000, 1000 + PROMPT_TOKENS)), "max_tokens": 1}).encode()
     latencies: list[float] = []
+    failures: dict[str, int] = {}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         async def one() -> None:
             started = time.perf_counter()
-            async with session.post(url + "/v1/completions", data=body,
-                                    headers={"content-type": "application/json"}) as response:
-                await response.read()
-                assert response.status == 200, response.status
+            try:
+                async with session.post(url + "/v1/completions", data=body,
+                                        headers={"content-type": "application/json"}) as response:
+                    await response.read()
+                    status = response.status
+            except aiohttp.ClientError as err:
+                failures[type(err).__name__] = failures.get(type(err).__name__, 0) + 1
+                return
+            if status != 200:
+                failures[str(status)] = failures.get(str(status), 0) + 1
+                return
             latencies.append(time.perf_counter() - started)
 
         for _ in range(50):  # warm-up: connections, first-call costs
             await one()
         latencies.clear()
+        failures.clear()
         tasks = []
         start = time.perf_counter()
         for i in range(int(rate * duration_s)):
@@ -104,7 +116,7 @@ async def open_loop(url: str, rate: float, duration_s: float) -> list[float]:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
-    return latencies
+    return latencies, failures
 
 
 def percentiles_ms(latencies: list[float]) -> dict[str, float]:
@@ -126,15 +138,17 @@ async def proxy_latency(rate: float, duration_s: float, redis_url: str | None) -
         try:
             await wait_http(f"http://127.0.0.1:{upstream_port}/metrics")
             await wait_http(f"http://127.0.0.1:{router_port}/health")
-            direct = await open_loop(f"http://127.0.0.1:{upstream_port}", rate, duration_s)
-            routed = await open_loop(f"http://127.0.0.1:{router_port}", rate, duration_s)
+            direct, direct_failures = await open_loop(f"http://127.0.0.1:{upstream_port}", rate, duration_s)
+            routed, routed_failures = await open_loop(f"http://127.0.0.1:{router_port}", rate, duration_s)
         finally:
             stop_process(router)
             stop_process(upstream)
-            errors = [line for line in (Path(tmp) / "router.log").read_text().splitlines() if "Error" in line or "File" in line]
+            log_text = (Path(tmp) / "router.log").read_text()
+            errors = sorted({line for line in log_text.splitlines() if "Error" in line and not line.startswith("20")})
             if errors:
-                print("router log errors:", *errors[-14:], sep="\n", file=sys.stderr)
+                print("router log errors:", *errors, sep="\n", file=sys.stderr)
     direct_p, routed_p = percentiles_ms(direct), percentiles_ms(routed)
+    direct_p["failures"], routed_p["failures"] = direct_failures, routed_failures
     return {"direct": direct_p, "via_router": routed_p,
             "added_p50_ms": routed_p["p50_ms"] - direct_p["p50_ms"],
             "added_p99_ms": routed_p["p99_ms"] - direct_p["p99_ms"]}
@@ -175,6 +189,25 @@ def _redis_parser() -> str:
     return "hiredis"
 
 
+async def ejection_time_s() -> dict:
+    """Seconds from an engine's death (its process killed) to the pool marking it not ready,
+    with the router's defaults (50 ms scrape interval, 200 ms timeout, 3 failures)."""
+    port = free_port()
+    upstream = subprocess.Popen([PYTHON, str(HERE / "zero_upstream.py"), str(port)])
+    pool = EndpointPool([f"http://127.0.0.1:{port}"], time.monotonic)
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/metrics")
+        await pool.start()
+        killed_s = time.monotonic()
+        upstream.kill()
+        while pool.endpoints[0].ready and time.monotonic() - killed_s < 5:
+            await asyncio.sleep(0.005)
+        return {"ejected_after_s": time.monotonic() - killed_s, "goal_s": 1.0}
+    finally:
+        await pool.stop()
+        stop_process(upstream)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rates", default="500,200", help="requests/s, comma-separated; the first is the goal's")
@@ -183,6 +216,7 @@ async def main() -> None:
     args = parser.parse_args()
     with KVStoreServer("redis") as redis_server:
         lookups = await index_lookup(redis_server)
+        ejection = await ejection_time_s()
         rates = [float(rate) for rate in args.rates.split(",")]
         memory = {f"{rate:g}_rps": await proxy_latency(rate, args.duration_s, None) for rate in rates}
         redis = {f"{rate:g}_rps": await proxy_latency(rate, args.duration_s, redis_server.url) for rate in rates}
@@ -190,7 +224,7 @@ async def main() -> None:
         "benchmark": "router", "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
         "rates_rps": rates, "duration_s": args.duration_s, "prompt_tokens_per_request": PROMPT_TOKENS,
         "scorers": "precise-prefix-cache 2, kv-cache-utilization 1, queue 1",
-        "proxy_in_memory_index": memory, "proxy_redis_index": redis, "index_lookup_10k_tokens": lookups,
+        "endpoint_ejection": ejection, "proxy_in_memory_index": memory, "proxy_redis_index": redis, "index_lookup_10k_tokens": lookups,
         "redis_py_parser": _redis_parser(),
         "goals": {"added_p99_ms_in_memory": 2.0, "added_p99_ms_redis": 5.0},
         "note": "client, router, upstream and Redis share this host's CPUs; added = percentile difference",

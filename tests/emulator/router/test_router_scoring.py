@@ -203,3 +203,20 @@ async def test_precise_scorer_tokenizes_text_and_chat_like_the_emulated_engine()
     full_blocks = len(BuiltinTokenizer().encode(text)) // 16
     assert by_text.scores == {A: 1.0, B: 0.0} and by_text.hit_tokens[A] == full_blocks * 16
     assert by_chat.scores == {A: 1.0, B: 0.0}
+
+
+def test_metrics_parsing_reads_vllm_names_deprecated_usage_and_cache_info():
+    from kvbench.emulator.router.endpoints import parse_metrics
+
+    text = """# HELP vllm:num_requests_waiting Number of requests waiting.
+vllm:num_requests_waiting{engine="0",model_name="m"} 3.0
+vllm:num_requests_waiting{engine="1",model_name="m"} 2.0
+vllm:num_requests_running{engine="0",model_name="m"} 7.0
+vllm:gpu_cache_usage_perc{engine="0",model_name="m"} 0.5
+vllm:cache_config_info{block_size="64",cache_dtype="auto",engine="0",num_gpu_blocks="9271"} 1.0
+"""
+    metrics = parse_metrics(text)
+    assert (metrics.waiting_requests, metrics.running_requests, metrics.kv_cache_usage) == (5, 7, 0.5)
+    assert (metrics.block_size_tokens, metrics.num_gpu_blocks) == (64, 9271)
+    both = parse_metrics('vllm:kv_cache_usage_perc{engine="0"} 0.25\nvllm:gpu_cache_usage_perc{engine="0"} 0.9\n')
+    assert both.kv_cache_usage == 0.25  # the current name wins over the deprecated one

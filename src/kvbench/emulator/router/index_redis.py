@@ -18,7 +18,6 @@ import time
 from typing import Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from kvbench.emulator.router.index_memory import Holders, IndexUnavailable, PodEntry
 
@@ -43,8 +42,8 @@ def rfc3339(wall_s: float) -> str:
 
 
 class RedisIndex:
-    def __init__(self, address: str, backend_type: str = "redis", socket_timeout_s: float = 0.1,
-                 breaker_open_s: float = 1.0, lookup_batch_keys: int = 128,
+    def __init__(self, address: str, backend_type: str = "redis", socket_timeout_s: float = 0.2,
+                 breaker_open_s: float = 1.0, lookup_batch_keys: int = 128, max_connections: int = 8,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.name = backend_type
@@ -54,10 +53,13 @@ class RedisIndex:
         self.clock = clock
         self.wall_clock = wall_clock
         self._open_until_s = 0.0
-        self.client = aioredis.Redis.from_url(
-            self.url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
-            decode_responses=True, retry_on_timeout=False,
+        # A small bounded pool: a burst of lookups waits (up to the socket timeout) for a connection
+        # instead of opening hundreds, each costing a handshake.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url, max_connections=max_connections, timeout=socket_timeout_s, socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s, decode_responses=True, retry_on_timeout=False,
         )
+        self.client = aioredis.Redis(connection_pool=pool)
 
     def breaker_open(self) -> bool:
         return self.clock() < self._open_until_s
@@ -67,16 +69,11 @@ class RedisIndex:
             raise IndexUnavailable(f"{self.name} index: circuit open")
         try:
             return await coroutine_factory()
-        except (RedisError, OSError, TimeoutError) as err:
+        except Exception as err:  # noqa: BLE001  (any store failure must degrade to "no prediction")
+            # Only the failed connection is dropped (redis-py and _pipelined_hkeys disconnect it);
+            # connections other requests are using stay untouched.
             self._open_until_s = self.clock() + self.breaker_open_s
-            await self._drop_connections()
             raise IndexUnavailable(f"{self.name} index: {type(err).__name__}: {err}") from err
-
-    async def _drop_connections(self) -> None:
-        try:
-            await self.client.connection_pool.disconnect()
-        except Exception:  # noqa: BLE001  (best effort: the pool reconnects on the next call)
-            pass
 
     async def lookup(self, model: str, hashes: list[int]) -> list[Holders]:
         return await self._run(lambda: self._lookup(model, hashes))
@@ -142,3 +139,4 @@ class RedisIndex:
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.client.connection_pool.disconnect()
