@@ -7,12 +7,14 @@ of the last store in RFC 3339 (Go's time.RFC3339). Lookup pipelines `HKEYS` per 
 key with no field. Valkey speaks the same protocol: `valkey://` is rewritten to `redis://` and a
 bare `host:port` gets `redis://`, as llm-d does.
 
-Faults: every call has a short socket timeout; a failure opens a circuit breaker for
-`breaker_open_s`, during which calls raise `IndexUnavailable` at once (the scorer then scores 0).
+Faults: every operation runs under a short deadline (`socket_timeout_s`, 200 ms); a failure opens a
+circuit breaker for `breaker_open_s`, during which calls raise `IndexUnavailable` at once (the
+scorer then scores 0). Connections come from a small blocking pool (8).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
 from typing import Callable
@@ -49,14 +51,18 @@ class RedisIndex:
         self.name = backend_type
         self.url = normalize_address(address)
         self.breaker_open_s = breaker_open_s
+        self.clear_timeout_s = 10.0  # AllBlocksCleared scans every key: rare, and slower
         self.lookup_batch_keys = lookup_batch_keys
         self.clock = clock
         self.wall_clock = wall_clock
         self._open_until_s = 0.0
         # A small bounded pool: a burst of lookups waits (up to the socket timeout) for a connection
         # instead of opening hundreds, each costing a handshake.
+        # No per-read socket timeout: each operation runs under one deadline (`_run`), which costs
+        # one timer instead of one per reply (a 32-key lookup reads 32 replies).
+        self.timeout_s = socket_timeout_s
         pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, max_connections=max_connections, timeout=socket_timeout_s, socket_timeout=socket_timeout_s,
+            self.url, max_connections=max_connections, timeout=socket_timeout_s, socket_timeout=None,
             socket_connect_timeout=socket_timeout_s, decode_responses=True, retry_on_timeout=False,
         )
         self.client = aioredis.Redis(connection_pool=pool)
@@ -64,11 +70,12 @@ class RedisIndex:
     def breaker_open(self) -> bool:
         return self.clock() < self._open_until_s
 
-    async def _run(self, coroutine_factory):
+    async def _run(self, coroutine_factory, timeout_s: float | None = None):
         if self.breaker_open():
             raise IndexUnavailable(f"{self.name} index: circuit open")
         try:
-            return await coroutine_factory()
+            async with asyncio.timeout(timeout_s or self.timeout_s):
+                return await coroutine_factory()
         except Exception as err:  # noqa: BLE001  (any store failure must degrade to "no prediction")
             # Only the failed connection is dropped (redis-py and _pipelined_hkeys disconnect it);
             # connections other requests are using stay untouched.
@@ -126,7 +133,7 @@ class RedisIndex:
             await self._run(lambda: self.client.hdel(redis_key(model, block_hash), *[e.field() for e in entries]))
 
     async def clear_pod(self, pod: str) -> None:
-        await self._run(lambda: self._clear_pod(pod))
+        await self._run(lambda: self._clear_pod(pod), timeout_s=self.clear_timeout_s)
 
     async def _clear_pod(self, pod: str) -> None:
         async for key in self.client.scan_iter(match="*@*", count=1000):
