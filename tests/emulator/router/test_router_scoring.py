@@ -220,3 +220,15 @@ vllm:cache_config_info{block_size="64",cache_dtype="auto",engine="0",num_gpu_blo
     assert (metrics.block_size_tokens, metrics.num_gpu_blocks) == (64, 9271)
     both = parse_metrics('vllm:kv_cache_usage_perc{engine="0"} 0.25\nvllm:gpu_cache_usage_perc{engine="0"} 0.9\n')
     assert both.kv_cache_usage == 0.25  # the current name wins over the deprecated one
+
+
+def test_request_parsing_accepts_openai_prompt_shapes_and_rejects_others():
+    from kvbench.emulator.router.request import BadRequest, parse_request
+
+    assert parse_request({"model": "m", "prompt": [[5, 6]]}, "r", False).prompt_token_ids == [5, 6]
+    assert parse_request({"model": "m", "prompt": ["hi"], "cache_salt": "s"}, "r", False).prompt_text == "hi"
+    assert parse_request({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "r", True).messages
+    for body in ({"prompt": "x"}, {"model": "m", "prompt": [True, 2]}, {"model": "m", "prompt": [1.5]},
+                 {"model": "m", "messages": "x"}):
+        with pytest.raises(BadRequest):
+            parse_request(body, "r", "messages" in body)

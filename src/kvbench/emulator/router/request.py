@@ -46,7 +46,7 @@ def parse_request(body: Any, request_id: str, is_chat: bool) -> RouterRequest:
         prompt = prompt[0]  # a batch of one
     if isinstance(prompt, str):
         request.prompt_text = prompt
-    elif isinstance(prompt, list) and all(type(t) is int for t in prompt):  # bools are not token ids
+    elif isinstance(prompt, list) and set(map(type, prompt)) <= {int}:  # exact ints: bools are not token ids
         request.prompt_token_ids = prompt
     else:
         raise BadRequest("'prompt' must be a string or a list of token ids")
