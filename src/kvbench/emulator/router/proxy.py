@@ -35,7 +35,7 @@ from kvbench.emulator.router.scheduler import Decision, Scheduler
 log = logging.getLogger(__name__)
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade",
-               "proxy-connection", "te", "trailer", "content-encoding"}
+               "proxy-connection", "te", "trailer"}  # content-encoding is end to end: bodies pass as sent
 _UPSTREAM_ERRORS = (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError, AttributeError)
 
 
