@@ -20,3 +20,42 @@ def test_store_stop_leaves_no_process():
     process = server.process
     server.stop()
     assert process.poll() is not None
+
+
+def test_store_dies_with_its_parent(tmp_path):
+    """A kvbench process killed outright (SIGKILL) must not leave its store running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "pid"
+    script = (
+        "import sys, time\n"
+        "from kvbench.emulator.stores import KVStoreServer\n"
+        "server = KVStoreServer('redis').start()\n"
+        f"open({str(pid_file)!r}, 'w').write(str(server.pid))\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "store did not start"
+        time.sleep(0.05)
+    store_pid = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(store_pid, 0)
+        except ProcessLookupError:
+            return
+        try:  # reap if it became our zombie (it is not our child, so this normally raises)
+            os.waitpid(store_pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    os.kill(store_pid, signal.SIGKILL)
+    raise AssertionError("the store outlived its SIGKILLed parent")

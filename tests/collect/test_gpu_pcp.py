@@ -88,3 +88,13 @@ def test_pmrep_csv_becomes_rows(monkeypatch, tmp_path):
     assert rows == [{"ts_s": 3.0, "source": "pcp", "metric": "kernel.all.cpu.user", "value": 12.5},
                     {"ts_s": 3.0, "source": "pcp", "metric": "kernel.all.load-1 minute", "value": 0.75}]
     assert sampler.process.poll() is not None
+
+
+def test_system_sampler_includes_extra_sources_on_each_tick():
+    from kvbench.collect.system import SystemSampler
+
+    gpu_rows = [{"ts_s": 1.0, "source": "gpu:0", "metric": "utilization_percent", "value": 42.0}]
+    sampler = SystemSampler({}, now_s=lambda: 1.0, extra_sources=(lambda: list(gpu_rows),))
+    rows = sampler.sample()
+    assert gpu_rows[0] in rows
+    assert {r["source"] for r in rows} >= {"host", "client", "gpu:0"}

@@ -14,6 +14,8 @@ from typing import Callable
 
 import aiohttp
 
+from kvbench.collect.gpu import open_gpu_sampler
+from kvbench.collect.pcp import start_pcp_sampler
 from kvbench.collect.prometheus import Sample
 from kvbench.collect.scraper import MetricsScraper, fetch_samples
 from kvbench.collect.system import SystemSampler
@@ -26,7 +28,11 @@ class Collector:
                  now_s: Callable[[], float], on_server_rows: RowsSink, on_system_rows: RowsSink,
                  server_metrics: bool = True, system_metrics: bool = True):
         self.scraper = MetricsScraper(sources if server_metrics else {}, interval_s, now_s, on_server_rows)
-        self.system = SystemSampler(server_pids, now_s) if system_metrics else None
+        # GPU (NVML) and PCP (pmrep) only where present: each opener returns None otherwise.
+        self.gpu = open_gpu_sampler(now_s) if system_metrics else None
+        self.pcp = start_pcp_sampler(interval_s, now_s) if system_metrics else None
+        extra = tuple(source for source in (self.gpu and self.gpu.sample, self.pcp and self.pcp.take_rows) if source)
+        self.system = SystemSampler(server_pids, now_s, extra) if system_metrics else None
         self.interval_s = interval_s
         self.on_system_rows = on_system_rows
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -46,6 +52,10 @@ class Collector:
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(timeout=timeout_s)
+        if self.pcp is not None:
+            self.pcp.stop()
+        if self.gpu is not None:
+            self.gpu.close()
         stats = self.scraper.stats.as_dict()
         if self.error:
             stats["collector_error"] = self.error

