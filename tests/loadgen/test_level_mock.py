@@ -118,8 +118,9 @@ async def test_warmup_measure_cooldown_by_slot_time(start_mock):
 
 
 async def test_count_level_measures_exactly_max_requests_then_cools_down(start_mock):
-    mock = await start_mock(ttft_ms=30)
-    plan = LevelPlan(strategy="synchronous", level=1, duration_s=None, max_requests=3, cooldown_s=0.2)
+    mock = await start_mock(ttft_ms=20)
+    # cooldown far longer than one request, so a loaded machine still fits one in
+    plan = LevelPlan(strategy="synchronous", level=1, duration_s=None, max_requests=3, cooldown_s=0.6)
     _, records = await run(mock.endpoint(), [conversation(f"c{i}") for i in range(3)], plan)
     phases = [r.phase for r in records]
     assert phases[:3] == ["measure"] * 3
