@@ -40,7 +40,7 @@ async def test_failed_turn_ends_its_conversation(start_mock):
 
 
 async def test_timeout_is_recorded(start_mock):
-    mock = await start_mock(fault="slow", fault_every=2, slow_s=5.0)
+    mock = await start_mock(fault="slow", fault_every=2, slow_s=1.0)
     endpoint = mock.endpoint(request_timeout_s=0.3)
     result, [record] = await run(endpoint, [conversation("a")], single_pass())
     assert record.status == "timeout"
