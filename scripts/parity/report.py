@@ -41,5 +41,7 @@ def print_result(result: dict) -> None:
     conc = result["concurrent"]
     if conc.get("ran"):
         print(f"\n-- concurrent phase (informational) events_equal={conc['events_equal']} --")
-        for name in ("real", "emulator"):
-            print(f"  {name}: {conc[name]['counters']} outputs={conc[name]['num_output']} errors={conc[name]['errors']}")
+        for group in conc["real"]:
+            for name in ("real", "emulator"):
+                g = conc[name][group]
+                print(f"  {group:20} {name:8}: {g['deltas']} outputs={g['num_output']} errors={g['errors']}")

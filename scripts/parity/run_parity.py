@@ -69,7 +69,8 @@ def run_peer(name: str, shape: CacheShape, work_dir: Path, model_dir: Path | Non
         playback = play(server, collector, build_sequence(), Playback())
         num_sequential = len(playback.results)
         if concurrent:
-            play_concurrent(server, collector, build_concurrent(), playback)
+            for group in build_concurrent():
+                play_concurrent(server, collector, group, playback)
         time.sleep(1.0)
         playback.idle_metrics = scrape(server.url)
         collector.drain_quiet()
@@ -138,15 +139,26 @@ def compare_runs(real: PeerRun, emu: PeerRun, shape: CacheShape) -> dict:
 
 
 def _concurrent_summary(real: PeerRun, emu: PeerRun, canon: dict, n_real: int, n_emu: int) -> dict:
+    """Per concurrent group: counter deltas over the group, outputs, errors, events (informational).
+    All steps of a group share one metrics snapshot and one events_end (taken after the group)."""
     if len(real.playback.results) == real.num_sequential:
         return {"ran": False}
-    out = {"ran": True, "note": "informational: step timing decides the interleaving"}
-    for p, n in ((real, n_real), (emu, n_emu)):
-        last = p.playback.results[-1]
-        out[p.name] = {"counters": {k: last.metrics.get(k) for k in STEP_COUNTERS},
-                       "num_output": [len(r.output_ids) for r in p.playback.results[p.num_sequential:]],
-                       "errors": [r.error for r in p.playback.results[p.num_sequential:] if r.error],
-                       "events": [event_text(e) for e in canon[p.name][n:]]}
+    out: dict = {"ran": True, "note": "informational: step timing decides the interleaving"}
+    for p, start in ((real, n_real), (emu, n_emu)):
+        by_phase: dict[str, list] = {}
+        for r in p.playback.results[p.num_sequential:]:
+            by_phase.setdefault(r.step.phase, []).append(r)
+        groups, prev = {}, p.playback.results[p.num_sequential - 1].metrics
+        for phase, results in by_phase.items():
+            last = results[-1]
+            groups[phase] = {
+                "steps": [r.step.name for r in results], "num_output": [len(r.output_ids) for r in results],
+                "errors": [r.error for r in results if r.error],
+                "deltas": {k.removeprefix("vllm:").removesuffix("_total"): round(last.metrics.get(k, 0) - prev.get(k, 0))
+                           for k in STEP_COUNTERS},
+                "events": [event_text(e) for e in canon[p.name][start:last.events_end]]}
+            prev, start = last.metrics, last.events_end
+        out[p.name] = groups
     out["events_equal"] = canon["real"][n_real:] == canon["emulator"][n_emu:]
     return out
 

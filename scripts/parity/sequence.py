@@ -15,8 +15,10 @@ and its KV events went quiet), for block_size 32 and 23 usable blocks:
   decode; the next turn carries that answer and hits it;
 - eviction: unrelated 330/400-token prompts evict cached blocks (LRU, chain tails first), with
   repeats of earlier prompts in between to observe which blocks survived.
-Then an optional concurrent phase (not exactly reproducible: it depends on step timing) with two
-long-decode requests whose KV cannot both fit, to provoke a preemption.
+Sequential requests can neither preempt nor fail an allocation here (one request needs at most
+16 of the 23 usable blocks), so an optional concurrent phase follows (not exactly reproducible: step
+timing decides the interleaving): two long decodes whose KV cannot both fit (a preemption), and a
+request that must wait for blocks (how often its prefix-cache query is counted).
 """
 
 from __future__ import annotations
@@ -86,11 +88,29 @@ def build_sequence(seed: int = 7) -> list[Step]:
     return [Step(x.name, tuple(x.prompt), x.max_tokens, x.phase, x.note) for x in s]
 
 
-def build_concurrent(seed: int = 11) -> list[Step]:
-    """Two 320-token prompts with 64 output tokens: 12 blocks each at the end, 23 usable."""
+@dataclass(frozen=True)
+class ConcurrentGroup:
+    name: str
+    steps: tuple[Step, ...]
+    stagger_s: float  # delay between sends: fixes the arrival order where it matters
+
+
+def build_concurrent(seed: int = 11) -> list[ConcurrentGroup]:
+    """Two groups sent at once each (not exactly reproducible: step timing decides interleaving).
+
+    preempt: two 256-token prompts (8 blocks) with 240 outputs (16 blocks at the end), 23 usable:
+      if c1 is admitted before c0 holds 16 blocks (c0's first ~224 decode steps), the two cannot
+      both grow and the last running request (c1) is preempted once (recompute); it returns after
+      c0 finished.
+    waiting: w0 (480 tok, 15 blocks, 32 outputs) runs; w1 (300 tok, 10 blocks) must wait for it.
+      vLLM 0.32 counts w1's prefix-cache query once, at admission: queries grow by exactly 780.
+    """
     rng = random.Random(seed)
-    return [Step(f"c{i}", tuple(_unique_tokens(rng, 320)), 64, "concurrent",
-                 "two requests whose KV cannot both fit") for i in range(2)]
+    preempt = tuple(Step(f"c{i}", tuple(_unique_tokens(rng, 256)), 240, "concurrent-preempt",
+                         "two requests whose KV cannot both fit") for i in range(2))
+    waiting = (Step("w0", tuple(_unique_tokens(rng, 480)), 32, "concurrent-waiting", "holds 15-16 blocks"),
+               Step("w1", tuple(_unique_tokens(rng, 300)), 1, "concurrent-waiting", "waits for blocks"))
+    return [ConcurrentGroup("preempt", preempt, 0.0), ConcurrentGroup("waiting", waiting, 0.02)]
 
 
 @dataclass
@@ -146,9 +166,8 @@ def play(server: Server, collector: EventCollector, steps: list[Step], playback:
     return playback
 
 
-def play_concurrent(server: Server, collector: EventCollector, steps: list[Step], playback: Playback,
-                    stagger_s: float = 0.0) -> Playback:
-    """Send the steps at once (staggered so their arrival order is fixed); wait for all."""
+def play_concurrent(server: Server, collector: EventCollector, group: ConcurrentGroup, playback: Playback) -> Playback:
+    """Send the group's steps at once (staggered by `group.stagger_s`); wait for all."""
     from metrics import scrape
 
     answers: dict[str, dict | str] = {}
@@ -159,10 +178,11 @@ def play_concurrent(server: Server, collector: EventCollector, steps: list[Step]
         except OSError as err:
             answers[step.name] = f"{type(err).__name__}: {err}"
 
+    steps = group.steps
     threads = [threading.Thread(target=send, args=(s,)) for s in steps]
     for thread in threads:
         thread.start()
-        time.sleep(stagger_s)
+        time.sleep(group.stagger_s)
     for thread in threads:
         thread.join(timeout=300)
     events_end = collector.drain_quiet()
