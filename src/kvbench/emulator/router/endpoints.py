@@ -46,14 +46,13 @@ class Endpoint:
     ready: bool = False
     consecutive_failures: int = 0
     last_scrape_ok_s: float | None = None
+    address: str = field(init=False)  # "host:port", from the URL
+    host: str = field(init=False)
 
-    @property
-    def address(self) -> str:
-        return urlsplit(self.url).netloc
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        self.address = parts.netloc
+        self.host = parts.hostname or ""
 
 
 def parse_metrics(text: str) -> EndpointMetrics:
