@@ -118,3 +118,26 @@ def test_bad_nested_precise_parameter_names_its_path():
 def test_missing_config_file_names_the_flag(tmp_path):
     with pytest.raises(UserError, match="--config .*missing.yaml: cannot read"):
         load_config_file(tmp_path / "missing.yaml")
+
+
+NESTED_TOKEN_PROCESSOR = """
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: precise-prefix-cache-scorer
+  parameters:
+    indexerConfig:
+      tokenProcessorConfig:
+        blockSize: 64
+        hashSeed: "42"
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: precise-prefix-cache-scorer
+"""
+
+
+def test_token_processor_inside_indexer_config_is_read_as_kv_cache_manager_v04_does():
+    built = build(load_config_text(NESTED_TOKEN_PROCESSOR, "nested.yaml"))
+    precise = built.scheduler.scorers[0].scorer
+    assert (precise.block_size_tokens, precise.hash_seed) == (64, "42")

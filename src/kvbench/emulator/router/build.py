@@ -108,12 +108,23 @@ def build_index(spec: PluginSpec, clock: Callable[[], float]) -> KVBlockIndex:
     return InMemoryIndex()
 
 
+def _token_processor_path(spec: PluginSpec) -> str:
+    """Where this config keeps the token processor: top level (llm-d-kv-cache HEAD) or inside
+    indexerConfig (kv-cache-manager <= v0.4, the seeds' llm-d). The top level wins when both exist."""
+    if _param(spec, "tokenProcessorConfig", dict, None) is not None:
+        return "tokenProcessorConfig"
+    if _param(spec, "indexerConfig.tokenProcessorConfig", dict, None) is not None:
+        return "indexerConfig.tokenProcessorConfig"
+    return "tokenProcessorConfig"
+
+
 def _build_precise(spec: PluginSpec, built: BuiltPlugins, clock: Callable[[], float],
                    replay_endpoints: dict[str, str], resolve_pod: Callable[[str], str]) -> PrecisePrefixCacheScorer:
-    block_size = _param(spec, "tokenProcessorConfig.blockSize", int, 16)
+    token_config = _token_processor_path(spec)
+    block_size = _param(spec, f"{token_config}.blockSize", int, 16)
     if block_size < 1:
-        raise UserError(f"plugin {spec.name}: parameter tokenProcessorConfig.blockSize must be >= 1")
-    hash_seed = _param(spec, "tokenProcessorConfig.hashSeed", (str, int), "")
+        raise UserError(f"plugin {spec.name}: parameter {token_config}.blockSize must be >= 1")
+    hash_seed = _param(spec, f"{token_config}.hashSeed", (str, int), "")
     index = build_index(spec, clock)
     built.indexes.append(index)
     configured_replays = _param(spec, "kvEventsConfig.replayEndpoints", dict, {})
