@@ -138,20 +138,77 @@ def check_warm_cache(cell: CellData, th: Thresholds) -> Check:
     if protocol and not protocol.get("reset", False):
         evidence.append("cache_protocol: no prefix-cache reset before the cell")
         flagged = True
-    frame = cell.requests
-    first = frame[(frame["turn_index"] == 0) & (frame["status"] == "ok")] if not frame.empty else frame
-    if not first.empty and first["cached_tokens"].notna().any() and first["reused_prefix_tokens"].notna().any():
-        cached = pd.to_numeric(first["cached_tokens"], errors="coerce")
-        explained = pd.to_numeric(first["reused_prefix_tokens"], errors="coerce").fillna(0)
-        excess = cached - explained
-        bad = int((excess > th.first_turn_slack_tokens).sum())
-        evidence.append(f"{bad}/{len(first)} first-turn requests cached more than their shared prefix explains"
-                        + (f" (max excess {int(excess.max())} tokens)" if bad else ""))
-        flagged |= bad > 0
+    unexplained = unexplained_first_turn_hits(cell.requests)
+    if unexplained is not None:
+        bad = unexplained[unexplained["excess_tokens"] > th.first_turn_slack_tokens]
+        text = (f"{len(bad)}/{len(unexplained)} first-turn requests cached more than earlier requests of the cell "
+                "explain (shared prefix of their group, or an earlier pass of the same conversation)")
+        if len(bad):
+            worst = bad.loc[bad["excess_tokens"].idxmax()]
+            text += (f" (max excess {int(worst['excess_tokens'])} tokens, e.g. conversation {worst['conversation_id']}: "
+                     f"{int(worst['cached_tokens'])} cached, {int(worst['explained_tokens'])} explained)")
+        evidence.append(text)
+        flagged |= len(bad) > 0
     if not evidence:
         return Check("cold start", CheckStatus.SKIP, cell.cell_id, "no cache_protocol record and no first-turn cached tokens")
     return Check("cold start", CheckStatus.FLAG if flagged else CheckStatus.OK, cell.cell_id,
                  ("warm-cache contamination: " if flagged else "") + "; ".join(evidence))
+
+
+def _base_conversation(conversation_id: pd.Series) -> pd.Series:
+    """`c12~c2` (third pass of a recycled conversation) -> `c12`: the passes send identical turn-0 prompts."""
+    return conversation_id.astype(str).str.replace(r"~c\d+$", "", regex=True)
+
+
+def _earliest_other_sent_s(keys: pd.Series, sent_s: pd.Series) -> pd.Series:
+    """Per row: the earliest sent_s among the *other* rows with the same key (inf when there is none)."""
+    order = pd.DataFrame({"key": keys, "sent": sent_s}).dropna(subset=["key"]).sort_values(["key", "sent"], kind="stable")
+    by_key = order.groupby("key")["sent"]
+    first = by_key.transform("first")
+    second = by_key.transform(lambda s: s.iloc[1] if len(s) > 1 else np.inf)
+    is_first = by_key.cumcount() == 0
+    other = pd.Series(np.where(is_first, second, first), index=order.index, dtype=float)
+    return other.reindex(keys.index).fillna(np.inf)
+
+
+def unexplained_first_turn_hits(requests: pd.DataFrame) -> pd.DataFrame | None:
+    """Cached tokens of each successful turn-0 request beyond what earlier requests of the same cell explain.
+
+    A request R can legitimately hit blocks computed by any request of the cell sent before R was
+    served (R's first token; the engine schedules out of send order, so a request sent a little
+    later can prefill first). Such an earlier request explains:
+    - the group's shared prefix, when it belongs to R's prefix group (group prefix length = the
+      largest `reused_prefix_tokens` recorded for a turn-0 request of the group in the cell);
+    - all of R's prompt, when it is an earlier pass of the same conversation (`<id>~c<pass>`
+      resends identical turn-0 token ids);
+    and R's own `reused_prefix_tokens` (the workload's statement at send time) is explained too.
+    All phases and statuses count as senders (a failed or warm-up request may still have been
+    prefilled). None when no turn-0 request reports cached tokens.
+    """
+    if requests.empty:
+        return None
+    frame = requests.assign(
+        sent=pd.to_numeric(requests["sent_s"], errors="coerce"),
+        reused=pd.to_numeric(requests["reused_prefix_tokens"], errors="coerce").fillna(0),
+        group=pd.to_numeric(requests["prefix_group"], errors="coerce"),
+        base=_base_conversation(requests["conversation_id"]),
+    )
+    first_turn = (frame["turn_index"] == 0) & (frame["status"] == "ok") & frame["cached_tokens"].notna()
+    if not first_turn.any():
+        return None
+    served = pd.to_numeric(frame["first_token_s"], errors="coerce").fillna(
+        pd.to_numeric(frame["end_s"], errors="coerce")).fillna(np.inf)
+    group_prefix = frame[frame["turn_index"] == 0].groupby("group")["reused"].max()
+    group_earlier = frame["group"].notna() & (_earliest_other_sent_s(frame["group"], frame["sent"]) < served)
+    pass_earlier = _earliest_other_sent_s(frame["base"], frame["sent"]) < served
+    explained = frame["reused"].copy()
+    explained = explained.where(~group_earlier, np.maximum(explained, frame["group"].map(group_prefix).fillna(0)))
+    explained = explained.where(~pass_earlier, np.maximum(explained, pd.to_numeric(frame["prompt_tokens"], errors="coerce")))
+    out = frame.loc[first_turn, ["request_id", "conversation_id", "prefix_group", "sent_s"]].copy()
+    out["cached_tokens"] = pd.to_numeric(frame.loc[first_turn, "cached_tokens"])
+    out["explained_tokens"] = explained[first_turn]
+    out["excess_tokens"] = out["cached_tokens"] - out["explained_tokens"]
+    return out.reset_index(drop=True)
 
 
 def check_routing_can_matter(cell: CellData) -> Check:
