@@ -9,6 +9,9 @@
   slices of the measure window, are resampled within the cell (slices, not single requests, because
   with fixed output lengths a request resample cannot move a throughput).
 - `request_delta`: resample requests within each cell for a per-request statistic (e.g. TTFT mean).
+- `cluster_delta`: a per-request latency statistic from one cell per side, resampling whole
+  conversations (cluster bootstrap): the turns of one conversation share its cache history, so they
+  are not independent draws and a request-level resample would give too narrow an interval.
 An interval that contains zero means "no significant difference", never a gain or a loss.
 The RNG is always passed in (deterministic reports).
 """
@@ -161,6 +164,57 @@ def _boot_stat(values: np.ndarray, rng: np.random.Generator, statistic: Callable
     if statistic is np.mean:
         return values[picks].mean(axis=1)
     return np.array([statistic(values[row]) for row in picks], dtype=float)
+
+
+def cluster_delta(base_values: np.ndarray, base_clusters: np.ndarray, treat_values: np.ndarray,
+                  treat_clusters: np.ndarray, rng: np.random.Generator,
+                  statistic: Callable[[np.ndarray], float] = np.mean,
+                  n_boot: int = N_BOOT, confidence: float = CONFIDENCE) -> Delta:
+    """Relative delta of `statistic` (treat vs base); each side resamples its clusters with replacement.
+
+    values[i] belongs to cluster clusters[i] (a conversation id). n = clusters on the smaller side.
+    """
+    base = _Clustered(np.asarray(base_values, dtype=float), np.asarray(base_clusters))
+    treat = _Clustered(np.asarray(treat_values, dtype=float), np.asarray(treat_clusters))
+    method = "cluster bootstrap within single cells: conversations resampled"
+    n = min(base.n_clusters, treat.n_clusters)
+    if len(base.values) == 0 or len(treat.values) == 0 or statistic(base.values) <= 0:
+        return NO_DELTA
+    point = float(_pct(statistic(treat.values) / statistic(base.values)))
+    if n < 2:
+        return Delta(point, math.nan, math.nan, method + " (fewer than 2 conversations: no interval)", n)
+    base_boot, treat_boot = base.boot(rng, statistic, n_boot), treat.boot(rng, statistic, n_boot)
+    valid = base_boot > 0
+    low, high = _percentile_interval(_pct(treat_boot[valid] / base_boot[valid]), confidence)
+    return Delta(point, low, high, f"{method} ({n_boot} resamples)", n)
+
+
+class _Clustered:
+    """Values grouped by cluster, for resampling whole clusters."""
+
+    def __init__(self, values: np.ndarray, clusters: np.ndarray) -> None:
+        keep = ~np.isnan(values)
+        self.values = values[keep]
+        _, codes = np.unique(clusters[keep].astype(str), return_inverse=True)
+        self.members = [np.flatnonzero(codes == k) for k in range(codes.max() + 1)] if len(codes) else []
+        self.n_clusters = len(self.members)
+        self._sums = np.array([self.values[m].sum() for m in self.members])
+        self._counts = np.array([len(m) for m in self.members], dtype=float)
+
+    def boot(self, rng: np.random.Generator, statistic: Callable, n_boot: int) -> np.ndarray:
+        picks = rng.integers(0, self.n_clusters, size=(n_boot, self.n_clusters))
+        if statistic is np.mean:  # exact and vectorised: pooled mean of the picked clusters
+            return self._sums[picks].sum(axis=1) / self._counts[picks].sum(axis=1)
+        return np.array([statistic(self.values[np.concatenate([self.members[k] for k in row])]) for row in picks])
+
+
+def lower_is_better_verdict(delta: Delta) -> str:
+    """For latencies: 'lower' | 'higher' | 'no significant difference' | 'unknown'."""
+    if not delta.known:
+        return "unknown"
+    if not delta.significant:
+        return "no significant difference"
+    return "lower" if delta.delta_pct < 0 else "higher"
 
 
 def equivalence(delta: Delta, margin_pct: float) -> str:

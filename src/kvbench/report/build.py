@@ -13,13 +13,16 @@ import pandas as pd
 
 from kvbench.analysis import br_export
 from kvbench.analysis.guidance import build_findings, deployment_guidance
+from kvbench.analysis.latency import latency_comparisons, latency_table
+from kvbench.analysis.latency_guidance import latency_findings, latency_guidance
 from kvbench.analysis.load import RunData, load_run
 from kvbench.analysis.metrics import complete_metrics
 from kvbench.analysis.peaks import find_peaks, level_summary, ok_metrics, peak_table
+from kvbench.analysis.routing import endpoint_table, prediction_table, router_scorers, routing_sentence
 from kvbench.analysis.server import server_row
 from kvbench.analysis.validity import Thresholds, run_checks
 from kvbench.errors import UserError
-from kvbench.report import figures, figures_server
+from kvbench.report import figures, figures_latency, figures_server
 from kvbench.report.html import write_html
 from kvbench.report.markdown import ReportData, render
 from kvbench.results.layout import REPORT_DIR
@@ -62,11 +65,18 @@ def compile_report(run: RunData, thresholds: Thresholds = Thresholds()) -> Repor
     peaks = find_peaks(run, metrics, rng)
     checks = run_checks(run, peaks, thresholds)
     server_peak = pd.DataFrame([server_row(cell) for p in peaks for cell in p.cells])
+    findings = build_findings(run, peaks, checks, rng)
+    latency = latency_comparisons(run, peaks, rng)
+    endpoints, predictions = endpoint_table(peaks), prediction_table(peaks)
+    sentences = [s for p in peaks if (s := routing_sentence(endpoints, predictions, p.model, p.scenario))]
+    scorers = {f"{p.model}|{p.scenario}": s for p in peaks if (s := router_scorers(run.run_dir, p.model, p.scenario))}
     return ReportData(
         run=run, metrics=metrics, level_summary=level_summary(metrics), peaks=peaks,
         server_peak=_first_repeat(server_peak), checks=checks,
-        findings=build_findings(run, peaks, checks, rng), guidance=deployment_guidance(run, peaks, checks),
-        thresholds=thresholds, outputs=[],
+        findings=findings + latency_findings(latency, run.baseline),
+        guidance=deployment_guidance(run, peaks, checks) + latency_guidance(latency, peaks, run.baseline),
+        thresholds=thresholds, outputs=[], latency=latency, routing_endpoints=endpoints,
+        routing_predictions=predictions, routing_sentences=sentences, router_scorers=scorers,
     )
 
 
@@ -80,6 +90,9 @@ def write_csvs(data: ReportData, report_dir: Path) -> None:
     data.metrics.to_csv(report_dir / "complete_metrics.csv", index=False)
     data.level_summary.to_csv(report_dir / "summary_by_level.csv", index=False)
     peak_table(data.peaks, data.run.baseline).to_csv(report_dir / "peak_throughput_all.csv", index=False)
+    latency_table(data.latency).to_csv(report_dir / "latency_deltas.csv", index=False)
+    data.routing_endpoints.to_csv(report_dir / "routing_endpoints.csv", index=False)
+    data.routing_predictions.to_csv(report_dir / "routing_predictions.csv", index=False)
     all_peak_rows = pd.DataFrame([server_row(cell) for p in data.peaks for cell in p.cells])
     all_peak_rows.to_csv(report_dir / "pcp_metrics_peak.csv", index=False)
     scenario_summary(data, all_peak_rows).to_csv(report_dir / "pcp_summary_stats.csv", index=False)
@@ -126,5 +139,7 @@ def draw_figures(data: ReportData, report_dir: Path) -> list:
         figures_server.correlation_heatmap(correlation_frame(data), report_dir),
         figures.ttft_by_turn(data.peaks, scenarios, report_dir),
         figures.ttft_by_reused_prefix(data.peaks, scenarios, report_dir),
+        figures_latency.ttft_by_reuse_distance(data.peaks, scenarios, report_dir),
+        figures_latency.ttft_delta_heatmap(data.latency, report_dir),
     ]
     return drawn

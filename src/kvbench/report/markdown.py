@@ -11,12 +11,14 @@ from pathlib import Path
 import pandas as pd
 
 from kvbench.analysis.guidance import EQUIVALENCE_MARGIN_PCT, Finding
+from kvbench.analysis.latency import LatencyComparison
 from kvbench.analysis.load import RunData
 from kvbench.analysis.metrics import TPOT_DEFINITION
 from kvbench.analysis.peaks import Peak, fmt_tok_s
 from kvbench.analysis.stats import CONFIDENCE, MIN_PAIRS_FOR_BOOTSTRAP_ONLY, N_BOOT
 from kvbench.analysis.validity import Check, CheckStatus, Thresholds
 from kvbench.report.figures import Skipped
+from kvbench.report.sections import latency_section, routing_section
 
 FIGURE_CAPTIONS = {
     "peak_throughput_all_scenarios.png": "Peak output throughput per model and scenario",
@@ -29,6 +31,8 @@ FIGURE_CAPTIONS = {
     "pcp_correlation_heatmap.png": "Correlation between server metrics and performance",
     "ttft_by_turn.png": "TTFT by conversation turn",
     "ttft_by_reused_prefix.png": "TTFT by reused-prefix length",
+    "ttft_delta_heatmap.png": "TTFT delta vs baseline at the common load level (n.s. = not significant)",
+    "ttft_by_reuse_distance.png": "TTFT by reuse distance (seconds since the reused prefix was last sent)",
 }
 
 
@@ -45,6 +49,11 @@ class ReportData:
     thresholds: Thresholds
     figures: list[Path | Skipped] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)  # other files written (CSV, BR)
+    latency: list[LatencyComparison] = field(default_factory=list)
+    routing_endpoints: pd.DataFrame = field(default_factory=pd.DataFrame)
+    routing_predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    routing_sentences: list[str] = field(default_factory=list)
+    router_scorers: dict[str, str] = field(default_factory=dict)  # "model|scenario" -> scorers with weights
 
 
 def _num(value, fmt: str = "{:.1f}") -> str:
@@ -60,7 +69,10 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def render(data: ReportData) -> str:
-    sections = [_header(data), _validity(data), _findings(data), _peak_section(data), _figures(data),
+    sections = [_header(data), _validity(data), _findings(data), _peak_section(data),
+                latency_section(data.latency, data.run.baseline), _figures(data),
+                routing_section(data.routing_endpoints, data.routing_predictions, data.routing_sentences,
+                                data.router_scorers),
                 _server_section(data), _details(data), _methodology(data)]
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
 
@@ -107,8 +119,10 @@ def _findings(data: ReportData) -> list[str]:
     lines = ["## Findings", ""]
     lines += [f"- *{f.rule}*: {f.text}" for f in data.findings] or ["- No findings: no successful cell."]
     lines += ["", "## Deployment guidance", "",
-              "Rule: recommend a scenario only for a significant throughput gain at its peak; otherwise keep the "
-              "baseline. These statements hold for the system under test named at the top.", ""]
+              "Rules: for throughput, recommend a scenario only for a significant throughput gain at its peak; "
+              "for latency (TTFT), only for a significant TTFT reduction at the common load level without a "
+              "significant TPOT or E2E increase; otherwise keep the baseline. These statements hold for the system "
+              "under test named at the top.", ""]
     lines += [f"- {g.text}" for g in data.guidance] or ["- None: no successful cell."]
     return lines
 
@@ -172,7 +186,8 @@ def _details(data: ReportData) -> list[str]:
 
 
 def _methodology(data: ReportData) -> list[str]:
-    methods = sorted({p.delta.method for p in data.peaks if p.scenario != data.run.baseline and p.delta.method != "none"})
+    methods = sorted({p.delta.method for p in data.peaks if p.scenario != data.run.baseline and p.delta.method != "none"}
+                     | {c.delta.method for c in data.latency if c.delta.method != "none"})
     th = data.thresholds
     return [
         "## Methodology", "",
@@ -186,12 +201,20 @@ def _methodology(data: ReportData) -> list[str]:
         f"{MIN_PAIRS_FOR_BOOTSTRAP_ONLY} pairs the interval is widened to include the paired t-interval. With a "
         "single repeat, each cell's requests are grouped by completion time into 10 slices of the window and "
         "resampled. A delta whose interval contains 0 is reported as 'no significant difference'.",
+        "- Latency deltas (TTFT mean and p50, TPOT p50, E2E p50) use the same rule: paired by repeat where at least "
+        "two repeats align, else one cell per side with a cluster bootstrap that resamples whole conversations "
+        "(all passes of a recycled conversation together), not single requests: turns of one conversation share "
+        "their cache history, so requests are not independent draws. Lower is better. 'Common level' = the "
+        "highest load level at which every scenario of the model has a successful cell.",
         "- Methods used in this report: " + ("; ".join(methods) if methods else "none (no deltas)") + ".",
         f"- Redis vs Valkey are called equivalent only if the whole interval lies within +-{EQUIVALENCE_MARGIN_PCT:g} %.",
         f"- Validity thresholds: client lag p99 > {th.client_lag_p99_ms:g} ms or client CPU >= {th.client_cpu_pct:g} %; "
         f"engine step lag p99 > {th.engine_step_lag_p99_ms:g} ms; max KV usage < {th.kv_usage_max_pct:g} % = no memory "
-        f"pressure; < {th.min_ok_requests} ok requests; error rate > {th.max_error_rate:.0%}.",
+        f"pressure; < {th.min_ok_requests} ok requests; error rate > {th.max_error_rate:.0%}. Cold start: a first-turn "
+        f"request's cached tokens beyond {th.first_turn_slack_tokens} tokens must be explained by requests of the same "
+        "cell sent before it was served (its group's shared prefix, or an earlier pass of the same conversation).",
         "- Files: `complete_metrics.csv` (every cell), `summary_by_level.csv` (means and CIs over repeats), "
-        "`peak_throughput_all.csv`, `pcp_metrics_peak.csv`, `pcp_summary_stats.csv`, `validity_checks.csv`"
+        "`peak_throughput_all.csv`, `latency_deltas.csv`, `routing_endpoints.csv`, `routing_predictions.csv`, "
+        "`pcp_metrics_peak.csv`, `pcp_summary_stats.csv`, `validity_checks.csv`"
         + ("; Benchmark Report v0.2 per cell in `br/`" if "br" in data.outputs else "") + ".",
     ]
