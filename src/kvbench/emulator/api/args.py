@@ -20,6 +20,7 @@ _ENV_PREFIXES = ("LMCACHE_", "VLLM_")
 _ENV_NAMES = ("PYTHONHASHSEED", "KVBENCH_KV_EVENTS_FORMAT")
 _BLOCK_SIZES = (1, 8, 16, 32, 64, 128, 256)  # vLLM's BlockSize literal
 _HASH_ALGOS = ("sha256", "sha256_cbor", "xxhash", "xxhash_cbor")
+_VLLM_COMPAT = ("0.11", "0.32")  # behaviour profiles (emulator/engine/compat.py)
 
 
 @dataclass(slots=True)
@@ -128,6 +129,7 @@ def _build_parser() -> _OneLineParser:
     p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--stream-interval", type=_positive_int("--stream-interval"), default=1)
     p.add_argument("--tokenizer", default=None)
+    p.add_argument("--vllm-compat", type=_choice("--vllm-compat", _VLLM_COMPAT), default="0.11")
     return p
 
 
@@ -156,6 +158,7 @@ def parse_serve_args(argv: list[str], environ: Mapping[str, str]) -> ServeOption
         kv_events_config=ns.kv_events_config,
         env=engine_env(environ),
         seed=ns.seed,
+        vllm_compat=ns.vllm_compat,
     )
     return ServeOptions(engine_args=engine_args, host=ns.host, port=ns.port,
                         stream_interval=ns.stream_interval, tokenizer_dir=ns.tokenizer)

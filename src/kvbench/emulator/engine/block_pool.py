@@ -5,7 +5,9 @@ Invariants:
 - Block 0 is the null block: taken out of the free queue at start and never freed or cached.
 - The free queue is an O(1) doubly linked list, initially in block-id order. It is the eviction
   order: new blocks are popped from the head; freed blocks are appended at the tail (callers pass a
-  request's blocks reversed, so a chain's tail is evicted before its head).
+  request's blocks reversed, so a chain's tail is evicted before its head). With
+  `free_uncached_first` (vLLM 0.32, see compat.py) freed blocks without a hash go to the head
+  instead, in the given order, and are reused before any cached block is evicted.
 - A free block may still hold a hash ("cached, unreferenced"): it keeps serving hits until it is
   popped for reuse; only then is its hash dropped and BlockRemoved emitted (lazy eviction).
 - `touch` takes a cached free block off the queue and bumps its ref count.
@@ -73,6 +75,17 @@ class FreeBlockQueue:
         for block in blocks:
             self.append(block)
 
+    def prepend_n(self, blocks: Sequence[KVBlock]) -> None:
+        """Put `blocks` at the head in the given order (blocks[0] is popped next)."""
+        head = self.head
+        for block in reversed(blocks):
+            first = head.next_free
+            block.prev_free = head
+            block.next_free = first
+            first.prev_free = block
+            head.next_free = block
+        self.num_free_blocks += len(blocks)
+
     def block_ids(self) -> list[int]:
         """Free block ids head (next evicted) to tail; for tests and debugging."""
         ids, block = [], self.head.next_free
@@ -83,11 +96,14 @@ class FreeBlockQueue:
 
 
 class BlockPool:
-    def __init__(self, num_gpu_blocks: int, enable_caching: bool = True, block_size: int = 16) -> None:
+    def __init__(self, num_gpu_blocks: int, enable_caching: bool = True, block_size: int = 16,
+                 free_uncached_first: bool = False) -> None:
+        """`free_uncached_first`: vLLM 0.32's free order (False: 0.11's, see compat.py)."""
         if num_gpu_blocks < 2:
             raise ValueError("num_gpu_blocks must be >= 2 (block 0 is the null block)")
         self.num_gpu_blocks = num_gpu_blocks
         self.enable_caching = enable_caching
+        self.free_uncached_first = free_uncached_first
         self.block_size = block_size
         self.blocks = [KVBlock(i) for i in range(num_gpu_blocks)]
         self.free_queue = FreeBlockQueue(self.blocks)
@@ -137,12 +153,34 @@ class BlockPool:
             block.ref_cnt += 1
 
     def free_blocks(self, ordered_blocks: Iterable[KVBlock]) -> None:
-        """Drop one reference from each block; blocks reaching 0 go to the tail in the given order."""
+        """Drop one reference from each block; blocks reaching 0 go to the tail in the given order
+        (vLLM 0.11), or, with `free_uncached_first`, only those holding a hash do (vLLM 0.32)."""
+        if self.free_uncached_first:
+            self._free_uncached_first(ordered_blocks)
+            return
         append = self.free_queue.append
         for block in ordered_blocks:
             block.ref_cnt -= 1
             if block.ref_cnt == 0 and not block.is_null:
                 append(block)
+
+    def _free_uncached_first(self, ordered_blocks: Iterable[KVBlock]) -> None:
+        """vLLM 0.32: blocks without a hash (or every block when caching is off) can never be hit,
+        so they go to the head (reused first); cached ones to the tail, both in the given order."""
+        reuse_first: list[KVBlock] = []
+        evict_last: list[KVBlock] = []
+        caching = self.enable_caching
+        for block in ordered_blocks:
+            block.ref_cnt -= 1
+            if block.ref_cnt == 0 and not block.is_null:
+                if block.block_hash is None or not caching:
+                    reuse_first.append(block)
+                else:
+                    evict_last.append(block)
+        if reuse_first:
+            self.free_queue.prepend_n(reuse_first)
+        if evict_last:
+            self.free_queue.append_n(evict_last)
 
     # ---- caching
     def cache_full_blocks(

@@ -14,6 +14,7 @@ import os
 from typing import Callable
 
 from kvbench.emulator.engine.block_pool import BlockPool
+from kvbench.emulator.engine.compat import compat_profile
 from kvbench.emulator.engine.connector import ConnectorFacts, KVConnector
 from kvbench.emulator.engine.cost_model import CostModel, CostParams, num_gpu_blocks_by_memory
 from kvbench.emulator.engine.engine import EmulatedEngine
@@ -101,9 +102,11 @@ def _build_connector(args: EngineArgs, facts: ConnectorFacts) -> KVConnector:
 def build_engine(args: EngineArgs, urandom: Callable[[int], bytes] = os.urandom,
                  cost_params: CostParams = CostParams(), count_preempted_separately: bool = True,
                  check_invariants: bool = True) -> EmulatedEngine:
-    """`urandom` seeds NONE_HASH when PYTHONHASHSEED is unset. `count_preempted_separately`: True
-    counts prefix-cache lookups of preempted requests apart (vLLM >= 0.11.2, and the 0.32 CPU build
-    the parity suite runs), False counts them in vllm:prefix_cache_* (vLLM 0.11.0)."""
+    """`args.vllm_compat` picks the behaviour profile (compat.py: "0.11" or "0.32").
+    `urandom` seeds NONE_HASH when PYTHONHASHSEED is unset (profile "0.11"). `count_preempted_separately`
+    (profile "0.11" only; "0.32" always counts them apart): True counts prefix-cache lookups of
+    preempted requests apart (vLLM >= 0.11.2), False counts them in vllm:prefix_cache_* (vLLM 0.11.0)."""
+    compat = compat_profile(args.vllm_compat, count_preempted_separately)
     model = get_model(args.model)
     hardware = get_hardware(args.hardware)
     if args.max_num_seqs is None:
@@ -121,13 +124,16 @@ def build_engine(args: EngineArgs, urandom: Callable[[int], bytes] = os.urandom,
             tensor_parallel_size=args.tensor_parallel_size, host_link_bytes_per_s=hardware.host_link_bytes_per_s,
             kv_dtype=model.kv_dtype, num_gpu_blocks=num_gpu_blocks))
 
-    pool = BlockPool(num_gpu_blocks, enable_caching=args.enable_prefix_caching, block_size=args.block_size)
+    pool = BlockPool(num_gpu_blocks, enable_caching=args.enable_prefix_caching, block_size=args.block_size,
+                     free_uncached_first=compat.free_uncached_first)
     kv = KVCacheManager(pool, args.block_size, max_model_len, enable_caching=args.enable_prefix_caching,
-                        count_preempted_separately=count_preempted_separately)
+                        count_preempted_separately=compat.count_preempted_separately,
+                        count_lookups_at_admission=compat.count_lookups_at_admission)
     limits = SchedulerLimits(args.max_num_seqs, batched, max_model_len, args.block_size)
     scheduler = Scheduler(limits, kv, connector, check_invariants=check_invariants)
     # vLLM hashes blocks when prefix caching is on or a connector needs the hashes.
     hashing_on = args.enable_prefix_caching or connector is not None
-    hasher = BlockHasher(hash_fn, none_hash(hash_fn, args.env, urandom), args.block_size if hashing_on else 0)
+    root_hash = none_hash(hash_fn, args.env, urandom, unseeded_seed=compat.unseeded_none_hash_seed)
+    hasher = BlockHasher(hash_fn, root_hash, args.block_size if hashing_on else 0)
     cost = CostModel(model, hardware, args.tensor_parallel_size, cost_params)
     return EmulatedEngine(scheduler, pool, kv, cost, hasher, model.vocab_size, max_model_len, connector)

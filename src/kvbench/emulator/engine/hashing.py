@@ -6,8 +6,9 @@
 - block hash = H((parent_hash or NONE_HASH, tuple(block_token_ids), extra_keys)); the argument is a
   Python *tuple* of those three (cbor2 encodes a tuple as an array), extra_keys is None unless the
   request has a cache_salt, which vLLM puts in the first block only as the 1-tuple `(salt,)`.
-- NONE_HASH = H(os.environ["PYTHONHASHSEED"]) (the seed hashed as a *string*), or 32 random bytes
-  when PYTHONHASHSEED is unset (then hashes differ on every process start, as in vLLM).
+- NONE_HASH = H(os.environ["PYTHONHASHSEED"]) (the seed hashed as a *string*). When PYTHONHASHSEED
+  is unset: 32 random bytes in vLLM 0.11 (hashes differ on every process start), H("vllm-none-hash")
+  in vLLM 0.32 for these cryptographic algorithms (`unseeded_seed`, see compat.py).
 - Only full blocks are hashed; decode-generated tokens that fill a block are hashed too.
 - KV events carry `int.from_bytes(h, "big") & (2**64 - 1)` (vLLM's default
   VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=1), i.e. the last 8 bytes read big-endian.
@@ -47,11 +48,15 @@ def get_hash_fn(algo: str) -> HashFn:
     raise UserError(f"--prefix-caching-hash-algo: {algo!r} is not one of {', '.join(HASH_ALGOS)}")
 
 
-def none_hash(hash_fn: HashFn, env: Mapping[str, str], urandom: Callable[[int], bytes] = os.urandom) -> bytes:
-    """vLLM's NONE_HASH: the root parent of every chain."""
+def none_hash(hash_fn: HashFn, env: Mapping[str, str], urandom: Callable[[int], bytes] = os.urandom,
+              unseeded_seed: str | None = None) -> bytes:
+    """vLLM's NONE_HASH: the root parent of every chain. Without PYTHONHASHSEED it is
+    `hash_fn(unseeded_seed)` when one is given (vLLM 0.32), else `urandom(32)` (vLLM 0.11)."""
     seed = env.get("PYTHONHASHSEED")
     if seed is None:
-        return urandom(32)
+        if unseeded_seed is None:
+            return urandom(32)
+        seed = unseeded_seed
     return hash_fn(seed)
 
 

@@ -180,3 +180,5 @@ class EngineArgs:
     kv_events_config: dict | None = None  # --kv-events-config JSON, verbatim
     env: dict[str, str] = field(default_factory=dict)  # PYTHONHASHSEED, LMCACHE_*, ...
     seed: int = 0
+    # Behaviour profile (engine/compat.py): "0.11" (the seeds' vLLM) or "0.32" (the parity peer).
+    vllm_compat: str = "0.11"

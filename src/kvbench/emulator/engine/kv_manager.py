@@ -50,8 +50,9 @@ class PrefixCacheStats:
 
 class KVCacheManager:
     def __init__(self, pool: BlockPool, block_size: int, max_model_len: int, enable_caching: bool = True,
-                 count_preempted_separately: bool = True) -> None:
+                 count_preempted_separately: bool = True, count_lookups_at_admission: bool = False) -> None:
         self.pool = pool
+        self.count_lookups_at_admission = count_lookups_at_admission
         self.block_size = block_size
         self.max_model_len = max_model_len
         self.enable_caching = enable_caching
@@ -71,8 +72,15 @@ class KVCacheManager:
                 break
             hit_blocks.append(block)
         num_hit_tokens = len(hit_blocks) * self.block_size
-        self.stats.record(req.num_tokens, num_hit_tokens, preempted=req.num_preemptions > 0)
+        if not self.count_lookups_at_admission:
+            self.stats.record(req.num_tokens, num_hit_tokens, preempted=req.num_preemptions > 0)
         return hit_blocks, num_hit_tokens
+
+    def record_admission(self, req: Request, num_hit_tokens: int) -> None:
+        """The scheduler admitted `req` after a lookup that found `num_hit_tokens`: counted here
+        when lookups are counted at admission (vLLM 0.32), else already in get_computed_blocks."""
+        if self.count_lookups_at_admission and self.enable_caching:
+            self.stats.record(req.num_tokens, num_hit_tokens, preempted=req.num_preemptions > 0)
 
     def num_blocks_to_allocate(self, req: Request, num_tokens: int, computed_blocks: list[KVBlock]) -> int:
         have = len(self.req_to_blocks.get(req.request_id, ()))

@@ -145,7 +145,8 @@ class Scheduler:
         num_external, load_async = 0, False
         computed_blocks: list = []
         num_local = 0
-        if req.num_computed_tokens == 0:
+        did_lookup = req.num_computed_tokens == 0  # a fresh (or preempted) request, not a loaded one
+        if did_lookup:
             computed_blocks, num_local = self.kv.get_computed_blocks(req)
             if self.connector is not None:
                 num_external, load_async = self.connector.get_num_new_matched_tokens(req, num_local, now_s)
@@ -159,7 +160,9 @@ class Scheduler:
         new_blocks = self.kv.allocate_slots(req, num_new + num_external, num_local, computed_blocks,
                                             delay_cache_blocks=load_async)
         if new_blocks is None:
-            return None
+            return None  # not admitted: a 0.11 lookup was counted anyway, a 0.32 one is not
+        if did_lookup:
+            self.kv.record_admission(req, num_local)
         if self.connector is not None:
             self.connector.update_state_after_alloc(req, self.kv.block_ids(req), num_external, now_s)
         if load_async:
