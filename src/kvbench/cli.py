@@ -50,11 +50,13 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory"),
     resume: bool = typer.Option(False, "--resume", help="Finish only the cells that are missing in --out"),
     only: List[str] = typer.Option([], "--only", help="Restrict the matrix: KEY=VALUE (model, scenario, level, repeat)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the cells and each scenario's configuration "
+                                 "(k8s: the manifests); start nothing"),
 ) -> None:
     """Run an experiment: every cell of models x scenarios x levels x repeats."""
     from kvbench.experiment.runner import run_experiment_cli
 
-    raise typer.Exit(run_experiment_cli(spec, out, resume=resume, only=only))
+    raise typer.Exit(run_experiment_cli(spec, out, resume=resume, only=only, dry_run=dry_run))
 
 
 @app.command()

@@ -237,3 +237,16 @@ def test_tiered_guide_sizes_offload_in_bytes_and_uses_the_guide_epp():
     lmcache = render_scenario(catalog, "lmcache-local", {}, Runtime("Qwen/Qwen3-32B", "m"))
     assert lmcache.engine_env["LMCACHE_MAX_LOCAL_CPU_SIZE"] == "100" and lmcache.engine_env["PYTHONHASHSEED"] == "123"
     assert lmcache.epp_config_source.endswith("tiered-cpu.yaml")
+
+
+def test_params_used_by_names_only_the_knobs_a_scenario_renders():
+    from kvbench.spec.scenarios import ENGINE_PARAMS, load_catalog, params_used_by
+
+    catalog = load_catalog()
+    native = params_used_by(catalog, "native-offload")
+    lmcache = params_used_by(catalog, "lmcache-local")
+    plain = params_used_by(catalog, "no-offload")
+    assert "num_cpu_blocks" in native and "num_cpu_blocks" not in lmcache and "num_cpu_blocks" not in plain
+    assert "lmcache_max_local_cpu_size_gb" in lmcache and "lmcache_max_local_cpu_size_gb" not in native
+    assert "epp_config" in plain  # every scenario's router config is a knob
+    assert set(ENGINE_PARAMS) <= plain

@@ -48,15 +48,28 @@ class CellPlan:
 
 
 def scenario_variants(spec: ExperimentSpec) -> list[tuple[str, str, dict[str, Any]]]:
-    """(label, scenario name, params) for every scenario x parameter combination."""
-    keys = sorted(spec.scenario_params)
-    combos = [dict(zip(keys, values)) for values in itertools.product(*(spec.scenario_params[k] for k in keys))]
+    """(label, scenario name, params) for every scenario x combination of the swept knobs it uses.
+
+    A knob a scenario does not use (num_cpu_blocks for no-offload) is not swept for it: its cells
+    would be identical. For an existing endpoint, scenarios are labels only and every knob applies."""
+    used = _param_users(spec)
     variants = []
     for name in spec.scenarios:
-        for params in combos or [{}]:
+        keys = sorted(k for k in spec.scenario_params if used is None or k in used(name))
+        for values in itertools.product(*(spec.scenario_params[k] for k in keys)):
+            params = dict(zip(keys, values))
             label = name if not params else name + "+" + ",".join(f"{k}={v}" for k, v in params.items())
             variants.append((label, name, params))
     return variants
+
+
+def _param_users(spec: ExperimentSpec):
+    if spec.target.kind == "endpoint" or not spec.scenario_params:
+        return None
+    from kvbench.spec.scenarios import catalog_for_spec, params_used_by
+
+    catalog = catalog_for_spec(spec)
+    return lambda name: params_used_by(catalog, name)
 
 
 def level_strategies(spec: ExperimentSpec) -> list[tuple[float, str]]:

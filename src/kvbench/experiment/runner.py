@@ -42,7 +42,8 @@ _LEVEL_UNITS = {"concurrent": "concurrent streams", "synchronous": "1 stream", "
 
 
 def run_experiment_cli(spec_path: Path, out: Path | None, resume: bool = False, only=(),
-                       hooks: RunnerHooks | None = None, console: Console | None = None) -> int:
+                       hooks: RunnerHooks | None = None, console: Console | None = None,
+                       dry_run: bool = False) -> int:
     from kvbench.spec.scenarios import catalog_for_spec, resolve_experiment, validate_scenarios
 
     spec_path = resolve_experiment(spec_path)  # a file, or the name of a bundled experiment
@@ -50,6 +51,10 @@ def run_experiment_cli(spec_path: Path, out: Path | None, resume: bool = False, 
     if spec.target.kind != "endpoint":  # an existing endpoint's scenarios are labels only
         validate_scenarios(catalog_for_spec(spec), spec.scenarios, spec.scenario_params)
     plans = expand_cells(spec, list(only))
+    if dry_run:
+        from kvbench.experiment.dry_run import print_dry_run
+
+        return print_dry_run(spec, plans, console or Console())
     run_dir = Path(out) if out else (spec.output_dir or Path("kvbench-runs") / f"{spec.name}-{_stamp()}")
     console = console or Console(stderr=True)
     target = build_target(spec.target, run_dir=run_dir, seed=spec.seed)

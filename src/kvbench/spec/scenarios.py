@@ -290,11 +290,38 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def render_scenario(catalog: ScenarioCatalog, name: str, cell_params: dict[str, Any], runtime: Runtime) -> RenderedScenario:
-    """Render one engine's flags and env plus the EPP config for `name` with the cell's params."""
+class _RecordingValues(dict):
+    """Placeholder values that remember which names a rendering looked up."""
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self.looked_up: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.looked_up.add(key)
+        return super().__getitem__(key)
+
+
+def params_used_by(catalog: ScenarioCatalog, name: str) -> set[str]:
+    """The knobs that change what scenario `name` renders (its flags, env or EPP config), plus the
+    ENGINE_PARAMS, which apply to every scenario. Sweeping any other knob cannot change the scenario,
+    so the matrix does not repeat it for those values."""
+    looked_up: set[str] = set()
+    runtime = Runtime("model", "model", kv_store_url="redis://x:0", kv_store_address="redis://x:0",
+                      pod_address="x:0", kv_events_endpoint="tcp://x:0", kv_events_bind="tcp://x:0",
+                      kv_events_replay_endpoint="tcp://x:0")
+    render_scenario(catalog, name, {}, runtime, looked_up=looked_up)
+    declared = set(catalog.params) | set(catalog.get(name).params)
+    return (looked_up & declared) | set(ENGINE_PARAMS)
+
+
+def render_scenario(catalog: ScenarioCatalog, name: str, cell_params: dict[str, Any], runtime: Runtime,
+                    looked_up: set[str] | None = None) -> RenderedScenario:
+    """Render one engine's flags and env plus the EPP config for `name` with the cell's params.
+    `looked_up`, when given, receives the names of every placeholder the rendering used."""
     scenario = catalog.get(name)
     params = resolve_params(catalog, scenario, cell_params, runtime.model)
-    values = {**params, **runtime.values()}
+    values = _RecordingValues({**params, **runtime.values()})
     where = f"scenario {name}"
     kv_transfer = substitute(scenario.kv_transfer_config, values, f"{where}.kv_transfer_config") if scenario.kv_transfer_config else None
     kv_events = substitute(scenario.kv_events_config, values, f"{where}.kv_events_config") if scenario.kv_events_config else None
@@ -306,6 +333,8 @@ def render_scenario(catalog: ScenarioCatalog, name: str, cell_params: dict[str, 
         args += ["--kv-transfer-config", compact_json(kv_transfer)]
     if kv_events:
         args += ["--kv-events-config", compact_json(kv_events)]
+    if looked_up is not None:
+        looked_up |= values.looked_up
     return RenderedScenario(
         name=name, params=params, kv_store=scenario.kv_store, kv_transfer_config=kv_transfer,
         kv_events_config=kv_events, engine_args=[str(a) for a in args],

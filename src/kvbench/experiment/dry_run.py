@@ -1,0 +1,54 @@
+"""`kvbench run SPEC --dry-run`: show what a run would do, start nothing, write nothing.
+
+It prints the cell matrix and, per (model, scenario), the exact configuration the target would
+apply: for `k8s` the rendered llm-d manifests (what `kubectl apply` would get), for `emulated` and
+`vllm` the engine flags, environment and EPP config. Addresses that only exist once servers start
+(ports, store URLs) are shown as `<...>` placeholders.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from rich.console import Console
+
+from kvbench.experiment.cells import CellPlan
+from kvbench.spec.experiment import ExperimentSpec
+from kvbench.spec.scenarios import Runtime, catalog_for_spec, render_scenario
+
+_PLACEHOLDERS = dict(kv_store_url="<kv-store-url>", kv_store_address="<kv-store-url>", pod_address="<engine-address>",
+                     kv_events_endpoint="<router-events-endpoint>", kv_events_bind="<router-events-endpoint>",
+                     kv_events_replay_endpoint="<engine-replay-endpoint>")
+
+
+def print_dry_run(spec: ExperimentSpec, plans: list[CellPlan], out: Console) -> int:
+    out.print(f"# {spec.name}: {len(plans)} cells on target `{spec.target.kind}` (dry run: nothing started)")
+    for plan in plans:
+        out.print(f"cell {plan.cell_id}  strategy={plan.strategy} level={plan.level:g}", highlight=False)
+    seen: set[tuple[str, str]] = set()
+    for plan in plans:
+        key = (plan.model, plan.scenario)
+        if key in seen or spec.target.kind == "endpoint":
+            continue
+        seen.add(key)
+        out.print(f"\n## {plan.model} / {plan.scenario}", highlight=False)
+        out.print(_render(spec, plan), highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
+def _render(spec: ExperimentSpec, plan: CellPlan) -> str:
+    catalog = catalog_for_spec(spec)
+    if spec.target.kind == "k8s":
+        from kvbench.targets.k8s_manifests import dump_yaml, render_manifests
+
+        return dump_yaml(render_manifests(catalog, spec.target, plan.model, plan.scenario_name, plan.scenario_params))
+    block_size = getattr(spec.target, "block_size", 16)
+    runtime = Runtime(plan.model, plan.model, block_size=block_size, **_PLACEHOLDERS)
+    rendered = render_scenario(catalog, plan.scenario_name, plan.scenario_params, runtime)
+    lines = [f"scenario engine flags: vllm serve {plan.model} {shlex.join(rendered.engine_args)}"]
+    lines += [f"env: {name}={value}" for name, value in sorted(rendered.engine_env.items())]
+    if rendered.kv_store is not None:
+        lines.append(f"kv store: {rendered.kv_store.kind}")
+    lines.append("router config (EndpointPickerConfig):")
+    lines.append(rendered.epp_config_yaml().rstrip())
+    return "\n".join(lines)
