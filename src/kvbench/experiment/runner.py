@@ -274,10 +274,11 @@ class ExperimentRunner:
             if info is None:
                 continue
             summary = info.summary
-            label = plan.cell_id if info.status == CellStatus.OK else f"{plan.cell_id} ({info.status.value})"
-            rows.append(SummaryRow(label, summary.get("request_rate_rps") or 0.0, summary.get("output_tokens_per_s") or 0.0,
-                                   summary.get("ttft_ms_p50"), summary.get("ttft_ms_p99"), summary.get("itl_ms_p50"),
-                                   summary.get("requests_failed", 0)))
+            rows.append(SummaryRow(plan.cell_id, summary.get("request_rate_rps") or 0.0,
+                                   summary.get("output_tokens_per_s") or 0.0, summary.get("ttft_ms_p50"),
+                                   summary.get("ttft_ms_p99"), summary.get("itl_ms_p50"), summary.get("requests_failed", 0),
+                                   model=plan.model, scenario=plan.scenario, level=plan.level, repeat=plan.repeat,
+                                   status=info.status.value))
         self.console.print(render_summary_table(rows))
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -64,6 +65,13 @@ class SummaryRow:
     ttft_p99_ms: float | None
     itl_p50_ms: float | None
     errors: int
+    # What the cell ran, for the table's own columns (the cell id alone is truncated on a narrow
+    # terminal, and then every row starts with the same model name). Unset: the cell id is shown.
+    model: str | None = None
+    scenario: str | None = None
+    level: float | None = None
+    repeat: int | None = None
+    status: str = "ok"
 
 
 def summary_row(cell_id: str, records: Iterable[RequestRecord], measure_start_s: float,
@@ -90,11 +98,38 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _fmt_ms(value: float | None) -> str:
+    """Milliseconds: one decimal below 100 ms, whole ms above (a 4-digit TTFT stays 4 characters)."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
+
+
 def render_summary_table(rows: Iterable[SummaryRow]) -> Table:
-    table = Table(title="kvbench load summary (measure phase)")
-    for name in ("cell", "req/s", "output tok/s", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "errors"):
-        table.add_column(name, justify="left" if name == "cell" else "right")
+    """One row per cell: scenario and level (model / repeat only when they vary), then the numbers.
+
+    Fits an 80-column terminal: no vertical rules, short headers, latencies in ms named once in the
+    title; a long scenario or model label wraps inside its column instead of being cut."""
+    rows = list(rows)
+    described = bool(rows) and all(r.scenario is not None for r in rows)
+    show_model = described and len({r.model for r in rows}) > 1
+    show_repeat = described and len({r.repeat for r in rows}) > 1
+    table = Table(title="kvbench load summary (measure phase; latencies in ms)", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
+    if show_model:
+        table.add_column("model", overflow="fold", min_width=8)
+    table.add_column("scenario" if described else "cell", overflow="fold", min_width=14)
+    if described:
+        table.add_column("level" + (" rep" if show_repeat else ""), justify="right")
+    for name in ("req/s", "tok/s", "TTFT\np50", "TTFT\np99", "ITL\np50", "err"):
+        table.add_column(name, justify="right")
     for row in rows:
-        table.add_row(row.cell_id, _fmt(row.requests_per_s, 2), _fmt(row.output_tokens_per_s, 0),
-                      _fmt(row.ttft_p50_ms), _fmt(row.ttft_p99_ms), _fmt(row.itl_p50_ms, 2), str(row.errors))
+        note = "" if row.status == "ok" else f" ({row.status})"
+        lead = [row.model.split("/")[-1]] if show_model else []
+        if described:
+            lead += [row.scenario + note, f"{row.level:g}" + (f" r{row.repeat}" if show_repeat else "")]
+        else:
+            lead += [row.cell_id + note]
+        table.add_row(*lead, _fmt(row.requests_per_s, 2), _fmt(row.output_tokens_per_s, 0), _fmt_ms(row.ttft_p50_ms),
+                      _fmt_ms(row.ttft_p99_ms), _fmt(row.itl_p50_ms, 2), str(row.errors))
     return table
