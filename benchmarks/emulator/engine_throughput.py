@@ -31,7 +31,8 @@ def make_request(rng: random.Random, index: int, shared_prefix: list[int], promp
 
 def run(args: argparse.Namespace) -> dict:
     engine = build_engine(EngineArgs(model=args.model, hardware=args.hardware, max_num_seqs=args.concurrency,
-                                     prefix_caching_hash_algo=args.hash_algo, env={"PYTHONHASHSEED": "0"}))
+                                     prefix_caching_hash_algo=args.hash_algo, env={"PYTHONHASHSEED": "0"},
+                                     vllm_compat=args.vllm_compat))
     rng = random.Random(0)
     shared_prefix = [rng.randrange(151936) for _ in range(args.shared_prefix_tokens)]
     next_index, now_s = 0, 0.0
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
         "benchmark": "engine_throughput", "model": args.model, "hardware": args.hardware,
         "concurrency": args.concurrency, "prompt_tokens": args.prompt_tokens,
         "shared_prefix_tokens": args.shared_prefix_tokens, "output_tokens_per_request": args.output_tokens,
-        "hash_algo": args.hash_algo, "steps": steps, "wall_s": wall_s,
+        "hash_algo": args.hash_algo, "vllm_compat": args.vllm_compat, "steps": steps, "wall_s": wall_s,
         "steps_per_wall_s": steps / wall_s, "output_tokens_per_wall_s": output_tokens / wall_s,
         "scheduled_tokens_per_wall_s": scheduled_tokens / wall_s,
         "virtual_s": now_s, "output_tokens_per_virtual_s": output_tokens / now_s if now_s else 0.0,
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--shared-prefix-tokens", type=int, default=768)
     parser.add_argument("--output-tokens", type=int, default=256)
     parser.add_argument("--hash-algo", default="sha256")
+    parser.add_argument("--vllm-compat", default="0.11", choices=("0.11", "0.32"))
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--max-wall-s", type=float, default=20.0)
     parser.add_argument("--out", default="benchmarks/results/engine_throughput.json")
