@@ -61,3 +61,14 @@ def test_a_group_member_sent_before_but_the_hit_exceeds_the_prefix_is_flagged():
     table = unexplained_first_turn_hits(_cell(rows).requests).set_index("conversation_id")
     assert table.loc["h", "excess_tokens"] == 48
     assert check_warm_cache(_cell(rows), Thresholds()).status == CheckStatus.FLAG
+
+
+def test_a_primed_prefix_explains_the_first_real_request_of_its_group():
+    # cache.prime: the protocol sent group 8's prefix (prompt = the prefix) before the load; the
+    # first real request of the group then hits it. Without the prime record it would be flagged.
+    prime = RequestRecord(request_id="prime-8", conversation_id="prime-8", turn_index=0, cell_id="x", phase="prime",
+                          sent_s=0.1, first_token_s=0.3, end_s=0.3, prompt_tokens=PREFIX, cached_tokens=0,
+                          prefix_group=8, reused_prefix_tokens=0).to_row()
+    first_use = _req("c8", 0, 8, 1.0, 1.2, PREFIX, 0)
+    assert check_warm_cache(_cell([prime, first_use]), Thresholds()).status == CheckStatus.OK
+    assert check_warm_cache(_cell([first_use]), Thresholds()).status == CheckStatus.FLAG

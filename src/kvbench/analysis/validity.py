@@ -178,7 +178,8 @@ def unexplained_first_turn_hits(requests: pd.DataFrame) -> pd.DataFrame | None:
     served (R's first token; the engine schedules out of send order, so a request sent a little
     later can prefill first). Such an earlier request explains:
     - the group's shared prefix, when it belongs to R's prefix group (group prefix length = the
-      largest `reused_prefix_tokens` recorded for a turn-0 request of the group in the cell);
+      largest `reused_prefix_tokens` recorded for a turn-0 request of the group in the cell, or
+      the prompt of the group's prime request when the cell was primed);
     - all of R's prompt, when it is an earlier pass of the same conversation (`<id>~c<pass>`
       resends identical turn-0 token ids);
     and R's own `reused_prefix_tokens` (the workload's statement at send time) is explained too.
@@ -199,6 +200,10 @@ def unexplained_first_turn_hits(requests: pd.DataFrame) -> pd.DataFrame | None:
     served = pd.to_numeric(frame["first_token_s"], errors="coerce").fillna(
         pd.to_numeric(frame["end_s"], errors="coerce")).fillna(np.inf)
     group_prefix = frame[frame["turn_index"] == 0].groupby("group")["reused"].max()
+    if "phase" in frame:  # a prime request (the cache-state protocol) sends exactly its group's prefix
+        primes = frame[frame["phase"] == "prime"]
+        primed = pd.to_numeric(primes["prompt_tokens"], errors="coerce").groupby(primes["group"]).max()
+        group_prefix = pd.concat([group_prefix, primed], axis=1).max(axis=1)
     group_earlier = frame["group"].notna() & (_earliest_other_sent_s(frame["group"], frame["sent"]) < served)
     pass_earlier = _earliest_other_sent_s(frame["base"], frame["sent"]) < served
     explained = frame["reused"].copy()
