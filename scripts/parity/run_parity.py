@@ -52,7 +52,8 @@ class PeerRun:
 
 def build_model(work_dir: Path) -> Path:
     out = work_dir / "tiny-qwen3"
-    subprocess.run([str(VLLM_PYTHON), str(Path(__file__).with_name("make_tiny_model.py")), str(out)],
+    builder = Path(__file__).resolve().parents[1] / "make-tiny-model.py"  # the project's tiny-model builder
+    subprocess.run([str(VLLM_PYTHON), str(builder), str(out)],
                    check=True, capture_output=True, timeout=300)
     return out
 
