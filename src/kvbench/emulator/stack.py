@@ -24,12 +24,13 @@ from typing import Any, Protocol
 
 from kvbench.emulator.processes import ProcessSet, StartError, wait_healthy
 from kvbench.emulator.stores import KVStoreServer, StoreUnavailable, free_port
+from kvbench.emulator.tiers.lmcache_config import DEFAULT_REMOTE_PAYLOAD_SCALE
 from kvbench.spec.scenarios import RenderedScenario, Runtime, ScenarioCatalog, render_scenario, store_maxmemory_bytes
 
 HOST = "127.0.0.1"
-# LMCache remote payloads the emulator writes are this fraction of the true bytes (tiers/lmcache_config
-# `remote_payload_scale` default); a store's maxmemory is scaled alike, plus room for keys/metadata.
-REMOTE_PAYLOAD_SCALE = 1 / 4096
+# LMCache remote payloads the emulator writes are this fraction of the true bytes (the connector's
+# `kvbench.remote_payload_scale` default); a store's maxmemory is scaled alike, plus room for keys/metadata.
+REMOTE_PAYLOAD_SCALE = DEFAULT_REMOTE_PAYLOAD_SCALE
 STORE_BASE_BYTES = 8 * 1024 * 1024
 _SCENARIO_ENV_PREFIXES = ("LMCACHE_",)
 _SCENARIO_ENV_NAMES = ("PYTHONHASHSEED",)

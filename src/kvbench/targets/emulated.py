@@ -4,7 +4,7 @@ server the scenario needs, all on 127.0.0.1 (see targets/local_stack.py and emul
 
 from __future__ import annotations
 
-from kvbench.emulator.stack import EmulatedLauncher
+from kvbench.emulator.stack import REMOTE_PAYLOAD_SCALE, EmulatedLauncher
 from kvbench.results.layout import SystemUnderTest
 from kvbench.targets.local_stack import LocalStackTarget
 
@@ -29,5 +29,8 @@ class EmulatedTarget(LocalStackTarget):
                      "gpu_memory_utilization": spec.gpu_memory_utilization,
                      "num_gpu_blocks_override": spec.num_gpu_blocks_override, "max_num_seqs": spec.max_num_seqs,
                      "block_size": spec.block_size, "router": "kvbench emulate router (llm-d EPP semantics)",
-                     "kv_stores": "real redis-server / valkey-server on 127.0.0.1"},
+                     "kv_stores": "real redis-server / valkey-server on 127.0.0.1",
+                     # Keys, existence, eviction and round trips in the LMCache remote store are real;
+                     # the bytes written are scaled down, while transfer time is costed from the true bytes.
+                     "lmcache_remote_payload_scale": REMOTE_PAYLOAD_SCALE},
         )

@@ -37,8 +37,9 @@ _IGNORED_KEYS = {
 _REFUSED_IF_SET = {  # key -> value that is fine (the default)
     "local_disk": None, "max_local_disk_size": 0.0, "enable_blending": False, "use_layerwise": False,
 }
+DEFAULT_REMOTE_PAYLOAD_SCALE = 1 / 4096  # fraction of the true chunk bytes written to the store
 _KVBENCH_DEFAULTS = {
-    "remote_payload_scale": 1 / 4096,  # fraction of the true chunk bytes written to the store
+    "remote_payload_scale": DEFAULT_REMOTE_PAYLOAD_SCALE,
     "remote_network_bytes_per_s": 12.5e9,  # 100 Gb/s to the store
     "remote_timeout_ms": 50.0,
     "remote_retry_interval_s": 1.0,
