@@ -73,3 +73,13 @@ def test_serve_process_prints_ready_line_and_stops_on_sigint(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_help_lists_the_vllm_flags_and_exits_zero(capsys):
+    from kvbench.emulator.api.serve import main
+
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: kvbench emulate serve")
+    for flag in ("--kv-transfer-config", "--num-gpu-blocks-override", "--vllm-compat", "--hardware"):
+        assert flag in text

@@ -138,6 +138,10 @@ def engine_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
 
 
+def serve_help() -> str:
+    return _build_parser().format_help()
+
+
 def parse_serve_args(argv: list[str], environ: Mapping[str, str]) -> ServeOptions:
     ns = _build_parser().parse_args(argv)
     engine_args = EngineArgs(

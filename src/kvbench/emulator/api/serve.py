@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from kvbench.emulator.api.args import ServeOptions, parse_serve_args
+from kvbench.emulator.api.args import ServeOptions, parse_serve_args, serve_help
 from kvbench.emulator.api.server import EngineServer, start_server
 from kvbench.errors import UserError
 
@@ -45,6 +45,9 @@ def _run(coro) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if "--help" in argv or "-h" in argv:
+        print(serve_help())
+        return 0
     try:
         options = parse_serve_args(argv, os.environ)
         _run(_serve(options))
