@@ -10,7 +10,7 @@ from pathlib import Path
 from kvbench.collect.prometheus import parse_metrics
 from kvbench.collect.scraper import sample_rows
 
-PAGE = Path("/work/shared/reference/vllm-0.32-cpu-metrics.txt").read_text()
+PAGE = (Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "vllm-0.32-cpu-metrics.txt").read_text()
 ROUNDS = 200
 
 

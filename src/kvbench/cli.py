@@ -74,7 +74,8 @@ def report(
 
 @import_app.command("guidellm")
 def import_guidellm_cmd(
-    files: List[Path] = typer.Argument(..., help="GuideLLM result JSON files"),
+    files: List[str] = typer.Argument(..., help="GuideLLM result JSON files; SCENARIO=FILE labels a file's "
+                                      "configuration (e.g. no-offload=a.json native-offload=b.json)"),
     out: Path = typer.Option(..., "--out", help="Run directory to create"),
 ) -> None:
     """Turn GuideLLM result JSON into a kvbench run directory."""

@@ -5,7 +5,7 @@ import pytest
 
 from kvbench.collect.prometheus import PrometheusParseError, counter_sum, parse_metrics
 
-REFERENCE = Path("/work/shared/reference/vllm-0.32-cpu-metrics.txt")
+REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "vllm-0.32-cpu-metrics.txt"
 
 
 def test_vllm_reference_page():

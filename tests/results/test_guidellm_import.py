@@ -8,7 +8,7 @@ from kvbench.cli import main
 from kvbench.errors import UserError
 from kvbench.results.guidellm_import import import_guidellm
 
-SAMPLE = Path("/work/shared/reference/guidellm-0.8.1-result-sample.json")
+SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "guidellm-0.8.1-result-sample.json"
 
 
 def test_sample_becomes_one_cell_with_our_fields(tmp_path):
@@ -56,3 +56,16 @@ def test_bad_files_are_one_line_user_errors(tmp_path, content, expected):
 def test_cli_exit_code_2_on_a_bad_file(tmp_path, capsys):
     assert main(["import", "guidellm", str(tmp_path / "missing.json"), "--out", str(tmp_path / "r")]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_scenario_labels_make_a_comparative_run_with_no_offload_as_baseline(tmp_path):
+    run = import_guidellm([f"lmcache-local={SAMPLE}", f"no-offload={SAMPLE}"], tmp_path / "run")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert [(c["scenario"], c["repeat"]) for c in manifest["cells"]] == [("lmcache-local", 0), ("no-offload", 0)]
+    assert manifest["baseline_scenario"] == "no-offload"
+    assert (run / "cells" / "mock-model__no-offload__2__r0" / "requests.parquet").exists()
+
+
+def test_a_label_naming_a_missing_file_names_the_file(tmp_path):
+    with pytest.raises(UserError, match="nope.json: no such file"):
+        import_guidellm([f"no-offload={tmp_path / 'nope.json'}"], tmp_path / "run")

@@ -3,8 +3,12 @@
 GuideLLM (v0.5-0.8 report format: `metadata`, `config`, `benchmarks[]`) keeps per-request stats in
 `benchmarks[].requests.{successful, incomplete, errored}[]`. Each benchmark becomes one cell:
 - level = the strategy's `streams` (concurrent), `rate` (constant / poisson), 1 (synchronous) or
-  its `max_concurrency` (throughput); scenario "guidellm"; the same (model, level) seen again
-  (another file) becomes the next repeat;
+  its `max_concurrency` (throughput); the same (model, scenario, level) seen again (another file)
+  becomes the next repeat;
+- scenario: a FILE argument may be written `SCENARIO=PATH` (e.g. `no-offload=run1.json
+  native-offload=run2.json`), so GuideLLM runs of several configurations become one comparative
+  run; a bare PATH is scenario "guidellm". The baseline is `no-offload` when imported, else the
+  first scenario named;
 - times become seconds from the run start (the earliest benchmark start over all files);
   ttft_ms / e2e_ms come from GuideLLM's own timings; TPOT is recomputed as ours,
   (e2e - ttft) / (output_tokens - 1): GuideLLM's `time_per_output_token_ms` divides by all tokens;
@@ -28,23 +32,39 @@ from kvbench.results.store import RunStore, host_facts, manifest_versions, utc_n
 _STATUS = {"successful": RequestStatus.OK, "errored": RequestStatus.ERROR, "incomplete": RequestStatus.CANCELLED}
 
 
-def import_guidellm(files: list[Path], out: Path) -> Path:
-    reports = [(Path(f), _load(Path(f))) for f in files]
+DEFAULT_SCENARIO = "guidellm"
+
+
+def split_file_argument(argument: str | Path) -> tuple[str, Path]:
+    """`SCENARIO=PATH` -> (SCENARIO, PATH); a bare path (or one whose `=` prefix is not a plain
+    name, e.g. a directory with `=` in it) -> ("guidellm", PATH)."""
+    text = str(argument)
+    name, sep, rest = text.partition("=")
+    if sep and name and "/" not in name and not Path(text).exists():
+        return name, Path(rest)
+    return DEFAULT_SCENARIO, Path(text)
+
+
+def import_guidellm(files: list[Path | str], out: Path) -> Path:
+    labelled = [split_file_argument(f) for f in files]
+    reports = [(scenario, path, _load(path)) for scenario, path in labelled]
     if not reports:
         raise UserError("import guidellm: give at least one FILE")
-    benchmarks = [(path, b) for path, report in reports for b in report["benchmarks"]]
+    benchmarks = [(scenario, path, b) for scenario, path, report in reports for b in report["benchmarks"]]
+    scenarios = list(dict.fromkeys(scenario for scenario, _, _ in reports))
     run_t0 = min(min(_number(b, "start_time", path), (b.get("scheduler_state") or {}).get("start_time") or math.inf)
-                 for path, b in benchmarks)
-    first = reports[0][1]
+                 for _, path, b in benchmarks)
+    first = reports[0][2]
     manifest = RunManifest(
-        kvbench_version=manifest_versions(["kvbench"])["kvbench"], run_name=f"guidellm-import-{Path(files[0]).stem}",
-        created_at=utc_now_iso(), spec={"imported_from": [str(p) for p, _ in reports]},
-        system_under_test=_describe(first, [p for p, _ in reports]), host=host_facts(),
-        versions=manifest_versions(["kvbench"]), strategy=_run_strategy(benchmarks))
+        kvbench_version=manifest_versions(["kvbench"])["kvbench"], run_name=f"guidellm-import-{labelled[0][1].stem}",
+        created_at=utc_now_iso(), spec={"imported_from": {str(p): scenario for scenario, p, _ in reports}},
+        system_under_test=_describe(first, [p for _, p, _ in reports]), host=host_facts(),
+        versions=manifest_versions(["kvbench"]), strategy=_run_strategy(benchmarks),
+        baseline_scenario="no-offload" if "no-offload" in scenarios else scenarios[0])
     store = RunStore.create(out, manifest)
-    seen: dict[tuple[str, float], int] = {}
-    for path, bench in benchmarks:
-        _import_benchmark(store, path, bench, run_t0, seen)
+    seen: dict[tuple[str, str, float], int] = {}
+    for scenario, path, bench in benchmarks:
+        _import_benchmark(store, scenario, path, bench, run_t0, seen)
     store.finish()
     return Path(out)
 
@@ -82,7 +102,7 @@ def _describe(report: dict, paths: list[Path]) -> SystemUnderTest:
 
 
 def _run_strategy(benchmarks) -> str:
-    kinds = {b["config"].get("strategy", {}).get("type_") for _, b in benchmarks}
+    kinds = {b["config"].get("strategy", {}).get("type_") for _, _, b in benchmarks}
     return kinds.pop() if len(kinds) == 1 else "sweep"
 
 
@@ -97,16 +117,16 @@ def _level(strategy: dict) -> float:
     return 1.0  # synchronous
 
 
-def _import_benchmark(store: RunStore, path: Path, bench: dict, run_t0: float, seen: dict) -> None:
+def _import_benchmark(store: RunStore, scenario: str, path: Path, bench: dict, run_t0: float, seen: dict) -> None:
     config = bench["config"]
     strategy = config.get("strategy") or {}
     model = (config.get("backend") or {}).get("model") or "unknown-model"
     level = _level(strategy)
-    repeat = seen.get((model, level), 0)
-    seen[(model, level)] = repeat + 1
-    cell_id = make_cell_id(model, "guidellm", level, repeat)
-    store.register_cells([CellRef(cell_id=cell_id, model=model, scenario="guidellm", level=level, repeat=repeat)])
-    info = CellInfo(cell_id=cell_id, model=model, scenario="guidellm", level=level, repeat=repeat,
+    repeat = seen.get((model, scenario, level), 0)
+    seen[(model, scenario, level)] = repeat + 1
+    cell_id = make_cell_id(model, scenario, level, repeat)
+    store.register_cells([CellRef(cell_id=cell_id, model=model, scenario=scenario, level=level, repeat=repeat)])
+    info = CellInfo(cell_id=cell_id, model=model, scenario=scenario, level=level, repeat=repeat,
                     strategy=strategy.get("type_", "unknown"))
     writer = store.start_cell(info)
     start, end = float(bench["start_time"]), float(bench.get("end_time") or bench["start_time"])

@@ -17,7 +17,7 @@ from kvbench.emulator.api.kv_events import END_SEQ, event_encoder, event_v011, s
 from kvbench.emulator.engine.build import build_engine
 from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, BlockStored
 
-SAMPLE = Path("/work/shared/reference/vllm-0.32-cpu-kv-events.json")
+SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "vllm-0.32-cpu-kv-events.json"
 PROMPT_A = list(range(1000, 1048))  # 3 full blocks
 PROMPT_B = list(range(2000, 2096))  # 6 full blocks: evicts some of A's cached blocks from a 7-block pool
 

@@ -19,7 +19,7 @@ from kvbench.emulator.router.index_redis import RedisIndex
 from kvbench.emulator.router.subscriber import KVEventSubscriber
 from kvbench.emulator.stores import free_port
 
-CAPTURE = Path("/work/shared/reference/vllm-0.32-cpu-kv-events.json")
+CAPTURE = Path(__file__).resolve().parents[2] / "fixtures" / "vllm-0.32-cpu-kv-events.json"
 POD = "127.0.0.1:9001"
 TOPIC = f"kv@{POD}@m".encode()
 
