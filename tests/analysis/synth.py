@@ -51,6 +51,9 @@ class SynthCell:
     scenario_params: dict = field(default_factory=dict)
     endpoints: int = 1
     part_files: bool = False  # write requests.parquet as a directory of part files
+    hit_share: float = 0.0  # share of requests that are prefix hits (exactly floor(n * share), spread evenly)
+    hit_ttft_ms: float = 20.0  # TTFT of a hit (misses use ttft_ms)
+    hit_cached_tokens: int = 240  # cached tokens of a hit (of 256 prompt tokens)
 
     @property
     def cell_id(self) -> str:
@@ -115,7 +118,8 @@ def _requests(spec: SynthCell, rng: np.random.Generator, start: float, end: floa
     ends = np.linspace(start, end, n_ok + 2)[1:-1] + rng.uniform(-0.2, 0.2, n_ok) * spec.window_s / n_ok
     rows = []
     for i, end_s in enumerate(ends):
-        ttft = spec.ttft_ms * float(rng.lognormal(0, 0.1))
+        is_hit = int((i + 1) * spec.hit_share) > int(i * spec.hit_share)
+        ttft = (spec.hit_ttft_ms if is_hit else spec.ttft_ms) * float(rng.lognormal(0, 0.1))
         itl = [spec.tpot_ms] * (spec.output_tokens - 1)
         e2e = ttft + spec.tpot_ms * (spec.output_tokens - 1)
         sent = float(end_s) - e2e / 1000
@@ -123,7 +127,7 @@ def _requests(spec: SynthCell, rng: np.random.Generator, start: float, end: floa
             request_id=f"{spec.cell_id}-{i}", conversation_id=f"c{i // 4}", turn_index=i % 4, cell_id=spec.cell_id,
             scheduled_s=sent, sent_s=sent, first_token_s=sent + ttft / 1000, end_s=float(end_s), ttft_ms=ttft,
             e2e_ms=e2e, itl_ms=itl, prompt_tokens=256, output_tokens=spec.output_tokens,
-            cached_tokens=spec.cached_tokens, endpoint=f"engine-{i % spec.endpoints}",
+            cached_tokens=spec.hit_cached_tokens if is_hit else spec.cached_tokens, endpoint=f"engine-{i % spec.endpoints}",
             cpu_hit_tokens=spec.cpu_hit_tokens_per_request,
             gpu_hit_tokens=spec.cached_tokens if spec.cpu_hit_tokens_per_request is not None else None,
             remote_hit_tokens=0 if spec.cpu_hit_tokens_per_request is not None else None,

@@ -15,6 +15,7 @@ from kvbench.analysis.metrics import complete_metrics
 from kvbench.analysis.peaks import find_peaks, peak_of
 from kvbench.analysis.server import counter_increase, histogram_quantile
 from kvbench.analysis.stats import paired_delta, t_interval
+from kvbench.analysis.twins import downgrade, failed_models, twin_checks, twin_deltas
 from kvbench.analysis.validity import CheckStatus, run_checks
 from kvbench.errors import UserError
 
@@ -26,8 +27,11 @@ def analyse(run_dir):
     metrics = complete_metrics(run)
     rng = np.random.default_rng(0)
     peaks = find_peaks(run, metrics, rng)
-    checks = run_checks(run, peaks)
-    return run, metrics, peaks, checks, build_findings(run, peaks, checks, rng), deployment_guidance(run, peaks, checks)
+    twins = twin_deltas(run, peaks, rng)
+    aa_checks = twin_checks(run, twins)
+    downgrade(peaks, [], failed_models(aa_checks))
+    checks = aa_checks + run_checks(run, peaks)
+    return run, metrics, peaks, checks, build_findings(run, peaks, checks, twins), deployment_guidance(run, peaks, checks)
 
 
 def flags(checks, name):
@@ -43,6 +47,7 @@ def test_planted_ten_percent_gain_with_tight_interval_is_a_gain(tmp_path):
     assert peak.delta.verdict == "gain"
     assert 5 < peak.delta.low_pct < peak.delta.delta_pct < peak.delta.high_pct < 15
     assert "paired bootstrap over 3 repeat pairs" in peak.delta.method
+    assert peak.delta.evidence == "paired-repeats"
     assert any("native-offload pays" in f.text for f in findings)
     assert "use **native-offload**" in guidance[0].text
 
@@ -60,15 +65,21 @@ def test_noise_only_difference_is_not_significant(tmp_path):
     assert "keep **no-offload**" in guidance[0].text
 
 
-def test_single_repeat_uses_request_slices_and_detects_gain(tmp_path):
+def test_single_repeat_gain_is_indicative_and_not_recommended(tmp_path):
     cells = matrix([MODEL], ["no-offload", "native-offload", "lmcache-local"], [8], 1,
                    native_offload=dict(throughput_factor=1.10))
-    _, _, peaks, _, _, _ = analyse(write_run(tmp_path, cells))
+    _, _, peaks, _, findings, guidance = analyse(write_run(tmp_path, cells))
     gain = peak_of(peaks, MODEL, "native-offload").delta
     same = peak_of(peaks, MODEL, "lmcache-local").delta
     assert "time slices" in gain.method
-    assert gain.verdict == "gain"
+    assert gain.significant and gain.evidence == "single-run"
+    assert gain.verdict == "indicative gain"
     assert same.verdict == "no significant difference"
+    assert any("native-offload may pay (indicative gain: significant within this run (1 repeat;" in f.text for f in findings)
+    (deployment,) = guidance
+    assert "keep **no-offload**" in deployment.text and "use **" not in deployment.text
+    assert "Indicative: native-offload raises peak output throughput by +" in deployment.text
+    assert deployment.text.endswith("confirm with repeats: 3.")
 
 
 def test_client_bound_cell_is_flagged_with_evidence(tmp_path):

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from analysis.synth import SynthCell, matrix, write_run
-from kvbench.analysis.latency import common_level, conversation_cluster, latency_comparisons, ok_cells_by_key, select
+from kvbench.analysis.latency import (
+    common_level, conversation_cluster, latency_comparisons, latency_table, ok_cells_by_key, select,
+)
 from kvbench.analysis.latency_guidance import latency_findings, latency_guidance
 from kvbench.analysis.load import CellData, load_run
 from kvbench.analysis.metrics import complete_metrics
@@ -32,21 +34,41 @@ def _one(comparisons, scenario, stat, basis="common"):
     return c
 
 
-def test_planted_minus_30_percent_ttft_is_a_significant_reduction(tmp_path):
+def test_single_repeat_planted_minus_30_percent_ttft_is_indicative_and_not_recommended(tmp_path):
     cells = [SynthCell(scenario="no-offload", ttft_ms=50.0), SynthCell(scenario="lmcache-local", ttft_ms=35.0)]
     run, peaks, comparisons = _latency(write_run(tmp_path, cells))
     for stat in ("ttft_mean", "ttft_p50"):
         c = _one(comparisons, "lmcache-local", stat)
-        assert c.verdict == "lower"
+        assert c.delta.significant and c.delta.evidence == "single-run"
+        assert c.verdict == "indicative lower"
         assert -40 < c.delta.low_pct and c.delta.high_pct < -20
         assert c.delta.delta_pct == pytest.approx(-30, abs=3)
         assert c.delta.method.startswith("cluster bootstrap within single cells: conversations resampled")
     assert _one(comparisons, "lmcache-local", "tpot_p50").verdict == "no significant difference"  # TPOT planted equal
     (guidance,) = latency_guidance(comparisons, peaks, run.baseline)
-    assert "**lmcache-local** lowers TTFT p50 significantly by -29.3% [" in guidance.text
-    assert "does not raise peak throughput" in guidance.text
+    assert "keep **no-offload** for TTFT too" in guidance.text and "**lmcache-local**" not in guidance.text
+    assert "Indicative: lmcache-local lowers TTFT mean by -29." in guidance.text
+    assert "in this run (1 repeat per side); confirm with repeats: 3." in guidance.text
+    assert guidance.text.endswith("confirm with repeats: 3.")
     (finding,) = latency_findings(comparisons, run.baseline)
-    assert "significantly lower" in finding.text and "Significantly lower: TTFT mean -" in finding.text
+    assert "TTFT mean 35." in finding.text
+    assert "indicative lower (significant within this run (1 repeat" in finding.text
+    assert "Significantly lower: TTFT mean -" in finding.text and "(indicative)" in finding.text
+    table = latency_table(comparisons).set_index(["scenario", "basis", "statistic"])
+    row = table.loc[("lmcache-local", "common", "ttft_mean")]
+    assert (row["verdict"], row["evidence"]) == ("indicative lower", "single-run")
+    assert table.loc[("no-offload", "common", "ttft_mean"), "verdict"] == "baseline"
+
+
+def test_three_repeat_planted_ttft_reduction_is_recommended(tmp_path):
+    cells = matrix([MODEL], ["no-offload", "lmcache-local"], [8], 3, lmcache_local=dict(ttft_ms=35.0))
+    run, peaks, comparisons = _latency(write_run(tmp_path, cells))
+    c = _one(comparisons, "lmcache-local", "ttft_mean")
+    assert (c.verdict, c.delta.evidence) == ("lower", "paired-repeats")
+    (guidance,) = latency_guidance(comparisons, peaks, run.baseline)
+    assert "**lmcache-local** lowers TTFT mean significantly by -29." in guidance.text
+    assert -35 < c.delta.low_pct < c.delta.high_pct < -25
+    assert "Indicative" not in guidance.text
 
 
 def test_noise_only_ttft_difference_is_not_significant(tmp_path):
@@ -57,7 +79,8 @@ def test_noise_only_ttft_difference_is_not_significant(tmp_path):
         assert c.verdict == "no significant difference"
         assert c.delta.low_pct < 0 < c.delta.high_pct
     (guidance,) = latency_guidance(comparisons, peaks, run.baseline)
-    assert "no scenario lowered TTFT significantly" in guidance.text and "keep **no-offload**" in guidance.text
+    assert "no scenario lowered TTFT mean on firm evidence" in guidance.text and "keep **no-offload**" in guidance.text
+    assert "Indicative" not in guidance.text
 
 
 def test_aligned_repeats_use_the_paired_bootstrap(tmp_path):

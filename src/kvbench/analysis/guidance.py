@@ -3,6 +3,10 @@
 Every rule states its numbers (peak tok/s, delta with its 95 % interval, tier evidence). A delta
 whose interval contains zero is written "no significant difference" and never drives a
 recommendation: without a significant gain the guidance keeps the baseline (the simpler stack).
+Single-repeat rule: a significant delta that rests on one repeat per side (evidence 'single-run'),
+or on a model whose A/A twin check failed, has the verdict 'indicative gain' / 'indicative loss';
+it is never a recommendation: the guidance keeps the baseline and adds "indicative: X raises ...
+in this run; confirm with repeats: CONFIRM_REPEATS".
 """
 
 from __future__ import annotations
@@ -11,17 +15,16 @@ import math
 import re
 from dataclasses import dataclass
 
-import numpy as np
-
 from kvbench.analysis.load import RunData, is_offload_scenario, is_router_scenario, measure_requests
 from kvbench.analysis.metrics import measure_window_s
-from kvbench.analysis.peaks import Peak, compare_peaks, fmt_tok_s, peak_of
+from kvbench.analysis.peaks import Peak, fmt_tok_s
 from kvbench.analysis.server import tier_hits
-from kvbench.analysis.stats import equivalence
+from kvbench.analysis.stats import equivalence, is_indicative
 from kvbench.analysis.validity import Check, CheckStatus
 
 EQUIVALENCE_MARGIN_PCT = 5.0
-BACKEND_PAIRS = (("lmcache-redis", "lmcache-valkey"), ("llm-d-redis", "llm-d-valkey"))
+CONFIRM_REPEATS = 3  # the `repeats:` value the guidance asks for to confirm an indicative result
+AA_CHECK = "A/A twins agree"  # twins.CHECK_NAME (twins imports this module's dependencies, not the reverse)
 CAPACITY_KEY = re.compile(r"cpu|size|blocks|bytes", re.IGNORECASE)
 BOUND_CHECKS = ("client keeps up", "emulator keeps up", "memory pressure", "offload tier exercised", "routing can matter")
 
@@ -33,7 +36,8 @@ class Finding:
     text: str
 
 
-def build_findings(run: RunData, peaks: list[Peak], checks: list[Check], rng: np.random.Generator) -> list[Finding]:
+def build_findings(run: RunData, peaks: list[Peak], checks: list[Check], twins: list = ()) -> list[Finding]:
+    """`twins`: `twins.TwinDelta`s (the A/A comparisons); their throughput rows give the Redis vs Valkey findings."""
     found: list[Finding] = []
     for model in run.models():
         mine = [p for p in peaks if p.model == model]
@@ -44,7 +48,7 @@ def build_findings(run: RunData, peaks: list[Peak], checks: list[Check], rng: np
         found += _offload_verdicts(run, mine, checks)
         found += _routing_verdicts(run, mine, checks)
         found += _capacity_effects(mine, run.baseline)
-        found += _backend_equivalence(mine, rng)
+        found += _backend_equivalence([t for t in twins if t.model == model and t.metric == "peak output throughput"])
     return found
 
 
@@ -54,6 +58,7 @@ def deployment_guidance(run: RunData, peaks: list[Peak], checks: list[Check]) ->
         mine = [p for p in peaks if p.model == model]
         if not mine:
             continue
+        guidance += _aa_statement(checks, model)
         gains = sorted((p for p in mine if p.delta.verdict == "gain"), key=lambda p: -p.delta.delta_pct)
         chosen = gains[:1] or [p for p in mine if p.scenario == run.baseline]
         caveats = _caveats(checks, model, chosen)
@@ -62,11 +67,30 @@ def deployment_guidance(run: RunData, peaks: list[Peak], checks: list[Check]) ->
             text = (f"{_short(model)}: use **{best.scenario}** ({best.delta.text()} output throughput vs "
                     f"{run.baseline} at its peak level {best.level:g}).")
         else:
-            losses = [p.scenario for p in mine if p.delta.verdict == "loss"]
-            text = (f"{_short(model)}: keep **{run.baseline}**: no scenario showed a significant gain"
-                    + (f"; {', '.join(losses)} cost throughput." if losses else "."))
+            text = _keep_baseline_text(model, mine, run.baseline)
         guidance.append(Finding("deployment", model, text + (f" Caveat: {caveats}." if caveats else "")))
     return guidance
+
+
+def _keep_baseline_text(model: str, mine: list[Peak], baseline: str) -> str:
+    losses = [p.scenario for p in mine if p.delta.verdict == "loss"]
+    text = (f"{_short(model)}: keep **{baseline}**: no scenario showed a significant gain on firm evidence"
+            + (f"; {', '.join(losses)} cost throughput." if losses else "."))
+    hints = sorted((p for p in mine if p.delta.verdict == "indicative gain"), key=lambda p: -p.delta.delta_pct)
+    if hints:
+        best = hints[0]
+        text += (f" Indicative: {best.scenario} raises peak output throughput by {best.delta.text()} in this run "
+                 f"({best.delta.indicative_reason()}); confirm with repeats: {CONFIRM_REPEATS}.")
+    return text
+
+
+def _aa_statement(checks: list[Check], model: str) -> list[Finding]:
+    """A failed A/A check, said once per model at the top of its guidance."""
+    failed = [c for c in checks if c.name == AA_CHECK and c.subject == model and c.status == CheckStatus.FLAG]
+    if not failed:
+        return []
+    return [Finding("A/A check", model, f"{_short(model)}: the A/A twin check failed: {failed[0].evidence}. Every "
+                    "significant verdict for this model below is therefore 'indicative' and recommends nothing.")]
 
 
 def _short(model: str) -> str:
@@ -80,7 +104,10 @@ def _best_scenario(run: RunData, mine: list[Peak]) -> Finding:
         return Finding("best scenario", model, f"{_short(model)}: the baseline {run.baseline} has the highest peak "
                        f"output throughput ({fmt_tok_s(best.throughput)} tok/s at level {best.level:g}).")
     verdict = best.delta.verdict
-    if verdict == "gain":
+    if is_indicative(verdict):
+        text = (f"{_short(model)}: {best.scenario} has the highest peak ({fmt_tok_s(best.throughput)} tok/s at level "
+                f"{best.level:g}), an {verdict} of {best.delta.text()} over {run.baseline} ({best.delta.meaning()}).")
+    elif verdict == "gain":
         text = (f"{_short(model)}: {best.scenario} has the highest peak ({fmt_tok_s(best.throughput)} tok/s at level "
                 f"{best.level:g}), a significant gain of {best.delta.text()} over {run.baseline}.")
     else:
@@ -110,7 +137,9 @@ def _offload_verdicts(run: RunData, mine: list[Peak], checks: list[Check]) -> li
             continue
         verdict = peak.delta.verdict
         word = {"gain": "pays", "loss": "costs", "no significant difference": "makes no significant difference",
-                "unknown": "cannot be judged (no interval)"}[verdict]
+                "unknown": "cannot be judged (no interval)",
+                "indicative gain": f"may pay (indicative gain: {peak.delta.meaning()})",
+                "indicative loss": f"may cost (indicative loss: {peak.delta.meaning()})"}[verdict]
         text = (f"{_short(peak.model)}: {peak.scenario} {word}: {peak.delta.text()} vs {run.baseline} "
                 f"({_tier_text(peak)}).")
         caveat = _caveats(checks, peak.model, [peak])
@@ -123,7 +152,8 @@ def _routing_verdicts(run: RunData, mine: list[Peak], checks: list[Check]) -> li
     for peak in mine:
         if not is_router_scenario(peak.base_scenario):
             continue
-        text = f"{_short(peak.model)}: {peak.scenario} vs {run.baseline}: {peak.delta.verdict} ({peak.delta.text()})."
+        meaning = f"; {peak.delta.meaning()}" if is_indicative(peak.delta.verdict) else ""
+        text = f"{_short(peak.model)}: {peak.scenario} vs {run.baseline}: {peak.delta.verdict} ({peak.delta.text()}{meaning})."
         caveat = _caveats(checks, peak.model, [peak])
         out.append(Finding("routing", peak.model, text + (f" Caveat: {caveat}." if caveat else "")))
     return out
@@ -153,23 +183,19 @@ def _capacity_effects(mine: list[Peak], baseline: str) -> list[Finding]:
     return out
 
 
-def _backend_equivalence(mine: list[Peak], rng: np.random.Generator) -> list[Finding]:
+def _backend_equivalence(twins: list) -> list[Finding]:
+    """Redis vs Valkey throughput (the A/A twin deltas): equivalent only inside the margin."""
     out = []
-    for redis_name, valkey_name in BACKEND_PAIRS:
-        redis = peak_of(mine, mine[0].model, redis_name)
-        valkey = peak_of(mine, mine[0].model, valkey_name)
-        if redis is None or valkey is None:
-            continue
-        delta = compare_peaks(redis, valkey, rng)
-        kind = equivalence(delta, EQUIVALENCE_MARGIN_PCT)
+    for twin in twins:
+        kind = equivalence(twin.delta, EQUIVALENCE_MARGIN_PCT)
         sentence = {
             "equivalent": f"equivalent within +-{EQUIVALENCE_MARGIN_PCT:g} %",
             "different": "different",
             "inconclusive": f"not shown equivalent: the interval is wider than +-{EQUIVALENCE_MARGIN_PCT:g} % and contains zero",
             "unknown": "not comparable (no interval)",
         }[kind]
-        out.append(Finding("redis vs valkey", redis.model,
-                           f"{_short(redis.model)}: {valkey_name} vs {redis_name}: {delta.text()}: {sentence}."))
+        out.append(Finding("redis vs valkey", twin.model,
+                           f"{_short(twin.model)}: {twin.second} vs {twin.first}: {twin.delta.text()}: {sentence}."))
     return out
 
 

@@ -9,7 +9,9 @@ Two comparisons per (model, scenario), each statistic in `LATENCY_STATS`:
 Method (same rule as throughput): paired bootstrap over repeats when at least two repeat indices
 align (`paired_delta` on the per-repeat statistic); otherwise one cell per side and a cluster
 bootstrap that resamples conversations (`cluster_delta`). Latency is lower-is-better: the verdict
-is 'lower' / 'higher' / 'no significant difference' (interval contains 0) / 'unknown'.
+is 'lower' / 'higher' / 'no significant difference' (interval contains 0) / 'unknown', and a significant
+delta on single-run evidence (or downgraded by a failed A/A check) reads 'indicative lower' /
+'indicative higher' (stats.py).
 """
 
 from __future__ import annotations
@@ -175,7 +177,8 @@ def latency_table(comparisons: list[LatencyComparison]) -> pd.DataFrame:
         "model": c.model, "scenario": c.scenario, "basis": c.basis, "level": c.level, "baseline_level": c.base_level,
         "statistic": c.stat, "value_ms": c.value_ms, "baseline_value_ms": c.base_value_ms, "repeats": c.repeats,
         "delta_pct": c.delta.delta_pct, "delta_ci_low_pct": c.delta.low_pct, "delta_ci_high_pct": c.delta.high_pct,
-        "verdict": c.verdict if c.delta.method != "none" else "baseline", "delta_method": c.delta.method,
+        "verdict": c.verdict if c.delta.method != "none" else "baseline",
+        "evidence": c.delta.evidence if c.delta.method != "none" else "", "delta_method": c.delta.method,
     } for c in comparisons])
 
 

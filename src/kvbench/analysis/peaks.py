@@ -117,6 +117,7 @@ def peak_table(peaks: list[Peak], baseline: str) -> pd.DataFrame:
             "delta_pct": p.delta.delta_pct if p.scenario != baseline else 0.0,
             "delta_ci_low_pct": p.delta.low_pct, "delta_ci_high_pct": p.delta.high_pct,
             "verdict": "baseline" if p.scenario == baseline else p.delta.verdict,
+            "evidence": "" if p.scenario == baseline else p.delta.evidence,
             "delta_method": "" if p.scenario == baseline else p.delta.method,
         })
     return pd.DataFrame(rows)

@@ -14,6 +14,14 @@
   are not independent draws and a request-level resample would give too narrow an interval.
 An interval that contains zero means "no significant difference", never a gain or a loss.
 The RNG is always passed in (deterministic reports).
+
+Evidence and verdict words (the same strings in the CSVs and REPORT.md):
+- `evidence`: EVIDENCE_PAIRED ("paired-repeats", >= 2 aligned repeats per side) or EVIDENCE_SINGLE
+  ("single-run": one cell per side; the interval covers within-cell sampling only, not run-to-run
+  variance, which one repeat cannot measure).
+- A significant delta is 'gain' / 'loss' (or 'lower' / 'higher' for latency) only on paired-repeats
+  evidence that no failed A/A twin check has downgraded; otherwise it is 'indicative gain' etc.
+  (INDICATIVE_PREFIX), which no guidance rule treats as a recommendation.
 """
 
 from __future__ import annotations
@@ -28,6 +36,11 @@ from scipy import stats as sps
 CONFIDENCE = 0.95
 N_BOOT = 2000
 MIN_PAIRS_FOR_BOOTSTRAP_ONLY = 10
+EVIDENCE_PAIRED = "paired-repeats"
+EVIDENCE_SINGLE = "single-run"
+INDICATIVE_PREFIX = "indicative "
+INDICATIVE_MEANING = "significant within this run (1 repeat; run-to-run variance not measured)"
+DOWNGRADED_MEANING = "significant by its interval, downgraded because equivalent configurations differed (A/A check)"
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,13 @@ class Delta:
     high_pct: float
     method: str
     n: int  # repeat pairs, or slices / requests per side
+    evidence: str = EVIDENCE_SINGLE  # EVIDENCE_PAIRED | EVIDENCE_SINGLE
+    downgraded: bool = False  # a failed A/A twin check in this model: significance is indicative only
+
+    @property
+    def indicative(self) -> bool:
+        """Significant, but not firm evidence: single run, or downgraded by a failed A/A check."""
+        return self.significant and (self.evidence != EVIDENCE_PAIRED or self.downgraded)
 
     @property
     def known(self) -> bool:
@@ -58,12 +78,28 @@ class Delta:
 
     @property
     def verdict(self) -> str:
-        """'gain' | 'loss' | 'no significant difference' | 'unknown' (higher-is-better metric)."""
+        """'gain' | 'loss' | 'indicative gain' | 'indicative loss' | 'no significant difference' | 'unknown'
+        (higher-is-better metric)."""
         if not self.known:
             return "unknown"
         if not self.significant:
             return "no significant difference"
-        return "gain" if self.delta_pct > 0 else "loss"
+        return self._qualified("gain" if self.delta_pct > 0 else "loss")
+
+    def _qualified(self, word: str) -> str:
+        return INDICATIVE_PREFIX + word if self.indicative else word
+
+    def meaning(self) -> str:
+        """What an indicative verdict rests on ('' for the others), for prose next to the verdict."""
+        if not self.indicative:
+            return ""
+        return DOWNGRADED_MEANING if self.evidence == EVIDENCE_PAIRED else INDICATIVE_MEANING
+
+    def indicative_reason(self) -> str:
+        """Short form of `meaning` for guidance sentences that already say 'in this run'."""
+        if not self.indicative:
+            return ""
+        return "A/A check failed" if self.evidence == EVIDENCE_PAIRED else "1 repeat per side"
 
     def text(self) -> str:
         if math.isnan(self.delta_pct):
@@ -73,7 +109,7 @@ class Delta:
         return f"{self.delta_pct:+.1f}% [{self.low_pct:+.1f}, {self.high_pct:+.1f}]"
 
 
-NO_DELTA = Delta(math.nan, math.nan, math.nan, "none", 0)
+NO_DELTA = Delta(math.nan, math.nan, math.nan, "none", 0, evidence="")
 
 
 def t_interval(values, confidence: float = CONFIDENCE) -> Interval:
@@ -110,7 +146,7 @@ def paired_delta(base: dict[int, float], treat: dict[int, float], rng: np.random
     point = float(_pct(t.mean() / b.mean()))
     n = len(keys)
     if n < 2:
-        return Delta(point, math.nan, math.nan, "single pair: no interval", n)
+        return Delta(point, math.nan, math.nan, "single pair: no interval", n, EVIDENCE_SINGLE)
     picks = rng.integers(0, n, size=(n_boot, n))
     boot = _pct(t[picks].mean(axis=1) / b[picks].mean(axis=1))
     low, high = _percentile_interval(boot, confidence)
@@ -120,7 +156,7 @@ def paired_delta(base: dict[int, float], treat: dict[int, float], rng: np.random
         tint = t_interval(per_pair, confidence)
         low, high = min(low, tint.low), max(high, tint.high)
         method += f", widened to the paired t-interval because {n} < {MIN_PAIRS_FOR_BOOTSTRAP_ONLY} pairs"
-    return Delta(point, low, high, method, n)
+    return Delta(point, low, high, method, n, EVIDENCE_PAIRED)
 
 
 def sliced_delta(base_slices: np.ndarray, treat_slices: np.ndarray, rng: np.random.Generator,
@@ -209,12 +245,17 @@ class _Clustered:
 
 
 def lower_is_better_verdict(delta: Delta) -> str:
-    """For latencies: 'lower' | 'higher' | 'no significant difference' | 'unknown'."""
+    """For latencies: 'lower' | 'higher' | 'indicative lower' | 'indicative higher' |
+    'no significant difference' | 'unknown'."""
     if not delta.known:
         return "unknown"
     if not delta.significant:
         return "no significant difference"
-    return "lower" if delta.delta_pct < 0 else "higher"
+    return delta._qualified("lower" if delta.delta_pct < 0 else "higher")
+
+
+def is_indicative(verdict: str) -> bool:
+    return verdict.startswith(INDICATIVE_PREFIX)
 
 
 def equivalence(delta: Delta, margin_pct: float) -> str:

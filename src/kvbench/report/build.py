@@ -13,6 +13,7 @@ import pandas as pd
 
 from kvbench.analysis import br_export
 from kvbench.analysis.guidance import build_findings, deployment_guidance
+from kvbench.analysis.hits import hit_splits, split_table
 from kvbench.analysis.latency import latency_comparisons, latency_table
 from kvbench.analysis.latency_guidance import latency_findings, latency_guidance
 from kvbench.analysis.load import RunData, load_run
@@ -20,6 +21,7 @@ from kvbench.analysis.metrics import complete_metrics
 from kvbench.analysis.peaks import find_peaks, level_summary, ok_metrics, peak_table
 from kvbench.analysis.routing import endpoint_table, prediction_table, router_scorers, routing_sentence
 from kvbench.analysis.server import server_row
+from kvbench.analysis.twins import downgrade, failed_models, twin_checks, twin_deltas
 from kvbench.analysis.validity import Thresholds, run_checks
 from kvbench.errors import UserError
 from kvbench.report import figures, figures_latency, figures_server
@@ -63,20 +65,24 @@ def compile_report(run: RunData, thresholds: Thresholds = Thresholds()) -> Repor
     rng = np.random.default_rng(int(seed) if isinstance(seed, int) else 0)
     metrics = complete_metrics(run)
     peaks = find_peaks(run, metrics, rng)
-    checks = run_checks(run, peaks, thresholds)
-    server_peak = pd.DataFrame([server_row(cell) for p in peaks for cell in p.cells])
-    findings = build_findings(run, peaks, checks, rng)
     latency = latency_comparisons(run, peaks, rng)
+    twins = twin_deltas(run, peaks, rng)
+    aa_checks = twin_checks(run, twins)
+    latency = downgrade(peaks, latency, failed_models(aa_checks))  # before any verdict is written
+    checks = aa_checks + run_checks(run, peaks, thresholds)
+    server_peak = pd.DataFrame([server_row(cell) for p in peaks for cell in p.cells])
+    splits = hit_splits(run, latency)
+    findings = build_findings(run, peaks, checks, twins)
     endpoints, predictions = endpoint_table(peaks), prediction_table(peaks)
     sentences = [s for p in peaks if (s := routing_sentence(endpoints, predictions, p.model, p.scenario))]
     scorers = {f"{p.model}|{p.scenario}": s for p in peaks if (s := router_scorers(run.run_dir, p.model, p.scenario))}
     return ReportData(
         run=run, metrics=metrics, level_summary=level_summary(metrics), peaks=peaks,
         server_peak=_first_repeat(server_peak), checks=checks,
-        findings=findings + latency_findings(latency, run.baseline),
+        findings=findings + latency_findings(latency, run.baseline, splits),
         guidance=deployment_guidance(run, peaks, checks) + latency_guidance(latency, peaks, run.baseline),
         thresholds=thresholds, outputs=[], latency=latency, routing_endpoints=endpoints,
-        routing_predictions=predictions, routing_sentences=sentences, router_scorers=scorers,
+        routing_predictions=predictions, routing_sentences=sentences, router_scorers=scorers, hit_splits=splits,
     )
 
 
@@ -91,6 +97,7 @@ def write_csvs(data: ReportData, report_dir: Path) -> None:
     data.level_summary.to_csv(report_dir / "summary_by_level.csv", index=False)
     peak_table(data.peaks, data.run.baseline).to_csv(report_dir / "peak_throughput_all.csv", index=False)
     latency_table(data.latency).to_csv(report_dir / "latency_deltas.csv", index=False)
+    split_table(data.hit_splits).to_csv(report_dir / "ttft_hits_misses.csv", index=False)
     data.routing_endpoints.to_csv(report_dir / "routing_endpoints.csv", index=False)
     data.routing_predictions.to_csv(report_dir / "routing_predictions.csv", index=False)
     all_peak_rows = pd.DataFrame([server_row(cell) for p in data.peaks for cell in p.cells])

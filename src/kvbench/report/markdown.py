@@ -10,15 +10,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from kvbench.analysis.guidance import EQUIVALENCE_MARGIN_PCT, Finding
+from kvbench.analysis.guidance import CONFIRM_REPEATS, EQUIVALENCE_MARGIN_PCT, Finding
+from kvbench.analysis.hits import HIT_SHARE_OF_PROMPT, HitSplit
 from kvbench.analysis.latency import LatencyComparison
 from kvbench.analysis.load import RunData
 from kvbench.analysis.metrics import TPOT_DEFINITION
 from kvbench.analysis.peaks import Peak, fmt_tok_s
-from kvbench.analysis.stats import CONFIDENCE, MIN_PAIRS_FOR_BOOTSTRAP_ONLY, N_BOOT
+from kvbench.analysis.stats import (
+    CONFIDENCE, EVIDENCE_PAIRED, EVIDENCE_SINGLE, INDICATIVE_MEANING, MIN_PAIRS_FOR_BOOTSTRAP_ONLY, N_BOOT,
+)
+from kvbench.analysis.twins import CHECK_NAME as AA_CHECK
+from kvbench.analysis.twins import TWIN_PAIRS
 from kvbench.analysis.validity import Check, CheckStatus, Thresholds
 from kvbench.report.figures import Skipped
-from kvbench.report.sections import latency_section, routing_section
+from kvbench.report.sections import hit_split_section, latency_section, routing_section
 
 FIGURE_CAPTIONS = {
     "peak_throughput_all_scenarios.png": "Peak output throughput per model and scenario",
@@ -54,6 +59,7 @@ class ReportData:
     routing_predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
     routing_sentences: list[str] = field(default_factory=list)
     router_scorers: dict[str, str] = field(default_factory=dict)  # "model|scenario" -> scorers with weights
+    hit_splits: list[HitSplit] = field(default_factory=list)
 
 
 def _num(value, fmt: str = "{:.1f}") -> str:
@@ -70,7 +76,8 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 def render(data: ReportData) -> str:
     sections = [_header(data), _validity(data), _findings(data), _peak_section(data),
-                latency_section(data.latency, data.run.baseline), _figures(data),
+                latency_section(data.latency, data.run.baseline),
+                hit_split_section(data.hit_splits, data.run.baseline), _figures(data),
                 routing_section(data.routing_endpoints, data.routing_predictions, data.routing_sentences,
                                 data.router_scorers),
                 _server_section(data), _details(data), _methodology(data)]
@@ -96,8 +103,8 @@ def _header(data: ReportData) -> list[str]:
 
 
 def _validity(data: ReportData) -> list[str]:
-    lines = ["## Validity checks", "",
-             "Checks on whether this run could show a difference at all. FLAG rows qualify every number below."]
+    lines = ["## Validity checks", ""] + _aa_lines(data.checks) + [
+        "", "Checks on whether this run could show a difference at all. FLAG rows qualify every number below."]
     flags = [c for c in data.checks if c.status == CheckStatus.FLAG]
     if flags:
         lines += [""] + _table(["check", "subject", "evidence"], [[f"**FLAG** {c.name}", c.subject, c.evidence] for c in flags])
@@ -115,14 +122,38 @@ def _validity(data: ReportData) -> list[str]:
     return lines
 
 
+def _aa_lines(checks: list[Check]) -> list[str]:
+    """The A/A twin check first: it says whether the intervals below can be trusted at all."""
+    aa = [c for c in checks if c.name == AA_CHECK]
+    lines = []
+    for c in aa:
+        mark = {CheckStatus.FLAG: "**FLAG**", CheckStatus.OK: "ok", CheckStatus.SKIP: "skipped"}[c.status]
+        subject = "" if c.subject == "run" else f" ({c.subject.split('/')[-1]})"
+        lines.append(f"- **A/A twin check**{subject}: {mark}: {c.evidence}.")
+    return lines
+
+
+def _single_repeat(data: ReportData) -> bool:
+    return any(p.delta.evidence == EVIDENCE_SINGLE for p in data.peaks if p.scenario != data.run.baseline)
+
+
 def _findings(data: ReportData) -> list[str]:
     lines = ["## Findings", ""]
     lines += [f"- *{f.rule}*: {f.text}" for f in data.findings] or ["- No findings: no successful cell."]
     lines += ["", "## Deployment guidance", "",
               "Rules: for throughput, recommend a scenario only for a significant throughput gain at its peak; "
-              "for latency (TTFT), only for a significant TTFT reduction at the common load level without a "
-              "significant TPOT or E2E increase; otherwise keep the baseline. These statements hold for the system "
-              "under test named at the top.", ""]
+              "for latency, only for a significant reduction of the TTFT **mean** at the common load level without "
+              "a significant TPOT or E2E increase (the mean, not the p50: TTFT is bimodal, prefix hit vs miss, and "
+              "its p50 jumps between the two modes; the p50 is shown as context). Evidence rule: a significant "
+              f"delta counts only on `{EVIDENCE_PAIRED}` evidence (at least two aligned repeats per side); with one "
+              f"repeat per side (`{EVIDENCE_SINGLE}`) it is '{INDICATIVE_MEANING}', its verdict reads 'indicative "
+              f"...', and the guidance keeps the baseline and says 'confirm with repeats: {CONFIRM_REPEATS}'. "
+              "If the A/A twin check failed for a model, every significant verdict of that model is indicative. "
+              "Otherwise keep the baseline. These statements hold for the system under test named at the top."]
+    if _single_repeat(data):
+        lines += ["", f"**This run has one repeat per scenario: every verdict below is at most indicative.** "
+                  f"Run it again with `repeats: {CONFIRM_REPEATS}` to measure run-to-run variance."]
+    lines += [""]
     lines += [f"- {g.text}" for g in data.guidance] or ["- None: no successful cell."]
     return lines
 
@@ -133,11 +164,12 @@ def _peak_section(data: ReportData) -> list[str]:
     for p in data.peaks:
         is_base = p.scenario == data.run.baseline
         rows.append([p.model_short, p.scenario, fmt_tok_s(p.throughput), f"{p.level:g}", str(p.throughput.n),
-                     "—" if is_base else p.delta.text(), "baseline" if is_base else p.delta.verdict])
+                     "—" if is_base else p.delta.text(), "baseline" if is_base else p.delta.verdict,
+                     "" if is_base else p.delta.evidence])
     lines = ["## Peak throughput", "",
              f"Output tok/s at each scenario's best load level: mean over repeats [{pct} % CI]; delta vs "
              f"`{data.run.baseline}` at its own peak [{pct} % CI]. Data: `peak_throughput_all.csv`.", ""]
-    return lines + (_table(["Model", "Scenario", "Peak tok/s", "Level", "Repeats", "vs baseline", "Verdict"], rows)
+    return lines + (_table(["Model", "Scenario", "Peak tok/s", "Level", "Repeats", "vs baseline", "Verdict", "Evidence"], rows)
                     if rows else ["No successful cell."])
 
 
@@ -201,6 +233,19 @@ def _methodology(data: ReportData) -> list[str]:
         f"{MIN_PAIRS_FOR_BOOTSTRAP_ONLY} pairs the interval is widened to include the paired t-interval. With a "
         "single repeat, each cell's requests are grouped by completion time into 10 slices of the window and "
         "resampled. A delta whose interval contains 0 is reported as 'no significant difference'.",
+        f"- Evidence (column `evidence` in the CSVs): `{EVIDENCE_PAIRED}` (paired by repeat) or `{EVIDENCE_SINGLE}` "
+        "(one cell per side: the interval covers sampling within the cell only, not the variation between runs, "
+        "which one repeat cannot measure). A significant verdict on single-run evidence reads 'indicative gain / "
+        f"loss / lower / higher' ({INDICATIVE_MEANING}) in the CSVs and here alike; the guidance never recommends "
+        "on it.",
+        "- A/A twin check: twin scenarios that differ only in a store that should not matter ("
+        + ", ".join(f"{a} / {b}" for a, b in TWIN_PAIRS) + ") are compared with the same methods (peak "
+        "throughput; TTFT mean and p50 at the highest level both ran). A significant twin difference means the "
+        "intervals understate run-to-run variance: the check FLAGs the model and all its significant verdicts "
+        "become 'indicative'.",
+        f"- Prefix hit = a request whose reported cached tokens cover >= {HIT_SHARE_OF_PROMPT:.0%} of its prompt; "
+        "the TTFT-mean shift vs the baseline is split exactly into a mix part (hit share change at the "
+        "baseline's hit and miss TTFT) and hit-speed and miss-speed parts.",
         "- Latency deltas (TTFT mean and p50, TPOT p50, E2E p50) use the same rule: paired by repeat where at least "
         "two repeats align, else one cell per side with a cluster bootstrap that resamples whole conversations "
         "(all passes of a recycled conversation together), not single requests: turns of one conversation share "
@@ -214,7 +259,7 @@ def _methodology(data: ReportData) -> list[str]:
         f"request's cached tokens beyond {th.first_turn_slack_tokens} tokens must be explained by requests of the same "
         "cell sent before it was served (its group's shared prefix, or an earlier pass of the same conversation).",
         "- Files: `complete_metrics.csv` (every cell), `summary_by_level.csv` (means and CIs over repeats), "
-        "`peak_throughput_all.csv`, `latency_deltas.csv`, `routing_endpoints.csv`, `routing_predictions.csv`, "
+        "`peak_throughput_all.csv`, `latency_deltas.csv`, `ttft_hits_misses.csv`, `routing_endpoints.csv`, `routing_predictions.csv`, "
         "`pcp_metrics_peak.csv`, `pcp_summary_stats.csv`, `validity_checks.csv`"
         + ("; Benchmark Report v0.2 per cell in `br/`" if "br" in data.outputs else "") + ".",
     ]

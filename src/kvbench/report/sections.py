@@ -6,9 +6,13 @@ import math
 
 import pandas as pd
 
+from kvbench.analysis.hits import HIT_SHARE_OF_PROMPT, HitSplit
 from kvbench.analysis.latency import LATENCY_STATS, LatencyComparison, select
+from kvbench.analysis.stats import INDICATIVE_MEANING
 
-VERDICT_MARK = {"lower": "**lower**", "higher": "**higher**", "no significant difference": "n.s.", "unknown": "no interval"}
+# Verdict strings as in latency_deltas.csv; only "no significant difference" is abbreviated (n.s.).
+VERDICT_MARK = {"lower": "**lower**", "higher": "**higher**", "indicative lower": "*indicative lower*",
+                "indicative higher": "*indicative higher*", "no significant difference": "n.s.", "unknown": "no interval"}
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -41,7 +45,9 @@ def latency_section(comparisons: list[LatencyComparison], baseline: str) -> list
     stats = [f"{s.label} ms" for s in LATENCY_STATS]
     lines += ["Each cell: the statistic in ms (mean over repeats), then its delta vs "
               f"`{baseline}` [95 % CI] and the verdict (lower is better; n.s. = the interval contains 0, no "
-              "significant difference). Data: `latency_deltas.csv`.", ""]
+              f"significant difference; *indicative* = {INDICATIVE_MEANING}, or downgraded by a failed A/A check). "
+              "The guidance rule uses the TTFT mean; the p50 is context (TTFT is bimodal: prefix hit vs miss). "
+              "Data: `latency_deltas.csv` (columns `verdict`, `evidence`).", ""]
     common = select(comparisons, basis="common")
     for level in sorted({c.level for c in common}):
         at_level = [c for c in common if c.level == level]
@@ -59,6 +65,24 @@ def latency_section(comparisons: list[LatencyComparison], baseline: str) -> list
                   "Each scenario at its own peak-throughput level against the baseline at its peak (levels may differ).", ""]
         lines += _table(["Model", "Scenario", "Level"] + stats, _latency_rows(peak, baseline, True))
     return lines
+
+
+def hit_split_section(splits: list[HitSplit], baseline: str) -> list[str]:
+    lines = ["### TTFT of prefix hits vs misses", ""]
+    if not splits:
+        return lines + ["No split: no latency comparison."]
+    lines += [f"Same cells as the table above (common level, repeats pooled). Hit = cached tokens >= "
+              f"{HIT_SHARE_OF_PROMPT:.0%} of the prompt; requests without reported cached tokens are 'unknown'. A "
+              "TTFT change comes from more hits (share), faster hits or faster misses. Data: `ttft_hits_misses.csv`.", ""]
+    rows = [[s.model.split("/")[-1], s.scenario + (" (baseline)" if s.scenario == baseline else ""), f"{s.level:g}",
+             str(s.hits), str(s.misses), str(s.unknown), _pct(s.hit_share * 100), _ms(s.hit_ttft_mean_ms),
+             _ms(s.miss_ttft_mean_ms)] for s in splits]
+    return lines + _table(["Model", "Scenario", "Level", "Hits", "Misses", "Unknown", "Hit share %",
+                           "Hit TTFT mean ms", "Miss TTFT mean ms"], rows)
+
+
+def _ms(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.1f}"
 
 
 def routing_section(endpoints: pd.DataFrame, predictions: pd.DataFrame, sentences: list[str],

@@ -1,0 +1,118 @@
+"""A/A twin check: do configurations that should perform the same come out the same?
+
+Twin scenarios differ only in a component that should not matter for performance (`TWIN_PAIRS`,
+keyed by base scenario name: the KV store behind LMCache's remote tier or behind the router's block
+index is Redis in one and Valkey in the other; both speak the same protocol). A label derived from
+a twin base pairs with the label that swaps the base and keeps the rest (`lmcache-redis@x=1` with
+`lmcache-valkey@x=1`).
+
+Each twin pair is compared with exactly the method used for the baseline deltas (`compare_peaks`
+for peak throughput, `compare_latency` for TTFT mean and p50 at the highest level both ran), so a
+significant twin difference says those intervals are too narrow for this run: they do not cover
+the variation between runs of the same configuration. Then the check FLAGs the model and
+`downgrade` marks every delta of that model, so each significant verdict reads 'indicative ...'.
+Twins that agree are evidence (not proof) that the intervals are not over-confident.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvbench.analysis.latency import STAT_BY_KEY, LatencyComparison, common_level, compare_latency, ok_cells_by_key
+from kvbench.analysis.load import RunData
+from kvbench.analysis.peaks import Peak, compare_peaks
+from kvbench.analysis.stats import Delta
+from kvbench.analysis.validity import Check, CheckStatus
+
+TWIN_PAIRS: tuple[tuple[str, str], ...] = (("lmcache-redis", "lmcache-valkey"), ("llm-d-redis", "llm-d-valkey"))
+TWIN_STATS = ("ttft_mean", "ttft_p50")
+CHECK_NAME = "A/A twins agree"
+THROUGHPUT_METRIC = "peak output throughput"
+
+
+@dataclass(frozen=True)
+class TwinDelta:
+    model: str
+    first: str  # scenario label (the reference side)
+    second: str  # its twin; delta = second relative to first
+    metric: str  # THROUGHPUT_METRIC or a latency label ("TTFT mean")
+    level: float  # the level compared (each side's peak for throughput: the first side's)
+    delta: Delta
+
+    def text(self) -> str:
+        return f"{self.second} vs {self.first} {self.metric} {self.delta.text()}"
+
+
+def twin_peaks(peaks: list[Peak], pairs: tuple[tuple[str, str], ...] = TWIN_PAIRS) -> list[tuple[Peak, Peak]]:
+    """(first, second) peaks of the same model whose labels are twins under `pairs`."""
+    by_key = {(p.model, p.scenario): p for p in peaks}
+    out = []
+    for peak in peaks:
+        for first_base, second_base in pairs:
+            if peak.base_scenario != first_base or not peak.scenario.startswith(first_base):
+                continue
+            twin = by_key.get((peak.model, second_base + peak.scenario[len(first_base):]))
+            if twin is not None:
+                out.append((peak, twin))
+    return out
+
+
+def twin_deltas(run: RunData, peaks: list[Peak], rng: np.random.Generator,
+                pairs: tuple[tuple[str, str], ...] = TWIN_PAIRS) -> list[TwinDelta]:
+    cells = ok_cells_by_key(run)
+    out = []
+    for first, second in twin_peaks(peaks, pairs):
+        out.append(TwinDelta(first.model, first.scenario, second.scenario, THROUGHPUT_METRIC, first.level,
+                             compare_peaks(first, second, rng)))
+        level = common_level(cells, first.model, [first.scenario, second.scenario])
+        if level is None:
+            continue
+        for key in TWIN_STATS:
+            stat = STAT_BY_KEY[key]
+            delta = compare_latency(cells[(first.model, first.scenario, level)],
+                                    cells[(first.model, second.scenario, level)], stat, rng)
+            out.append(TwinDelta(first.model, first.scenario, second.scenario, f"{stat.label} at level {level:g}",
+                                 level, delta))
+    return out
+
+
+def twin_checks(run: RunData, twins: list[TwinDelta], pairs: tuple[tuple[str, str], ...] = TWIN_PAIRS) -> list[Check]:
+    """One check per model with twins (FLAG / OK); one SKIP for the run when no model has any."""
+    checks = []
+    for model in run.models():
+        mine = [t for t in twins if t.model == model]
+        if not mine:
+            continue
+        differing = [t for t in mine if t.delta.significant]
+        if differing:
+            detail = "; ".join(f"{t.text()} ({t.delta.evidence})" for t in differing)
+            evidence = (f"equivalent configurations differ significantly ({detail}): intervals understate "
+                        "run-to-run variance; treat single-run verdicts as indicative (every significant verdict "
+                        f"for {model.split('/')[-1]} is downgraded to 'indicative')")
+            checks.append(Check(CHECK_NAME, CheckStatus.FLAG, model, evidence))
+        else:
+            detail = "; ".join(t.text() for t in mine)
+            checks.append(Check(CHECK_NAME, CheckStatus.OK, model,
+                                f"equivalent configurations agree (no twin difference is significant: {detail}): "
+                                "evidence that the intervals are not over-confident"))
+    if not checks:
+        names = ", ".join(f"{a}/{b}" for a, b in pairs)
+        checks.append(Check(CHECK_NAME, CheckStatus.SKIP, "run",
+                            f"no twin scenarios in this run (A/A pairs: {names}): the intervals' calibration is not checked"))
+    return checks
+
+
+def failed_models(checks: list[Check]) -> set[str]:
+    return {c.subject for c in checks if c.name == CHECK_NAME and c.status == CheckStatus.FLAG}
+
+
+def downgrade(peaks: list[Peak], latency: list[LatencyComparison], models: set[str]) -> list[LatencyComparison]:
+    """Mark every delta of `models` as downgraded (peaks in place; returns the new latency list)."""
+    for peak in peaks:
+        if peak.model in models:
+            peak.delta = dataclasses.replace(peak.delta, downgraded=True)
+    return [dataclasses.replace(c, delta=dataclasses.replace(c.delta, downgraded=True)) if c.model in models else c
+            for c in latency]
