@@ -75,7 +75,7 @@ def test_single_repeat_gain_is_indicative_and_not_recommended(tmp_path):
     assert gain.significant and gain.evidence == "single-run"
     assert gain.verdict == "indicative gain"
     assert same.verdict == "no significant difference"
-    assert any("native-offload may pay (indicative gain: significant within this run (1 repeat;" in f.text for f in findings)
+    assert any("native-offload may pay (indicative gain, 1 repeat per side)" in f.text for f in findings)
     (deployment,) = guidance
     assert "keep **no-offload**" in deployment.text and "use **" not in deployment.text
     assert "Indicative: native-offload raises peak output throughput by +" in deployment.text

@@ -52,7 +52,7 @@ def test_single_repeat_planted_minus_30_percent_ttft_is_indicative_and_not_recom
     assert guidance.text.endswith("confirm with repeats: 3.")
     (finding,) = latency_findings(comparisons, run.baseline)
     assert "TTFT mean 35." in finding.text
-    assert "indicative lower (significant within this run (1 repeat" in finding.text
+    assert "indicative lower, i.e. significant within this run (1 repeat; run-to-run variance not measured)" in finding.text
     assert "Significantly lower: TTFT mean -" in finding.text and "(indicative)" in finding.text
     table = latency_table(comparisons).set_index(["scenario", "basis", "statistic"])
     row = table.loc[("lmcache-local", "common", "ttft_mean")]

@@ -8,11 +8,12 @@ import pytest
 from analysis.synth import SynthCell, matrix, write_run
 from kvbench.analysis.hits import hit_splits, shift_parts, shift_sentence
 from kvbench.analysis.latency import select
+from kvbench.analysis.load import load_run
 from kvbench.analysis.peaks import peak_of
 from kvbench.analysis.twins import CHECK_NAME, twin_peaks
 from kvbench.analysis.validity import CheckStatus
 from kvbench.report.build import compile_report
-from kvbench.analysis.load import load_run
+from kvbench.report.markdown import render
 
 MODEL = "Qwen/Qwen3-8B"
 TWINS = ["llm-d-redis", "llm-d-valkey"]
@@ -57,7 +58,7 @@ def test_twins_that_agree_do_not_flag_and_say_so(tmp_path):
                                      "llm-d-redis peak output throughput ")
     assert "evidence that the intervals are not over-confident" in check.evidence
     assert not any(c.delta.downgraded for c in data.latency)
-    assert "A/A twin check**" in __import__("kvbench.report.markdown", fromlist=["render"]).render(data)
+    assert "- **A/A twin check** (Qwen3-8B): ok: equivalent configurations agree" in render(data)
 
 
 def test_paired_twins_that_differ_downgrade_a_paired_verdict(tmp_path):
@@ -128,3 +129,13 @@ def test_no_cached_tokens_means_unknown_and_no_explanation(tmp_path):
     assert all(s.hits == 0 and s.misses == 0 and s.unknown == 267 for s in data.hit_splits)
     assert shift_parts(*data.hit_splits) is None
     assert np.isnan(data.hit_splits[0].hit_share)
+
+
+def test_all_hits_on_one_side_gives_shares_without_a_split(tmp_path):
+    data = _report(tmp_path, [SynthCell(scenario="no-offload", hit_share=0.25),
+                              SynthCell(scenario="lmcache-local", hit_share=1.0)])
+    base, treat = data.hit_splits
+    assert (treat.hits, treat.misses) == (267, 0) and shift_parts(base, treat) is None
+    assert shift_sentence(base, treat).startswith("prefix hits 100% vs 25% of requests (TTFT mean hit ")
+    assert "miss n/a ms vs hit" in shift_sentence(base, treat)
+    assert "one side has no misses, so the shift is not split into parts" in shift_sentence(base, treat)

@@ -132,3 +132,23 @@ def test_run_without_any_successful_cell_still_reports(tmp_path, cells):
     text = (report / "REPORT.md").read_text()
     assert "## Peak throughput" in text and "No successful cell." in text
     assert "`peak_throughput_all_scenarios.png`: no successful cell" in text
+
+
+def test_single_repeat_report_states_the_evidence_rule_and_the_same_verdicts_as_the_csvs(tmp_path):
+    cells = [SynthCell(scenario="no-offload"), SynthCell(scenario="native-offload", throughput_factor=1.1, ttft_ms=35.0),
+             SynthCell(scenario="llm-d-redis"), SynthCell(scenario="llm-d-valkey")]
+    report = build_report(write_run(tmp_path, cells), ["md", "csv"])
+    text = (report / "REPORT.md").read_text()
+    validity = text[text.index("## Validity checks"):text.index("## Findings")]
+    assert "- **A/A twin check** (Qwen3-8B): ok: equivalent configurations agree" in validity
+    assert "**This run has one repeat per scenario: every verdict below is at most indicative.**" in text
+    assert "confirm with repeats: 3" in text and "use **native-offload**" not in text
+    peak = pd.read_csv(report / "peak_throughput_all.csv").set_index("scenario")
+    assert (peak.loc["native-offload", "verdict"], peak.loc["native-offload", "evidence"]) == ("indicative gain", "single-run")
+    assert "| indicative gain | single-run |" in text
+    latency = pd.read_csv(report / "latency_deltas.csv")
+    row = latency[(latency.scenario == "native-offload") & (latency.statistic == "ttft_mean") & (latency.basis == "common")]
+    assert row["verdict"].item() == "indicative lower" and "*indicative lower*" in text
+    hits = pd.read_csv(report / "ttft_hits_misses.csv")
+    assert list(hits.columns[:7]) == ["model", "scenario", "level", "repeats", "hits", "misses", "unknown"]
+    assert "### TTFT of prefix hits vs misses" in text

@@ -89,8 +89,7 @@ def _aa_statement(checks: list[Check], model: str) -> list[Finding]:
     failed = [c for c in checks if c.name == AA_CHECK and c.subject == model and c.status == CheckStatus.FLAG]
     if not failed:
         return []
-    return [Finding("A/A check", model, f"{_short(model)}: the A/A twin check failed: {failed[0].evidence}. Every "
-                    "significant verdict for this model below is therefore 'indicative' and recommends nothing.")]
+    return [Finding("A/A check", model, f"{_short(model)}: the A/A twin check failed: {failed[0].evidence}.")]
 
 
 def _short(model: str) -> str:
@@ -106,7 +105,7 @@ def _best_scenario(run: RunData, mine: list[Peak]) -> Finding:
     verdict = best.delta.verdict
     if is_indicative(verdict):
         text = (f"{_short(model)}: {best.scenario} has the highest peak ({fmt_tok_s(best.throughput)} tok/s at level "
-                f"{best.level:g}), an {verdict} of {best.delta.text()} over {run.baseline} ({best.delta.meaning()}).")
+                f"{best.level:g}), an {verdict} of {best.delta.text()} over {run.baseline} ({best.delta.indicative_reason()}).")
     elif verdict == "gain":
         text = (f"{_short(model)}: {best.scenario} has the highest peak ({fmt_tok_s(best.throughput)} tok/s at level "
                 f"{best.level:g}), a significant gain of {best.delta.text()} over {run.baseline}.")
@@ -138,8 +137,8 @@ def _offload_verdicts(run: RunData, mine: list[Peak], checks: list[Check]) -> li
         verdict = peak.delta.verdict
         word = {"gain": "pays", "loss": "costs", "no significant difference": "makes no significant difference",
                 "unknown": "cannot be judged (no interval)",
-                "indicative gain": f"may pay (indicative gain: {peak.delta.meaning()})",
-                "indicative loss": f"may cost (indicative loss: {peak.delta.meaning()})"}[verdict]
+                "indicative gain": f"may pay (indicative gain, {peak.delta.indicative_reason()})",
+                "indicative loss": f"may cost (indicative loss, {peak.delta.indicative_reason()})"}[verdict]
         text = (f"{_short(peak.model)}: {peak.scenario} {word}: {peak.delta.text()} vs {run.baseline} "
                 f"({_tier_text(peak)}).")
         caveat = _caveats(checks, peak.model, [peak])
@@ -152,7 +151,7 @@ def _routing_verdicts(run: RunData, mine: list[Peak], checks: list[Check]) -> li
     for peak in mine:
         if not is_router_scenario(peak.base_scenario):
             continue
-        meaning = f"; {peak.delta.meaning()}" if is_indicative(peak.delta.verdict) else ""
+        meaning = f"; {peak.delta.indicative_reason()}" if is_indicative(peak.delta.verdict) else ""
         text = f"{_short(peak.model)}: {peak.scenario} vs {run.baseline}: {peak.delta.verdict} ({peak.delta.text()}{meaning})."
         caveat = _caveats(checks, peak.model, [peak])
         out.append(Finding("routing", peak.model, text + (f" Caveat: {caveat}." if caveat else "")))

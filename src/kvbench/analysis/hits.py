@@ -97,7 +97,7 @@ def shift_sentence(base: HitSplit, treat: HitSplit) -> str | None:
     """e.g. 'TTFT mean -80.1 ms vs baseline: -70.3 ms from more prefix hits (62% vs 20% of requests), ...'."""
     parts = shift_parts(base, treat)
     if parts is None:
-        return None
+        return _unsplit_sentence(base, treat)
     more = "more" if treat.hit_share >= base.hit_share else "fewer"
     hit_word = "faster" if parts.hit_speed_ms <= 0 else "slower"
     miss_word = "faster" if parts.miss_speed_ms <= 0 else "slower"
@@ -105,6 +105,21 @@ def shift_sentence(base: HitSplit, treat: HitSplit) -> str | None:
             f"({treat.hit_share:.0%} vs {base.hit_share:.0%} of requests), {parts.hit_speed_ms:+.1f} ms from {hit_word} "
             f"hits ({treat.hit_ttft_mean_ms:.1f} vs {base.hit_ttft_mean_ms:.1f} ms), {parts.miss_speed_ms:+.1f} ms from "
             f"{miss_word} misses ({treat.miss_ttft_mean_ms:.1f} vs {base.miss_ttft_mean_ms:.1f} ms)")
+
+
+def _unsplit_sentence(base: HitSplit, treat: HitSplit) -> str | None:
+    """One side has only hits or only misses: say the shares and means, and that no split is possible."""
+    if math.isnan(base.hit_share) or math.isnan(treat.hit_share):
+        return None
+    def means(s: HitSplit) -> str:
+        return f"hit {_ms(s.hit_ttft_mean_ms)}, miss {_ms(s.miss_ttft_mean_ms)} ms"
+    return (f"prefix hits {treat.hit_share:.0%} vs {base.hit_share:.0%} of requests (TTFT mean {means(treat)} vs "
+            f"{means(base)}); one side has no {'misses' if not (base.misses and treat.misses) else 'hits'}, so the "
+            "shift is not split into parts")
+
+
+def _ms(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.1f}"
 
 
 def split_table(splits: list[HitSplit]) -> pd.DataFrame:

@@ -42,7 +42,7 @@ def _label(stat: str) -> str:
 def _verdict_word(c: LatencyComparison) -> str:
     """The verdict as in latency_deltas.csv, with what an indicative one rests on."""
     word = {"lower": "significantly lower", "higher": "significantly higher"}.get(c.verdict, c.verdict)
-    return f"{word} ({c.delta.meaning()})" if is_indicative(c.verdict) else word
+    return f"{word}, i.e. {c.delta.meaning()}" if is_indicative(c.verdict) else word
 
 
 def _significant(c: LatencyComparison) -> bool:

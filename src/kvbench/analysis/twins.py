@@ -91,7 +91,7 @@ def twin_checks(run: RunData, twins: list[TwinDelta], pairs: tuple[tuple[str, st
             detail = "; ".join(f"{t.text()} ({t.delta.evidence})" for t in differing)
             evidence = (f"equivalent configurations differ significantly ({detail}): intervals understate "
                         "run-to-run variance; treat single-run verdicts as indicative (every significant verdict "
-                        f"for {model.split('/')[-1]} is downgraded to 'indicative')")
+                        f"for {model.split('/')[-1]} is downgraded to 'indicative' and recommends nothing)")
             checks.append(Check(CHECK_NAME, CheckStatus.FLAG, model, evidence))
         else:
             detail = "; ".join(t.text() for t in mine)

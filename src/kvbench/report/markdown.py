@@ -105,7 +105,7 @@ def _header(data: ReportData) -> list[str]:
 def _validity(data: ReportData) -> list[str]:
     lines = ["## Validity checks", ""] + _aa_lines(data.checks) + [
         "", "Checks on whether this run could show a difference at all. FLAG rows qualify every number below."]
-    flags = [c for c in data.checks if c.status == CheckStatus.FLAG]
+    flags = [c for c in data.checks if c.status == CheckStatus.FLAG and c.name != AA_CHECK]  # A/A: shown above
     if flags:
         lines += [""] + _table(["check", "subject", "evidence"], [[f"**FLAG** {c.name}", c.subject, c.evidence] for c in flags])
     else:
