@@ -9,7 +9,6 @@ from analysis.synth import SynthCell, matrix, write_run
 from kvbench.analysis.hits import hit_splits, shift_parts, shift_sentence
 from kvbench.analysis.latency import select
 from kvbench.analysis.load import load_run
-from kvbench.analysis.peaks import peak_of
 from kvbench.analysis.twins import CHECK_NAME, twin_peaks
 from kvbench.analysis.validity import CheckStatus
 from kvbench.report.build import compile_report
