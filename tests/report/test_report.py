@@ -152,3 +152,10 @@ def test_single_repeat_report_states_the_evidence_rule_and_the_same_verdicts_as_
     hits = pd.read_csv(report / "ttft_hits_misses.csv")
     assert list(hits.columns[:7]) == ["model", "scenario", "level", "repeats", "hits", "misses", "unknown"]
     assert "### TTFT of prefix hits vs misses" in text
+
+
+def test_header_states_the_lmcache_remote_payload_scale_of_an_emulated_stack():
+    from kvbench.report.markdown import _emulation_notes
+
+    assert "1/4,096 of the true KV size" in _emulation_notes({"lmcache_remote_payload_scale": 1 / 4096})[0]
+    assert _emulation_notes({}) == [] and _emulation_notes({"lmcache_remote_payload_scale": 1.0}) == []

@@ -84,6 +84,16 @@ def render(data: ReportData) -> str:
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
 
 
+def _emulation_notes(details: dict) -> list[str]:
+    """What the emulated stack simplifies, stated where the numbers are read."""
+    scale = details.get("lmcache_remote_payload_scale")
+    if not scale or scale >= 1:
+        return []
+    return [f"- LMCache remote tier: keys, existence, eviction and round trips in the real Redis / Valkey store "
+            f"are real; the bytes written are scaled to 1/{round(1 / scale):,} of the true KV size, while transfer "
+            "time is costed from the true bytes.", ""]
+
+
 def _header(data: ReportData) -> list[str]:
     m = data.run.manifest
     sut = m.system_under_test
@@ -93,6 +103,7 @@ def _header(data: ReportData) -> list[str]:
     return [
         f"# kvbench report: {m.run_name}", "",
         f"**System under test:** {sut.description} (kind `{sut.kind}`). **{nature}.**", "",
+        *_emulation_notes(sut.details),
         f"- Run: `{m.run_name}`, started {m.created_at}, finished {m.finished_at or 'not recorded (interrupted?)'}",
         f"- Cells: {len(data.run.cells)} in total, " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())),
         f"- Models: {', '.join(data.run.models()) or 'none'}; scenarios: {', '.join(data.run.scenarios()) or 'none'}",
