@@ -50,3 +50,12 @@ def test_k8s_dry_run_prints_the_manifests(tmp_path):
     deployment = next(obj for obj in objects if obj["kind"] == "Deployment")
     args = " ".join(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
     assert '"num_cpu_blocks":10000' in args
+
+
+def test_a_k8s_spec_with_dry_run_true_is_a_dry_run_of_the_whole_matrix(tmp_path):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(textwrap.dedent(SPEC.format(target="{kind: k8s, dry_run: true}")))
+    buffer = io.StringIO()
+    assert run_experiment_cli(spec_path, tmp_path / "run", console=Console(file=buffer, width=200)) == 0
+    assert not (tmp_path / "run").exists()
+    assert buffer.getvalue().count("kind: Deployment") >= 3  # one model server per (model, scenario variant)

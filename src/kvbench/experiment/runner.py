@@ -51,7 +51,7 @@ def run_experiment_cli(spec_path: Path, out: Path | None, resume: bool = False, 
     if spec.target.kind != "endpoint":  # an existing endpoint's scenarios are labels only
         validate_scenarios(catalog_for_spec(spec), spec.scenarios, spec.scenario_params)
     plans = expand_cells(spec, list(only))
-    if dry_run:
+    if dry_run or getattr(spec.target, "dry_run", False):  # k8s `dry_run: true` is the same as --dry-run
         from kvbench.experiment.dry_run import print_dry_run
 
         return print_dry_run(spec, plans, console or Console())
