@@ -26,7 +26,8 @@ EQUIVALENCE_MARGIN_PCT = 5.0
 CONFIRM_REPEATS = 3  # the `repeats:` value the guidance asks for to confirm an indicative result
 AA_CHECK = "A/A twins agree"  # twins.CHECK_NAME (twins imports this module's dependencies, not the reverse)
 CAPACITY_KEY = re.compile(r"cpu|size|blocks|bytes", re.IGNORECASE)
-BOUND_CHECKS = ("client keeps up", "emulator keeps up", "memory pressure", "offload tier exercised", "routing can matter")
+BOUND_CHECKS = ("client keeps up", "emulator keeps up", "memory pressure", "offload tier exercised", "routing can matter",
+                "reuse opportunity")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ class Thresholds:
     min_ok_requests: int = 30
     max_error_rate: float = 0.01
     first_turn_slack_tokens: int = 16  # one block of cached tokens beyond the shared prefix is tolerated
+    min_reuse_fraction: float = 0.10  # below this, the workload gives any cache almost nothing to hit
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def run_checks(run: RunData, peaks: list[Peak], thresholds: Thresholds = Thresho
         checks += [
             check_client_bound(cell, thresholds), check_emulator_bound(cell, thresholds),
             check_request_count(cell, thresholds), check_errors(cell, thresholds),
-            check_warm_cache(cell, thresholds),
+            check_warm_cache(cell, thresholds), check_reuse_opportunity(cell, thresholds),
         ]
         if is_router_scenario(cell.base_scenario):
             checks.append(check_routing_can_matter(cell))
@@ -214,6 +215,34 @@ def unexplained_first_turn_hits(requests: pd.DataFrame) -> pd.DataFrame | None:
     out["explained_tokens"] = explained[first_turn]
     out["excess_tokens"] = out["cached_tokens"] - out["explained_tokens"]
     return out.reset_index(drop=True)
+
+
+def check_reuse_opportunity(cell: CellData, th: Thresholds) -> Check:
+    """Could any cache configuration matter? Only requests that resend tokens sent earlier (a later
+    turn of a conversation, or a shared prefix already sent) can hit a cache. The seed evaluation's
+    trap: 800 distinct 10k-token prefixes and a few dozen completed requests per level, so almost
+    every measured request was a first turn on a prefix never seen before."""
+    measured = ok_requests(measure_requests(cell))
+    if measured.empty:
+        return Check("reuse opportunity", CheckStatus.SKIP, cell.cell_id, "no successful measure-phase requests")
+    later_turn = pd.to_numeric(measured["turn_index"], errors="coerce").fillna(0) > 0
+    reused_prefix = pd.to_numeric(measured["reused_prefix_tokens"], errors="coerce").fillna(0) > 0
+    fraction = float((later_turn | reused_prefix).mean())
+    evidence = (f"{fraction:.0%} of {len(measured)} measured requests resend tokens sent earlier "
+                f"(a later turn or an already-sent shared prefix){_working_set_text(cell)}")
+    if fraction < th.min_reuse_fraction:
+        return Check("reuse opportunity", CheckStatus.FLAG, cell.cell_id,
+                     f"the workload offers almost no reuse: {evidence}; no cache or routing configuration can "
+                     "differ here (run longer, or use fewer prefixes / more turns)")
+    return Check("reuse opportunity", CheckStatus.OK, cell.cell_id, evidence)
+
+
+def _working_set_text(cell: CellData) -> str:
+    capacity = ((getattr(cell.info, "workload", None) or {}).get("capacity") or {})
+    working_set, gpu = capacity.get("working_set_tokens"), capacity.get("gpu_kv_capacity_tokens")
+    if not working_set or not gpu:
+        return ""
+    return f"; workload working set {working_set:,} tokens = {working_set / gpu:.1f}x the GPU KV capacity ({gpu:,})"
 
 
 def check_routing_can_matter(cell: CellData) -> Check:
