@@ -12,6 +12,8 @@ pipelined round trip with a short socket timeout and no client retries. Faults: 
 or timeout counts an error, drops the connection and opens a circuit breaker; while it is open every
 operation answers "unavailable" at once (lookups become misses, writes are dropped) and the next try
 is made `retry_interval_s` of engine time later, so a dead store is not hammered every step.
+An error reply (e.g. OOM: maxmemory reached with nothing left to evict) fails that operation and
+counts an error, but the connection is sound, so it opens no breaker. Eviction itself is silent.
 `elapsed_s` of every operation is the measured wall time of the real round trip (timer passed in).
 """
 
@@ -95,6 +97,9 @@ class RemoteKVStore:
             pipe = self._client.pipeline(transaction=False)
             fill(pipe)
             values = pipe.execute()
+        except redis.ResponseError:  # the server answered with an error; the connection is fine
+            self.errors_total += 1
+            return RemoteResult(False, self._timer() - start)
         except _FAULTS:
             self.errors_total += 1
             self._retry_at_s = now_s + self.retry_interval_s
