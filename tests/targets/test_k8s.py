@@ -8,13 +8,14 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_kube_api import FakeKubeApi  # noqa: E402
+from fake_kube_api import TOKEN, FakeKubeApi  # noqa: E402
 
+from kvbench.collect.collector import Collector, snapshot  # noqa: E402
 from kvbench.errors import UserError  # noqa: E402
 from kvbench.spec.experiment import K8sTarget as K8sSpec  # noqa: E402
 from kvbench.spec.scenarios import load_catalog  # noqa: E402
 from kvbench.targets.base import TargetError  # noqa: E402
-from kvbench.targets.k8s import RESTART_ANNOTATION, K8sTarget  # noqa: E402
+from kvbench.targets.k8s import RESTART_ANNOTATION, K8sTarget, label_selector, vllm_port  # noqa: E402
 from kvbench.targets.k8s_manifests import committed_spec, kustomize_tree, render_manifests  # noqa: E402
 
 NS = "bench"
@@ -66,15 +67,17 @@ def cluster(tmp_path):
         epp = {"apiVersion": "apps/v1", "kind": "Deployment",
                "metadata": {"name": "llm-d-infpool-epp", "namespace": NS, "generation": 1},
                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "epp"}},
-                        "template": {"metadata": {"labels": {"app": "epp"}}, "spec": {"containers": [{"name": "epp", "image": "epp"}]}}},
+                        "template": {"metadata": {"labels": {"app": "epp"}}, "spec": {"containers": [
+                            {"name": "epp", "image": "epp", "ports": [{"containerPort": 9002, "name": "grpc"},
+                                                                      {"containerPort": 9090, "name": "metrics"}]}]}}},
                "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}}
         api.objects[(NS, "deployments", "llm-d-infpool-epp")] = epp
         yield api, str(api.write_kubeconfig(tmp_path / "kubeconfig"))
 
 
-def make_target(kubeconfig, tmp_path, **extra):
+def make_target(kubeconfig, tmp_path, sleeps=None, **extra):
     spec = K8sSpec(kind="k8s", namespace=NS, kubeconfig=kubeconfig, gateway_url="http://gw:80", **extra)
-    target = K8sTarget(spec, run_dir=tmp_path, seed=1, sleep=lambda s: None)
+    target = K8sTarget(spec, run_dir=tmp_path, seed=1, sleep=(sleeps.append if sleeps is not None else lambda s: None))
     target.poll_interval_s = 0.0
     return target
 
@@ -150,3 +153,126 @@ def test_dry_run_prints_and_applies_nothing(tmp_path, capsys):
 def test_missing_gateway_url_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="target.gateway_url"):
         K8sTarget(K8sSpec(kind="k8s"), run_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------- cache reset, metrics
+
+RESET = "POST /reset_prefix_cache (pod proxy)"
+SERVER_PODS = ["llm-d-model-server-g1-0", "llm-d-model-server-g1-1"]
+
+
+def pods_of(api, prefix):
+    return sorted(name for (ns, kind, name) in api.objects if kind == "pods" and name.startswith(prefix))
+
+
+def test_model_server_env_enables_the_reset_endpoint():
+    objects = render_manifests(load_catalog(), K8sSpec(kind="k8s", namespace=NS), "Qwen/Qwen3-8B", "lmcache-local", {})
+    env = {e["name"]: e.get("value") for e in container_of(objects)["env"]}
+    assert env["VLLM_SERVER_DEV_MODE"] == "1" and env["LMCACHE_MAX_LOCAL_CPU_SIZE"] == "5.0"
+
+
+def test_reset_resets_every_engine_pod_retrying_a_busy_one_and_restarts_the_store(cluster, tmp_path):
+    api, kubeconfig = cluster
+    target = make_target(kubeconfig, tmp_path, engines=2)
+    deployment = target.up("Qwen/Qwen3-8B", "lmcache-redis", {})
+    assert deployment.details["kv_store"] == {"kind": "redis", "deployment": "redis"}
+    assert pods_of(api, "llm-d-model-server-") == SERVER_PODS and pods_of(api, "redis-") == ["redis-g1-0"]
+    api.busy_resets[SERVER_PODS[1]] = 1  # vLLM's 400 "blocks still in use" once
+    api.proxied.clear()
+
+    result = target.reset_caches(deployment)
+
+    assert result == {
+        "engine-0": {"reset": True, "what": RESET, "attempts": 1, "pod": SERVER_PODS[0]},
+        "engine-1": {"reset": True, "what": RESET, "attempts": 2, "pod": SERVER_PODS[1]},
+        "redis": {"reset": True, "what": "rollout restart (no persistence)"},
+        "router": {"reset": False, "what": "the EPP's approximate prefix index has no reset API"},
+    }
+    assert api.proxied == [("POST", SERVER_PODS[0], 8000, "reset_prefix_cache", f"Bearer {TOKEN}"),
+                           ("POST", SERVER_PODS[1], 8000, "reset_prefix_cache", f"Bearer {TOKEN}"),
+                           ("POST", SERVER_PODS[1], 8000, "reset_prefix_cache", f"Bearer {TOKEN}")]
+    store = api.objects[(NS, "deployments", "redis")]
+    assert store["metadata"]["generation"] == 2 and RESTART_ANNOTATION in store["spec"]["template"]["metadata"]["annotations"]
+    assert pods_of(api, "redis-") == ["redis-g2-0"]  # the rollout replaced the pod: the store is empty
+    assert pods_of(api, "llm-d-infpool-epp-") == ["llm-d-infpool-epp-g2-0"]  # untouched by the reset (g2: up's restart)
+
+    second = target.reset_caches(deployment)  # a second reset within the same second still restarts
+    assert second["redis"]["reset"] and pods_of(api, "redis-") == ["redis-g3-0"]
+
+
+def test_a_pod_that_stays_busy_or_lacks_dev_mode_is_reported_not_reset(cluster, tmp_path):
+    api, kubeconfig = cluster
+    sleeps = []
+    target = make_target(kubeconfig, tmp_path, sleeps=sleeps)
+    deployment = target.up("Qwen/Qwen3-8B", "no-offload", {})
+    pod = "llm-d-model-server-g1-0"
+    api.busy_resets[pod] = 10**6
+    sleeps.clear()
+    entry = target.reset_caches(deployment)["engine-0"]
+    assert (entry["reset"], entry["attempts"], entry["http_status"]) == (False, 20, 400)
+    assert "blocks are still in use" in entry["error"] and sleeps == [0.25] * 19
+    assert api.busy_resets[pod] == 10**6 - 20
+
+    # a model server whose vLLM answers 404 (no VLLM_SERVER_DEV_MODE): one attempt, with the reason
+    api.objects[(NS, "pods", pod)]["spec"]["containers"][0]["name"] = "server"
+    entry = target.reset_caches(deployment)["engine-0"]
+    assert (entry["reset"], entry["attempts"], entry["http_status"]) == (False, 1, 404)
+    assert "VLLM_SERVER_DEV_MODE=1" in entry["note"]
+
+
+def test_restart_epp_on_reset_restarts_the_router(cluster, tmp_path):
+    api, kubeconfig = cluster
+    target = make_target(kubeconfig, tmp_path, restart_epp_on_reset=True)
+    deployment = target.up("Qwen/Qwen3-8B", "no-offload", {})
+    epp_pods = pods_of(api, "llm-d-infpool-epp-")
+    result = target.reset_caches(deployment)
+    assert result["router"] == {"reset": True, "what": "rollout restart of the EPP"}
+    assert set(result) == {"engine-0", "router"}
+    assert pods_of(api, "llm-d-infpool-epp-") != epp_pods
+
+
+def test_metrics_sources_are_pod_proxy_urls_the_collector_scrapes_with_the_token(cluster, tmp_path):
+    api, kubeconfig = cluster
+    deployment = make_target(kubeconfig, tmp_path, engines=2).up("Qwen/Qwen3-8B", "no-offload", {})
+    base = f"{api.url}/api/v1/namespaces/{NS}/pods"
+    assert deployment.metrics_sources == {
+        "engine-0": f"{base}/{SERVER_PODS[0]}:8000/proxy/metrics",
+        "engine-1": f"{base}/{SERVER_PODS[1]}:8000/proxy/metrics",
+        "router": f"{base}/llm-d-infpool-epp-g2-0:9090/proxy/metrics",
+    }
+    assert deployment.metrics_sources["engine-0"].headers == {"Authorization": f"Bearer {TOKEN}"}
+
+    rows = []
+    collector = Collector(deployment.metrics_sources, {}, 0.05, lambda: 7.0, rows.extend, lambda r: None,
+                          system_metrics=False)
+    collector.start()
+    stats = collector.stop()
+    assert stats["scrapes_failed"] == {} and set(stats["scrapes_ok"]) == {"engine-0", "engine-1", "router"}
+    hits = {(r["source"], r["value"]) for r in rows if r["metric"] == "vllm:prefix_cache_hits_total"}
+    assert hits == {("engine-0", 32.0), ("engine-1", 32.0)}
+    assert {r["metric"] for r in rows if r["source"] == "router"} == {"inference_pool_ready_pods"}
+    assert {auth for (_, _, _, path, auth) in api.proxied if path == "metrics"} == {f"Bearer {TOKEN}"}
+
+
+async def test_without_the_token_the_api_server_refuses_the_scrape(cluster, tmp_path):
+    api, kubeconfig = cluster
+    deployment = make_target(kubeconfig, tmp_path).up("Qwen/Qwen3-8B", "no-offload", {})
+    plain = {name: str(url) for name, url in deployment.metrics_sources.items()}
+    scraped = await snapshot(plain)
+    assert scraped == {"engine-0": "RuntimeError: HTTP 401", "router": "RuntimeError: HTTP 401"}
+    with_token = await snapshot(deployment.metrics_sources)
+    assert [s.name for s in with_token["engine-0"]] == [
+        "vllm:num_requests_running", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"]
+
+
+def test_ports_and_selectors_of_a_model_server_installed_by_someone_else():
+    sidecar = {"spec": {"containers": [
+        {"name": "routing-proxy", "ports": [{"containerPort": 8000}]},
+        {"name": "vllm", "args": ["--model", "m", "--port", "8200"], "ports": [{"containerPort": 8200}]}]}}
+    assert vllm_port(sidecar) == 8200
+    assert vllm_port({"spec": {"containers": [{"name": "vllm", "args": ["--port=8300"]}]}}) == 8300
+    assert vllm_port({"spec": {"containers": [{"name": "x", "ports": [{"containerPort": 8100}]}]}}) == 8100
+    selector = {"matchLabels": {"b": "2", "a": "1"},
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["x", "y"]},
+                                     {"key": "gone", "operator": "DoesNotExist"}]}
+    assert label_selector({"spec": {"selector": selector}}) == "a=1,b=2,tier in (x,y),!gone"

@@ -5,18 +5,56 @@ Rows go to `server_metrics.parquet` (ts_s, source, metric, labels-json with sort
 the row count. A failed scrape (connection refused, timeout, non-200, parse error) is counted per
 source and the loop goes on; `ScrapeStats` says how many scrapes failed and the last error.
 Deadlines are absolute (start + k * interval_s), so a slow scrape does not make the series drift.
+A source URL may be a `MetricsSource`: a str that also carries request headers and TLS files (a
+pod's /metrics through the Kubernetes API server's proxy needs the kubeconfig's credentials).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass, field
 from typing import Callable
 
 import aiohttp
 
 from kvbench.collect.prometheus import PrometheusParseError, Sample, parse_metrics
+
+
+class MetricsSource(str):
+    """A /metrics URL plus what fetching it needs. It is a `str` (the URL), so every place that takes
+    `dict[str, str]` sources keeps working and what gets serialised (cell.json `sources`) is the URL
+    alone, never the credentials. Copies (copy/deepcopy/pickle) keep the extra attributes."""
+
+    headers: dict[str, str]
+    ca_file: str | None
+    cert_file: str | None
+    key_file: str | None
+    verify_tls: bool
+
+    def __new__(cls, url: str, headers: dict[str, str] | None = None, ca_file: str | None = None,
+                cert_file: str | None = None, key_file: str | None = None, verify_tls: bool = True):
+        source = super().__new__(cls, url)
+        source.headers = dict(headers or {})
+        source.ca_file, source.cert_file, source.key_file = ca_file, cert_file, key_file
+        source.verify_tls = verify_tls
+        return source
+
+
+def request_options(url: str) -> dict:
+    """aiohttp `get` keyword arguments for a source: headers and TLS for a MetricsSource, none for a plain URL."""
+    if not isinstance(url, MetricsSource):
+        return {}
+    options: dict = {"headers": dict(url.headers)}
+    if not url.verify_tls:
+        options["ssl"] = False
+    elif url.ca_file or url.cert_file:
+        context = ssl.create_default_context(cafile=url.ca_file)
+        if url.cert_file:
+            context.load_cert_chain(url.cert_file, url.key_file)
+        options["ssl"] = context
+    return options
 
 
 @dataclass
@@ -40,7 +78,7 @@ def sample_rows(ts_s: float, source: str, samples: list[Sample]) -> list[dict]:
 
 async def fetch_samples(session: aiohttp.ClientSession, url: str, timeout_s: float) -> list[Sample]:
     """One scrape; raises on any failure (the caller counts it)."""
-    async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s), **request_options(url)) as response:
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}")
         return parse_metrics(await response.text())

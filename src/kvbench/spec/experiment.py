@@ -189,6 +189,8 @@ class K8sTarget(StrictModel):
     image: str = "ghcr.io/llm-d/llm-d-cuda:v0.4.0"  # used when kvbench creates the model server
     extra_args: list[str] = Field(default_factory=list)
     epp_config_key: str = "default-plugins.yaml"  # the EPP ConfigMap's data key (GIE pluginsConfigFile)
+    restart_epp_on_reset: bool = Field(
+        default=False, description="reset_caches also restarts the EPP (its approximate prefix index has no reset API)")
 
 
 TargetSpec = Annotated[

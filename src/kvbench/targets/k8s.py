@@ -10,6 +10,20 @@ Patching rule: objects kvbench created (label app.kubernetes.io/managed-by=kvben
 their whole spec; a model server someone else installed keeps its image, resources and volumes, and
 only gets replicas and the vLLM container's command/args/env replaced. Patches are JSON merge
 patches, so lists (args, env) are replaced, never merged with stale entries.
+
+Engine pods are reached through the API server's pod proxy
+(`/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/...`), with the kubeconfig's credentials:
+- reset_caches: POST reset_prefix_cache to every running model-server pod (vLLM serves it with
+  VLLM_SERVER_DEV_MODE=1, which the manifests set), retried while a pod answers that blocks are in
+  use; a Redis/Valkey store the scenario deployed is emptied by a rollout restart (it runs without
+  persistence); the EPP's approximate prefix index has no reset API: it is reported not reset, or
+  the EPP is restarted when the spec's `restart_epp_on_reset` says so.
+- metrics_sources: `engine-<i>` per model-server pod (vLLM /metrics) and `router` for the EPP pod
+  (its metrics port, 9090 unless a container port is named "metrics"), as pod-proxy URLs that carry
+  the bearer token / client certificate / CA of the loaded kubeconfig (collect.scraper.MetricsSource).
+  The sources are the pods that exist when `up` returns; a pod replaced later stops answering and
+  its scrapes count as failed. The EPP may protect /metrics with its own authn, which the API
+  server's proxy does not forward credentials to: then `router` scrapes fail (counted, not fatal).
 """
 
 from __future__ import annotations
@@ -19,17 +33,25 @@ import datetime
 import json
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
+from kvbench.collect.scraper import MetricsSource
 from kvbench.errors import UserError
 from kvbench.results.layout import SystemUnderTest
 from kvbench.spec.scenarios import catalog_for_run
 from kvbench.targets.base import Deployment, TargetError
-from kvbench.targets.k8s_manifests import MANAGED_BY, VLLM_CONTAINER, dump_yaml, render_manifests
+from kvbench.targets.k8s_manifests import MANAGED_BY, STORE_IMAGES, VLLM_CONTAINER, dump_yaml, render_manifests
 
 MERGE_PATCH = "application/merge-patch+json"
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+RESET_RETRIES = 20  # as the local stack: a reset fails while requests still hold blocks, retry briefly
+RESET_RETRY_INTERVAL_S = 0.25
+RESET_PERMANENT_STATUSES = (401, 403, 404, 405)  # retrying cannot help (404: VLLM_SERVER_DEV_MODE unset)
+VLLM_DEFAULT_PORT = 8000
+EPP_METRICS_PORT = 9090  # GIE's EPP --metrics-port default
+EPP_NOT_RESET = {"reset": False, "what": "the EPP's approximate prefix index has no reset API"}
 
 
 def _json(response) -> dict:
@@ -48,8 +70,10 @@ class KubeObjects:
             api_client = config.new_client_from_config(config_file=kubeconfig)
         except Exception as err:  # kubernetes raises ConfigException, FileNotFoundError, ...
             raise UserError(f"target.kubeconfig: cannot load {kubeconfig or '~/.kube/config'} ({err})") from None
+        self.configuration = api_client.configuration  # what load_kube_config loaded: host, token, TLS files
         self.host = api_client.configuration.host
         apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+        self._core = core
         self._ops = {
             "Deployment": (apps.read_namespaced_deployment, apps.create_namespaced_deployment, apps.patch_namespaced_deployment),
             "ConfigMap": (core.read_namespaced_config_map, core.create_namespaced_config_map, core.patch_namespaced_config_map),
@@ -71,6 +95,33 @@ class KubeObjects:
     def patch(self, kind: str, name: str, patch: dict) -> dict:
         return self._call(kind, "PATCH", name, lambda: self._ops[kind][2](
             name, self.namespace, patch, _content_type=MERGE_PATCH, _preload_content=False))
+
+    def list_pods(self, label_selector: str) -> list[dict]:
+        return self._call("Pod", "LIST", label_selector, lambda: self._core.list_namespaced_pod(
+            self.namespace, label_selector=label_selector, _preload_content=False)).get("items") or []
+
+    def pod_post(self, pod: str, port: int, path: str) -> tuple[int, str]:
+        """POST through the API server's pod proxy: (HTTP status, body); status 0 when unreachable."""
+        try:
+            response = self._core.connect_post_namespaced_pod_proxy_with_path(
+                f"{pod}:{port}", self.namespace, path, _preload_content=False, _request_timeout=10)
+            return response.status, response.data.decode("utf-8", "replace")
+        except self._api_exception as err:
+            return err.status or 0, str(err.body or err.reason)
+        except Exception as err:  # urllib3 connection errors
+            return 0, f"{type(err).__name__}: {err}"
+
+    def proxy_url(self, pod: str, port: int, path: str) -> str:
+        ns, name = urllib.parse.quote(self.namespace), urllib.parse.quote(pod)
+        return f"{self.host.rstrip('/')}/api/v1/namespaces/{ns}/pods/{name}:{port}/proxy/{path}"
+
+    def metrics_source(self, pod: str, port: int) -> MetricsSource:
+        """The pod's /metrics through the proxy, with the loaded configuration's credentials."""
+        conf = self.configuration
+        headers = {"Authorization": auth["value"] for auth in conf.auth_settings().values()
+                   if auth.get("in") == "header" and auth.get("key") == "authorization"}
+        return MetricsSource(self.proxy_url(pod, port, "metrics"), headers=headers, ca_file=conf.ssl_ca_cert,
+                             cert_file=conf.cert_file, key_file=conf.key_file, verify_tls=bool(conf.verify_ssl))
 
     def _call(self, kind: str, verb: str, name: str, call: Callable) -> dict:
         try:
@@ -109,6 +160,55 @@ def rollout_done(obj: dict) -> bool:
             and status.get("updatedReplicas", 0) == spec_replicas
             and status.get("replicas", 0) == spec_replicas
             and status.get("availableReplicas", 0) == spec_replicas)
+
+
+def label_selector(deployment: dict) -> str:
+    """A Deployment's spec.selector as a label-selector string (matchLabels, then matchExpressions)."""
+    selector = deployment.get("spec", {}).get("selector") or {}
+    terms = [f"{key}={value}" for key, value in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], ",".join(expr.get("values") or [])
+        terms.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
+                      "Exists": key, "DoesNotExist": f"!{key}"}[op])
+    return ",".join(terms)
+
+
+def serving_pods(pods: list[dict]) -> list[dict]:
+    """Running, Ready and not terminating; by name, so engine-<i> is stable while the pods live."""
+    def ready(pod: dict) -> bool:
+        conditions = pod.get("status", {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+    live = [p for p in pods if p.get("status", {}).get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp") and ready(p)]
+    return sorted(live, key=lambda p: p["metadata"]["name"])
+
+
+def _containers(pod: dict) -> list[dict]:
+    return pod.get("spec", {}).get("containers") or []
+
+
+def vllm_port(pod: dict) -> int:
+    """The port vLLM itself listens on: its `--port` arg (llm-d's routing sidecar may own another
+    port), else the vllm container's first declared port."""
+    container = next((c for c in _containers(pod) if c.get("name") == VLLM_CONTAINER), None)
+    container = container or next(iter(_containers(pod)), {})
+    args = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+    for index, arg in enumerate(args):
+        if arg == "--port" and index + 1 < len(args):
+            return int(args[index + 1])
+        if arg.startswith("--port="):
+            return int(arg.split("=", 1)[1])
+    ports = container.get("ports") or []
+    return int(ports[0]["containerPort"]) if ports else VLLM_DEFAULT_PORT
+
+
+def epp_metrics_port(pod: dict) -> int:
+    for container in _containers(pod):
+        for port in container.get("ports") or []:
+            if port.get("name") == "metrics":
+                return int(port["containerPort"])
+    return EPP_METRICS_PORT
 
 
 class K8sTarget:
@@ -154,12 +254,35 @@ class K8sTarget:
                 self._wait_rollout(obj["metadata"]["name"])
         if epp_changed:
             self._wait_rollout(self.spec.epp_deployment)
+        stores = [o["metadata"]["name"] for o in objects
+                  if o["kind"] == "Deployment" and o["metadata"]["name"] in STORE_IMAGES]
         return Deployment(
             model=model, scenario=scenario, served_model_name=model, base_url=self.spec.gateway_url,
-            api_urls=[self.spec.gateway_url],
+            api_urls=[self.spec.gateway_url], metrics_sources=self._metrics_sources(),
             details={"namespace": self.spec.namespace, "applied": applied, "epp_restarted": epp_changed,
-                     "manifests": str(manifests_path)},
+                     "manifests": str(manifests_path),
+                     "kv_store": {"kind": stores[0], "deployment": stores[0]} if stores else None},
         )
+
+    def _pods_of(self, deployment_name: str) -> list[dict]:
+        """The serving pods of a Deployment, found by its live selector (a model server installed by
+        someone else keeps its own labels)."""
+        kube = self._objects()
+        deployment = kube.read("Deployment", deployment_name)
+        if deployment is None:
+            return []
+        return serving_pods(kube.list_pods(label_selector(deployment)))
+
+    def _metrics_sources(self) -> dict[str, str]:
+        kube = self._objects()
+        sources: dict[str, str] = {}
+        for index, pod in enumerate(self._pods_of(self.spec.model_server_deployment)):
+            sources[f"engine-{index}"] = kube.metrics_source(pod["metadata"]["name"], vllm_port(pod))
+        epp_pods = self._pods_of(self.spec.epp_deployment)
+        for index, pod in enumerate(epp_pods):
+            name = "router" if len(epp_pods) == 1 else f"router-{index}"
+            sources[name] = kube.metrics_source(pod["metadata"]["name"], epp_metrics_port(pod))
+        return sources
 
     def _apply(self, obj: dict) -> str:
         """create-or-patch; returns created | patched | unchanged."""
@@ -177,11 +300,14 @@ class K8sTarget:
         return "patched" if _changed(kind, existing, after) else "unchanged"
 
     def _restart(self, name: str) -> None:
+        """`kubectl rollout restart`: a new pod-template annotation. The stamp has microseconds so
+        that two restarts within one second still change the template."""
         kube = self._objects()
         if kube.read("Deployment", name) is None:
-            raise TargetError(f"k8s: EPP Deployment {name!r} not found in namespace {self.spec.namespace}: "
-                              "install the llm-d InferencePool first (target.epp_deployment names it)")
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            hint = ("install the llm-d InferencePool first (target.epp_deployment names it)"
+                    if name == self.spec.epp_deployment else "it was applied by up(): was it deleted?")
+            raise TargetError(f"k8s: Deployment {name!r} not found in namespace {self.spec.namespace}: {hint}")
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         kube.patch("Deployment", name, {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: stamp}}}}})
 
     def _wait_rollout(self, name: str) -> None:
@@ -196,10 +322,48 @@ class K8sTarget:
             self._sleep(self.poll_interval_s)
 
     def reset_caches(self, deployment: Deployment) -> dict[str, Any]:
-        # The pods are behind the gateway: /reset_prefix_cache would reach one engine only. Caches are
-        # fresh after a scenario's rollout; between load levels they are not reset here.
-        return {"model_server": "not reset: engine pods are not addressable from the client",
-                "kv_store": "not reset"}
+        """Per component {reset, what, ...}: engine-<i> (every serving model-server pod, listed now),
+        the scenario's store (by its kind), router. Engines first, then the store, so that an index
+        kept in the store does not keep entries of blocks the engines just dropped."""
+        pods = self._pods_of(self.spec.model_server_deployment)
+        result: dict[str, Any] = {f"engine-{i}": self._reset_engine(pod) for i, pod in enumerate(pods)}
+        if not pods:
+            result["model_server"] = {"reset": False, "what": "POST /reset_prefix_cache (pod proxy)",
+                                      "error": f"no serving pod of {self.spec.model_server_deployment}"}
+        store = deployment.details.get("kv_store")
+        if store:
+            result[store["kind"]] = self._rollout_restart(store["deployment"], "rollout restart (no persistence)")
+        if self.spec.restart_epp_on_reset:
+            result["router"] = self._rollout_restart(self.spec.epp_deployment, "rollout restart of the EPP")
+        else:
+            result["router"] = dict(EPP_NOT_RESET)
+        return result
+
+    def _reset_engine(self, pod: dict) -> dict[str, Any]:
+        name, port = pod["metadata"]["name"], vllm_port(pod)
+        what = "POST /reset_prefix_cache (pod proxy)"
+        status, body = 0, ""
+        for attempt in range(1, RESET_RETRIES + 1):
+            status, body = self._objects().pod_post(name, port, "reset_prefix_cache")
+            if status == 200:
+                return {"reset": True, "what": what, "attempts": attempt, "pod": name}
+            if status in RESET_PERMANENT_STATUSES:
+                break
+            if attempt < RESET_RETRIES:
+                self._sleep(RESET_RETRY_INTERVAL_S)
+        entry = {"reset": False, "what": what, "attempts": attempt, "pod": name, "http_status": status,
+                 "error": body[-300:]}
+        if status == 404:
+            entry["note"] = "vLLM serves /reset_prefix_cache only with VLLM_SERVER_DEV_MODE=1"
+        return entry
+
+    def _rollout_restart(self, name: str, what: str) -> dict[str, Any]:
+        try:
+            self._restart(name)
+            self._wait_rollout(name)
+        except TargetError as err:
+            return {"reset": False, "what": what, "error": str(err)}
+        return {"reset": True, "what": what}
 
     def down(self, deployment: Deployment) -> None:
         # Nothing to stop: the next scenario patches the same Deployments (as run-benchmark.sh does).

@@ -3,7 +3,9 @@
 What a scenario changes in the cluster (as the seeds' run-benchmark.sh does by hand):
 - the model-server Deployment's `vllm serve` args and env (`--kv-transfer-config`, LMCACHE_*, ...),
 - the EPP's EndpointPickerConfig ConfigMap (the EPP Deployment is restarted when it changes),
-- a Redis or Valkey Deployment + Service when the scenario needs a store.
+- a Redis or Valkey Deployment + Service when the scenario needs a store (no persistence: a rollout
+  restart empties it, which is how the target flushes it between cells).
+Every model server runs with VLLM_SERVER_DEV_MODE=1 so that POST /reset_prefix_cache exists.
 The EPP itself (InferencePool chart) and the gateway are installed by llm-d, not here.
 
 `render_manifests` gives complete objects (what the target applies and what dry_run prints);
@@ -64,6 +66,9 @@ def vllm_container(spec: K8sTarget, model: str, settings: dict[str, Any], engine
     env_list = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                 {"name": "HF_HOME", "value": "/data"},
                 {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "llm-d-hf-token", "key": "HF_TOKEN"}}}]
+    # VLLM_SERVER_DEV_MODE=1: vLLM serves POST /reset_prefix_cache only in dev mode, and the target
+    # resets every engine pod's prefix cache through it (the vllm target sets it too).
+    env = {"VLLM_SERVER_DEV_MODE": "1", **env}
     env_list += [{"name": key, "value": value} for key, value in sorted(env.items())]
     return {"name": VLLM_CONTAINER, "image": spec.image, "command": ["vllm", "serve"], "args": args, "env": env_list,
             "ports": [{"containerPort": 8000, "name": "http"}],
