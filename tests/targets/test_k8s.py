@@ -228,7 +228,9 @@ def test_restart_epp_on_reset_restarts_the_router(cluster, tmp_path):
     result = target.reset_caches(deployment)
     assert result["router"] == {"reset": True, "what": "rollout restart of the EPP"}
     assert set(result) == {"engine-0", "router"}
-    assert pods_of(api, "llm-d-infpool-epp-") != epp_pods
+    assert epp_pods == ["llm-d-infpool-epp-g2-0"] and pods_of(api, "llm-d-infpool-epp-") == ["llm-d-infpool-epp-g3-0"]
+    # the cell scrapes the new EPP pod, not the one the reset replaced
+    assert deployment.metrics_sources["router"].endswith("/pods/llm-d-infpool-epp-g3-0:9090/proxy/metrics")
 
 
 def test_metrics_sources_are_pod_proxy_urls_the_collector_scrapes_with_the_token(cluster, tmp_path):

@@ -21,9 +21,10 @@ Engine pods are reached through the API server's pod proxy
 - metrics_sources: `engine-<i>` per model-server pod (vLLM /metrics) and `router` for the EPP pod
   (its metrics port, 9090 unless a container port is named "metrics"), as pod-proxy URLs that carry
   the bearer token / client certificate / CA of the loaded kubeconfig (collect.scraper.MetricsSource).
-  The sources are the pods that exist when `up` returns; a pod replaced later stops answering and
-  its scrapes count as failed. The EPP may protect /metrics with its own authn, which the API
-  server's proxy does not forward credentials to: then `router` scrapes fail (counted, not fatal).
+  The sources are the pods that exist when `up` (and then each `reset_caches`) returns; a pod
+  replaced in between stops answering and its scrapes count as failed. The kubeconfig's
+  credentials authenticate to the API server, not to the pod: an EPP that protects /metrics with
+  its own authn answers 401/403 and the `router` scrapes count as failed (not fatal).
 """
 
 from __future__ import annotations
@@ -324,7 +325,9 @@ class K8sTarget:
     def reset_caches(self, deployment: Deployment) -> dict[str, Any]:
         """Per component {reset, what, ...}: engine-<i> (every serving model-server pod, listed now),
         the scenario's store (by its kind), router. Engines first, then the store, so that an index
-        kept in the store does not keep entries of blocks the engines just dropped."""
+        kept in the store does not keep entries of blocks the engines just dropped.
+        `deployment.metrics_sources` is re-listed afterwards: a restarted EPP (or an engine pod that
+        was replaced since `up`) has a new pod name, and the cell scrapes what is there now."""
         pods = self._pods_of(self.spec.model_server_deployment)
         result: dict[str, Any] = {f"engine-{i}": self._reset_engine(pod) for i, pod in enumerate(pods)}
         if not pods:
@@ -337,6 +340,7 @@ class K8sTarget:
             result["router"] = self._rollout_restart(self.spec.epp_deployment, "rollout restart of the EPP")
         else:
             result["router"] = dict(EPP_NOT_RESET)
+        deployment.metrics_sources = self._metrics_sources()
         return result
 
     def _reset_engine(self, pod: dict) -> dict[str, Any]:
