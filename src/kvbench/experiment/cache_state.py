@@ -31,10 +31,16 @@ MISS_BELOW_TOKENS = 16  # a first use "missed" when fewer tokens than one (16-to
 WARM_FRACTION = 0.5  # a primed first use "hit" when at least half of its prefix was cached
 
 
+# Components whose state steers routing but holds no KV: a router's prefix index that could not be
+# reset (llm-d's approximate index has no reset API) does not make the engines' caches warm.
+ROUTING_ONLY_COMPONENTS = ("router",)
+
+
 def expected_state(reset_result: dict[str, Any] | None, primed: bool) -> str:
     if primed:
         return "warm"
-    if reset_result and all(entry.get("reset") for entry in reset_result.values()):
+    kv_holders = {name: entry for name, entry in (reset_result or {}).items() if name not in ROUTING_ONLY_COMPONENTS}
+    if kv_holders and all(entry.get("reset") for entry in kv_holders.values()):
         return "cold"
     return "unknown"  # no reset, or a reset that did not happen: the cell may inherit a warm cache
 
