@@ -9,13 +9,27 @@ latency{time_to_first_token, inter_token_latency, time_per_output_token,
 normalized_time_per_output_token, request_latency}}. A Statistics object is units + mean, stddev,
 min, p0p1, p1, p5, p10, p25, p50, p75, p90, p95, p99, p99p9, max. Units are the schema's strings
 (count, ms, ms/token, tokens/s, queries/s). NTPOT = e2e / output_tokens (includes the first token).
+
+results.request_performance.time_series{latency{time_to_first_token}, throughput{request_rate,
+output_token_rate}}: TimeSeriesData{units, series[{ts, value | mean, min, max ...}]} over 1 s bins of
+the measure window (the last bin may be shorter; rates divide by its true width). A request counts
+where it completes, its TTFT where its first token arrives, its output tokens where each one arrives
+(first token, then the ITL gaps). Bins with no TTFT have no latency point. `ts` is the bin start as
+ISO-8601 UTC (the run's clock origin + ts_s).
+results.observability.components[]: one ComponentObservability per metrics `source` of
+server_metrics.parquet ("engine-0", "router"...): component_label is the stack's engine label for
+engine sources (replica_id the source) and the source name otherwise; aggregate ResourceMetrics over
+the measure window: kv_cache_usage, cpu_cache_usage (fractions; gauge samples), running_requests,
+waiting_requests (count; gauge samples), cache_hit_rate (fraction, mean only: prefix-cache hits /
+queries counter increases); time_series.kv_cache_usage. v0.2 has no slot (and no native block in
+observability) for external prefix-cache hits or offload bytes, so they are not exported.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +38,11 @@ import yaml
 
 from kvbench.analysis.load import CellData, RunData, measure_requests
 from kvbench.analysis.metrics import latency_values_ms, measure_window_s, ok_requests
+from kvbench.analysis.server import KV_USAGE, PREFIX_HITS, PREFIX_QUERIES, RUNNING, WAITING, counter_increase, in_window
 
 BR_VERSION = "0.2"
+TIME_SERIES_BIN_S = 1.0
+CPU_KV_USAGE = "kvbench:cpu_kv_cache_usage_perc"  # the emulator's CPU-tier usage gauge (0-1)
 BR_PERCENTILES = (("p0p1", 0.1), ("p1", 1), ("p5", 5), ("p10", 10), ("p25", 25), ("p50", 50), ("p75", 75),
                   ("p90", 90), ("p95", 95), ("p99", 99), ("p99p9", 99.9))
 
@@ -102,7 +119,13 @@ def cell_report(run: RunData, cell: CellData) -> dict:
             "keywords": ["kvbench", info.scenario, info.model, manifest.system_under_test.kind],
         }),
         "scenario": {"stack": [_engine_component(run, cell)], "load": _load(run, cell)},
-        "results": {"request_performance": {"aggregate": aggregate}},
+        "results": _drop_none({
+            "request_performance": _drop_none({
+                "aggregate": aggregate,
+                "time_series": _request_time_series(ok, window, _clock_origin(manifest)),
+            }),
+            "observability": _observability(cell, window, _engine_label(run, cell), _clock_origin(manifest)),
+        }),
     }
 
 
@@ -110,7 +133,7 @@ def _engine_component(run: RunData, cell: CellData) -> dict:
     info = cell.info
     sut = run.manifest.system_under_test
     return {
-        "metadata": {"schema_version": "0.0.1", "label": f"{sut.kind}-{info.scenario}",
+        "metadata": {"schema_version": "0.0.1", "label": _engine_label(run, cell),
                      "cfg_id": _hash(info.scenario, sorted(info.scenario_params.items())),
                      "description": sut.description},
         "standardized": {"kind": "inference_engine", "tool": "kvbench-emulator" if sut.emulated else "vllm",
@@ -118,6 +141,10 @@ def _engine_component(run: RunData, cell: CellData) -> dict:
                          "role": "replica", "replicas": 1, "model": {"name": info.model}},
         "native": {"config": {"scenario": info.scenario, "scenario_params": info.scenario_params}},
     }
+
+
+def _engine_label(run: RunData, cell: CellData) -> str:
+    return f"{run.manifest.system_under_test.kind}-{cell.info.scenario}"
 
 
 def _load(run: RunData, cell: CellData) -> dict:
@@ -152,3 +179,118 @@ def export_run(run: RunData, out_dir: Path) -> list[Path]:
         path.write_text(yaml.safe_dump(cell_report(run, cell), sort_keys=False))
         written.append(path)
     return written
+
+
+# ---- time series and observability (results.request_performance.time_series, results.observability)
+
+def _clock_origin(manifest) -> datetime:
+    """Wall-clock time of ts_s == 0: the manifest's clock_origin_unix_s, else its created_at."""
+    origin_s = getattr(manifest, "clock_origin_unix_s", None)
+    if origin_s is not None:
+        return datetime.fromtimestamp(float(origin_s), tz=timezone.utc)
+    return datetime.fromisoformat(manifest.created_at.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def _iso(origin: datetime, ts_s: float) -> str:
+    return (origin + timedelta(seconds=float(ts_s))).isoformat()
+
+
+def _bins(window: tuple[float, float]) -> list[tuple[float, float]]:
+    """[start, end) bins of TIME_SERIES_BIN_S covering the window; the last one may be shorter."""
+    count = math.ceil((window[1] - window[0]) / TIME_SERIES_BIN_S - 1e-9)
+    starts = [window[0] + k * TIME_SERIES_BIN_S for k in range(count)]
+    return [(s, min(s + TIME_SERIES_BIN_S, window[1])) for s in starts]
+
+
+def _bin_index(times_s: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Bin of each time (-1 outside the window)."""
+    inside = (times_s >= window[0]) & (times_s < window[1])  # NaN is outside
+    index = np.full(len(times_s), -1)
+    index[inside] = np.floor((times_s[inside] - window[0]) / TIME_SERIES_BIN_S).astype(int)
+    return index
+
+
+def _token_times_s(ok: pd.DataFrame) -> np.ndarray:
+    """Arrival time of every output token: the first token, then the ITL gaps after it."""
+    times: list[np.ndarray] = []
+    for first_s, itl, end_s, n_out in zip(ok["first_token_s"], ok["itl_ms"], ok["end_s"], ok["output_tokens"]):
+        gaps = np.asarray(itl if itl is not None else [], dtype=float) / 1000.0
+        if first_s is not None and not pd.isna(first_s) and len(gaps) + 1 == n_out:
+            times.append(float(first_s) + np.concatenate(([0.0], np.cumsum(gaps))))
+        elif n_out and not pd.isna(n_out) and end_s is not None and not pd.isna(end_s):
+            times.append(np.full(int(n_out), float(end_s)))  # no per-token timing: all at completion
+    return np.concatenate(times) if times else np.zeros(0)
+
+
+def _rate_series(event_times_s: np.ndarray, window, origin: datetime, units: str) -> dict:
+    bins = _bins(window)
+    counts = np.bincount(_bin_index(event_times_s, window) + 1, minlength=len(bins) + 1)[1:]
+    return {"units": units, "series": [{"ts": _iso(origin, start), "value": float(counts[k] / (end - start))}
+                                       for k, (start, end) in enumerate(bins)]}
+
+
+def _ttft_series(ok: pd.DataFrame, window, origin: datetime) -> dict | None:
+    first = pd.to_numeric(ok["first_token_s"], errors="coerce").to_numpy(dtype=float)
+    ttft = pd.to_numeric(ok["ttft_ms"], errors="coerce").to_numpy(dtype=float)
+    index = _bin_index(first, window)
+    points = []
+    for k, (start, _) in enumerate(_bins(window)):
+        values = ttft[(index == k) & ~np.isnan(ttft)]
+        if len(values):
+            points.append({"ts": _iso(origin, start), "mean": float(values.mean()),
+                           "min": float(values.min()), "max": float(values.max())})
+    return {"units": "ms", "series": points} if points else None
+
+
+def _request_time_series(ok: pd.DataFrame, window, origin: datetime) -> dict | None:
+    if window is None or ok.empty:
+        return None
+    ends = pd.to_numeric(ok["end_s"], errors="coerce").to_numpy(dtype=float)
+    ttft = _ttft_series(ok, window, origin)
+    return _drop_none({
+        "latency": {"time_to_first_token": ttft} if ttft else None,
+        "throughput": {"request_rate": _rate_series(ends, window, origin, "queries/s"),
+                       "output_token_rate": _rate_series(_token_times_s(ok), window, origin, "tokens/s")},
+    })
+
+
+def _gauge(frame: pd.DataFrame, metric: str, units: str) -> dict | None:
+    rows = frame[frame["metric"] == metric]
+    return statistics(pd.to_numeric(rows["value"], errors="coerce"), units) if len(rows) else None
+
+
+def _hit_rate(frame: pd.DataFrame, window) -> dict | None:
+    hits, queries = counter_increase(frame, PREFIX_HITS, window), counter_increase(frame, PREFIX_QUERIES, window)
+    if math.isnan(hits) or math.isnan(queries) or queries <= 0:
+        return None
+    return {"units": "fraction", "mean": hits / queries}
+
+
+def _component(source: str, rows: pd.DataFrame, window, engine_label: str, origin: datetime) -> dict | None:
+    inside = in_window(rows, window)
+    aggregate = _drop_none({
+        "kv_cache_usage": _gauge(inside, KV_USAGE, "fraction"),
+        "cache_hit_rate": _hit_rate(rows, window),
+        "cpu_cache_usage": _gauge(inside, CPU_KV_USAGE, "fraction"),
+        "running_requests": _gauge(inside, RUNNING, "count"),
+        "waiting_requests": _gauge(inside, WAITING, "count"),
+    })
+    if not aggregate:
+        return None
+    kv = inside[inside["metric"] == KV_USAGE].sort_values("ts_s")
+    out = {"component_label": engine_label if source.startswith("engine") else source,
+           "replica_id": source, "aggregate": aggregate}
+    if len(kv):
+        out["time_series"] = {"kv_cache_usage": {"units": "fraction", "series": [
+            {"ts": _iso(origin, ts), "value": float(v)} for ts, v in zip(kv["ts_s"], kv["value"])]}}
+    return out
+
+
+def _observability(cell: CellData, window, engine_label: str, origin: datetime) -> dict | None:
+    server = cell.server
+    if server.empty:
+        return None
+    components = [_component(str(source), rows, window, engine_label, origin)
+                  for source, rows in server.groupby("source", sort=True)]
+    components = [c for c in components if c is not None]
+    return {"components": components} if components else None
