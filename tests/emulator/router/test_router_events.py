@@ -48,7 +48,6 @@ def test_decode_v011_positional_events_and_byte_hashes():
     assert old.events[0].medium == "GPU" and old.events[0].parent_block_hash == 5
 
 
-@pytest.mark.skipif(not CAPTURE.exists(), reason="shared reference capture not present")
 def test_decode_real_vllm_032_capture():
     capture = json.loads(CAPTURE.read_text())
     decoded_types = []
