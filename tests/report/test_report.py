@@ -159,3 +159,14 @@ def test_header_states_the_lmcache_remote_payload_scale_of_an_emulated_stack():
 
     assert "1/4,096 of the true KV size" in _emulation_notes({"lmcache_remote_payload_scale": 1 / 4096})[0]
     assert _emulation_notes({}) == [] and _emulation_notes({"lmcache_remote_payload_scale": 1.0}) == []
+
+
+def test_validity_table_shows_three_flags_per_check_and_counts_the_rest():
+    from kvbench.analysis.validity import Check, CheckStatus
+    from kvbench.report.markdown import _flag_rows
+
+    flags = [Check("reuse opportunity", CheckStatus.FLAG, f"cell{i}", "0% reuse") for i in range(5)]
+    flags.append(Check("client keeps up", CheckStatus.FLAG, "cell9", "client-bound"))
+    rows = _flag_rows(flags)
+    assert [row[1] for row in rows] == ["cell0", "cell1", "cell2", "cell9", "2 more"]
+    assert "2 more subjects" in rows[-1][2] and rows[-1][0] == "**FLAG** reuse opportunity"

@@ -118,7 +118,7 @@ def _validity(data: ReportData) -> list[str]:
         "", "Checks on whether this run could show a difference at all. FLAG rows qualify every number below."]
     flags = [c for c in data.checks if c.status == CheckStatus.FLAG and c.name != AA_CHECK]  # A/A: shown above
     if flags:
-        lines += [""] + _table(["check", "subject", "evidence"], [[f"**FLAG** {c.name}", c.subject, c.evidence] for c in flags])
+        lines += [""] + _table(["check", "subject", "evidence"], _flag_rows(flags))
     else:
         lines += ["", "No check flagged a problem."]
     by_name: dict[str, Counter] = {}
@@ -131,6 +131,25 @@ def _validity(data: ReportData) -> list[str]:
     for name, why in skipped.items():
         lines.append(f"  - {name} skipped where data was absent, e.g. \"{why}\"")
     return lines
+
+
+FLAG_ROWS_PER_CHECK = 3  # beyond this, one summary row per check; every row is in validity_checks.csv
+
+
+def _flag_rows(flags: list[Check]) -> list[list[str]]:
+    """The first flags of each check in full, then one row counting the rest, so a large matrix
+    (the seed evaluation has 224 cells) keeps its validity section readable."""
+    rows, shown = [], Counter()
+    for check in flags:
+        shown[check.name] += 1
+        if shown[check.name] <= FLAG_ROWS_PER_CHECK:
+            rows.append([f"**FLAG** {check.name}", check.subject, check.evidence])
+    for name, count in shown.items():
+        if count > FLAG_ROWS_PER_CHECK:
+            rest = count - FLAG_ROWS_PER_CHECK
+            rows.append([f"**FLAG** {name}", f"{rest} more", f"the same check flagged {rest} more subjects: "
+                         "see `validity_checks.csv`"])
+    return rows
 
 
 def _aa_lines(checks: list[Check]) -> list[str]:
