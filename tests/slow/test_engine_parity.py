@@ -2,8 +2,8 @@
 
 For each hash algorithm (sha256_cbor, sha256) one fixture run starts real vLLM, then the emulator,
 each with block size 32, 24 blocks, max model len 512, PYTHONHASHSEED=0 and KV events over ZMQ,
-plays the same sequential request sequence (scripts/parity/sequence.py) and compares per-request
-counter deltas, cached_tokens, KV usage and the KV event streams (scripts/parity/compare.py).
+plays the same sequential request sequence (scripts/parity/parity_sequence.py) and compares per-request
+counter deltas, cached_tokens, KV usage and the KV event streams (scripts/parity/parity_compare.py).
 Each server is stopped inside the run, so at most one real vLLM runs at a time.
 
 The emulator runs with `--vllm-compat 0.32` (engine/compat.py): vLLM 0.32's free order
@@ -42,7 +42,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["sha256_cbor", "sha256"])
 def parity(request, model_dir, tmp_path_factory):
-    from report import print_result
+    from parity_report import print_result
     from run_parity import passed, run_algo
 
     result = run_algo(request.param, tmp_path_factory.mktemp(f"parity-{request.param}"), model_dir,

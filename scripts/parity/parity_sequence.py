@@ -4,7 +4,7 @@ Prompts are symbolic: a list of ints (prompt token ids, shared by both peers) an
 references ("the k-th token request `req` generated on *this* server"). Real vLLM with dummy
 weights and the emulator generate different tokens, so a multi-turn prompt that carries a previous
 answer is resolved per server from that server's own `return_token_ids`. The comparison
-(compare.py) maps every block hash back to its symbolic tokens, so blocks holding generated tokens
+(parity_compare.py) maps every block hash back to its symbolic tokens, so blocks holding generated tokens
 still compare structurally; blocks of prompt tokens only must match bit for bit.
 
 Sequential phases (one request in flight at a time; the next is sent after the previous answered
@@ -31,8 +31,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Union
 
-from events import EventCollector
-from servers import SERVED_MODEL, Server
+from parity_events import EventCollector
+from parity_servers import SERVED_MODEL, Server
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def _answer_fields(answer: dict) -> tuple[list[int], int | None, int | None]:
 
 
 def play(server: Server, collector: EventCollector, steps: list[Step], playback: Playback) -> Playback:
-    from metrics import scrape
+    from parity_metrics import scrape
 
     for step in steps:
         prompt_ids = resolve(step.prompt, playback.generated())
@@ -168,7 +168,7 @@ def play(server: Server, collector: EventCollector, steps: list[Step], playback:
 
 def play_concurrent(server: Server, collector: EventCollector, group: ConcurrentGroup, playback: Playback) -> Playback:
     """Send the group's steps at once (staggered by `group.stagger_s`); wait for all."""
-    from metrics import scrape
+    from parity_metrics import scrape
 
     answers: dict[str, dict | str] = {}
 

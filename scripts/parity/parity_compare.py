@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import cbor2
 
-from sequence import Gen, Playback, gen_refs
+from parity_sequence import Gen, Playback, gen_refs
 
 _MASK64 = (1 << 64) - 1
 SEMANTIC_FIELDS = ("type", "block_hashes", "parent_block_hash", "token_ids", "block_size", "medium")
