@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from kvbench.analysis.load import RunData, measure_requests  # noqa: E402
+from kvbench.analysis.load import measure_requests  # noqa: E402
 from kvbench.analysis.metrics import ok_requests  # noqa: E402
 from kvbench.analysis.peaks import Peak, level_summary  # noqa: E402
 
@@ -174,7 +174,10 @@ def ttft_by_reused_prefix(peaks: list[Peak], scenarios: list[str], out: Path) ->
                        "TTFT p50 by reused-prefix length (peak cells)")
 
 
-def _ttft_lines(data: pd.DataFrame, key: str, xlabel: str, scenarios: list[str], path: Path, title: str) -> Path:
+def _ttft_lines(data: pd.DataFrame, key: str, xlabel: str, scenarios: list[str], path: Path, title: str,
+                min_per_point: int = 1, log_x: bool = False) -> Path:
+    """TTFT p50 per value of `key`, one line per scenario, one panel per model; a point needs
+    `min_per_point` requests."""
     models = sorted(data["model"].unique())
     colors = _scenario_colors(scenarios)
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
@@ -183,8 +186,11 @@ def _ttft_lines(data: pd.DataFrame, key: str, xlabel: str, scenarios: list[str],
             rows = data[(data["model"] == model) & (data["scenario"] == scenario)]
             if rows.empty:
                 continue
-            medians = rows.groupby(key)["ttft_ms"].median()
+            grouped = rows.groupby(key)["ttft_ms"].agg(["size", "median"])
+            medians = grouped.loc[grouped["size"] >= min_per_point, "median"]
             ax.plot(medians.index.astype(float), medians.to_numpy(), marker="o", label=scenario, color=colors[scenario])
+        if log_x:
+            ax.set_xscale("log")
         ax.set_title(f"{model}: {title}", fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("TTFT p50 (ms)")

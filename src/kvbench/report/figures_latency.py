@@ -9,7 +9,7 @@ import pandas as pd
 
 from kvbench.analysis.latency import LatencyComparison, select
 from kvbench.analysis.peaks import Peak
-from kvbench.report.figures import Skipped, _peak_requests, _save, _scenario_colors, plt
+from kvbench.report.figures import Skipped, _peak_requests, _save, _ttft_lines, plt
 
 N_DISTANCE_BINS = 6
 MIN_PER_POINT = 3
@@ -32,24 +32,11 @@ def ttft_by_reuse_distance(peaks: list[Peak], scenarios: list[str], out: Path) -
         return Skipped(name, "requests carry no reuse distances (or only one)")
     edges = np.geomspace(data["distance_s"].min(), data["distance_s"].max(), N_DISTANCE_BINS + 1)
     centres = np.sqrt(edges[:-1] * edges[1:])
-    data = data.assign(bin=pd.cut(data["distance_s"], edges, include_lowest=True, labels=False))
-    colors = _scenario_colors(scenarios)
-    models = sorted(data["model"].unique())
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        for scenario in scenarios:
-            rows = data[(data["model"] == model) & (data["scenario"] == scenario)]
-            if rows.empty:
-                continue
-            grouped = rows.groupby("bin").agg(n=("ttft_ms", "size"), ttft=("ttft_ms", "median"))
-            grouped = grouped[grouped["n"] >= MIN_PER_POINT]
-            ax.plot(centres[grouped.index.astype(int)], grouped["ttft"], marker="o", label=scenario, color=colors[scenario])
-        ax.set_xscale("log")
-        ax.set_title(f"{model}: TTFT p50 by reuse distance (peak cells)", fontsize=9)
-        ax.set_xlabel(f"reuse distance s (log bins, >= {MIN_PER_POINT} requests a point)")
-        ax.set_ylabel("TTFT p50 (ms)")
-    axes[0][0].legend(fontsize=8)
-    return _save(fig, out / name)
+    bins = pd.cut(data["distance_s"], edges, include_lowest=True, labels=False)
+    data = data.assign(bin_centre=centres[bins.to_numpy(dtype=int)])
+    return _ttft_lines(data, "bin_centre", f"reuse distance s (log bins, >= {MIN_PER_POINT} requests a point)",
+                       scenarios, out / name, "TTFT p50 by reuse distance (peak cells)",
+                       min_per_point=MIN_PER_POINT, log_x=True)
 
 
 def ttft_delta_heatmap(comparisons: list[LatencyComparison], out: Path) -> Path | Skipped:
