@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -16,6 +17,9 @@ import redis
 from kvbench.spec.experiment import EmulatedTarget as EmulatedSpec
 from kvbench.targets.base import TargetError
 from kvbench.targets.emulated import EmulatedTarget
+
+sys.path.insert(0, str(Path(__file__).parent))
+from process_checks import assert_gone  # noqa: E402
 
 MODEL = "Qwen/Qwen3-0.6B"
 
@@ -30,15 +34,6 @@ def complete(url, prompt_ids, max_tokens=4):
     request = urllib.request.Request(f"{url}/v1/completions", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
-
-
-def assert_gone(pids):
-    deadline = time.monotonic() + 10
-    alive = dict(pids)
-    while alive and time.monotonic() < deadline:
-        alive = {n: p for n, p in alive.items() if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
-        time.sleep(0.05)
-    assert alive == {}
 
 
 def test_no_offload_stack_serves_through_the_router_and_leaves_nothing(tmp_path):

@@ -4,10 +4,8 @@ The fast tests use stand-ins for `vllm serve` (the emulated engine, which takes 
 script that fails the way the CPU build does); the slow test runs the real vLLM CPU build."""
 
 import json
-import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,17 +17,11 @@ from kvbench.spec.experiment import VllmTarget as VllmSpec
 from kvbench.targets.base import TargetError
 from kvbench.targets.vllm import VllmLauncher, VllmTarget
 
+sys.path.insert(0, str(Path(__file__).parent))
+from process_checks import assert_gone  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
-
-
-def assert_gone(pids):
-    deadline = time.monotonic() + 15
-    alive = dict(pids)
-    while alive and time.monotonic() < deadline:
-        alive = {n: p for n, p in alive.items() if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
-        time.sleep(0.05)
-    assert alive == {}
 
 
 def test_command_takes_the_model_positionally_after_serve_else_as_a_flag():
@@ -73,7 +65,7 @@ def test_servers_taking_vllm_flags_come_up_and_are_stopped_by_pid(tmp_path):
         assert [entry["reset"] for entry in reset.values()] == [True, True]
     finally:
         target.down(deployment)
-    assert_gone(deployment.pids)
+    assert_gone(deployment.pids, timeout_s=15)
 
 
 @pytest.mark.slow
@@ -103,5 +95,5 @@ def test_real_vllm_cpu_no_offload(tmp_path):
         assert target.reset_caches(deployment)["engine-0"]["reset"] is True
     finally:
         target.down(deployment)
-    assert_gone(deployment.pids)
+    assert_gone(deployment.pids, timeout_s=15)
     assert [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE] == []
