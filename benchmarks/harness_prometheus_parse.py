@@ -10,7 +10,9 @@ from pathlib import Path
 from kvbench.collect.prometheus import parse_metrics
 from kvbench.collect.scraper import sample_rows
 
-PAGE = (Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "vllm-0.32-cpu-metrics.txt").read_text()
+PAGE = (
+    Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "vllm-0.32-cpu-metrics.txt"
+).read_text()
 ROUNDS = 200
 
 
@@ -23,8 +25,13 @@ def main() -> None:
     for _ in range(ROUNDS):
         rows = sample_rows(0.0, "engine-0", samples)
     rows_ms = (time.perf_counter() - start) / ROUNDS * 1000
-    result = {"samples": len(samples), "rows_kept": len(rows), "parse_ms_per_page": round(parse_ms, 3),
-              "to_rows_ms_per_page": round(rows_ms, 3), "rounds": ROUNDS}
+    result = {
+        "samples": len(samples),
+        "rows_kept": len(rows),
+        "parse_ms_per_page": round(parse_ms, 3),
+        "to_rows_ms_per_page": round(rows_ms, 3),
+        "rounds": ROUNDS,
+    }
     print(json.dumps(result))
     out = Path(__file__).parent / "results" / "harness_prometheus_parse.json"
     out.parent.mkdir(exist_ok=True)

@@ -40,17 +40,30 @@ def scenarios(redis_url: str) -> dict[str, dict | None]:
     lmcache = {"lmcache.max_local_cpu_size": CPU_TOKENS * KV_BYTES_PER_TOKEN / 1024**3}
     return {
         "no-offload": None,
-        "native-offload": {"kv_connector": "OffloadingConnector", "kv_role": "kv_both",
-                           "kv_connector_extra_config": {"num_cpu_blocks": CPU_TOKENS // 16}},
-        "lmcache-local": {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both",
-                          "kv_connector_extra_config": lmcache},
-        "lmcache-redis": {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both",
-                          "kv_connector_extra_config": {**lmcache, "lmcache.remote_url": redis_url}},
+        "native-offload": {
+            "kv_connector": "OffloadingConnector",
+            "kv_role": "kv_both",
+            "kv_connector_extra_config": {"num_cpu_blocks": CPU_TOKENS // 16},
+        },
+        "lmcache-local": {
+            "kv_connector": "LMCacheConnectorV1",
+            "kv_role": "kv_both",
+            "kv_connector_extra_config": lmcache,
+        },
+        "lmcache-redis": {
+            "kv_connector": "LMCacheConnectorV1",
+            "kv_role": "kv_both",
+            "kv_connector_extra_config": {**lmcache, "lmcache.remote_url": redis_url},
+        },
         # a CPU tier of 4,096 tokens: most hits must come from Redis (real round trips)
-        "lmcache-redis-small-cpu": {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both",
-                                    "kv_connector_extra_config": {
-                                        "lmcache.max_local_cpu_size": 4096 * KV_BYTES_PER_TOKEN / 1024**3,
-                                        "lmcache.remote_url": redis_url}},
+        "lmcache-redis-small-cpu": {
+            "kv_connector": "LMCacheConnectorV1",
+            "kv_role": "kv_both",
+            "kv_connector_extra_config": {
+                "lmcache.max_local_cpu_size": 4096 * KV_BYTES_PER_TOKEN / 1024**3,
+                "lmcache.remote_url": redis_url,
+            },
+        },
     }
 
 
@@ -76,7 +89,10 @@ class ClosedLoop:
     def __init__(self, driver: VirtualDriver, num_conversations: int, rng: random.Random) -> None:
         self.driver, self.rng, self.tally = driver, rng, Tally()
         system = [rng.randrange(10, 150_000) for _ in range(SYSTEM_TOKENS)]
-        self.convs = {f"c{i}": Conversation(system + self._tokens(DOC_TOKENS)) for i in range(num_conversations)}
+        self.convs = {
+            f"c{i}": Conversation(system + self._tokens(DOC_TOKENS))
+            for i in range(num_conversations)
+        }
         self.arrival_s: dict[str, float] = {}
         self.outputs: dict[str, list[int]] = {}
         for i, conv_id in enumerate(self.convs):
@@ -91,8 +107,16 @@ class ClosedLoop:
         request_id = f"{conv_id}-t{conv.turn}"
         self.arrival_s[request_id] = at_s
         self.outputs[request_id] = []
-        self.driver.submit(EngineRequest(request_id, list(conv.history), OUTPUT_TOKENS, at_s, ignore_eos=True,
-                                         sampling_seed=hash(request_id) & 0xFFFF))
+        self.driver.submit(
+            EngineRequest(
+                request_id,
+                list(conv.history),
+                OUTPUT_TOKENS,
+                at_s,
+                ignore_eos=True,
+                sampling_seed=hash(request_id) & 0xFFFF,
+            )
+        )
 
     def on_step(self, start_s: float, result: StepResult) -> None:
         done_s = start_s + result.duration_s
@@ -100,7 +124,9 @@ class ClosedLoop:
             tokens = self.outputs[out.request_id]
             if not tokens and out.new_token_ids:
                 conv_id, turn = out.request_id.split("-t")
-                self.tally.ttft_s.setdefault(int(turn), []).append(done_s - self.arrival_s[out.request_id])
+                self.tally.ttft_s.setdefault(int(turn), []).append(
+                    done_s - self.arrival_s[out.request_id]
+                )
             tokens.extend(out.new_token_ids)
             if out.finished:
                 self._finish(out, done_s)
@@ -121,9 +147,14 @@ class ClosedLoop:
 
 
 def run_cell(kv_transfer_config: dict | None, num_conversations: int) -> dict:
-    args = EngineArgs(model=MODEL, hardware=HARDWARE, num_gpu_blocks_override=NUM_GPU_BLOCKS,
-                      max_model_len=4096, kv_transfer_config=kv_transfer_config,
-                      env={"PYTHONHASHSEED": "0"})
+    args = EngineArgs(
+        model=MODEL,
+        hardware=HARDWARE,
+        num_gpu_blocks_override=NUM_GPU_BLOCKS,
+        max_model_len=4096,
+        kv_transfer_config=kv_transfer_config,
+        env={"PYTHONHASHSEED": "0"},
+    )
     engine = build_engine(args)
     driver = VirtualDriver(engine)
     loop = ClosedLoop(driver, num_conversations, random.Random(7))
@@ -138,7 +169,11 @@ def run_cell(kv_transfer_config: dict | None, num_conversations: int) -> dict:
         "mean_ttft_ms_later_turns": 1000 * statistics.mean(later),
         "p90_ttft_ms_later_turns": 1000 * statistics.quantiles(later, n=10)[-1],
         "prompt_hit_rate": tally.cached_tokens / tally.prompt_tokens,
-        "hit_tokens": {"gpu": tally.gpu_tokens, "cpu": tally.cpu_tokens, "remote": tally.remote_tokens},
+        "hit_tokens": {
+            "gpu": tally.gpu_tokens,
+            "cpu": tally.cpu_tokens,
+            "remote": tally.remote_tokens,
+        },
         "num_preemptions": stats.num_preemptions,
         "virtual_duration_s": run.end_s,
         "wall_s": time.perf_counter() - wall_start,
@@ -149,16 +184,25 @@ def run_cell(kv_transfer_config: dict | None, num_conversations: int) -> dict:
 def main() -> None:
     working_set = lambda n: SYSTEM_TOKENS + n * (DOC_TOKENS + TURNS * (USER_TOKENS + OUTPUT_TOKENS))  # noqa: E731
     regimes = {"over_gpu": 12, "fits_gpu": 4}
-    results: dict = {"model": MODEL, "hardware": HARDWARE, "emulated": True,
-                     "gpu_kv_tokens": NUM_GPU_BLOCKS * 16, "cpu_tier_tokens": CPU_TOKENS, "regimes": {}}
+    results: dict = {
+        "model": MODEL,
+        "hardware": HARDWARE,
+        "emulated": True,
+        "gpu_kv_tokens": NUM_GPU_BLOCKS * 16,
+        "cpu_tier_tokens": CPU_TOKENS,
+        "regimes": {},
+    }
     with KVStoreServer("redis") as redis_server:
         for regime, num_conv in regimes.items():
             cells = {}
             for name, cfg in scenarios(redis_server.url).items():
                 redis_server_flush(redis_server)
                 cells[name] = run_cell(cfg, num_conv)
-            results["regimes"][regime] = {"conversations": num_conv, "working_set_tokens": working_set(num_conv),
-                                          "cells": cells}
+            results["regimes"][regime] = {
+                "conversations": num_conv,
+                "working_set_tokens": working_set(num_conv),
+                "cells": cells,
+            }
     print_table(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
@@ -172,15 +216,23 @@ def redis_server_flush(server: KVStoreServer) -> None:
 
 
 def print_table(results: dict) -> None:
-    print(f"{MODEL} on {HARDWARE} (emulated), GPU KV {results['gpu_kv_tokens']} tokens, CPU tier {CPU_TOKENS} tokens")
+    print(
+        f"{MODEL} on {HARDWARE} (emulated), GPU KV {results['gpu_kv_tokens']} tokens, CPU tier {CPU_TOKENS} tokens"
+    )
     for regime, data in results["regimes"].items():
-        print(f"\n{regime}: {data['conversations']} conversations, working set {data['working_set_tokens']} tokens")
-        print(f"{'scenario':24} {'hit rate':>8} {'TTFT t0 ms':>10} {'TTFT t>0 ms':>11} {'p90 t>0':>8} {'gpu/cpu/remote hit tokens':>28}")
+        print(
+            f"\n{regime}: {data['conversations']} conversations, working set {data['working_set_tokens']} tokens"
+        )
+        print(
+            f"{'scenario':24} {'hit rate':>8} {'TTFT t0 ms':>10} {'TTFT t>0 ms':>11} {'p90 t>0':>8} {'gpu/cpu/remote hit tokens':>28}"
+        )
         for name, cell in data["cells"].items():
             hits = cell["hit_tokens"]
-            print(f"{name:24} {cell['prompt_hit_rate']:8.3f} {cell['mean_ttft_ms_turn0']:10.1f} "
-                  f"{cell['mean_ttft_ms_later_turns']:11.1f} {cell['p90_ttft_ms_later_turns']:8.1f} "
-                  f"{hits['gpu']:>10}/{hits['cpu']}/{hits['remote']}")
+            print(
+                f"{name:24} {cell['prompt_hit_rate']:8.3f} {cell['mean_ttft_ms_turn0']:10.1f} "
+                f"{cell['mean_ttft_ms_later_turns']:11.1f} {cell['p90_ttft_ms_later_turns']:8.1f} "
+                f"{hits['gpu']:>10}/{hits['cpu']}/{hits['remote']}"
+            )
 
 
 if __name__ == "__main__":

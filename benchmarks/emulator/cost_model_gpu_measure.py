@@ -13,6 +13,7 @@ Then `python benchmarks/emulator/cost_model.py --measured FILE` prints both side
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
 import torch
@@ -26,38 +27,47 @@ def make_weights(device: str) -> list[tuple[torch.Tensor, ...]]:
     q_out, kv_out = HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM
     layers = []
     for _ in range(LAYERS):
-        layers.append((
-            torch.randn(HIDDEN, q_out + 2 * kv_out, device=device, dtype=torch.bfloat16) * 0.02,
-            torch.randn(q_out, HIDDEN, device=device, dtype=torch.bfloat16) * 0.02,
-            torch.randn(HIDDEN, 2 * INTER, device=device, dtype=torch.bfloat16) * 0.02,
-            torch.randn(INTER, HIDDEN, device=device, dtype=torch.bfloat16) * 0.02,
-        ))
+        layers.append(
+            (
+                torch.randn(HIDDEN, q_out + 2 * kv_out, device=device, dtype=torch.bfloat16) * 0.02,
+                torch.randn(q_out, HIDDEN, device=device, dtype=torch.bfloat16) * 0.02,
+                torch.randn(HIDDEN, 2 * INTER, device=device, dtype=torch.bfloat16) * 0.02,
+                torch.randn(INTER, HIDDEN, device=device, dtype=torch.bfloat16) * 0.02,
+            )
+        )
     return layers
 
 
 def forward(layers, lm_head, kv_bufs, x: torch.Tensor, num_reqs: int, new_tokens: int) -> None:
     """One step: num_reqs requests, each computing new_tokens (x: their hidden states)."""
     tokens = num_reqs * new_tokens
-    q_out, kv_out = HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM
+    q_out, _kv_out = HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM
     for index, (w_qkv, w_o, w_gate_up, w_down) in enumerate(layers):
         qkv = x @ w_qkv
         q = qkv[:, :q_out].view(num_reqs, new_tokens, HEADS, HEAD_DIM).transpose(1, 2)
         k_cache, v_cache = kv_bufs[index % len(kv_bufs)]
-        attn = F.scaled_dot_product_attention(q, k_cache, v_cache, is_causal=new_tokens > 1, enable_gqa=True)
+        attn = F.scaled_dot_product_attention(
+            q, k_cache, v_cache, is_causal=new_tokens > 1, enable_gqa=True
+        )
         x = attn.transpose(1, 2).reshape(tokens, q_out) @ w_o
         gate_up = x @ w_gate_up
         x = (gate_up[:, :INTER] * gate_up[:, INTER:]) @ w_down
     _ = x.view(num_reqs, new_tokens, HIDDEN)[:, -1, :] @ lm_head
 
 
-def time_case(layers, lm_head, num_reqs: int, new_tokens: int, context: int, repeats: int,
-              cuda_graph: bool) -> float:
+def time_case(
+    layers, lm_head, num_reqs: int, new_tokens: int, context: int, repeats: int, cuda_graph: bool
+) -> float:
     kv_len = context + new_tokens
-    kv_bufs = [(torch.randn(num_reqs, KV_HEADS, kv_len, HEAD_DIM, device="cuda", dtype=torch.bfloat16),
-                torch.randn(num_reqs, KV_HEADS, kv_len, HEAD_DIM, device="cuda", dtype=torch.bfloat16))
-               for _ in range(min(4, LAYERS))]
+    kv_bufs = [
+        (
+            torch.randn(num_reqs, KV_HEADS, kv_len, HEAD_DIM, device="cuda", dtype=torch.bfloat16),
+            torch.randn(num_reqs, KV_HEADS, kv_len, HEAD_DIM, device="cuda", dtype=torch.bfloat16),
+        )
+        for _ in range(min(4, LAYERS))
+    ]
     x = torch.randn(num_reqs * new_tokens, HIDDEN, device="cuda", dtype=torch.bfloat16)
-    step = lambda: forward(layers, lm_head, kv_bufs, x, num_reqs, new_tokens)  # noqa: E731
+    step = functools.partial(forward, layers, lm_head, kv_bufs, x, num_reqs, new_tokens)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -76,7 +86,7 @@ def time_case(layers, lm_head, num_reqs: int, new_tokens: int, context: int, rep
         step()
     end.record()
     torch.cuda.synchronize()
-    del kv_bufs
+    del step, kv_bufs
     return start.elapsed_time(end) / repeats
 
 
@@ -92,12 +102,21 @@ def main() -> None:
     cases.update({f"prefill {n} tokens": (1, n, 0) for n in (2048, 8192)})
     rows = []
     for name, (num_reqs, new_tokens, context) in cases.items():
-        eager_ms = time_case(layers, lm_head, num_reqs, new_tokens, context, args.repeats, cuda_graph=False)
-        graph_ms = time_case(layers, lm_head, num_reqs, new_tokens, context, args.repeats, cuda_graph=True)
+        eager_ms = time_case(
+            layers, lm_head, num_reqs, new_tokens, context, args.repeats, cuda_graph=False
+        )
+        graph_ms = time_case(
+            layers, lm_head, num_reqs, new_tokens, context, args.repeats, cuda_graph=True
+        )
         rows.append({"case": name, "measured_ms": graph_ms, "eager_ms": eager_ms})
         print(f"{name:<28}{graph_ms:>10.2f} ms (CUDA graph){eager_ms:>10.2f} ms (eager)")
-    result = {"benchmark": "cost_model_gpu_measure", "model_shapes": "Qwen/Qwen3-8B",
-              "device": torch.cuda.get_device_name(), "torch": torch.__version__, "cases": rows}
+    result = {
+        "benchmark": "cost_model_gpu_measure",
+        "model_shapes": "Qwen/Qwen3-8B",
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "cases": rows,
+    }
     with open(args.out, "w") as handle:
         json.dump(result, handle, indent=2)
     print(f"wrote {args.out}")

@@ -22,22 +22,43 @@ from kvbench.emulator.engine.build import build_engine
 from kvbench.emulator.engine.interface import EngineArgs, EngineRequest
 
 
-def make_request(rng: random.Random, index: int, shared_prefix: list[int], prompt_tokens: int,
-                 output_tokens: int, now_s: float) -> EngineRequest:
+def make_request(
+    rng: random.Random,
+    index: int,
+    shared_prefix: list[int],
+    prompt_tokens: int,
+    output_tokens: int,
+    now_s: float,
+) -> EngineRequest:
     tail = [rng.randrange(151936) for _ in range(prompt_tokens - len(shared_prefix))]
-    return EngineRequest(request_id=f"req-{index}", prompt_token_ids=shared_prefix + tail,
-                         max_tokens=output_tokens, arrival_s=now_s)
+    return EngineRequest(
+        request_id=f"req-{index}",
+        prompt_token_ids=shared_prefix + tail,
+        max_tokens=output_tokens,
+        arrival_s=now_s,
+    )
 
 
 def run(args: argparse.Namespace) -> dict:
-    engine = build_engine(EngineArgs(model=args.model, hardware=args.hardware, max_num_seqs=args.concurrency,
-                                     prefix_caching_hash_algo=args.hash_algo, env={"PYTHONHASHSEED": "0"},
-                                     vllm_compat=args.vllm_compat))
+    engine = build_engine(
+        EngineArgs(
+            model=args.model,
+            hardware=args.hardware,
+            max_num_seqs=args.concurrency,
+            prefix_caching_hash_algo=args.hash_algo,
+            env={"PYTHONHASHSEED": "0"},
+            vllm_compat=args.vllm_compat,
+        )
+    )
     rng = random.Random(0)
     shared_prefix = [rng.randrange(151936) for _ in range(args.shared_prefix_tokens)]
     next_index, now_s = 0, 0.0
     for _ in range(args.concurrency):
-        engine.add_request(make_request(rng, next_index, shared_prefix, args.prompt_tokens, args.output_tokens, now_s))
+        engine.add_request(
+            make_request(
+                rng, next_index, shared_prefix, args.prompt_tokens, args.output_tokens, now_s
+            )
+        )
         next_index += 1
     steps = output_tokens = scheduled_tokens = 0
     started = time.perf_counter()
@@ -51,23 +72,44 @@ def run(args: argparse.Namespace) -> dict:
             output_tokens += len(output.new_token_ids)
             if output.finished:
                 t0 = time.perf_counter()
-                engine.add_request(make_request(rng, next_index, shared_prefix, args.prompt_tokens,
-                                                args.output_tokens, now_s))
+                engine.add_request(
+                    make_request(
+                        rng,
+                        next_index,
+                        shared_prefix,
+                        args.prompt_tokens,
+                        args.output_tokens,
+                        now_s,
+                    )
+                )
                 request_gen_s += time.perf_counter() - t0
                 next_index += 1
-    wall_s = time.perf_counter() - started - request_gen_s  # exclude the benchmark's own prompt making
+    wall_s = (
+        time.perf_counter() - started - request_gen_s
+    )  # exclude the benchmark's own prompt making
     stats = engine.stats()
     return {
-        "benchmark": "engine_throughput", "model": args.model, "hardware": args.hardware,
-        "concurrency": args.concurrency, "prompt_tokens": args.prompt_tokens,
-        "shared_prefix_tokens": args.shared_prefix_tokens, "output_tokens_per_request": args.output_tokens,
-        "hash_algo": args.hash_algo, "vllm_compat": args.vllm_compat, "steps": steps, "wall_s": wall_s,
-        "steps_per_wall_s": steps / wall_s, "output_tokens_per_wall_s": output_tokens / wall_s,
+        "benchmark": "engine_throughput",
+        "model": args.model,
+        "hardware": args.hardware,
+        "concurrency": args.concurrency,
+        "prompt_tokens": args.prompt_tokens,
+        "shared_prefix_tokens": args.shared_prefix_tokens,
+        "output_tokens_per_request": args.output_tokens,
+        "hash_algo": args.hash_algo,
+        "vllm_compat": args.vllm_compat,
+        "steps": steps,
+        "wall_s": wall_s,
+        "steps_per_wall_s": steps / wall_s,
+        "output_tokens_per_wall_s": output_tokens / wall_s,
         "scheduled_tokens_per_wall_s": scheduled_tokens / wall_s,
-        "virtual_s": now_s, "output_tokens_per_virtual_s": output_tokens / now_s if now_s else 0.0,
-        "requests_finished": sum(stats.request_success.values()), "num_preemptions": stats.num_preemptions,
+        "virtual_s": now_s,
+        "output_tokens_per_virtual_s": output_tokens / now_s if now_s else 0.0,
+        "requests_finished": sum(stats.request_success.values()),
+        "num_preemptions": stats.num_preemptions,
         "prefix_cache_hit_rate": stats.prefix_cache_hits / max(stats.prefix_cache_queries, 1),
-        "python": platform.python_version(), "machine": platform.machine(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
     }
 
 
@@ -85,8 +127,16 @@ def main() -> None:
     parser.add_argument("--max-wall-s", type=float, default=20.0)
     parser.add_argument("--out", default="benchmarks/results/engine_throughput.json")
     result = run(parser.parse_args())
-    for key in ("steps", "wall_s", "steps_per_wall_s", "output_tokens_per_wall_s", "scheduled_tokens_per_wall_s",
-                "output_tokens_per_virtual_s", "requests_finished", "prefix_cache_hit_rate"):
+    for key in (
+        "steps",
+        "wall_s",
+        "steps_per_wall_s",
+        "output_tokens_per_wall_s",
+        "scheduled_tokens_per_wall_s",
+        "output_tokens_per_virtual_s",
+        "requests_finished",
+        "prefix_cache_hit_rate",
+    ):
         value = result[key]
         print(f"{key:>30}: {value:,.1f}" if isinstance(value, float) else f"{key:>30}: {value}")
     out = Path(parser.parse_args().out)

@@ -84,16 +84,20 @@ def stop_process(process: subprocess.Popen) -> None:
 async def open_loop(url: str, rate: float, duration_s: float) -> tuple[list[float], dict[str, int]]:
     """Latency (s) of each ok request sent on an absolute schedule of `rate` per second, and the
     failures by kind (HTTP status or exception name)."""
-    body = json.dumps({"model": "m", "prompt": list(range(1000, 1000 + PROMPT_TOKENS)), "max_tokens": 1}).encode()
+    body = json.dumps(
+        {"model": "m", "prompt": list(range(1000, 1000 + PROMPT_TOKENS)), "max_tokens": 1}
+    ).encode()
     latencies: list[float] = []
     failures: dict[str, int] = {}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def one() -> None:
             started = time.perf_counter()
             try:
-                async with session.post(url + "/v1/completions", data=body,
-                                        headers={"content-type": "application/json"}) as response:
+                async with session.post(
+                    url + "/v1/completions", data=body, headers={"content-type": "application/json"}
+                ) as response:
                     await response.read()
                     status = response.status
             except aiohttp.ClientError as err:
@@ -121,46 +125,81 @@ async def open_loop(url: str, rate: float, duration_s: float) -> tuple[list[floa
 
 def percentiles_ms(latencies: list[float]) -> dict[str, float]:
     values = np.array(latencies) * 1000
-    return {"p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)),
-            "mean_ms": float(values.mean()), "count": int(values.size)}
+    return {
+        "p50_ms": float(np.percentile(values, 50)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "mean_ms": float(values.mean()),
+        "count": int(values.size),
+    }
 
 
 async def proxy_latency(rate: float, duration_s: float, redis_url: str | None) -> dict:
     upstream_port, router_port = free_port(), free_port()
     upstream = subprocess.Popen([PYTHON, str(HERE / "zero_upstream.py"), str(upstream_port)])
-    index = f'{{redisConfig: {{address: "{redis_url}"}}}}' if redis_url else "{inMemoryConfig: {size: 100000000}}"
+    index = (
+        f'{{redisConfig: {{address: "{redis_url}"}}}}'
+        if redis_url
+        else "{inMemoryConfig: {size: 100000000}}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "epp.yaml"
         config_path.write_text(CONFIG.format(index=index, zmq_port=free_port()))
-        router = subprocess.Popen([KVBENCH, "emulate", "router", "--config", str(config_path), "--endpoint",
-                                   f"http://127.0.0.1:{upstream_port}", "--port", str(router_port)],
-                                  stdout=subprocess.DEVNULL, stderr=(Path(tmp) / "router.log").open("wb"))
+        router = subprocess.Popen(
+            [
+                KVBENCH,
+                "emulate",
+                "router",
+                "--config",
+                str(config_path),
+                "--endpoint",
+                f"http://127.0.0.1:{upstream_port}",
+                "--port",
+                str(router_port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(Path(tmp) / "router.log").open("wb"),
+        )
         try:
             await wait_http(f"http://127.0.0.1:{upstream_port}/metrics")
             await wait_http(f"http://127.0.0.1:{router_port}/health")
-            direct, direct_failures = await open_loop(f"http://127.0.0.1:{upstream_port}", rate, duration_s)
-            routed, routed_failures = await open_loop(f"http://127.0.0.1:{router_port}", rate, duration_s)
+            direct, direct_failures = await open_loop(
+                f"http://127.0.0.1:{upstream_port}", rate, duration_s
+            )
+            routed, routed_failures = await open_loop(
+                f"http://127.0.0.1:{router_port}", rate, duration_s
+            )
         finally:
             stop_process(router)
             stop_process(upstream)
             log_text = (Path(tmp) / "router.log").read_text()
-            errors = sorted({line for line in log_text.splitlines() if "Error" in line and not line.startswith("20")})
+            errors = sorted(
+                {
+                    line
+                    for line in log_text.splitlines()
+                    if "Error" in line and not line.startswith("20")
+                }
+            )
             if errors:
                 print("router log errors:", *errors, sep="\n", file=sys.stderr)
     direct_p, routed_p = percentiles_ms(direct), percentiles_ms(routed)
     direct_p["failures"], routed_p["failures"] = direct_failures, routed_failures
-    return {"direct": direct_p, "via_router": routed_p,
-            "added_p50_ms": routed_p["p50_ms"] - direct_p["p50_ms"],
-            "added_p99_ms": routed_p["p99_ms"] - direct_p["p99_ms"]}
+    return {
+        "direct": direct_p,
+        "via_router": routed_p,
+        "added_p50_ms": routed_p["p50_ms"] - direct_p["p50_ms"],
+        "added_p99_ms": routed_p["p99_ms"] - direct_p["p99_ms"],
+    }
 
 
 async def repeated(rate: float, args, redis_url: str | None) -> dict:
     """Several runs (this host is shared: single runs are noisy); medians of the added latency."""
     runs = [await proxy_latency(rate, args.duration_s, redis_url) for _ in range(args.repeats)]
-    return {"median_added_p50_ms": statistics.median(r["added_p50_ms"] for r in runs),
-            "median_added_p99_ms": statistics.median(r["added_p99_ms"] for r in runs),
-            "median_routed_p99_ms": statistics.median(r["via_router"]["p99_ms"] for r in runs),
-            "runs": runs}
+    return {
+        "median_added_p50_ms": statistics.median(r["added_p50_ms"] for r in runs),
+        "median_added_p99_ms": statistics.median(r["added_p99_ms"] for r in runs),
+        "median_routed_p99_ms": statistics.median(r["via_router"]["p99_ms"] for r in runs),
+        "runs": runs,
+    }
 
 
 async def time_lookup(index, keys: list[int], repeats: int) -> dict[str, float]:
@@ -171,7 +210,10 @@ async def time_lookup(index, keys: list[int], repeats: int) -> dict[str, float]:
         found = await index.lookup("m", keys)
         durations.append(time.perf_counter() - started)
         assert len(found) == len(keys)
-    return {"p50_ms": statistics.median(durations) * 1000, "p99_ms": float(np.percentile(durations, 99)) * 1000}
+    return {
+        "p50_ms": statistics.median(durations) * 1000,
+        "p99_ms": float(np.percentile(durations, 99)) * 1000,
+    }
 
 
 async def index_lookup(redis_server: KVStoreServer) -> dict:
@@ -182,9 +224,13 @@ async def index_lookup(redis_server: KVStoreServer) -> dict:
     hashing_ms = (time.perf_counter() - started) / 20 * 1000
     redis_index = RedisIndex(redis_server.url, socket_timeout_s=1.0)
     try:
-        result = {"prompt_tokens": len(tokens), "blocks": len(keys), "request_keys_ms": hashing_ms,
-                  "memory_lookup": await time_lookup(InMemoryIndex(), keys, 200),
-                  "redis_lookup": await time_lookup(redis_index, keys, 100)}
+        result = {
+            "prompt_tokens": len(tokens),
+            "blocks": len(keys),
+            "request_keys_ms": hashing_ms,
+            "memory_lookup": await time_lookup(InMemoryIndex(), keys, 200),
+            "redis_lookup": await time_lookup(redis_index, keys, 100),
+        }
     finally:
         await redis_index.close()
     return result
@@ -219,9 +265,13 @@ async def ejection_time_s() -> dict:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rates", default="500,200", help="requests/s, comma-separated; the first is the goal's")
+    parser.add_argument(
+        "--rates", default="500,200", help="requests/s, comma-separated; the first is the goal's"
+    )
     parser.add_argument("--duration-s", type=float, default=5.0)
-    parser.add_argument("--repeats", type=int, default=3, help="runs per configuration; the median is reported")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs per configuration; the median is reported"
+    )
     parser.add_argument("--out", default=str(HERE.parent / "results" / "router.json"))
     args = parser.parse_args()
     with KVStoreServer("redis") as redis_server:
@@ -231,10 +281,19 @@ async def main() -> None:
         memory = {f"{rate:g}_rps": await repeated(rate, args, None) for rate in rates}
         redis = {f"{rate:g}_rps": await repeated(rate, args, redis_server.url) for rate in rates}
     result = {
-        "benchmark": "router", "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-        "rates_rps": rates, "duration_s": args.duration_s, "repeats": args.repeats, "prompt_tokens_per_request": PROMPT_TOKENS,
+        "benchmark": "router",
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "rates_rps": rates,
+        "duration_s": args.duration_s,
+        "repeats": args.repeats,
+        "prompt_tokens_per_request": PROMPT_TOKENS,
         "scorers": "precise-prefix-cache 2, kv-cache-utilization 1, queue 1",
-        "endpoint_ejection": ejection, "proxy_in_memory_index": memory, "proxy_redis_index": redis, "index_lookup_10k_tokens": lookups,
+        "endpoint_ejection": ejection,
+        "proxy_in_memory_index": memory,
+        "proxy_redis_index": redis,
+        "index_lookup_10k_tokens": lookups,
         "redis_py_parser": _redis_parser(),
         "goals": {"added_p99_ms_in_memory": 2.0, "added_p99_ms_redis": 5.0},
         "note": "client, router, upstream and Redis share this host's CPUs; added = percentile difference",

@@ -9,11 +9,15 @@ import sys
 
 from aiohttp import web
 
-BODY = b'{"id":"x","object":"text_completion","choices":[{"index":0,"text":" ok","finish_reason":"length"}],' \
-       b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
-METRICS = (b'vllm:num_requests_waiting{engine="0",model_name="m"} 0\n'
-           b'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.0\n'
-           b'vllm:cache_config_info{block_size="16",engine="0",num_gpu_blocks="10000"} 1.0\n')
+BODY = (
+    b'{"id":"x","object":"text_completion","choices":[{"index":0,"text":" ok","finish_reason":"length"}],'
+    b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
+)
+METRICS = (
+    b'vllm:num_requests_waiting{engine="0",model_name="m"} 0\n'
+    b'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.0\n'
+    b'vllm:cache_config_info{block_size="16",engine="0",num_gpu_blocks="10000"} 1.0\n'
+)
 
 
 async def completions(request: web.Request) -> web.Response:

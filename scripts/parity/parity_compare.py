@@ -16,7 +16,6 @@ import pickle
 from dataclasses import dataclass, field
 
 import cbor2
-
 from parity_sequence import Gen, Playback, gen_refs
 
 _MASK64 = (1 << 64) - 1
@@ -26,7 +25,9 @@ IGNORED_FIELDS = ("ts",)
 
 def hash_fn(algo: str):
     if algo == "sha256":
-        return lambda obj: hashlib.sha256(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).digest()
+        return lambda obj: hashlib.sha256(
+            pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        ).digest()
     if algo == "sha256_cbor":
         return lambda obj: hashlib.sha256(cbor2.dumps(obj, canonical=True)).digest()
     raise ValueError(f"unsupported hash algo {algo!r}")
@@ -38,7 +39,7 @@ def chain_hashes(algo: str, seed: str, token_ids: list[int], block_size: int) ->
     parent = h(seed)  # NONE_HASH = H(PYTHONHASHSEED as a string)
     out = []
     for start in range(0, len(token_ids) - block_size + 1, block_size):
-        parent = h((parent, tuple(token_ids[start:start + block_size]), None))
+        parent = h((parent, tuple(token_ids[start : start + block_size]), None))
         out.append(int.from_bytes(parent, "big") & _MASK64)
     return out
 
@@ -61,7 +62,9 @@ def build_labeller(playback: Playback, algo: str, seed: str, block_size: int) ->
     lab, label_of_key = Labeller(), {}
     for result in playback.results:
         concrete = result.prompt_ids + result.output_ids
-        symbolic = tuple(result.step.prompt) + tuple(gen_refs(result.step.name, len(result.output_ids)))
+        symbolic = tuple(result.step.prompt) + tuple(
+            gen_refs(result.step.name, len(result.output_ids))
+        )
         for i, h in enumerate(chain_hashes(algo, seed, concrete, block_size)):
             key = symbolic[: (i + 1) * block_size]
             label = label_of_key.setdefault(key, f"{result.step.name}.b{i}")
@@ -112,26 +115,46 @@ def event_text(event: dict | None) -> str:
 def compare_events(real: list[dict], emu: list[dict]) -> dict:
     """Element-wise comparison of canonical streams: semantic fields and the rest separately."""
     n = max(len(real), len(emu))
-    semantic_mismatch = [i for i in range(n) if i >= len(real) or i >= len(emu)
-                         or semantic(real[i]) != semantic(emu[i])]
-    other_mismatch = [i for i in range(min(len(real), len(emu)))
-                      if i not in semantic_mismatch and real[i] != emu[i]]
-    field_diffs = sorted({f"{k}: real={real[i].get(k)!r} emulator={emu[i].get(k)!r}"
-                          for i in other_mismatch for k in set(real[i]) | set(emu[i])
-                          if real[i].get(k) != emu[i].get(k)})
-    return {"num_real": len(real), "num_emulator": len(emu), "semantic_equal": not semantic_mismatch,
-            "first_semantic_mismatch": semantic_mismatch[0] if semantic_mismatch else None,
-            "num_semantic_mismatches": len(semantic_mismatch), "all_fields_equal": not semantic_mismatch
-            and not other_mismatch, "other_field_differences": field_diffs[:20]}
+    semantic_mismatch = [
+        i
+        for i in range(n)
+        if i >= len(real) or i >= len(emu) or semantic(real[i]) != semantic(emu[i])
+    ]
+    other_mismatch = [
+        i
+        for i in range(min(len(real), len(emu)))
+        if i not in semantic_mismatch and real[i] != emu[i]
+    ]
+    field_diffs = sorted(
+        {
+            f"{k}: real={real[i].get(k)!r} emulator={emu[i].get(k)!r}"
+            for i in other_mismatch
+            for k in set(real[i]) | set(emu[i])
+            if real[i].get(k) != emu[i].get(k)
+        }
+    )
+    return {
+        "num_real": len(real),
+        "num_emulator": len(emu),
+        "semantic_equal": not semantic_mismatch,
+        "first_semantic_mismatch": semantic_mismatch[0] if semantic_mismatch else None,
+        "num_semantic_mismatches": len(semantic_mismatch),
+        "all_fields_equal": not semantic_mismatch and not other_mismatch,
+        "other_field_differences": field_diffs[:20],
+    }
 
 
-def raw_exact_check(real_raw: list[dict], emu_raw: list[dict], real_canon: list[dict], lab: Labeller) -> dict:
+def raw_exact_check(
+    real_raw: list[dict], emu_raw: list[dict], real_canon: list[dict], lab: Labeller
+) -> dict:
     """Events whose blocks hold prompt tokens only must be identical on the wire (hashes included)."""
     checked = equal = 0
     for i, canon in enumerate(real_canon):
         labels = canon.get("block_hashes", [])
-        if i >= len(emu_raw) or any(l is None or l.startswith("?") or lab.has_generated.get(l, True)
-                                    for l in labels):
+        if i >= len(emu_raw) or any(
+            label is None or label.startswith("?") or lab.has_generated.get(label, True)
+            for label in labels
+        ):
             continue
         checked += 1
         keys = ("type", "block_hashes", "parent_block_hash", "token_ids")

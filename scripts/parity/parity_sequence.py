@@ -29,7 +29,6 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Union
 
 from parity_events import EventCollector
 from parity_servers import SERVED_MODEL, Server
@@ -41,7 +40,7 @@ class Gen:
     index: int
 
 
-Token = Union[int, Gen]
+Token = int | Gen
 
 
 @dataclass(frozen=True)
@@ -106,10 +105,20 @@ def build_concurrent(seed: int = 11) -> list[ConcurrentGroup]:
       vLLM 0.32 counts w1's prefix-cache query once, at admission: queries grow by exactly 780.
     """
     rng = random.Random(seed)
-    preempt = tuple(Step(f"c{i}", tuple(_unique_tokens(rng, 256)), 240, "concurrent-preempt",
-                         "two requests whose KV cannot both fit") for i in range(2))
-    waiting = (Step("w0", tuple(_unique_tokens(rng, 480)), 32, "concurrent-waiting", "holds 15-16 blocks"),
-               Step("w1", tuple(_unique_tokens(rng, 300)), 1, "concurrent-waiting", "waits for blocks"))
+    preempt = tuple(
+        Step(
+            f"c{i}",
+            tuple(_unique_tokens(rng, 256)),
+            240,
+            "concurrent-preempt",
+            "two requests whose KV cannot both fit",
+        )
+        for i in range(2)
+    )
+    waiting = (
+        Step("w0", tuple(_unique_tokens(rng, 480)), 32, "concurrent-waiting", "holds 15-16 blocks"),
+        Step("w1", tuple(_unique_tokens(rng, 300)), 1, "concurrent-waiting", "waits for blocks"),
+    )
     return [ConcurrentGroup("preempt", preempt, 0.0), ConcurrentGroup("waiting", waiting, 0.02)]
 
 
@@ -138,11 +147,22 @@ def resolve(prompt: tuple[Token, ...], generated: dict[str, list[int]]) -> list[
     return [t if isinstance(t, int) else generated[t.request][t.index] for t in prompt]
 
 
-def post_completion(url: str, prompt_ids: list[int], max_tokens: int, timeout_s: float = 120) -> dict:
-    body = {"model": SERVED_MODEL, "prompt": prompt_ids, "max_tokens": max_tokens, "temperature": 0,
-            "ignore_eos": True, "return_token_ids": True}
-    req = urllib.request.Request(url + "/v1/completions", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+def post_completion(
+    url: str, prompt_ids: list[int], max_tokens: int, timeout_s: float = 120
+) -> dict:
+    body = {
+        "model": SERVED_MODEL,
+        "prompt": prompt_ids,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "return_token_ids": True,
+    }
+    req = urllib.request.Request(
+        url + "/v1/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=timeout_s) as resp:
         return json.loads(resp.read())
 
@@ -150,10 +170,16 @@ def post_completion(url: str, prompt_ids: list[int], max_tokens: int, timeout_s:
 def _answer_fields(answer: dict) -> tuple[list[int], int | None, int | None]:
     usage = answer.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
-    return list(answer["choices"][0].get("token_ids") or []), details.get("cached_tokens"), usage.get("prompt_tokens")
+    return (
+        list(answer["choices"][0].get("token_ids") or []),
+        details.get("cached_tokens"),
+        usage.get("prompt_tokens"),
+    )
 
 
-def play(server: Server, collector: EventCollector, steps: list[Step], playback: Playback) -> Playback:
+def play(
+    server: Server, collector: EventCollector, steps: list[Step], playback: Playback
+) -> Playback:
     from parity_metrics import scrape
 
     for step in steps:
@@ -161,12 +187,17 @@ def play(server: Server, collector: EventCollector, steps: list[Step], playback:
         answer = post_completion(server.url, prompt_ids, step.max_tokens)
         output_ids, cached, prompt_tokens = _answer_fields(answer)
         events_end = collector.drain_quiet()
-        playback.results.append(StepResult(step, prompt_ids, output_ids, cached, prompt_tokens,
-                                           scrape(server.url), events_end))
+        playback.results.append(
+            StepResult(
+                step, prompt_ids, output_ids, cached, prompt_tokens, scrape(server.url), events_end
+            )
+        )
     return playback
 
 
-def play_concurrent(server: Server, collector: EventCollector, group: ConcurrentGroup, playback: Playback) -> Playback:
+def play_concurrent(
+    server: Server, collector: EventCollector, group: ConcurrentGroup, playback: Playback
+) -> Playback:
     """Send the group's steps at once (staggered by `group.stagger_s`); wait for all."""
     from parity_metrics import scrape
 
@@ -190,9 +221,14 @@ def play_concurrent(server: Server, collector: EventCollector, group: Concurrent
     for step in steps:
         answer = answers.get(step.name, "no answer")
         if isinstance(answer, str):
-            playback.results.append(StepResult(step, list(step.prompt), [], None, None, metrics, events_end, answer))
+            playback.results.append(
+                StepResult(step, list(step.prompt), [], None, None, metrics, events_end, answer)
+            )
             continue
         output_ids, cached, prompt_tokens = _answer_fields(answer)
-        playback.results.append(StepResult(step, list(step.prompt), output_ids, cached, prompt_tokens,
-                                           metrics, events_end))
+        playback.results.append(
+            StepResult(
+                step, list(step.prompt), output_ids, cached, prompt_tokens, metrics, events_end
+            )
+        )
     return playback

@@ -36,9 +36,19 @@ class CacheShape:
     python_hash_seed: str = "0"
 
     def flags(self) -> list[str]:
-        return ["--block-size", str(self.block_size), "--num-gpu-blocks-override", str(self.num_gpu_blocks),
-                "--max-model-len", str(self.max_model_len), "--prefix-caching-hash-algo", self.hash_algo,
-                "--enable-prompt-tokens-details", "--served-model-name", SERVED_MODEL]
+        return [
+            "--block-size",
+            str(self.block_size),
+            "--num-gpu-blocks-override",
+            str(self.num_gpu_blocks),
+            "--max-model-len",
+            str(self.max_model_len),
+            "--prefix-caching-hash-algo",
+            self.hash_algo,
+            "--enable-prompt-tokens-details",
+            "--served-model-name",
+            SERVED_MODEL,
+        ]
 
 
 @dataclass
@@ -67,8 +77,14 @@ def free_port() -> int:
 
 
 def kv_events_config(events_port: int) -> str:
-    return json.dumps({"enable_kv_cache_events": True, "publisher": "zmq",
-                       "endpoint": f"tcp://127.0.0.1:{events_port}", "topic": "kv-events"})
+    return json.dumps(
+        {
+            "enable_kv_cache_events": True,
+            "publisher": "zmq",
+            "endpoint": f"tcp://127.0.0.1:{events_port}",
+            "topic": "kv-events",
+        }
+    )
 
 
 def real_vllm_env(work_dir: Path, shape: CacheShape) -> dict[str, str]:
@@ -77,43 +93,83 @@ def real_vllm_env(work_dir: Path, shape: CacheShape) -> dict[str, str]:
     tmp.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-                "DO_NOT_TRACK": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TMPDIR": str(tmp),
-                "VLLM_CACHE_ROOT": str(cache), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
-                "XDG_CACHE_HOME": str(cache), "PYTHONHASHSEED": shape.python_hash_seed})
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "TMPDIR": str(tmp),
+            "VLLM_CACHE_ROOT": str(cache),
+            "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
+            "XDG_CACHE_HOME": str(cache),
+            "PYTHONHASHSEED": shape.python_hash_seed,
+        }
+    )
     return env
 
 
 def start_real_vllm(model_dir: Path, work_dir: Path, shape: CacheShape, events_port: int) -> Server:
     port = free_port()
-    cmd = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-           "--load-format", "dummy", "--enforce-eager", "--host", "127.0.0.1", "--port", str(port),
-           "--seed", "0", "--kv-events-config", kv_events_config(events_port), *shape.flags()]
+    cmd = [
+        str(VLLM_PYTHON),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--load-format",
+        "dummy",
+        "--enforce-eager",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--seed",
+        "0",
+        "--kv-events-config",
+        kv_events_config(events_port),
+        *shape.flags(),
+    ]
     return _spawn("real-vllm", cmd, real_vllm_env(work_dir, shape), port, work_dir)
 
 
 EMULATOR_COMPAT = "0.32"  # the real peer's version: `kvbench emulate serve --vllm-compat 0.32`
 
 
-def start_emulator(work_dir: Path, shape: CacheShape, events_port: int, vllm_compat: str = EMULATOR_COMPAT) -> Server:
+def start_emulator(
+    work_dir: Path, shape: CacheShape, events_port: int, vllm_compat: str = EMULATOR_COMPAT
+) -> Server:
     """`kvbench emulate serve` with the behaviour profile `vllm_compat` (0.32: the real peer's)."""
     port = free_port()
     env = dict(os.environ)
     env.update({"PYTHONHASHSEED": shape.python_hash_seed, "KVBENCH_KV_EVENTS_FORMAT": "v0.32"})
-    cmd = [str(KVBENCH_PYTHON), "-m", "kvbench.cli", "emulate", "serve", "kvbench/tiny-qwen3",
-           "--host", "127.0.0.1", "--port", str(port), "--kv-events-config", kv_events_config(events_port),
-           "--vllm-compat", vllm_compat, *shape.flags()]
+    cmd = [
+        str(KVBENCH_PYTHON),
+        "-m",
+        "kvbench.cli",
+        "emulate",
+        "serve",
+        "kvbench/tiny-qwen3",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--kv-events-config",
+        kv_events_config(events_port),
+        "--vllm-compat",
+        vllm_compat,
+        *shape.flags(),
+    ]
     return _spawn("emulator", cmd, env, port, work_dir)
 
 
 def _spawn(name: str, cmd: list[str], env: dict[str, str], port: int, work_dir: Path) -> Server:
     log_path = work_dir / f"{name}.log"
-    log = open(log_path, "wb")
-    try:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                start_new_session=True)
-    finally:
-        log.close()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+        )
     return Server(name, proc, port, log_path, meta={"cmd": cmd})
 
 
@@ -122,7 +178,9 @@ def wait_healthy(server: Server, timeout_s: float) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}")
+            raise RuntimeError(
+                f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}"
+            )
         try:
             with urllib.request.urlopen(server.url + "/health", timeout=2) as resp:
                 if resp.status == 200:

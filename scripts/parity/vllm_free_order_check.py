@@ -24,8 +24,10 @@ class _Req:
     def __init__(self, tokens: list[int]) -> None:
         self.all_token_ids = tokens
         # Any hash unique per block content works here (the chain itself is checked elsewhere).
-        self.block_hashes = [BlockHash(bytes(str(tokens[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]), "ascii"))
-                             for i in range(len(tokens) // BLOCK_SIZE)]
+        self.block_hashes = [
+            BlockHash(bytes(str(tokens[i * BLOCK_SIZE : (i + 1) * BLOCK_SIZE]), "ascii"))
+            for i in range(len(tokens) // BLOCK_SIZE)
+        ]
         self.lora_request = None
         self.mm_features = []
         self.cache_salt = None
@@ -54,7 +56,9 @@ def run(pool: BlockPool, tokens: list[int], num_hit_blocks: int = 0) -> list:
 
 
 def main() -> int:
-    pool = BlockPool(6, enable_caching=True, hash_block_size=BLOCK_SIZE, enable_kv_cache_events=True)
+    pool = BlockPool(
+        6, enable_caching=True, hash_block_size=BLOCK_SIZE, enable_kv_cache_events=True
+    )
     a = list(range(100, 112))
     run(pool, a)
     after_a = queue_ids(pool)
@@ -63,8 +67,10 @@ def main() -> int:
     run(pool, list(range(300, 312)))
     removed_by_c = [e for e in pool.take_events() if type(e).__name__ == "BlockRemoved"]
     hit_d = run(pool, a)
-    print(f"free queue after A: {after_a}\nBlockRemoved during C: {len(removed_by_c)}\n"
-          f"D hit tokens: {len(hit_d) * BLOCK_SIZE}")
+    print(
+        f"free queue after A: {after_a}\nBlockRemoved during C: {len(removed_by_c)}\n"
+        f"D hit tokens: {len(hit_d) * BLOCK_SIZE}"
+    )
     ok = after_a == [2, 3, 4, 5, 1] and not removed_by_c and len(hit_d) * BLOCK_SIZE == 8
     print("matches the repro's expectations" if ok else "DIFFERS from the repro's expectations")
     return 0 if ok else 1

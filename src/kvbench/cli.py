@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -26,8 +25,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-import_app = typer.Typer(help="Import results of other tools into a kvbench run directory.", no_args_is_help=True)
-emulate_app = typer.Typer(help="Run the emulated serving stack (no GPU needed).", no_args_is_help=True)
+import_app = typer.Typer(
+    help="Import results of other tools into a kvbench run directory.", no_args_is_help=True
+)
+emulate_app = typer.Typer(
+    help="Run the emulated serving stack (no GPU needed).", no_args_is_help=True
+)
 app.add_typer(import_app, name="import")
 app.add_typer(emulate_app, name="emulate")
 
@@ -36,7 +39,9 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_
 
 @app.command()
 def quickstart(
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: ./kvbench-runs/quickstart-<time>)"),
+    out: Path | None = typer.Option(
+        None, "--out", help="Run directory (default: ./kvbench-runs/quickstart-<time>)"
+    ),
 ) -> None:
     """Run the bundled quickstart experiment on the emulated stack, then write its report."""
     from kvbench.experiment.quickstart import run_quickstart
@@ -46,12 +51,22 @@ def quickstart(
 
 @app.command()
 def run(
-    spec: Path = typer.Argument(..., help="Experiment spec (YAML), or the name of a bundled experiment"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory"),
-    resume: bool = typer.Option(False, "--resume", help="Finish only the cells that are missing in --out"),
-    only: List[str] = typer.Option([], "--only", help="Restrict the matrix: KEY=VALUE (model, scenario, level, repeat)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the cells and each scenario's configuration "
-                                 "(k8s: the manifests); start nothing"),
+    spec: Path = typer.Argument(
+        ..., help="Experiment spec (YAML), or the name of a bundled experiment"
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Run directory"),
+    resume: bool = typer.Option(
+        False, "--resume", help="Finish only the cells that are missing in --out"
+    ),
+    only: list[str] = typer.Option(
+        [], "--only", help="Restrict the matrix: KEY=VALUE (model, scenario, level, repeat)"
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the cells and each scenario's configuration "
+        "(k8s: the manifests); start nothing",
+    ),
 ) -> None:
     """Run an experiment: every cell of models x scenarios x levels x repeats."""
     from kvbench.experiment.runner import run_experiment_cli
@@ -62,7 +77,9 @@ def run(
 @app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="A kvbench run directory"),
-    format: str = typer.Option("md,csv,png", "--format", help="Comma-separated: md, csv, png, html, br"),
+    format: str = typer.Option(
+        "md,csv,png", "--format", help="Comma-separated: md, csv, png, html, br"
+    ),
 ) -> None:
     """(Re)build the report of a run."""
     from kvbench.report.build import build_report
@@ -74,8 +91,11 @@ def report(
 
 @import_app.command("guidellm")
 def import_guidellm_cmd(
-    files: List[str] = typer.Argument(..., help="GuideLLM result JSON files; SCENARIO=FILE labels a file's "
-                                      "configuration (e.g. no-offload=a.json native-offload=b.json)"),
+    files: list[str] = typer.Argument(
+        ...,
+        help="GuideLLM result JSON files; SCENARIO=FILE labels a file's "
+        "configuration (e.g. no-offload=a.json native-offload=b.json)",
+    ),
     out: Path = typer.Option(..., "--out", help="Run directory to create"),
 ) -> None:
     """Turn GuideLLM result JSON into a kvbench run directory."""
@@ -103,8 +123,12 @@ def emulate_router(ctx: typer.Context) -> None:
 
 @emulate_app.command("stack")
 def emulate_stack(
-    spec: Path = typer.Argument(..., help="Experiment spec; its first model and scenario are started"),
-    scenario: Optional[str] = typer.Option(None, "--scenario", help="Scenario to start (default: the spec's first)"),
+    spec: Path = typer.Argument(
+        ..., help="Experiment spec; its first model and scenario are started"
+    ),
+    scenario: str | None = typer.Option(
+        None, "--scenario", help="Scenario to start (default: the spec's first)"
+    ),
 ) -> None:
     """Start a scenario's whole local stack (KV stores, engines, router) and keep it up."""
     from kvbench.emulator.stack import main as stack_main

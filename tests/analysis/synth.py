@@ -16,10 +16,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kvbench.results.layout import (
-    CELL_FILE, MANIFEST_FILE, REQUESTS_FILE, SERVER_METRICS_FILE, SYSTEM_METRICS_FILE,
-    CellInfo, CellRef, CellStatus, RunManifest, SystemUnderTest, cell_dir, make_cell_id, save_model,
+    CELL_FILE,
+    MANIFEST_FILE,
+    REQUESTS_FILE,
+    SERVER_METRICS_FILE,
+    SYSTEM_METRICS_FILE,
+    CellInfo,
+    CellRef,
+    CellStatus,
+    RunManifest,
+    SystemUnderTest,
+    cell_dir,
+    make_cell_id,
+    save_model,
 )
-from kvbench.results.records import REQUEST_SCHEMA, SERVER_METRICS_SCHEMA, SYSTEM_METRICS_SCHEMA, RequestRecord
+from kvbench.results.records import (
+    REQUEST_SCHEMA,
+    SERVER_METRICS_SCHEMA,
+    SYSTEM_METRICS_SCHEMA,
+    RequestRecord,
+)
 
 WINDOW_START_S = 10.0
 
@@ -51,7 +67,9 @@ class SynthCell:
     scenario_params: dict = field(default_factory=dict)
     endpoints: int = 1
     part_files: bool = False  # write requests.parquet as a directory of part files
-    hit_share: float = 0.0  # share of requests that are prefix hits (exactly floor(n * share), spread evenly)
+    hit_share: float = (
+        0.0  # share of requests that are prefix hits (exactly floor(n * share), spread evenly)
+    )
     hit_ttft_ms: float = 20.0  # TTFT of a hit (misses use ttft_ms)
     hit_cached_tokens: int = 240  # cached tokens of a hit (of 256 prompt tokens)
 
@@ -60,21 +78,40 @@ class SynthCell:
         return make_cell_id(self.model, self.scenario, self.level, self.repeat)
 
 
-def write_run(run_dir: Path, cells: list[SynthCell], seed: int = 7, baseline: str = "no-offload",
-              emulated: bool = True, kind: str = "emulated") -> Path:
+def write_run(
+    run_dir: Path,
+    cells: list[SynthCell],
+    seed: int = 7,
+    baseline: str = "no-offload",
+    emulated: bool = True,
+    kind: str = "emulated",
+) -> Path:
     rng = np.random.default_rng(seed)
     run_dir = Path(run_dir)
     refs = []
     for spec in cells:
         _write_cell(run_dir, spec, rng)
-        refs.append(CellRef(cell_id=spec.cell_id, model=spec.model, scenario=spec.scenario, level=spec.level,
-                            repeat=spec.repeat, status=CellStatus(spec.status)))
+        refs.append(
+            CellRef(
+                cell_id=spec.cell_id,
+                model=spec.model,
+                scenario=spec.scenario,
+                level=spec.level,
+                repeat=spec.repeat,
+                status=CellStatus(spec.status),
+            )
+        )
     manifest = RunManifest(
-        kvbench_version="0.0.0", run_name="synthetic", created_at="2026-01-01T00:00:00Z",
-        finished_at="2026-01-01T01:00:00Z", spec={"name": "synthetic", "seed": seed},
-        system_under_test=SystemUnderTest(kind=kind, emulated=emulated,
-                                          description="synthetic test run (planted effects)"),
-        baseline_scenario=baseline, cells=refs,
+        kvbench_version="0.0.0",
+        run_name="synthetic",
+        created_at="2026-01-01T00:00:00Z",
+        finished_at="2026-01-01T01:00:00Z",
+        spec={"name": "synthetic", "seed": seed},
+        system_under_test=SystemUnderTest(
+            kind=kind, emulated=emulated, description="synthetic test run (planted effects)"
+        ),
+        baseline_scenario=baseline,
+        cells=refs,
     )
     save_model(run_dir / MANIFEST_FILE, manifest)
     return run_dir
@@ -85,9 +122,16 @@ def _write_cell(run_dir: Path, spec: SynthCell, rng: np.random.Generator) -> Non
     cdir.mkdir(parents=True, exist_ok=True)
     start, end = WINDOW_START_S, WINDOW_START_S + spec.window_s
     info = CellInfo(
-        cell_id=spec.cell_id, model=spec.model, scenario=spec.scenario, scenario_params=spec.scenario_params,
-        level=spec.level, repeat=spec.repeat, status=CellStatus(spec.status),
-        measure_start_s=start, measure_end_s=end, cache_protocol=spec.cache_protocol,
+        cell_id=spec.cell_id,
+        model=spec.model,
+        scenario=spec.scenario,
+        scenario_params=spec.scenario_params,
+        level=spec.level,
+        repeat=spec.repeat,
+        status=CellStatus(spec.status),
+        measure_start_s=start,
+        measure_end_s=end,
+        cache_protocol=spec.cache_protocol,
         error="engine crashed" if spec.status == "failed" else None,
     )
     save_model(cdir / CELL_FILE, info)
@@ -104,10 +148,14 @@ def _write_cell(run_dir: Path, spec: SynthCell, rng: np.random.Generator) -> Non
         pq.write_table(table, cdir / REQUESTS_FILE)
     if spec.kv_usage is not None:
         server = _server_samples(spec, rng, start, end, sum(r["output_tokens"] for r in rows))
-        pq.write_table(pa.Table.from_pylist(server, schema=SERVER_METRICS_SCHEMA), cdir / SERVER_METRICS_FILE)
+        pq.write_table(
+            pa.Table.from_pylist(server, schema=SERVER_METRICS_SCHEMA), cdir / SERVER_METRICS_FILE
+        )
     if spec.client_lag_ms is not None:
         system = _system_samples(spec, start, end)
-        pq.write_table(pa.Table.from_pylist(system, schema=SYSTEM_METRICS_SCHEMA), cdir / SYSTEM_METRICS_FILE)
+        pq.write_table(
+            pa.Table.from_pylist(system, schema=SYSTEM_METRICS_SCHEMA), cdir / SYSTEM_METRICS_FILE
+        )
 
 
 def _requests(spec: SynthCell, rng: np.random.Generator, start: float, end: float) -> list[dict]:
@@ -115,7 +163,10 @@ def _requests(spec: SynthCell, rng: np.random.Generator, start: float, end: floa
     shape = spec.level / (spec.level + 4.0)  # throughput rises with load and flattens
     n_ok = max(2, int(round(spec.n_requests * shape * spec.throughput_factor * noise)))
     # Completions spread evenly over the window (steady concurrent load), lightly jittered.
-    ends = np.linspace(start, end, n_ok + 2)[1:-1] + rng.uniform(-0.2, 0.2, n_ok) * spec.window_s / n_ok
+    ends = (
+        np.linspace(start, end, n_ok + 2)[1:-1]
+        + rng.uniform(-0.2, 0.2, n_ok) * spec.window_s / n_ok
+    )
     rows = []
     for i, end_s in enumerate(ends):
         is_hit = int((i + 1) * spec.hit_share) > int(i * spec.hit_share)
@@ -124,37 +175,82 @@ def _requests(spec: SynthCell, rng: np.random.Generator, start: float, end: floa
         e2e = ttft + spec.tpot_ms * (spec.output_tokens - 1)
         sent = float(end_s) - e2e / 1000
         record = RequestRecord(
-            request_id=f"{spec.cell_id}-{i}", conversation_id=f"c{i // 4}", turn_index=i % 4, cell_id=spec.cell_id,
-            scheduled_s=sent, sent_s=sent, first_token_s=sent + ttft / 1000, end_s=float(end_s), ttft_ms=ttft,
-            e2e_ms=e2e, itl_ms=itl, prompt_tokens=256, output_tokens=spec.output_tokens,
-            cached_tokens=spec.hit_cached_tokens if is_hit else spec.cached_tokens, endpoint=f"engine-{i % spec.endpoints}",
+            request_id=f"{spec.cell_id}-{i}",
+            conversation_id=f"c{i // 4}",
+            turn_index=i % 4,
+            cell_id=spec.cell_id,
+            scheduled_s=sent,
+            sent_s=sent,
+            first_token_s=sent + ttft / 1000,
+            end_s=float(end_s),
+            ttft_ms=ttft,
+            e2e_ms=e2e,
+            itl_ms=itl,
+            prompt_tokens=256,
+            output_tokens=spec.output_tokens,
+            cached_tokens=spec.hit_cached_tokens if is_hit else spec.cached_tokens,
+            endpoint=f"engine-{i % spec.endpoints}",
             cpu_hit_tokens=spec.cpu_hit_tokens_per_request,
-            gpu_hit_tokens=spec.cached_tokens if spec.cpu_hit_tokens_per_request is not None else None,
+            gpu_hit_tokens=spec.cached_tokens
+            if spec.cpu_hit_tokens_per_request is not None
+            else None,
             remote_hit_tokens=0 if spec.cpu_hit_tokens_per_request is not None else None,
-            reused_prefix_tokens=spec.reused_prefix_tokens, level=spec.level,
+            reused_prefix_tokens=spec.reused_prefix_tokens,
+            level=spec.level,
         )
         rows.append(record.to_row())
     for j in range(spec.failed_requests):
-        rows.append(RequestRecord(
-            request_id=f"{spec.cell_id}-f{j}", conversation_id=f"f{j}", turn_index=0, cell_id=spec.cell_id,
-            scheduled_s=start + j, sent_s=start + j, status="error", error="HTTP 500", http_status=500, level=spec.level,
-        ).to_row())
-    warm = RequestRecord(request_id=f"{spec.cell_id}-w", conversation_id="w", turn_index=0, cell_id=spec.cell_id,
-                         phase="warmup", sent_s=start - 5, end_s=start - 4, ttft_ms=1.0, e2e_ms=1000.0,
-                         output_tokens=10_000, level=spec.level)
+        rows.append(
+            RequestRecord(
+                request_id=f"{spec.cell_id}-f{j}",
+                conversation_id=f"f{j}",
+                turn_index=0,
+                cell_id=spec.cell_id,
+                scheduled_s=start + j,
+                sent_s=start + j,
+                status="error",
+                error="HTTP 500",
+                http_status=500,
+                level=spec.level,
+            ).to_row()
+        )
+    warm = RequestRecord(
+        request_id=f"{spec.cell_id}-w",
+        conversation_id="w",
+        turn_index=0,
+        cell_id=spec.cell_id,
+        phase="warmup",
+        sent_s=start - 5,
+        end_s=start - 4,
+        ttft_ms=1.0,
+        e2e_ms=1000.0,
+        output_tokens=10_000,
+        level=spec.level,
+    )
     rows.append(warm.to_row())  # a warmup request with huge output: must not count anywhere
     return rows
 
 
-def _server_samples(spec: SynthCell, rng: np.random.Generator, start: float, end: float, out_tokens: int) -> list[dict]:
+def _server_samples(
+    spec: SynthCell, rng: np.random.Generator, start: float, end: float, out_tokens: int
+) -> list[dict]:
     rows = []
     engine = {"engine": "0", "model_name": spec.model}
     ts_values = np.arange(start - 2, end + 2, 1.0)
     for k, ts in enumerate(ts_values):
         elapsed = max(0.0, min(ts, end) - start)
-        def add(metric, value, **labels):
-            rows.append({"ts_s": float(ts), "source": "engine-0", "metric": metric,
-                         "labels": json.dumps({**engine, **labels}, sort_keys=True), "value": float(value)})
+
+        def add(metric, value, ts=ts, **labels):
+            rows.append(
+                {
+                    "ts_s": float(ts),
+                    "source": "engine-0",
+                    "metric": metric,
+                    "labels": json.dumps({**engine, **labels}, sort_keys=True),
+                    "value": float(value),
+                }
+            )
+
         add("vllm:kv_cache_usage_perc", spec.kv_usage * (0.8 + 0.2 * (k % 2)))
         add("vllm:num_requests_running", spec.level)
         add("vllm:num_requests_waiting", 2.0)
@@ -164,17 +260,30 @@ def _server_samples(spec: SynthCell, rng: np.random.Generator, start: float, end
         if spec.step_lag_s is not None:
             add("kvbench:engine_step_lag_seconds", spec.step_lag_s)
         if spec.offload_bytes_per_s is not None:
-            add("vllm:kv_offload_total_bytes_total", spec.offload_bytes_per_s * elapsed, transfer_type="GPU_to_CPU")
-            add("vllm:kv_offload_total_bytes_total", spec.offload_bytes_per_s * elapsed / 2, transfer_type="CPU_to_GPU")
+            add(
+                "vllm:kv_offload_total_bytes_total",
+                spec.offload_bytes_per_s * elapsed,
+                transfer_type="GPU_to_CPU",
+            )
+            add(
+                "vllm:kv_offload_total_bytes_total",
+                spec.offload_bytes_per_s * elapsed / 2,
+                transfer_type="CPU_to_GPU",
+            )
     return rows
 
 
 def _system_samples(spec: SynthCell, start: float, end: float) -> list[dict]:
     rows = []
     for ts in np.arange(start, end, 1.0):
-        for metric, value in (("dispatch_lag_ms", spec.client_lag_ms), ("event_loop_lag_ms", spec.client_lag_ms / 2),
-                              ("cpu_percent", spec.client_cpu_pct)):
-            rows.append({"ts_s": float(ts), "source": "client", "metric": metric, "value": float(value)})
+        for metric, value in (
+            ("dispatch_lag_ms", spec.client_lag_ms),
+            ("event_loop_lag_ms", spec.client_lag_ms / 2),
+            ("cpu_percent", spec.client_cpu_pct),
+        ):
+            rows.append(
+                {"ts_s": float(ts), "source": "client", "metric": metric, "value": float(value)}
+            )
     return rows
 
 
@@ -186,5 +295,9 @@ def matrix(models, scenarios, levels, repeats, **overrides_by_scenario) -> list[
             extra = overrides_by_scenario.get(scenario.replace("-", "_"), {})
             for level in levels:
                 for repeat in range(repeats):
-                    cells.append(SynthCell(model=model, scenario=scenario, level=level, repeat=repeat, **extra))
+                    cells.append(
+                        SynthCell(
+                            model=model, scenario=scenario, level=level, repeat=repeat, **extra
+                        )
+                    )
     return cells

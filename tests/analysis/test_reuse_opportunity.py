@@ -12,13 +12,33 @@ from kvbench.results.records import REQUEST_SCHEMA, RequestRecord
 
 
 def _cell(turns_and_reuse: list[tuple[int, int]], workload: dict | None = None) -> CellData:
-    rows = [RequestRecord(request_id=f"r{i}", conversation_id=f"c{i}", turn_index=turn, cell_id="x",
-                          prompt_tokens=10128, cached_tokens=0, reused_prefix_tokens=reused).to_row()
-            for i, (turn, reused) in enumerate(turns_and_reuse)]
-    info = CellInfo(cell_id="x", model="m", scenario="lmcache-local", level=50, repeat=0, status=CellStatus.OK,
-                    **({"workload": workload} if workload else {}))
-    return CellData(info=info, requests=pd.DataFrame(rows, columns=REQUEST_SCHEMA.names),
-                    server=pd.DataFrame(), system=pd.DataFrame())
+    rows = [
+        RequestRecord(
+            request_id=f"r{i}",
+            conversation_id=f"c{i}",
+            turn_index=turn,
+            cell_id="x",
+            prompt_tokens=10128,
+            cached_tokens=0,
+            reused_prefix_tokens=reused,
+        ).to_row()
+        for i, (turn, reused) in enumerate(turns_and_reuse)
+    ]
+    info = CellInfo(
+        cell_id="x",
+        model="m",
+        scenario="lmcache-local",
+        level=50,
+        repeat=0,
+        status=CellStatus.OK,
+        **({"workload": workload} if workload else {}),
+    )
+    return CellData(
+        info=info,
+        requests=pd.DataFrame(rows, columns=REQUEST_SCHEMA.names),
+        server=pd.DataFrame(),
+        system=pd.DataFrame(),
+    )
 
 
 def test_first_turns_on_unseen_prefixes_only_are_flagged_with_the_working_set():

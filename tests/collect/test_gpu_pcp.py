@@ -48,8 +48,10 @@ def test_gpu_sampler_rows_per_device():
     sampler = open_gpu_sampler(lambda: 12.5, nvml=nvml)
     rows = sampler.sample()
     assert {(r["source"], r["metric"]): r["value"] for r in rows if r["source"] == "gpu:1"} == {
-        ("gpu:1", "utilization_percent"): 51.0, ("gpu:1", "memory_utilization_percent"): 20.0,
-        ("gpu:1", "memory_used_bytes"): 3.0 * 2**30, ("gpu:1", "memory_total_bytes"): 80.0 * 2**30,
+        ("gpu:1", "utilization_percent"): 51.0,
+        ("gpu:1", "memory_utilization_percent"): 20.0,
+        ("gpu:1", "memory_used_bytes"): 3.0 * 2**30,
+        ("gpu:1", "memory_total_bytes"): 80.0 * 2**30,
         ("gpu:1", "power_watts"): 350.5,
     }
     assert len(rows) == 10 and all(r["ts_s"] == 12.5 for r in rows)
@@ -72,8 +74,10 @@ def test_no_pmrep_means_no_sampler(monkeypatch, tmp_path):
 
 def test_pmrep_csv_becomes_rows(monkeypatch, tmp_path):
     fake = tmp_path / "pmrep"
-    fake.write_text('#!/bin/sh\necho \'"Time","kernel.all.cpu.user","kernel.all.load-1 minute"\'\n'
-                    'echo \'"05:00:01","",""\'\necho \'"05:00:02","12.5","0.75"\'\nexec sleep 30\n')
+    fake.write_text(
+        '#!/bin/sh\necho \'"Time","kernel.all.cpu.user","kernel.all.load-1 minute"\'\n'
+        'echo \'"05:00:01","",""\'\necho \'"05:00:02","12.5","0.75"\'\nexec sleep 30\n'
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     sampler = start_pcp_sampler(1.0, lambda: 3.0)
@@ -85,8 +89,10 @@ def test_pmrep_csv_becomes_rows(monkeypatch, tmp_path):
             time.sleep(0.02)
     finally:
         sampler.stop()
-    assert rows == [{"ts_s": 3.0, "source": "pcp", "metric": "kernel.all.cpu.user", "value": 12.5},
-                    {"ts_s": 3.0, "source": "pcp", "metric": "kernel.all.load-1 minute", "value": 0.75}]
+    assert rows == [
+        {"ts_s": 3.0, "source": "pcp", "metric": "kernel.all.cpu.user", "value": 12.5},
+        {"ts_s": 3.0, "source": "pcp", "metric": "kernel.all.load-1 minute", "value": 0.75},
+    ]
     assert sampler.process.poll() is not None
 
 

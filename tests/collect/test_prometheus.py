@@ -14,13 +14,20 @@ def test_vllm_reference_page():
     for s in samples:
         by_name.setdefault(s.name, []).append(s)
     hits = by_name["vllm:prefix_cache_hits_total"][0]
-    assert hits.value == 9088.0 and hits.type == "counter" and hits.family == "vllm:prefix_cache_hits"
+    assert (
+        hits.value == 9088.0 and hits.type == "counter" and hits.family == "vllm:prefix_cache_hits"
+    )
     assert hits.labels == {"engine": "0", "model_name": "tiny-qwen3"}
     assert counter_sum(samples, "vllm:prefix_cache_queries_total") == 34845.0
     buckets = by_name["vllm:time_to_first_token_seconds_bucket"]
-    assert all(b.family == "vllm:time_to_first_token_seconds" and b.type == "histogram" for b in buckets)
+    assert all(
+        b.family == "vllm:time_to_first_token_seconds" and b.type == "histogram" for b in buckets
+    )
     assert buckets[-1].labels["le"] == "+Inf"
-    assert by_name["vllm:time_to_first_token_seconds_count"][0].family == "vllm:time_to_first_token_seconds"
+    assert (
+        by_name["vllm:time_to_first_token_seconds_count"][0].family
+        == "vllm:time_to_first_token_seconds"
+    )
     assert by_name["process_resident_memory_bytes"][0].value == 6.56191488e08
     assert not [s for s in samples if s.type == "untyped"]
 

@@ -20,7 +20,9 @@ BLOCK = 16
 
 
 class KvEndpoint:
-    def __init__(self, model: str = "tiny", max_model_len: int = 4096, reset_supported: bool = True):
+    def __init__(
+        self, model: str = "tiny", max_model_len: int = 4096, reset_supported: bool = True
+    ):
         self.model, self.max_model_len, self.reset_supported = model, max_model_len, reset_supported
         self.cache: set[tuple] = set()
         self.hits = self.queries = 0
@@ -35,7 +37,7 @@ class KvEndpoint:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "KvEndpoint":
+    def __enter__(self) -> KvEndpoint:
         self._thread.start()
         self._ready.wait(10)
         return self
@@ -64,8 +66,19 @@ class KvEndpoint:
         await runner.cleanup()
 
     async def _models(self, request):
-        return web.json_response({"object": "list", "data": [
-            {"id": self.model, "object": "model", "root": self.model, "max_model_len": self.max_model_len}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": self.model,
+                        "object": "model",
+                        "root": self.model,
+                        "max_model_len": self.max_model_len,
+                    }
+                ],
+            }
+        )
 
     async def _reset(self, request):
         if not self.reset_supported:
@@ -75,12 +88,14 @@ class KvEndpoint:
 
     async def _metrics(self, request):
         labels = f'engine="0",model_name="{self.model}"'
-        text = (f"# HELP vllm:prefix_cache_queries_total Prefix cache queries.\n"
-                f"# TYPE vllm:prefix_cache_queries_total counter\n"
-                f"vllm:prefix_cache_queries_total{{{labels}}} {float(self.queries)}\n"
-                f"# HELP vllm:prefix_cache_hits_total Prefix cache hits.\n"
-                f"# TYPE vllm:prefix_cache_hits_total counter\n"
-                f"vllm:prefix_cache_hits_total{{{labels}}} {float(self.hits)}\n")
+        text = (
+            f"# HELP vllm:prefix_cache_queries_total Prefix cache queries.\n"
+            f"# TYPE vllm:prefix_cache_queries_total counter\n"
+            f"vllm:prefix_cache_queries_total{{{labels}}} {float(self.queries)}\n"
+            f"# HELP vllm:prefix_cache_hits_total Prefix cache hits.\n"
+            f"# TYPE vllm:prefix_cache_hits_total counter\n"
+            f"vllm:prefix_cache_hits_total{{{labels}}} {float(self.hits)}\n"
+        )
         return web.Response(text=text, content_type="text/plain")
 
     def _lookup_and_store(self, prompt: list[int], output: list[int]) -> int:
@@ -106,8 +121,12 @@ class KvEndpoint:
         prompt, max_tokens = body["prompt"], int(body["max_tokens"])
         output = [1000 + i for i in range(max_tokens)]
         cached = self._lookup_and_store(list(prompt), output)
-        usage = {"prompt_tokens": len(prompt), "completion_tokens": max_tokens,
-                 "total_tokens": len(prompt) + max_tokens, "prompt_tokens_details": {"cached_tokens": cached}}
+        usage = {
+            "prompt_tokens": len(prompt),
+            "completion_tokens": max_tokens,
+            "total_tokens": len(prompt) + max_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
         with_ids = bool(body.get("return_token_ids"))
         if not body.get("stream"):
             choice = {"index": 0, "text": " t" * max_tokens, "finish_reason": "length"}

@@ -23,8 +23,12 @@ def dry_run(tmp_path, target: str) -> str:
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(textwrap.dedent(SPEC.format(target=target)))
     buffer = io.StringIO()
-    rc = run_experiment_cli(spec_path, tmp_path / "run", dry_run=True,
-                            console=Console(file=buffer, width=200, color_system=None))
+    rc = run_experiment_cli(
+        spec_path,
+        tmp_path / "run",
+        dry_run=True,
+        console=Console(file=buffer, width=200, color_system=None),
+    )
     assert rc == 0
     assert not (tmp_path / "run").exists()
     return buffer.getvalue()
@@ -43,7 +47,9 @@ def test_dry_run_lists_every_cell_and_the_rendered_offload_config(tmp_path):
 
 def test_k8s_dry_run_prints_the_manifests(tmp_path):
     text = dry_run(tmp_path, "{kind: k8s, dry_run: true}")
-    section = text.split("## Qwen/Qwen3-8B / native-offload+num_cpu_blocks=10000")[1].split("\n## ")[0]
+    section = text.split("## Qwen/Qwen3-8B / native-offload+num_cpu_blocks=10000")[1].split(
+        "\n## "
+    )[0]
     objects = [doc for doc in yaml.safe_load_all(section) if isinstance(doc, dict)]
     kinds = sorted(obj["kind"] for obj in objects)
     assert kinds == ["ConfigMap", "Deployment"]
@@ -56,6 +62,11 @@ def test_a_k8s_spec_with_dry_run_true_is_a_dry_run_of_the_whole_matrix(tmp_path)
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(textwrap.dedent(SPEC.format(target="{kind: k8s, dry_run: true}")))
     buffer = io.StringIO()
-    assert run_experiment_cli(spec_path, tmp_path / "run", console=Console(file=buffer, width=200)) == 0
+    assert (
+        run_experiment_cli(spec_path, tmp_path / "run", console=Console(file=buffer, width=200))
+        == 0
+    )
     assert not (tmp_path / "run").exists()
-    assert buffer.getvalue().count("kind: Deployment") >= 3  # one model server per (model, scenario variant)
+    assert (
+        buffer.getvalue().count("kind: Deployment") >= 3
+    )  # one model server per (model, scenario variant)

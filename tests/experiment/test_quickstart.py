@@ -28,8 +28,12 @@ Rule: ...
 
 def test_report_summary_keeps_the_peak_table_and_guidance():
     assert report_summary(REPORT) == [
-        "Peak throughput", "| Model | Scenario |", "|---|---|", "| Qwen3-8B | no-offload |",
-        "Deployment guidance", "- Qwen3-8B: keep **no-offload**",
+        "Peak throughput",
+        "| Model | Scenario |",
+        "|---|---|",
+        "| Qwen3-8B | no-offload |",
+        "Deployment guidance",
+        "- Qwen3-8B: keep **no-offload**",
     ]
 
 
@@ -42,12 +46,24 @@ def test_quickstart_runs_all_seven_scenarios_and_writes_the_report(tmp_path, cap
     assert manifest["system_under_test"]["emulated"] is True
     assert [c["status"] for c in manifest["cells"]] == ["ok"] * 7
     assert {c["scenario"] for c in manifest["cells"]} == {
-        "no-offload", "native-offload", "lmcache-local", "lmcache-redis", "lmcache-valkey", "llm-d-redis", "llm-d-valkey"}
+        "no-offload",
+        "native-offload",
+        "lmcache-local",
+        "lmcache-redis",
+        "lmcache-valkey",
+        "llm-d-redis",
+        "llm-d-valkey",
+    }
     assert (out / "report" / "REPORT.md").is_file() and list((out / "report").glob("*.png"))
     # offload had something to do: the offload cells got CPU-tier hits
-    cells = {c["scenario"]: json.loads((out / "cells" / c["cell_id"] / "cell.json").read_text()) for c in manifest["cells"]}
+    cells = {
+        c["scenario"]: json.loads((out / "cells" / c["cell_id"] / "cell.json").read_text())
+        for c in manifest["cells"]
+    }
     cached = {name: cell["summary"]["cached_prompt_fraction"] for name, cell in cells.items()}
     for offload in ("native-offload", "lmcache-local", "lmcache-redis", "lmcache-valkey"):
         assert cached[offload] > cached["no-offload"], cached
-    children = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    children = [
+        p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE
+    ]
     assert children == []

@@ -55,16 +55,28 @@ def test_full_matrix_runs_with_cold_cells_and_paired_workloads(tmp_path):
     info = cell(run, "tiny__native-offload__2__r1")
     assert info["summary"]["requests_ok"] == 8
     verify = info["cache_protocol"]["verify"]
-    assert verify["expected"] == "cold" and verify["consistent"] is True and verify["first_use_misses"] == 2
+    assert (
+        verify["expected"] == "cold"
+        and verify["consistent"] is True
+        and verify["first_use_misses"] == 2
+    )
     assert info["cache_protocol"]["reset"][server.url]["reset"] is True
+
     # every scenario of a repeat sends the same conversations; repeats differ
-    prompts = lambda cid: sorted(requests(run, cid)["prompt_tokens"])
-    convs = lambda cid: list(requests(run, cid).sort_values("sent_s")["conversation_id"])
+    def prompts(cid):
+        return sorted(requests(run, cid)["prompt_tokens"])
+
+    def convs(cid):
+        return list(requests(run, cid).sort_values("sent_s")["conversation_id"])
+
     assert convs("tiny__no-offload__1__r0") == convs("tiny__native-offload__1__r0")
     assert convs("tiny__no-offload__1__r0") != convs("tiny__no-offload__1__r1")
     assert prompts("tiny__no-offload__2__r0") == prompts("tiny__native-offload__2__r0")
     metrics = pd.read_parquet(run / "cells" / "tiny__no-offload__1__r0" / "server_metrics.parquet")
-    assert set(metrics["metric"]) == {"vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"}
+    assert set(metrics["metric"]) == {
+        "vllm:prefix_cache_hits_total",
+        "vllm:prefix_cache_queries_total",
+    }
     system = pd.read_parquet(run / "cells" / "tiny__no-offload__1__r0" / "system_metrics.parquet")
     assert {"host", "client"} <= set(system["source"])
     assert manifest(run)["system_under_test"]["kind"] == "endpoint" and manifest(run)["finished_at"]
@@ -73,13 +85,21 @@ def test_full_matrix_runs_with_cold_cells_and_paired_workloads(tmp_path):
 def test_failed_cell_is_recorded_and_the_matrix_goes_on(tmp_path):
     run = tmp_path / "run"
     with KvEndpoint() as server:
+
         def before(plan):
             server.fail_all = plan.cell_id == "tiny__no-offload__2__r0"
-        code = run_experiment_cli(write_spec(tmp_path, server.url), run, hooks=RunnerHooks(before_cell=before))
+
+        code = run_experiment_cli(
+            write_spec(tmp_path, server.url), run, hooks=RunnerHooks(before_cell=before)
+        )
     assert code == 1
     statuses = {c["cell_id"]: c["status"] for c in manifest(run)["cells"]}
-    assert statuses == {"tiny__no-offload__1__r0": "ok", "tiny__no-offload__2__r0": "failed",
-                        "tiny__native-offload__1__r0": "ok", "tiny__native-offload__2__r0": "ok"}
+    assert statuses == {
+        "tiny__no-offload__1__r0": "ok",
+        "tiny__no-offload__2__r0": "failed",
+        "tiny__native-offload__1__r0": "ok",
+        "tiny__native-offload__2__r0": "ok",
+    }
     failed = cell(run, "tiny__no-offload__2__r0")
     assert "no request succeeded" in failed["error"] and "HTTP 500" in failed["error"]
 
@@ -107,16 +127,22 @@ def test_ctrl_c_then_resume_finishes_without_duplicates(tmp_path):
 
     with KvEndpoint() as server:
         spec = write_spec(tmp_path, server.url)
-        assert run_experiment_cli(spec, run, hooks=RunnerHooks(on_record=interrupt_second_cell)) == 130
+        assert (
+            run_experiment_cli(spec, run, hooks=RunnerHooks(on_record=interrupt_second_cell)) == 130
+        )
         statuses = {c["cell_id"]: c["status"] for c in manifest(run)["cells"]}
         assert statuses["tiny__no-offload__1__r0"] == "ok"
         assert statuses["tiny__no-offload__2__r0"] == "interrupted"
         assert statuses["tiny__native-offload__1__r0"] == "pending"
-        first_parts = sorted((run / "cells" / "tiny__no-offload__1__r0" / "requests.parquet").iterdir())
+        first_parts = sorted(
+            (run / "cells" / "tiny__no-offload__1__r0" / "requests.parquet").iterdir()
+        )
         first_mtimes = [p.stat().st_mtime_ns for p in first_parts]
         assert run_experiment_cli(spec, run, resume=True) == 0
     assert all(c["status"] == "ok" for c in manifest(run)["cells"])
-    assert [p.stat().st_mtime_ns for p in first_parts] == first_mtimes  # the finished cell was not rerun
+    assert [
+        p.stat().st_mtime_ns for p in first_parts
+    ] == first_mtimes  # the finished cell was not rerun
     redone = requests(run, "tiny__no-offload__2__r0")
     assert len(redone[redone["phase"] == "measure"]) == 8 and redone["request_id"].is_unique
 
@@ -152,13 +178,16 @@ def test_only_filters_and_bad_keys(tmp_path):
     assert [c["cell_id"] for c in manifest(run)["cells"]] == ["tiny__native-offload__2__r0"]
 
 
-@pytest.mark.parametrize("mutation, expected", [
-    (("name: t", "name: [t"), "invalid YAML"),
-    (("kind: multi_turn_shared_prefix", "kind: nonsense"), "workload"),
-    (("turns: 2", "turns: 0"), "workload.turns: Input should be greater than 0"),
-    (("prefix_count: 2", "prefix_count: -1"), "workload.prefix_count"),
-    (("name: t", "name: t\nwat: 1"), "wat"),
-])
+@pytest.mark.parametrize(
+    "mutation, expected",
+    [
+        (("name: t", "name: [t"), "invalid YAML"),
+        (("kind: multi_turn_shared_prefix", "kind: nonsense"), "workload"),
+        (("turns: 2", "turns: 0"), "workload.turns: Input should be greater than 0"),
+        (("prefix_count: 2", "prefix_count: -1"), "workload.prefix_count"),
+        (("name: t", "name: t\nwat: 1"), "wat"),
+    ],
+)
 def test_bad_specs_exit_2_with_one_line(tmp_path, capsys, mutation, expected):
     path = write_spec(tmp_path, "http://127.0.0.1:1")
     path.write_text(path.read_text().replace(*mutation))
@@ -181,11 +210,18 @@ def test_sweep_runs_synchronous_throughput_then_rates_between(tmp_path):
     run = tmp_path / "run"
     with KvEndpoint() as server:
         spec = write_spec(tmp_path, server.url)
-        spec.write_text(spec.read_text().replace("strategy: concurrent, levels: [1, 2]", "strategy: sweep, sweep_size: 3"))
+        spec.write_text(
+            spec.read_text().replace(
+                "strategy: concurrent, levels: [1, 2]", "strategy: sweep, sweep_size: 3"
+            )
+        )
         assert run_experiment_cli(spec, run, only=["scenario=no-offload"]) == 0
     sync, thr, rate = (cell(run, f"tiny__no-offload__{k}__r0") for k in (1, 2, 3))
-    assert (sync["level_plan"]["strategy"], thr["level_plan"]["strategy"], rate["level_plan"]["strategy"]) == (
-        "synchronous", "throughput", "constant")
+    assert (
+        sync["level_plan"]["strategy"],
+        thr["level_plan"]["strategy"],
+        rate["level_plan"]["strategy"],
+    ) == ("synchronous", "throughput", "constant")
     # GuideLLM: linspace(sync, throughput, sweep_size - 1)[1:] -> with sweep_size 3 the rate is the throughput's
     assert rate["level_plan"]["level"] == pytest.approx(thr["summary"]["request_rate_rps"])
 

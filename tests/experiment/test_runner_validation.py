@@ -18,11 +18,16 @@ load: {{levels: [1], requests_per_level: 5}}
 """
 
 
-@pytest.mark.parametrize("scenario, params, expected", [
-    ("nope-offload", "{}", "unknown scenario 'nope-offload'"),
-    ("native-offload", "{num_cpu_blockz: [10]}", "scenario_params.num_cpu_blockz"),
-])
-def test_unknown_scenario_or_param_fails_before_anything_starts(tmp_path, scenario, params, expected):
+@pytest.mark.parametrize(
+    "scenario, params, expected",
+    [
+        ("nope-offload", "{}", "unknown scenario 'nope-offload'"),
+        ("native-offload", "{num_cpu_blockz: [10]}", "scenario_params.num_cpu_blockz"),
+    ],
+)
+def test_unknown_scenario_or_param_fails_before_anything_starts(
+    tmp_path, scenario, params, expected
+):
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(textwrap.dedent(SPEC.format(scenario=scenario, params=params)))
     out = tmp_path / "run"

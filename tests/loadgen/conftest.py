@@ -39,18 +39,37 @@ async def start_mock():
         await runner.cleanup()
 
 
-def conversation(cid: str, *, prefix: tuple[int, ...] = (1, 2, 3, 4), questions: int = 1, question_len: int = 2,
-                 output_tokens: int = 3, group: int | None = 0, think_time_s: float = 0.0) -> Conversation:
-    turns = [Turn(question_token_ids=tuple(100 + 10 * k + i for i in range(question_len)), output_tokens=output_tokens)
-             for k in range(questions)]
-    return Conversation(conversation_id=cid, prefix_token_ids=prefix, turns=turns, prefix_group=group,
-                        think_time_s=think_time_s)
+def conversation(
+    cid: str,
+    *,
+    prefix: tuple[int, ...] = (1, 2, 3, 4),
+    questions: int = 1,
+    question_len: int = 2,
+    output_tokens: int = 3,
+    group: int | None = 0,
+    think_time_s: float = 0.0,
+) -> Conversation:
+    turns = [
+        Turn(
+            question_token_ids=tuple(100 + 10 * k + i for i in range(question_len)),
+            output_tokens=output_tokens,
+        )
+        for k in range(questions)
+    ]
+    return Conversation(
+        conversation_id=cid,
+        prefix_token_ids=prefix,
+        turns=turns,
+        prefix_group=group,
+        think_time_s=think_time_s,
+    )
 
 
 async def run(endpoint: EndpointConfig, conversations, plan: LevelPlan, cell_id: str = "cell"):
     records = []
-    result = await run_level(endpoint, conversations, plan, cell_id=cell_id, clock=RunClock(),
-                             on_record=records.append)
+    result = await run_level(
+        endpoint, conversations, plan, cell_id=cell_id, clock=RunClock(), on_record=records.append
+    )
     return result, records
 
 

@@ -4,9 +4,9 @@ import asyncio
 import socket
 
 import pytest
+from tests.loadgen.conftest import conversation, run, single_pass
 
 from kvbench.loadgen.api import EndpointConfig, LevelPlan, RunClock, run_level
-from tests.loadgen.conftest import conversation, run, single_pass
 
 FAULT_MESSAGES = {
     "http500": "HTTP 500: injected failure on request 3",
@@ -30,7 +30,9 @@ async def test_fault_is_recorded_with_its_cause(start_mock, fault):
     if fault == "http500":
         assert failed.http_status == 500 and failed.output_tokens == 0
     else:
-        assert failed.http_status == 200 and failed.output_tokens == 4 and failed.ttft_ms is not None
+        assert (
+            failed.http_status == 200 and failed.output_tokens == 4 and failed.ttft_ms is not None
+        )
 
 
 async def test_failed_turn_ends_its_conversation(start_mock):
@@ -67,8 +69,16 @@ async def test_cancel_records_in_flight_as_cancelled(start_mock):
     mock = await start_mock(itl_ms=50)
     records = []
     plan = LevelPlan(strategy="concurrent", level=3, duration_s=30, max_requests=None)
-    task = asyncio.ensure_future(run_level(mock.endpoint(), [conversation(f"c{i}", output_tokens=200) for i in range(3)],
-                                           plan, cell_id="x", clock=RunClock(), on_record=records.append))
+    task = asyncio.ensure_future(
+        run_level(
+            mock.endpoint(),
+            [conversation(f"c{i}", output_tokens=200) for i in range(3)],
+            plan,
+            cell_id="x",
+            clock=RunClock(),
+            on_record=records.append,
+        )
+    )
     while mock.server.state.in_flight < 3:
         await asyncio.sleep(0.01)
     task.cancel()
@@ -82,9 +92,19 @@ async def test_cancel_records_in_flight_as_cancelled(start_mock):
 async def test_cancel_of_rate_level_records_in_flight(start_mock):
     mock = await start_mock(itl_ms=50)
     records = []
-    plan = LevelPlan(strategy="constant", level=100, duration_s=30, max_requests=None, max_concurrency=2)
-    task = asyncio.ensure_future(run_level(mock.endpoint(), [conversation("c", output_tokens=200)], plan,
-                                           cell_id="x", clock=RunClock(), on_record=records.append))
+    plan = LevelPlan(
+        strategy="constant", level=100, duration_s=30, max_requests=None, max_concurrency=2
+    )
+    task = asyncio.ensure_future(
+        run_level(
+            mock.endpoint(),
+            [conversation("c", output_tokens=200)],
+            plan,
+            cell_id="x",
+            clock=RunClock(),
+            on_record=records.append,
+        )
+    )
     while mock.server.state.in_flight < 2:
         await asyncio.sleep(0.01)
     task.cancel()

@@ -3,21 +3,27 @@
 import itertools
 
 import pytest
+from tests.loadgen.conftest import conversation, run, single_pass
 
 from kvbench.errors import UserError
 from kvbench.loadgen.api import LevelPlan, sweep_rates
 from kvbench.loadgen.history import synthesize_answer
 from kvbench.loadgen.strategies import poisson_arrivals
-from tests.loadgen.conftest import conversation, run, single_pass
 
 
 async def test_multi_token_chunks_are_counted_as_tokens(start_mock):
     mock = await start_mock(tokens_per_chunk=4)
-    result, [record] = await run(mock.endpoint(), [conversation("a", output_tokens=10)], single_pass())
+    result, [record] = await run(
+        mock.endpoint(), [conversation("a", output_tokens=10)], single_pass()
+    )
     assert record.status == "ok", record.error
     assert record.output_tokens == 10
     assert len(record.itl_ms) == 9
-    assert record.itl_ms[:3] == [0.0, 0.0, 0.0]  # the first chunk's other 3 tokens came with the first
+    assert record.itl_ms[:3] == [
+        0.0,
+        0.0,
+        0.0,
+    ]  # the first chunk's other 3 tokens came with the first
     assert record.prompt_tokens == 6 and record.cached_tokens == 0
     assert result.return_token_ids is True and record.history_synthesized is False
     assert result.counts == {"ok": 1, "error": 0, "timeout": 0, "cancelled": 0}
@@ -56,7 +62,9 @@ async def test_chat_history_carries_answer_text(start_mock):
     mock = await start_mock()
     conv = conversation("a", questions=2, output_tokens=4)
     conv.prefix_text = "you are terse"
-    conv.turns = [type(t)(t.question_token_ids, t.output_tokens, question_text="q one") for t in conv.turns]
+    conv.turns = [
+        type(t)(t.question_token_ids, t.output_tokens, question_text="q one") for t in conv.turns
+    ]
     _, records = await run(mock.endpoint(api="chat"), [conv], single_pass())
     # mock counts words: system 3 + user 2 = 5; then + assistant 4 words + user 2 = 11
     assert [r.prompt_tokens for r in records] == [5, 11]
@@ -98,7 +106,9 @@ async def test_poisson_level_schedules_are_reproducible(start_mock):
     convs = [conversation(f"c{i}") for i in range(8)]
     offsets = []
     for _ in range(2):
-        plan = LevelPlan(strategy="poisson", level=40.0, duration_s=None, max_requests=None, seed=11)
+        plan = LevelPlan(
+            strategy="poisson", level=40.0, duration_s=None, max_requests=None, seed=11
+        )
         result, records = await run(mock.endpoint(), convs, plan)
         start = result.measure_start_s
         offsets.append(sorted(round(r.scheduled_s - start, 9) for r in records))
@@ -107,20 +117,30 @@ async def test_poisson_level_schedules_are_reproducible(start_mock):
 
 async def test_warmup_measure_cooldown_by_slot_time(start_mock):
     mock = await start_mock()
-    plan = LevelPlan(strategy="constant", level=20.0, duration_s=1.0, max_requests=None,
-                     warmup_s=0.275, cooldown_s=0.275)
+    plan = LevelPlan(
+        strategy="constant",
+        level=20.0,
+        duration_s=1.0,
+        max_requests=None,
+        warmup_s=0.275,
+        cooldown_s=0.275,
+    )
     result, records = await run(mock.endpoint(), [conversation("c")], plan)
     phases = [r.phase for r in sorted(records, key=lambda r: r.scheduled_s)]
     assert phases == ["warmup"] * 6 + ["measure"] * 9 + ["cooldown"] * 5
     assert result.measure_end_s - result.measure_start_s == pytest.approx(0.45)
     assert any("cycled" in note for note in result.notes)
-    assert len({r.conversation_id for r in records}) == 20  # one-turn conversation reused under fresh ids
+    assert (
+        len({r.conversation_id for r in records}) == 20
+    )  # one-turn conversation reused under fresh ids
 
 
 async def test_count_level_measures_exactly_max_requests_then_cools_down(start_mock):
     mock = await start_mock(ttft_ms=20)
     # cooldown far longer than one request, so a loaded machine still fits one in
-    plan = LevelPlan(strategy="synchronous", level=1, duration_s=None, max_requests=3, cooldown_s=0.6)
+    plan = LevelPlan(
+        strategy="synchronous", level=1, duration_s=None, max_requests=3, cooldown_s=0.6
+    )
     _, records = await run(mock.endpoint(), [conversation(f"c{i}") for i in range(3)], plan)
     phases = [r.phase for r in records]
     assert phases[:3] == ["measure"] * 3
@@ -129,13 +149,30 @@ async def test_count_level_measures_exactly_max_requests_then_cools_down(start_m
 
 async def test_reuse_distance_tiny_case(start_mock):
     mock = await start_mock()
-    convs = [conversation("A", questions=2, group=0), conversation("B", group=0),
-             conversation("C", group=1, prefix=(7, 7, 7, 7)), conversation("D", group=0)]
+    convs = [
+        conversation("A", questions=2, group=0),
+        conversation("B", group=0),
+        conversation("C", group=1, prefix=(7, 7, 7, 7)),
+        conversation("D", group=0),
+    ]
     _, records = await run(mock.endpoint(), convs, single_pass())
-    got = [(r.conversation_id, r.turn_index, r.prompt_tokens, r.reused_prefix_tokens, r.reuse_distance_tokens)
-           for r in records]
-    assert got == [("A", 0, 6, 0, None), ("A", 1, 11, 9, 0), ("B", 0, 6, 4, 0), ("C", 0, 6, 0, None),
-                   ("D", 0, 6, 4, 6)]
+    got = [
+        (
+            r.conversation_id,
+            r.turn_index,
+            r.prompt_tokens,
+            r.reused_prefix_tokens,
+            r.reuse_distance_tokens,
+        )
+        for r in records
+    ]
+    assert got == [
+        ("A", 0, 6, 0, None),
+        ("A", 1, 11, 9, 0),
+        ("B", 0, 6, 4, 0),
+        ("C", 0, 6, 0, None),
+        ("D", 0, 6, 4, 6),
+    ]
     d = records[-1]
     assert d.reuse_distance_s == pytest.approx(d.sent_s - records[2].sent_s)
 
@@ -172,22 +209,47 @@ def test_sweep_rates_follows_guidellm():
 async def test_bad_plan_is_a_user_error(start_mock):
     mock = await start_mock()
     with pytest.raises(UserError, match="strategy"):
-        await run(mock.endpoint(), [], LevelPlan(strategy="bursty", level=1, duration_s=1, max_requests=None))
+        await run(
+            mock.endpoint(),
+            [],
+            LevelPlan(strategy="bursty", level=1, duration_s=1, max_requests=None),
+        )
     with pytest.raises(UserError, match="warmup_s"):
-        await run(mock.endpoint(), [], LevelPlan(strategy="constant", level=1, duration_s=1, max_requests=None,
-                                                 warmup_s=0.6, cooldown_s=0.5))
+        await run(
+            mock.endpoint(),
+            [],
+            LevelPlan(
+                strategy="constant",
+                level=1,
+                duration_s=1,
+                max_requests=None,
+                warmup_s=0.6,
+                cooldown_s=0.5,
+            ),
+        )
 
 
 async def test_non_streaming_counts_all_tokens_at_once_and_reports_progress(start_mock):
     mock = await start_mock()
     updates = []
     from kvbench.loadgen.api import RunClock, run_level
+
     records = []
-    await run_level(mock.endpoint(stream=False), [conversation("a", questions=2, output_tokens=5)], single_pass(),
-                    cell_id="ns", clock=RunClock(), on_record=records.append, on_progress=updates.append)
+    await run_level(
+        mock.endpoint(stream=False),
+        [conversation("a", questions=2, output_tokens=5)],
+        single_pass(),
+        cell_id="ns",
+        clock=RunClock(),
+        on_record=records.append,
+        on_progress=updates.append,
+    )
     assert [r.output_tokens for r in records] == [5, 5]
     assert all(r.ttft_ms == r.e2e_ms and r.itl_ms == [0.0] * 4 for r in records)
-    assert [r.prompt_tokens for r in records] == [6, 13]  # 4 + 2 + 5 + 2: non-streamed answer ids feed the history too
+    assert [r.prompt_tokens for r in records] == [
+        6,
+        13,
+    ]  # 4 + 2 + 5 + 2: non-streamed answer ids feed the history too
     assert [(u.done, u.ok, u.errors) for u in updates] == [(1, 1, 0), (2, 2, 0)]
 
 

@@ -5,21 +5,38 @@ from rich.console import Console
 
 from kvbench.loadgen.monitor import ClientMonitor
 from kvbench.loadgen.plan import ProgressUpdate
-from kvbench.loadgen.progress import CellProgress, progress_enabled, render_summary_table, summary_row
+from kvbench.loadgen.progress import (
+    CellProgress,
+    progress_enabled,
+    render_summary_table,
+    summary_row,
+)
 from kvbench.results.records import RequestRecord
 
 
 def _record(phase, status, ttft, out, end_s, itl):
-    return RequestRecord(request_id="r", conversation_id="c", turn_index=0, cell_id="x", phase=phase, status=status,
-                         ttft_ms=ttft, output_tokens=out, end_s=end_s, itl_ms=itl)
+    return RequestRecord(
+        request_id="r",
+        conversation_id="c",
+        turn_index=0,
+        cell_id="x",
+        phase=phase,
+        status=status,
+        ttft_ms=ttft,
+        output_tokens=out,
+        end_s=end_s,
+        itl_ms=itl,
+    )
 
 
 def test_summary_row_uses_measured_records_only():
-    records = [_record("warmup", "ok", 1000.0, 50, 0.5, [9.0]),
-               _record("measure", "ok", 10.0, 4, 1.5, [1.0, 2.0, 3.0]),
-               _record("measure", "ok", 30.0, 6, 2.0, [5.0]),
-               _record("measure", "error", None, 0, 2.5, []),
-               _record("cooldown", "ok", 99.0, 40, 3.0, [])]
+    records = [
+        _record("warmup", "ok", 1000.0, 50, 0.5, [9.0]),
+        _record("measure", "ok", 10.0, 4, 1.5, [1.0, 2.0, 3.0]),
+        _record("measure", "ok", 30.0, 6, 2.0, [5.0]),
+        _record("measure", "error", None, 0, 2.5, []),
+        _record("cooldown", "ok", 99.0, 40, 3.0, []),
+    ]
     row = summary_row("cell-a", records, measure_start_s=1.0, measure_end_s=3.0)
     assert row.requests_per_s == pytest.approx(2 / 2.0)
     assert row.output_tokens_per_s == pytest.approx(10 / 2.0)
@@ -36,6 +53,7 @@ def test_progress_off_in_ci(monkeypatch):
     class Tty:
         def isatty(self):
             return True
+
     monkeypatch.setenv("CI", "true")
     assert progress_enabled(Tty()) is False
     monkeypatch.setenv("CI", "false")
@@ -53,7 +71,9 @@ async def test_monitor_samples_loop_lag_dispatch_and_cpu():
     await monitor.stop()
     stats = monitor.stats()
     assert stats["dispatch_lag_ms_max"] == 7.0
-    assert stats["event_loop_lag_ms_p50"] is not None and stats["client_cpu_percent_mean"] is not None
+    assert (
+        stats["event_loop_lag_ms_p50"] is not None and stats["client_cpu_percent_mean"] is not None
+    )
     metrics = {m for _, source, m, _ in monitor.samples if source == "client"}
     assert {"event_loop_lag_ms", "dispatch_lag_ms", "cpu_percent", "rss_bytes"} <= metrics
     assert [v for _, _, m, v in monitor.samples if m == "dispatch_lag_ms"] == [7.0]  # max per tick

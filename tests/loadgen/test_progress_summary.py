@@ -6,13 +6,32 @@ from rich.console import Console
 
 from kvbench.loadgen.progress import SummaryRow, render_summary_table
 
-SCENARIOS = ("no-offload", "native-offload", "lmcache-local", "lmcache-redis", "lmcache-valkey", "llm-d-redis",
-             "llm-d-valkey")
+SCENARIOS = (
+    "no-offload",
+    "native-offload",
+    "lmcache-local",
+    "lmcache-redis",
+    "lmcache-valkey",
+    "llm-d-redis",
+    "llm-d-valkey",
+)
 
 
 def _row(model, scenario, level, repeat=0, status="ok", ttft=563.9):
-    return SummaryRow(f"{model.split('/')[-1]}__{scenario}__{level:g}__r{repeat}", 6.4, 204.8, ttft, 1872.8, 25.42, 0,
-                      model=model, scenario=scenario, level=level, repeat=repeat, status=status)
+    return SummaryRow(
+        f"{model.split('/')[-1]}__{scenario}__{level:g}__r{repeat}",
+        6.4,
+        204.8,
+        ttft,
+        1872.8,
+        25.42,
+        0,
+        model=model,
+        scenario=scenario,
+        level=level,
+        repeat=repeat,
+        status=status,
+    )
 
 
 def _render(rows, width=80) -> list[str]:
@@ -35,11 +54,20 @@ def test_quickstart_rows_show_each_scenario_uncut_at_80_columns():
 
 
 def test_model_and_repeat_columns_appear_only_when_they_vary_and_failed_cells_say_so():
-    rows = [_row("Qwen/Qwen3-8B", "no-offload", 8, 0), _row("meta/Llama-3.1-8B", "no-offload", 16, 1, status="failed")]
+    rows = [
+        _row("Qwen/Qwen3-8B", "no-offload", 8, 0),
+        _row("meta/Llama-3.1-8B", "no-offload", 16, 1, status="failed"),
+    ]
     lines = _render(rows)
     text = "\n".join(lines)
     assert max(len(line) for line in lines) <= 80
-    assert "model" in text and "Qwen3-8B" in text and "Llama-3.1-8B" in text and "level" in text and "rep" in text
+    assert (
+        "model" in text
+        and "Qwen3-8B" in text
+        and "Llama-3.1-8B" in text
+        and "level" in text
+        and "rep" in text
+    )
     assert "(failed)" in text and "16 r1" in text and " 1873 " in text
 
 
@@ -48,7 +76,9 @@ def test_long_scenario_label_wraps_instead_of_being_cut():
     lines = _render([_row("Qwen/Qwen3-8B", label, 8)])
     assert max(len(line) for line in lines) <= 80
     assert "…" not in "\n".join(lines)
-    assert label.replace("@", "").replace("=", "")[:10] in "".join(line.replace(" ", "") for line in lines).replace("@", "")
+    assert label.replace("@", "").replace("=", "")[:10] in "".join(
+        line.replace(" ", "") for line in lines
+    ).replace("@", "")
 
 
 def test_rows_without_scenario_fall_back_to_the_cell_id():

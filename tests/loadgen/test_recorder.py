@@ -13,9 +13,17 @@ def test_itl_splits_multi_token_chunks_into_equal_gaps():
 
 
 def test_record_arithmetic_ttft_e2e_tpot():
-    outcome = RequestOutcome(sent_perf=10.5, end_perf=11.5, chunk_arrivals=[(10.7, 1), (11.0, 4)],
-                             usage={"prompt_tokens": 9, "completion_tokens": 5,
-                                    "prompt_tokens_details": {"cached_tokens": 8}}, done_seen=True)
+    outcome = RequestOutcome(
+        sent_perf=10.5,
+        end_perf=11.5,
+        chunk_arrivals=[(10.7, 1), (11.0, 4)],
+        usage={
+            "prompt_tokens": 9,
+            "completion_tokens": 5,
+            "prompt_tokens_details": {"cached_tokens": 8},
+        },
+        done_seen=True,
+    )
     record = RequestRecord(request_id="r", conversation_id="c", turn_index=0, cell_id="x")
     fill_from_outcome(record, outcome, run_t0_perf=10.0)
     assert record.sent_s == pytest.approx(0.5)
@@ -28,10 +36,17 @@ def test_record_arithmetic_ttft_e2e_tpot():
 
 
 def test_absent_cached_tokens_stay_none_and_headers_fill_attribution():
-    outcome = RequestOutcome(sent_perf=0.0, end_perf=0.1, chunk_arrivals=[(0.05, 1)], usage={"completion_tokens": 1},
-                             headers={"x-kvbench-kv-hits": "gpu=32, cpu=16,remote=0",
-                                      "x-gateway-destination-endpoint": "10.0.0.7:8000",
-                                      "x-kvbench-router-predicted-hit-tokens": "48"})
+    outcome = RequestOutcome(
+        sent_perf=0.0,
+        end_perf=0.1,
+        chunk_arrivals=[(0.05, 1)],
+        usage={"completion_tokens": 1},
+        headers={
+            "x-kvbench-kv-hits": "gpu=32, cpu=16,remote=0",
+            "x-gateway-destination-endpoint": "10.0.0.7:8000",
+            "x-kvbench-router-predicted-hit-tokens": "48",
+        },
+    )
     record = RequestRecord(request_id="r", conversation_id="c", turn_index=0, cell_id="x")
     fill_from_outcome(record, outcome, 0.0)
     assert record.cached_tokens is None
@@ -42,8 +57,12 @@ def test_absent_cached_tokens_stay_none_and_headers_fill_attribution():
 
 
 def test_usage_kvbench_block_wins_over_header():
-    outcome = RequestOutcome(sent_perf=0.0, end_perf=0.1, headers={"x-kvbench-kv-hits": "gpu=1,cpu=1,remote=1"},
-                             usage={"kvbench": {"gpu_hit_tokens": 5, "cpu_hit_tokens": 6, "remote_hit_tokens": 7}})
+    outcome = RequestOutcome(
+        sent_perf=0.0,
+        end_perf=0.1,
+        headers={"x-kvbench-kv-hits": "gpu=1,cpu=1,remote=1"},
+        usage={"kvbench": {"gpu_hit_tokens": 5, "cpu_hit_tokens": 6, "remote_hit_tokens": 7}},
+    )
     record = RequestRecord(request_id="r", conversation_id="c", turn_index=0, cell_id="x")
     fill_from_outcome(record, outcome, 0.0)
     assert (record.gpu_hit_tokens, record.cpu_hit_tokens, record.remote_hit_tokens) == (5, 6, 7)
@@ -57,15 +76,47 @@ def test_parse_kv_hits_skips_garbage():
 def test_reuse_tracker_counts_prompt_tokens_in_between():
     tracker = ReuseTracker()
     send = tracker.on_send
-    a0 = send(prefix_group=0, conversation_id="A", turn_index=0, prefix_tokens=4, history_tokens=4,
-              prompt_tokens=6, sent_s=1.0)
-    c0 = send(prefix_group=1, conversation_id="C", turn_index=0, prefix_tokens=4, history_tokens=4,
-              prompt_tokens=10, sent_s=2.0)
-    a1 = send(prefix_group=0, conversation_id="A", turn_index=1, prefix_tokens=4, history_tokens=9,
-              prompt_tokens=11, sent_s=3.5)
-    b0 = send(prefix_group=0, conversation_id="B", turn_index=0, prefix_tokens=4, history_tokens=4,
-              prompt_tokens=6, sent_s=4.0)
-    assert (a0.reused_prefix_tokens, a0.reuse_distance_tokens, a0.reuse_distance_s) == (0, None, None)
+    a0 = send(
+        prefix_group=0,
+        conversation_id="A",
+        turn_index=0,
+        prefix_tokens=4,
+        history_tokens=4,
+        prompt_tokens=6,
+        sent_s=1.0,
+    )
+    c0 = send(
+        prefix_group=1,
+        conversation_id="C",
+        turn_index=0,
+        prefix_tokens=4,
+        history_tokens=4,
+        prompt_tokens=10,
+        sent_s=2.0,
+    )
+    a1 = send(
+        prefix_group=0,
+        conversation_id="A",
+        turn_index=1,
+        prefix_tokens=4,
+        history_tokens=9,
+        prompt_tokens=11,
+        sent_s=3.5,
+    )
+    b0 = send(
+        prefix_group=0,
+        conversation_id="B",
+        turn_index=0,
+        prefix_tokens=4,
+        history_tokens=4,
+        prompt_tokens=6,
+        sent_s=4.0,
+    )
+    assert (a0.reused_prefix_tokens, a0.reuse_distance_tokens, a0.reuse_distance_s) == (
+        0,
+        None,
+        None,
+    )
     assert (c0.reused_prefix_tokens, c0.reuse_distance_tokens) == (0, None)
     assert (a1.reused_prefix_tokens, a1.reuse_distance_tokens, a1.reuse_distance_s) == (9, 10, 2.5)
     assert (b0.reused_prefix_tokens, b0.reuse_distance_tokens, b0.reuse_distance_s) == (4, 0, 0.5)

@@ -1,9 +1,11 @@
 from kvbench.loadgen.sse import SSEParser
 
-STREAM = (b": keep-alive\r\n\r\n"
-          b"data: {\"a\": 1}\r\n\r\n"
-          b"event: message\ndata: {\"b\":\ndata: 2}\nid: 7\n\n"
-          b"data: [DONE]\n\n")
+STREAM = (
+    b": keep-alive\r\n\r\n"
+    b'data: {"a": 1}\r\n\r\n'
+    b'event: message\ndata: {"b":\ndata: 2}\nid: 7\n\n'
+    b"data: [DONE]\n\n"
+)
 EXPECTED = [b'{"a": 1}', b'{"b":\n2}', b"[DONE]"]
 
 
@@ -17,7 +19,7 @@ def test_every_split_point_gives_the_same_events():
 
 def test_byte_by_byte_feed():
     parser = SSEParser()
-    events = [e for i in range(len(STREAM)) for e in parser.feed(STREAM[i:i + 1])]
+    events = [e for i in range(len(STREAM)) for e in parser.feed(STREAM[i : i + 1])]
     assert events == EXPECTED
 
 
@@ -30,7 +32,7 @@ def test_many_events_in_one_read_and_bare_cr_line_endings():
 
 def test_truncated_event_is_pending():
     parser = SSEParser()
-    assert parser.feed(b"data: {\"a\"") == []
+    assert parser.feed(b'data: {"a"') == []
     assert parser.pending()
     parser = SSEParser()
     assert parser.feed(b"data: complete-line-but-no-blank\n") == []

@@ -27,25 +27,40 @@ from kvbench.emulator.engine.interface import BlockRemoved, EngineArgs, EngineRe
 
 
 def _engine(vllm_compat: str):
-    return build_engine(EngineArgs(model="kvbench/tiny-qwen3", hardware="H100-SXM", block_size=8,
-                                   num_gpu_blocks_override=6, max_model_len=48, max_num_seqs=4,
-                                   max_num_batched_tokens=64, env={"PYTHONHASHSEED": "0"},
-                                   vllm_compat=vllm_compat))
+    return build_engine(
+        EngineArgs(
+            model="kvbench/tiny-qwen3",
+            hardware="H100-SXM",
+            block_size=8,
+            num_gpu_blocks_override=6,
+            max_model_len=48,
+            max_num_seqs=4,
+            max_num_batched_tokens=64,
+            env={"PYTHONHASHSEED": "0"},
+            vllm_compat=vllm_compat,
+        )
+    )
 
 
 def _run(engine, request_id: str, prompt: list[int], now_s: float):
-    engine.add_request(EngineRequest(request_id=request_id, prompt_token_ids=prompt, max_tokens=1,
-                                     arrival_s=now_s))
+    engine.add_request(
+        EngineRequest(request_id=request_id, prompt_token_ids=prompt, max_tokens=1, arrival_s=now_s)
+    )
     result = engine.step(now_s)
     assert not engine.has_unfinished_requests()
     return result
 
 
-@pytest.mark.parametrize(("vllm_compat", "queue_after_a", "num_removed_by_c", "d_cached_tokens"), [
-    ("0.32", [2, 3, 4, 5, 1], 0, 8),
-    ("0.11", [3, 4, 5, 2, 1], 1, 0),
-])
-def test_uncached_tail_blocks_reuse_order(vllm_compat, queue_after_a, num_removed_by_c, d_cached_tokens):
+@pytest.mark.parametrize(
+    ("vllm_compat", "queue_after_a", "num_removed_by_c", "d_cached_tokens"),
+    [
+        ("0.32", [2, 3, 4, 5, 1], 0, 8),
+        ("0.11", [3, 4, 5, 2, 1], 1, 0),
+    ],
+)
+def test_uncached_tail_blocks_reuse_order(
+    vllm_compat, queue_after_a, num_removed_by_c, d_cached_tokens
+):
     engine = _engine(vllm_compat)
     a = list(range(100, 112))
     _run(engine, "A", a, 0.0)

@@ -40,11 +40,14 @@ def test_two_files_of_the_same_level_become_repeats(tmp_path):
     assert cells == ["mock-model__guidellm__2__r0", "mock-model__guidellm__2__r1"]
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("{broken", "not JSON"),
-    ('{"results": []}', "not a GuideLLM result"),
-    ('{"benchmarks": [{"x": 1}]}', "benchmarks[0]"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("{broken", "not JSON"),
+        ('{"results": []}', "not a GuideLLM result"),
+        ('{"benchmarks": [{"x": 1}]}', "benchmarks[0]"),
+    ],
+)
 def test_bad_files_are_one_line_user_errors(tmp_path, content, expected):
     path = tmp_path / "bad.json"
     path.write_text(content)
@@ -54,14 +57,20 @@ def test_bad_files_are_one_line_user_errors(tmp_path, content, expected):
 
 
 def test_cli_exit_code_2_on_a_bad_file(tmp_path, capsys):
-    assert main(["import", "guidellm", str(tmp_path / "missing.json"), "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(["import", "guidellm", str(tmp_path / "missing.json"), "--out", str(tmp_path / "r")])
+        == 2
+    )
     assert "missing.json" in capsys.readouterr().err
 
 
 def test_scenario_labels_make_a_comparative_run_with_no_offload_as_baseline(tmp_path):
     run = import_guidellm([f"lmcache-local={SAMPLE}", f"no-offload={SAMPLE}"], tmp_path / "run")
     manifest = json.loads((run / "manifest.json").read_text())
-    assert [(c["scenario"], c["repeat"]) for c in manifest["cells"]] == [("lmcache-local", 0), ("no-offload", 0)]
+    assert [(c["scenario"], c["repeat"]) for c in manifest["cells"]] == [
+        ("lmcache-local", 0),
+        ("no-offload", 0),
+    ]
     assert manifest["baseline_scenario"] == "no-offload"
     assert (run / "cells" / "mock-model__no-offload__2__r0" / "requests.parquet").exists()
 

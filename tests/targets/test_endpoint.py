@@ -26,9 +26,11 @@ def test_up_finds_model_max_len_and_metrics_sources():
 
 
 def test_wrong_model_name_is_a_target_error():
-    with KvEndpoint(model="a") as server:
-        with pytest.raises(TargetError, match="target.model_name 'b' is not served"):
-            target(server.url, model_name="b").up("m", "s", {})
+    with (
+        KvEndpoint(model="a") as server,
+        pytest.raises(TargetError, match="target.model_name 'b' is not served"),
+    ):
+        target(server.url, model_name="b").up("m", "s", {})
 
 
 def test_unreachable_endpoint_fails_fast():
@@ -48,4 +50,8 @@ def test_reset_caches_reports_success_and_404():
         assert ok_server.cache == set()
         t2 = target(no_reset.url)
         result = t2.reset_caches(t2.up("m", "s", {}))[no_reset.url]
-        assert result["reset"] is False and result["http_status"] == 404 and "not offered" in result["note"]
+        assert (
+            result["reset"] is False
+            and result["http_status"] == 404
+            and "not offered" in result["note"]
+        )

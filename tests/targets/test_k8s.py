@@ -29,34 +29,49 @@ def container_of(objects, name="llm-d-model-server"):
 
 def test_native_offload_manifest_carries_the_connector_json():
     spec = K8sSpec(kind="k8s", namespace=NS, tensor_parallel_size=2)
-    objects = render_manifests(load_catalog(), spec, "Qwen/Qwen3-14B", "native-offload", {"num_cpu_blocks": 20000})
+    objects = render_manifests(
+        load_catalog(), spec, "Qwen/Qwen3-14B", "native-offload", {"num_cpu_blocks": 20000}
+    )
     assert [o["kind"] for o in objects] == ["ConfigMap", "Deployment"]
     args = container_of(objects)["args"]
     assert args[:5] == ["Qwen/Qwen3-14B", "--port", "8000", "--tensor-parallel-size", "2"]
     assert args[args.index("--kv-transfer-config") + 1] == (
-        '{"kv_connector":"OffloadingConnector","kv_role":"kv_both","kv_connector_extra_config":{"num_cpu_blocks":20000}}')
+        '{"kv_connector":"OffloadingConnector","kv_role":"kv_both","kv_connector_extra_config":{"num_cpu_blocks":20000}}'
+    )
 
 
 def test_llm_d_redis_manifests_wire_store_events_and_index():
     spec = K8sSpec(kind="k8s", namespace=NS)
     objects = render_manifests(load_catalog(), spec, "Qwen/Qwen3-8B", "llm-d-redis", {})
     kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]
-    assert kinds == [("Deployment", "redis"), ("Service", "redis"), ("ConfigMap", "llm-d-infpool-epp"),
-                     ("Deployment", "llm-d-model-server")]
+    assert kinds == [
+        ("Deployment", "redis"),
+        ("Service", "redis"),
+        ("ConfigMap", "llm-d-infpool-epp"),
+        ("Deployment", "llm-d-model-server"),
+    ]
     args = container_of(objects)["args"]
     events = json.loads(args[args.index("--kv-events-config") + 1])
     assert events["endpoint"] == f"tcp://llm-d-infpool-epp.{NS}.svc.cluster.local:5557"
     assert events["topic"] == "kv@$(POD_IP)@Qwen/Qwen3-8B" and "replay_endpoint" not in events
     epp = yaml.safe_load(objects[2]["data"]["default-plugins.yaml"])
     params = epp["plugins"][1]["parameters"]
-    assert params["indexerConfig"]["kvBlockIndexConfig"]["redisConfig"]["address"] == f"redis://redis.{NS}.svc.cluster.local:6379"
+    assert (
+        params["indexerConfig"]["kvBlockIndexConfig"]["redisConfig"]["address"]
+        == f"redis://redis.{NS}.svc.cluster.local:6379"
+    )
     assert params["kvEventsConfig"]["zmqEndpoint"] == "tcp://*:5557"
-    assert "--maxmemory" not in objects[0]["spec"]["template"]["spec"]["containers"][0]["args"]  # an index never evicts
+    assert (
+        "--maxmemory" not in objects[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    )  # an index never evicts
 
 
 def test_committed_deploy_tree_is_what_the_generator_writes():
     files = kustomize_tree(load_catalog(), committed_spec())
-    on_disk = {str(p.relative_to(REPO / "deploy")): p.read_text() for p in (REPO / "deploy").rglob("*.yaml")}
+    on_disk = {
+        str(p.relative_to(REPO / "deploy")): p.read_text()
+        for p in (REPO / "deploy").rglob("*.yaml")
+    }
     assert on_disk == files
     assert len([f for f in files if f.endswith("kustomization.yaml")]) == 8
 
@@ -64,20 +79,50 @@ def test_committed_deploy_tree_is_what_the_generator_writes():
 @pytest.fixture
 def cluster(tmp_path):
     with FakeKubeApi(rollout_reads=2) as api:
-        epp = {"apiVersion": "apps/v1", "kind": "Deployment",
-               "metadata": {"name": "llm-d-infpool-epp", "namespace": NS, "generation": 1},
-               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "epp"}},
-                        "template": {"metadata": {"labels": {"app": "epp"}}, "spec": {"containers": [
-                            {"name": "epp", "image": "epp", "ports": [{"containerPort": 9002, "name": "grpc"},
-                                                                      {"containerPort": 9090, "name": "metrics"}]}]}}},
-               "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}}
+        epp = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "llm-d-infpool-epp", "namespace": NS, "generation": 1},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "epp"}},
+                "template": {
+                    "metadata": {"labels": {"app": "epp"}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "epp",
+                                "image": "epp",
+                                "ports": [
+                                    {"containerPort": 9002, "name": "grpc"},
+                                    {"containerPort": 9090, "name": "metrics"},
+                                ],
+                            }
+                        ]
+                    },
+                },
+            },
+            "status": {
+                "observedGeneration": 1,
+                "replicas": 1,
+                "updatedReplicas": 1,
+                "availableReplicas": 1,
+            },
+        }
         api.objects[(NS, "deployments", "llm-d-infpool-epp")] = epp
         yield api, str(api.write_kubeconfig(tmp_path / "kubeconfig"))
 
 
 def make_target(kubeconfig, tmp_path, sleeps=None, **extra):
-    spec = K8sSpec(kind="k8s", namespace=NS, kubeconfig=kubeconfig, gateway_url="http://gw:80", **extra)
-    target = K8sTarget(spec, run_dir=tmp_path, seed=1, sleep=(sleeps.append if sleeps is not None else lambda s: None))
+    spec = K8sSpec(
+        kind="k8s", namespace=NS, kubeconfig=kubeconfig, gateway_url="http://gw:80", **extra
+    )
+    target = K8sTarget(
+        spec,
+        run_dir=tmp_path,
+        seed=1,
+        sleep=(sleeps.append if sleeps is not None else lambda s: None),
+    )
     target.poll_interval_s = 0.0
     return target
 
@@ -87,7 +132,10 @@ def test_apply_creates_then_patches_and_restarts_the_epp_only_on_config_change(c
     target = make_target(kubeconfig, tmp_path)
 
     first = target.up("Qwen/Qwen3-8B", "no-offload", {})
-    assert first.details["applied"] == {"ConfigMap/llm-d-infpool-epp": "created", "Deployment/llm-d-model-server": "created"}
+    assert first.details["applied"] == {
+        "ConfigMap/llm-d-infpool-epp": "created",
+        "Deployment/llm-d-model-server": "created",
+    }
     assert first.base_url == "http://gw:80" and first.details["epp_restarted"]
     epp_template = api.objects[(NS, "deployments", "llm-d-infpool-epp")]["spec"]["template"]
     first_stamp = epp_template["metadata"]["annotations"][RESTART_ANNOTATION]
@@ -97,32 +145,67 @@ def test_apply_creates_then_patches_and_restarts_the_epp_only_on_config_change(c
 
     api.requests.clear()
     second = target.up("Qwen/Qwen3-8B", "native-offload", {})
-    assert second.details["applied"] == {"ConfigMap/llm-d-infpool-epp": "unchanged", "Deployment/llm-d-model-server": "patched"}
+    assert second.details["applied"] == {
+        "ConfigMap/llm-d-infpool-epp": "unchanged",
+        "Deployment/llm-d-model-server": "patched",
+    }
     assert not second.details["epp_restarted"]
     assert ("PATCH", "deployments", "llm-d-infpool-epp") not in api.requests
     server = api.objects[(NS, "deployments", "llm-d-model-server")]
-    assert server["metadata"]["generation"] == 2 and "--kv-transfer-config" in server["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert (
+        server["metadata"]["generation"] == 2
+        and "--kv-transfer-config" in server["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
 
     third = target.up("Qwen/Qwen3-8B", "llm-d-valkey", {})
     assert third.details["applied"]["Deployment/valkey"] == "created"
-    assert third.details["applied"]["ConfigMap/llm-d-infpool-epp"] == "patched" and third.details["epp_restarted"]
+    assert (
+        third.details["applied"]["ConfigMap/llm-d-infpool-epp"] == "patched"
+        and third.details["epp_restarted"]
+    )
     epp = api.objects[(NS, "deployments", "llm-d-infpool-epp")]
-    assert epp["metadata"]["generation"] >= 2 and RESTART_ANNOTATION in epp["spec"]["template"]["metadata"]["annotations"]
+    assert (
+        epp["metadata"]["generation"] >= 2
+        and RESTART_ANNOTATION in epp["spec"]["template"]["metadata"]["annotations"]
+    )
     assert first_stamp  # restarted twice: once per EPP config change
-    env = {e["name"]: e.get("value") for e in api.objects[(NS, "deployments", "llm-d-model-server")]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in api.objects[(NS, "deployments", "llm-d-model-server")]["spec"]["template"]["spec"][
+            "containers"
+        ][0]["env"]
+    }
     assert env["PYTHONHASHSEED"] == "42" and "LMCACHE_CHUNK_SIZE" not in env
 
 
 def test_a_model_server_installed_by_someone_else_keeps_its_image(cluster, tmp_path):
     api, kubeconfig = cluster
     api.objects[(NS, "deployments", "llm-d-model-server")] = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "llm-d-model-server", "generation": 1},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "ms"}}, "template": {"metadata": {"labels": {"app": "ms"}}, "spec": {
-            "containers": [{"name": "vllm", "image": "my/vllm:custom", "args": ["old", "--stale-flag"],
-                            "env": [{"name": "LMCACHE_REMOTE_URL", "value": "redis://old"}]}]}}},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "llm-d-model-server", "generation": 1},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "ms"}},
+            "template": {
+                "metadata": {"labels": {"app": "ms"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "vllm",
+                            "image": "my/vllm:custom",
+                            "args": ["old", "--stale-flag"],
+                            "env": [{"name": "LMCACHE_REMOTE_URL", "value": "redis://old"}],
+                        }
+                    ]
+                },
+            },
+        },
     }
     make_target(kubeconfig, tmp_path).up("Qwen/Qwen3-8B", "lmcache-local", {})
-    container = api.objects[(NS, "deployments", "llm-d-model-server")]["spec"]["template"]["spec"]["containers"][0]
+    container = api.objects[(NS, "deployments", "llm-d-model-server")]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
     assert container["image"] == "my/vllm:custom"
     assert "--stale-flag" not in container["args"] and container["args"][0] == "Qwen/Qwen3-8B"
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -133,7 +216,13 @@ def test_rollout_that_never_finishes_is_a_target_error_with_status(cluster, tmp_
     api, kubeconfig = cluster
     api.rollout_reads = 10**9
     ticks = iter(range(0, 10**6, 100))
-    spec = K8sSpec(kind="k8s", namespace=NS, kubeconfig=kubeconfig, gateway_url="http://gw", rollout_timeout_s=250)
+    spec = K8sSpec(
+        kind="k8s",
+        namespace=NS,
+        kubeconfig=kubeconfig,
+        gateway_url="http://gw",
+        rollout_timeout_s=250,
+    )
     target = K8sTarget(spec, run_dir=tmp_path, clock=lambda: next(ticks), sleep=lambda s: None)
     with pytest.raises(TargetError) as err:
         target.up("Qwen/Qwen3-8B", "no-offload", {})
@@ -146,7 +235,12 @@ def test_dry_run_prints_and_applies_nothing(tmp_path, capsys):
     with pytest.raises(TargetError, match="dry_run"):
         target.up("Qwen/Qwen3-8B", "lmcache-redis", {})
     printed = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [o["metadata"]["name"] for o in printed] == ["redis", "redis", "llm-d-infpool-epp", "llm-d-model-server"]
+    assert [o["metadata"]["name"] for o in printed] == [
+        "redis",
+        "redis",
+        "llm-d-infpool-epp",
+        "llm-d-model-server",
+    ]
     assert (tmp_path / "k8s" / "lmcache-redis" / "manifests.yaml").is_file()
 
 
@@ -162,21 +256,29 @@ SERVER_PODS = ["llm-d-model-server-g1-0", "llm-d-model-server-g1-1"]
 
 
 def pods_of(api, prefix):
-    return sorted(name for (ns, kind, name) in api.objects if kind == "pods" and name.startswith(prefix))
+    return sorted(
+        name for (ns, kind, name) in api.objects if kind == "pods" and name.startswith(prefix)
+    )
 
 
 def test_model_server_env_enables_the_reset_endpoint():
-    objects = render_manifests(load_catalog(), K8sSpec(kind="k8s", namespace=NS), "Qwen/Qwen3-8B", "lmcache-local", {})
+    objects = render_manifests(
+        load_catalog(), K8sSpec(kind="k8s", namespace=NS), "Qwen/Qwen3-8B", "lmcache-local", {}
+    )
     env = {e["name"]: e.get("value") for e in container_of(objects)["env"]}
     assert env["VLLM_SERVER_DEV_MODE"] == "1" and env["LMCACHE_MAX_LOCAL_CPU_SIZE"] == "5.0"
 
 
-def test_reset_resets_every_engine_pod_retrying_a_busy_one_and_restarts_the_store(cluster, tmp_path):
+def test_reset_resets_every_engine_pod_retrying_a_busy_one_and_restarts_the_store(
+    cluster, tmp_path
+):
     api, kubeconfig = cluster
     target = make_target(kubeconfig, tmp_path, engines=2)
     deployment = target.up("Qwen/Qwen3-8B", "lmcache-redis", {})
     assert deployment.details["kv_store"] == {"kind": "redis", "deployment": "redis"}
-    assert pods_of(api, "llm-d-model-server-") == SERVER_PODS and pods_of(api, "redis-") == ["redis-g1-0"]
+    assert pods_of(api, "llm-d-model-server-") == SERVER_PODS and pods_of(api, "redis-") == [
+        "redis-g1-0"
+    ]
     api.busy_resets[SERVER_PODS[1]] = 1  # vLLM's 400 "blocks still in use" once
     api.proxied.clear()
 
@@ -188,13 +290,22 @@ def test_reset_resets_every_engine_pod_retrying_a_busy_one_and_restarts_the_stor
         "redis": {"reset": True, "what": "rollout restart (no persistence)"},
         "router": {"reset": False, "what": "the EPP's approximate prefix index has no reset API"},
     }
-    assert api.proxied == [("POST", SERVER_PODS[0], 8000, "reset_prefix_cache", f"Bearer {TOKEN}"),
-                           ("POST", SERVER_PODS[1], 8000, "reset_prefix_cache", f"Bearer {TOKEN}"),
-                           ("POST", SERVER_PODS[1], 8000, "reset_prefix_cache", f"Bearer {TOKEN}")]
+    assert api.proxied == [
+        ("POST", SERVER_PODS[0], 8000, "reset_prefix_cache", f"Bearer {TOKEN}"),
+        ("POST", SERVER_PODS[1], 8000, "reset_prefix_cache", f"Bearer {TOKEN}"),
+        ("POST", SERVER_PODS[1], 8000, "reset_prefix_cache", f"Bearer {TOKEN}"),
+    ]
     store = api.objects[(NS, "deployments", "redis")]
-    assert store["metadata"]["generation"] == 2 and RESTART_ANNOTATION in store["spec"]["template"]["metadata"]["annotations"]
-    assert pods_of(api, "redis-") == ["redis-g2-0"]  # the rollout replaced the pod: the store is empty
-    assert pods_of(api, "llm-d-infpool-epp-") == ["llm-d-infpool-epp-g2-0"]  # untouched by the reset (g2: up's restart)
+    assert (
+        store["metadata"]["generation"] == 2
+        and RESTART_ANNOTATION in store["spec"]["template"]["metadata"]["annotations"]
+    )
+    assert pods_of(api, "redis-") == [
+        "redis-g2-0"
+    ]  # the rollout replaced the pod: the store is empty
+    assert pods_of(api, "llm-d-infpool-epp-") == [
+        "llm-d-infpool-epp-g2-0"
+    ]  # untouched by the reset (g2: up's restart)
 
     second = target.reset_caches(deployment)  # a second reset within the same second still restarts
     assert second["redis"]["reset"] and pods_of(api, "redis-") == ["redis-g3-0"]
@@ -228,9 +339,13 @@ def test_restart_epp_on_reset_restarts_the_router(cluster, tmp_path):
     result = target.reset_caches(deployment)
     assert result["router"] == {"reset": True, "what": "rollout restart of the EPP"}
     assert set(result) == {"engine-0", "router"}
-    assert epp_pods == ["llm-d-infpool-epp-g2-0"] and pods_of(api, "llm-d-infpool-epp-") == ["llm-d-infpool-epp-g3-0"]
+    assert epp_pods == ["llm-d-infpool-epp-g2-0"] and pods_of(api, "llm-d-infpool-epp-") == [
+        "llm-d-infpool-epp-g3-0"
+    ]
     # the cell scrapes the new EPP pod, not the one the reset replaced
-    assert deployment.metrics_sources["router"].endswith("/pods/llm-d-infpool-epp-g3-0:9090/proxy/metrics")
+    assert deployment.metrics_sources["router"].endswith(
+        "/pods/llm-d-infpool-epp-g3-0:9090/proxy/metrics"
+    )
 
 
 def test_metrics_sources_are_pod_proxy_urls_the_collector_scrapes_with_the_token(cluster, tmp_path):
@@ -245,15 +360,30 @@ def test_metrics_sources_are_pod_proxy_urls_the_collector_scrapes_with_the_token
     assert deployment.metrics_sources["engine-0"].headers == {"Authorization": f"Bearer {TOKEN}"}
 
     rows = []
-    collector = Collector(deployment.metrics_sources, {}, 0.05, lambda: 7.0, rows.extend, lambda r: None,
-                          system_metrics=False)
+    collector = Collector(
+        deployment.metrics_sources,
+        {},
+        0.05,
+        lambda: 7.0,
+        rows.extend,
+        lambda r: None,
+        system_metrics=False,
+    )
     collector.start()
     stats = collector.stop()
-    assert stats["scrapes_failed"] == {} and set(stats["scrapes_ok"]) == {"engine-0", "engine-1", "router"}
-    hits = {(r["source"], r["value"]) for r in rows if r["metric"] == "vllm:prefix_cache_hits_total"}
+    assert stats["scrapes_failed"] == {} and set(stats["scrapes_ok"]) == {
+        "engine-0",
+        "engine-1",
+        "router",
+    }
+    hits = {
+        (r["source"], r["value"]) for r in rows if r["metric"] == "vllm:prefix_cache_hits_total"
+    }
     assert hits == {("engine-0", 32.0), ("engine-1", 32.0)}
     assert {r["metric"] for r in rows if r["source"] == "router"} == {"inference_pool_ready_pods"}
-    assert {auth for (_, _, _, path, auth) in api.proxied if path == "metrics"} == {f"Bearer {TOKEN}"}
+    assert {auth for (_, _, _, path, auth) in api.proxied if path == "metrics"} == {
+        f"Bearer {TOKEN}"
+    }
 
 
 async def test_without_the_token_the_api_server_refuses_the_scrape(cluster, tmp_path):
@@ -264,17 +394,36 @@ async def test_without_the_token_the_api_server_refuses_the_scrape(cluster, tmp_
     assert scraped == {"engine-0": "RuntimeError: HTTP 401", "router": "RuntimeError: HTTP 401"}
     with_token = await snapshot(deployment.metrics_sources)
     assert [s.name for s in with_token["engine-0"]] == [
-        "vllm:num_requests_running", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"]
+        "vllm:num_requests_running",
+        "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_hits_total",
+    ]
 
 
 def test_ports_and_selectors_of_a_model_server_installed_by_someone_else():
-    sidecar = {"spec": {"containers": [
-        {"name": "routing-proxy", "ports": [{"containerPort": 8000}]},
-        {"name": "vllm", "args": ["--model", "m", "--port", "8200"], "ports": [{"containerPort": 8200}]}]}}
+    sidecar = {
+        "spec": {
+            "containers": [
+                {"name": "routing-proxy", "ports": [{"containerPort": 8000}]},
+                {
+                    "name": "vllm",
+                    "args": ["--model", "m", "--port", "8200"],
+                    "ports": [{"containerPort": 8200}],
+                },
+            ]
+        }
+    }
     assert vllm_port(sidecar) == 8200
     assert vllm_port({"spec": {"containers": [{"name": "vllm", "args": ["--port=8300"]}]}}) == 8300
-    assert vllm_port({"spec": {"containers": [{"name": "x", "ports": [{"containerPort": 8100}]}]}}) == 8100
-    selector = {"matchLabels": {"b": "2", "a": "1"},
-                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["x", "y"]},
-                                     {"key": "gone", "operator": "DoesNotExist"}]}
+    assert (
+        vllm_port({"spec": {"containers": [{"name": "x", "ports": [{"containerPort": 8100}]}]}})
+        == 8100
+    )
+    selector = {
+        "matchLabels": {"b": "2", "a": "1"},
+        "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["x", "y"]},
+            {"key": "gone", "operator": "DoesNotExist"},
+        ],
+    }
     assert label_selector({"spec": {"selector": selector}}) == "a=1,b=2,tier in (x,y),!gone"

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +38,32 @@ import yaml
 
 from kvbench.analysis.load import CellData, RunData, measure_requests
 from kvbench.analysis.metrics import latency_values_ms, measure_window_s, ok_requests
-from kvbench.analysis.server import KV_USAGE, PREFIX_HITS, PREFIX_QUERIES, RUNNING, WAITING, counter_increase, in_window
+from kvbench.analysis.server import (
+    KV_USAGE,
+    PREFIX_HITS,
+    PREFIX_QUERIES,
+    RUNNING,
+    WAITING,
+    counter_increase,
+    in_window,
+)
 
 BR_VERSION = "0.2"
 TIME_SERIES_BIN_S = 1.0
 CPU_KV_USAGE = "kvbench:cpu_kv_cache_usage_perc"  # the emulator's CPU-tier usage gauge (0-1)
-BR_PERCENTILES = (("p0p1", 0.1), ("p1", 1), ("p5", 5), ("p10", 10), ("p25", 25), ("p50", 50), ("p75", 75),
-                  ("p90", 90), ("p95", 95), ("p99", 99), ("p99p9", 99.9))
+BR_PERCENTILES = (
+    ("p0p1", 0.1),
+    ("p1", 1),
+    ("p5", 5),
+    ("p10", 10),
+    ("p25", 25),
+    ("p50", 50),
+    ("p75", 75),
+    ("p90", 90),
+    ("p95", 95),
+    ("p99", 99),
+    ("p99p9", 99.9),
+)
 
 
 def statistics(values, units: str) -> dict | None:
@@ -52,8 +71,13 @@ def statistics(values, units: str) -> dict | None:
     data = data[~np.isnan(data)]
     if len(data) == 0:
         return None
-    stats = {"units": units, "mean": float(data.mean()), "stddev": float(data.std(ddof=0)),
-             "min": float(data.min()), "max": float(data.max())}
+    stats = {
+        "units": units,
+        "mean": float(data.mean()),
+        "stddev": float(data.std(ddof=0)),
+        "min": float(data.min()),
+        "max": float(data.max()),
+    }
     for key, q in BR_PERCENTILES:
         stats[key] = float(np.percentile(data, q))
     return stats
@@ -69,7 +93,10 @@ def _hash(*parts) -> str:
 
 def _iso_duration(start: str | None, end: str | None) -> str | None:
     try:
-        seconds = (datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+        seconds = (
+            datetime.fromisoformat(end.replace("Z", "+00:00"))
+            - datetime.fromisoformat(start.replace("Z", "+00:00"))
+        ).total_seconds()
     except (AttributeError, ValueError):
         return None
     return f"PT{seconds}S"
@@ -87,45 +114,69 @@ def cell_report(run: RunData, cell: CellData) -> dict:
     e2e = pd.to_numeric(ok["e2e_ms"], errors="coerce").to_numpy(dtype=float)
     ntpot = np.where(out_tokens > 0, e2e / np.where(out_tokens > 0, out_tokens, 1), np.nan)
     aggregate = {
-        "requests": _drop_none({
-            "total": int(len(measured)), "failures": int(len(measured) - len(ok)),
-            "input_length": statistics(in_tokens, "count"), "output_length": statistics(out_tokens, "count"),
-        }),
-        "throughput": _drop_none({
-            "input_token_rate": _rate(in_tokens.sum() / window_s, "tokens/s"),
-            "output_token_rate": _rate(out_tokens.sum() / window_s, "tokens/s"),
-            "total_token_rate": _rate((in_tokens.sum() + out_tokens.sum()) / window_s, "tokens/s"),
-            "request_rate": _rate(len(ok) / window_s, "queries/s"),
-        }),
-        "latency": _drop_none({
-            "time_to_first_token": statistics(latencies["ttft"], "ms"),
-            "inter_token_latency": statistics(latencies["itl"], "ms/token"),
-            "time_per_output_token": statistics(latencies["tpot"], "ms/token"),
-            "normalized_time_per_output_token": statistics(ntpot, "ms/token"),
-            "request_latency": statistics(latencies["e2e"], "ms"),
-        }),
+        "requests": _drop_none(
+            {
+                "total": int(len(measured)),
+                "failures": int(len(measured) - len(ok)),
+                "input_length": statistics(in_tokens, "count"),
+                "output_length": statistics(out_tokens, "count"),
+            }
+        ),
+        "throughput": _drop_none(
+            {
+                "input_token_rate": _rate(in_tokens.sum() / window_s, "tokens/s"),
+                "output_token_rate": _rate(out_tokens.sum() / window_s, "tokens/s"),
+                "total_token_rate": _rate(
+                    (in_tokens.sum() + out_tokens.sum()) / window_s, "tokens/s"
+                ),
+                "request_rate": _rate(len(ok) / window_s, "queries/s"),
+            }
+        ),
+        "latency": _drop_none(
+            {
+                "time_to_first_token": statistics(latencies["ttft"], "ms"),
+                "inter_token_latency": statistics(latencies["itl"], "ms/token"),
+                "time_per_output_token": statistics(latencies["tpot"], "ms/token"),
+                "normalized_time_per_output_token": statistics(ntpot, "ms/token"),
+                "request_latency": statistics(latencies["e2e"], "ms"),
+            }
+        ),
     }
     manifest = run.manifest
     return {
         "version": BR_VERSION,
-        "run": _drop_none({
-            "uid": _hash(manifest.run_name, manifest.created_at, info.cell_id),
-            "eid": _hash(manifest.run_name, manifest.created_at),
-            "cid": _hash(manifest.host.get("hostname", "localhost")) if manifest.host else None,
-            "pid": _hash(manifest.run_name, "kvbench-client"),
-            "time": _drop_none({"start": info.started_at, "end": info.ended_at,
-                                "duration": _iso_duration(info.started_at, info.ended_at)}) or None,
-            "description": f"kvbench cell {info.cell_id}: {manifest.system_under_test.description}",
-            "keywords": ["kvbench", info.scenario, info.model, manifest.system_under_test.kind],
-        }),
+        "run": _drop_none(
+            {
+                "uid": _hash(manifest.run_name, manifest.created_at, info.cell_id),
+                "eid": _hash(manifest.run_name, manifest.created_at),
+                "cid": _hash(manifest.host.get("hostname", "localhost")) if manifest.host else None,
+                "pid": _hash(manifest.run_name, "kvbench-client"),
+                "time": _drop_none(
+                    {
+                        "start": info.started_at,
+                        "end": info.ended_at,
+                        "duration": _iso_duration(info.started_at, info.ended_at),
+                    }
+                )
+                or None,
+                "description": f"kvbench cell {info.cell_id}: {manifest.system_under_test.description}",
+                "keywords": ["kvbench", info.scenario, info.model, manifest.system_under_test.kind],
+            }
+        ),
         "scenario": {"stack": [_engine_component(run, cell)], "load": _load(run, cell)},
-        "results": _drop_none({
-            "request_performance": _drop_none({
-                "aggregate": aggregate,
-                "time_series": _request_time_series(ok, window, _clock_origin(manifest)),
-            }),
-            "observability": _observability(cell, window, _engine_label(run, cell), _clock_origin(manifest)),
-        }),
+        "results": _drop_none(
+            {
+                "request_performance": _drop_none(
+                    {
+                        "aggregate": aggregate,
+                        "time_series": _request_time_series(ok, window, _clock_origin(manifest)),
+                    }
+                ),
+                "observability": _observability(
+                    cell, window, _engine_label(run, cell), _clock_origin(manifest)
+                ),
+            }
+        ),
     }
 
 
@@ -133,12 +184,20 @@ def _engine_component(run: RunData, cell: CellData) -> dict:
     info = cell.info
     sut = run.manifest.system_under_test
     return {
-        "metadata": {"schema_version": "0.0.1", "label": _engine_label(run, cell),
-                     "cfg_id": _hash(info.scenario, sorted(info.scenario_params.items())),
-                     "description": sut.description},
-        "standardized": {"kind": "inference_engine", "tool": "kvbench-emulator" if sut.emulated else "vllm",
-                         "tool_version": str(run.manifest.versions.get("vllm", run.manifest.kvbench_version)),
-                         "role": "replica", "replicas": 1, "model": {"name": info.model}},
+        "metadata": {
+            "schema_version": "0.0.1",
+            "label": _engine_label(run, cell),
+            "cfg_id": _hash(info.scenario, sorted(info.scenario_params.items())),
+            "description": sut.description,
+        },
+        "standardized": {
+            "kind": "inference_engine",
+            "tool": "kvbench-emulator" if sut.emulated else "vllm",
+            "tool_version": str(run.manifest.versions.get("vllm", run.manifest.kvbench_version)),
+            "role": "replica",
+            "replicas": 1,
+            "model": {"name": info.model},
+        },
         "native": {"config": {"scenario": info.scenario, "scenario_params": info.scenario_params}},
     }
 
@@ -152,16 +211,30 @@ def _load(run: RunData, cell: CellData) -> dict:
     ok = ok_requests(measure_requests(cell))
     prompt = pd.to_numeric(ok["prompt_tokens"], errors="coerce") if len(ok) else pd.Series([0.0])
     standardized = {
-        "tool": "kvbench", "tool_version": run.manifest.kvbench_version, "parallelism": 1, "source": "random",
-        "stage": 0, "input_seq_len": {"distribution": "other", "value": float(prompt.mean()) if len(prompt) else 0.0},
+        "tool": "kvbench",
+        "tool_version": run.manifest.kvbench_version,
+        "parallelism": 1,
+        "source": "random",
+        "stage": 0,
+        "input_seq_len": {
+            "distribution": "other",
+            "value": float(prompt.mean()) if len(prompt) else 0.0,
+        },
     }
     if info.strategy == "concurrent":
         standardized["concurrency"] = int(info.level)
     else:
         standardized["rate_qps"] = float(info.level)
-    return {"metadata": {"schema_version": "0.0.1", "cfg_id": _hash(run.manifest.spec.get("workload"))},
-            "standardized": standardized,
-            "native": {"config": {"workload": run.manifest.spec.get("workload"), "load": run.manifest.spec.get("load")}}}
+    return {
+        "metadata": {"schema_version": "0.0.1", "cfg_id": _hash(run.manifest.spec.get("workload"))},
+        "standardized": standardized,
+        "native": {
+            "config": {
+                "workload": run.manifest.spec.get("workload"),
+                "load": run.manifest.spec.get("load"),
+            }
+        },
+    }
 
 
 def _drop_none(mapping: dict) -> dict:
@@ -183,12 +256,13 @@ def export_run(run: RunData, out_dir: Path) -> list[Path]:
 
 # ---- time series and observability (results.request_performance.time_series, results.observability)
 
+
 def _clock_origin(manifest) -> datetime:
     """Wall-clock time of ts_s == 0: the manifest's clock_origin_unix_s, else its created_at."""
     origin_s = getattr(manifest, "clock_origin_unix_s", None)
     if origin_s is not None:
-        return datetime.fromtimestamp(float(origin_s), tz=timezone.utc)
-    return datetime.fromisoformat(manifest.created_at.replace("Z", "+00:00")).astimezone(timezone.utc)
+        return datetime.fromtimestamp(float(origin_s), tz=UTC)
+    return datetime.fromisoformat(manifest.created_at.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def _iso(origin: datetime, ts_s: float) -> str:
@@ -213,20 +287,29 @@ def _bin_index(times_s: np.ndarray, window: tuple[float, float]) -> np.ndarray:
 def _token_times_s(ok: pd.DataFrame) -> np.ndarray:
     """Arrival time of every output token: the first token, then the ITL gaps after it."""
     times: list[np.ndarray] = []
-    for first_s, itl, end_s, n_out in zip(ok["first_token_s"], ok["itl_ms"], ok["end_s"], ok["output_tokens"]):
+    for first_s, itl, end_s, n_out in zip(
+        ok["first_token_s"], ok["itl_ms"], ok["end_s"], ok["output_tokens"]
+    ):
         gaps = np.asarray(itl if itl is not None else [], dtype=float) / 1000.0
         if first_s is not None and not pd.isna(first_s) and len(gaps) + 1 == n_out:
             times.append(float(first_s) + np.concatenate(([0.0], np.cumsum(gaps))))
         elif n_out and not pd.isna(n_out) and end_s is not None and not pd.isna(end_s):
-            times.append(np.full(int(n_out), float(end_s)))  # no per-token timing: all at completion
+            times.append(
+                np.full(int(n_out), float(end_s))
+            )  # no per-token timing: all at completion
     return np.concatenate(times) if times else np.zeros(0)
 
 
 def _rate_series(event_times_s: np.ndarray, window, origin: datetime, units: str) -> dict:
     bins = _bins(window)
     counts = np.bincount(_bin_index(event_times_s, window) + 1, minlength=len(bins) + 1)[1:]
-    return {"units": units, "series": [{"ts": _iso(origin, start), "value": float(counts[k] / (end - start))}
-                                       for k, (start, end) in enumerate(bins)]}
+    return {
+        "units": units,
+        "series": [
+            {"ts": _iso(origin, start), "value": float(counts[k] / (end - start))}
+            for k, (start, end) in enumerate(bins)
+        ],
+    }
 
 
 def _ttft_series(ok: pd.DataFrame, window, origin: datetime) -> dict | None:
@@ -237,8 +320,14 @@ def _ttft_series(ok: pd.DataFrame, window, origin: datetime) -> dict | None:
     for k, (start, _) in enumerate(_bins(window)):
         values = ttft[(index == k) & ~np.isnan(ttft)]
         if len(values):
-            points.append({"ts": _iso(origin, start), "mean": float(values.mean()),
-                           "min": float(values.min()), "max": float(values.max())})
+            points.append(
+                {
+                    "ts": _iso(origin, start),
+                    "mean": float(values.mean()),
+                    "min": float(values.min()),
+                    "max": float(values.max()),
+                }
+            )
     return {"units": "ms", "series": points} if points else None
 
 
@@ -247,11 +336,15 @@ def _request_time_series(ok: pd.DataFrame, window, origin: datetime) -> dict | N
         return None
     ends = pd.to_numeric(ok["end_s"], errors="coerce").to_numpy(dtype=float)
     ttft = _ttft_series(ok, window, origin)
-    return _drop_none({
-        "latency": {"time_to_first_token": ttft} if ttft else None,
-        "throughput": {"request_rate": _rate_series(ends, window, origin, "queries/s"),
-                       "output_token_rate": _rate_series(_token_times_s(ok), window, origin, "tokens/s")},
-    })
+    return _drop_none(
+        {
+            "latency": {"time_to_first_token": ttft} if ttft else None,
+            "throughput": {
+                "request_rate": _rate_series(ends, window, origin, "queries/s"),
+                "output_token_rate": _rate_series(_token_times_s(ok), window, origin, "tokens/s"),
+            },
+        }
+    )
 
 
 def _gauge(frame: pd.DataFrame, metric: str, units: str) -> dict | None:
@@ -260,29 +353,46 @@ def _gauge(frame: pd.DataFrame, metric: str, units: str) -> dict | None:
 
 
 def _hit_rate(frame: pd.DataFrame, window) -> dict | None:
-    hits, queries = counter_increase(frame, PREFIX_HITS, window), counter_increase(frame, PREFIX_QUERIES, window)
+    hits, queries = (
+        counter_increase(frame, PREFIX_HITS, window),
+        counter_increase(frame, PREFIX_QUERIES, window),
+    )
     if math.isnan(hits) or math.isnan(queries) or queries <= 0:
         return None
     return {"units": "fraction", "mean": hits / queries}
 
 
-def _component(source: str, rows: pd.DataFrame, window, engine_label: str, origin: datetime) -> dict | None:
+def _component(
+    source: str, rows: pd.DataFrame, window, engine_label: str, origin: datetime
+) -> dict | None:
     inside = in_window(rows, window)
-    aggregate = _drop_none({
-        "kv_cache_usage": _gauge(inside, KV_USAGE, "fraction"),
-        "cache_hit_rate": _hit_rate(rows, window),
-        "cpu_cache_usage": _gauge(inside, CPU_KV_USAGE, "fraction"),
-        "running_requests": _gauge(inside, RUNNING, "count"),
-        "waiting_requests": _gauge(inside, WAITING, "count"),
-    })
+    aggregate = _drop_none(
+        {
+            "kv_cache_usage": _gauge(inside, KV_USAGE, "fraction"),
+            "cache_hit_rate": _hit_rate(rows, window),
+            "cpu_cache_usage": _gauge(inside, CPU_KV_USAGE, "fraction"),
+            "running_requests": _gauge(inside, RUNNING, "count"),
+            "waiting_requests": _gauge(inside, WAITING, "count"),
+        }
+    )
     if not aggregate:
         return None
     kv = inside[inside["metric"] == KV_USAGE].sort_values("ts_s")
-    out = {"component_label": engine_label if source.startswith("engine") else source,
-           "replica_id": source, "aggregate": aggregate}
+    out = {
+        "component_label": engine_label if source.startswith("engine") else source,
+        "replica_id": source,
+        "aggregate": aggregate,
+    }
     if len(kv):
-        out["time_series"] = {"kv_cache_usage": {"units": "fraction", "series": [
-            {"ts": _iso(origin, ts), "value": float(v)} for ts, v in zip(kv["ts_s"], kv["value"])]}}
+        out["time_series"] = {
+            "kv_cache_usage": {
+                "units": "fraction",
+                "series": [
+                    {"ts": _iso(origin, ts), "value": float(v)}
+                    for ts, v in zip(kv["ts_s"], kv["value"])
+                ],
+            }
+        }
     return out
 
 
@@ -290,7 +400,9 @@ def _observability(cell: CellData, window, engine_label: str, origin: datetime) 
     server = cell.server
     if server.empty:
         return None
-    components = [_component(str(source), rows, window, engine_label, origin)
-                  for source, rows in server.groupby("source", sort=True)]
+    components = [
+        _component(str(source), rows, window, engine_label, origin)
+        for source, rows in server.groupby("source", sort=True)
+    ]
     components = [c for c in components if c is not None]
     return {"components": components} if components else None

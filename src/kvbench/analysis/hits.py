@@ -60,15 +60,28 @@ def split_cells(cells: list[CellData], model: str, scenario: str, level: float) 
     """Pool the successful measure-phase requests of `cells` and split them into hits and misses."""
     frames = [ok_requests(measure_requests(c)) for c in cells]
     frames = [f for f in frames if not f.empty]
-    ok = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["ttft_ms", "cached_tokens", "prompt_tokens"])
+    ok = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["ttft_ms", "cached_tokens", "prompt_tokens"])
+    )
     ttft = pd.to_numeric(ok["ttft_ms"], errors="coerce")
     cached = pd.to_numeric(ok["cached_tokens"], errors="coerce")
     prompt = pd.to_numeric(ok["prompt_tokens"], errors="coerce")
     known = cached.notna() & prompt.notna() & ttft.notna()
     is_hit = known & (cached >= HIT_SHARE_OF_PROMPT * prompt)
     is_miss = known & ~is_hit
-    return HitSplit(model, scenario, level, len(cells), int(is_hit.sum()), int(is_miss.sum()),
-                    int((~known).sum()), _mean(ttft[is_hit]), _mean(ttft[is_miss]))
+    return HitSplit(
+        model,
+        scenario,
+        level,
+        len(cells),
+        int(is_hit.sum()),
+        int(is_miss.sum()),
+        int((~known).sum()),
+        _mean(ttft[is_hit]),
+        _mean(ttft[is_miss]),
+    )
 
 
 def _mean(values: pd.Series) -> float:
@@ -78,7 +91,9 @@ def _mean(values: pd.Series) -> float:
 def hit_splits(run: RunData, comparisons: list[LatencyComparison]) -> list[HitSplit]:
     """Per (model, scenario) at the common load level used by the latency comparisons."""
     cells = ok_cells_by_key(run)
-    keys = dict.fromkeys((c.model, c.scenario, c.level) for c in select(comparisons, basis="common"))
+    keys = dict.fromkeys(
+        (c.model, c.scenario, c.level) for c in select(comparisons, basis="common")
+    )
     return [split_cells(cells[key], *key) for key in keys if key in cells]
 
 
@@ -86,7 +101,12 @@ def shift_parts(base: HitSplit, treat: HitSplit) -> ShiftParts | None:
     if not (base.both_modes and treat.both_modes):
         return None
     s_b, s_t = base.hit_share, treat.hit_share
-    h_b, m_b, h_t, m_t = base.hit_ttft_mean_ms, base.miss_ttft_mean_ms, treat.hit_ttft_mean_ms, treat.miss_ttft_mean_ms
+    h_b, m_b, h_t, m_t = (
+        base.hit_ttft_mean_ms,
+        base.miss_ttft_mean_ms,
+        treat.hit_ttft_mean_ms,
+        treat.miss_ttft_mean_ms,
+    )
     mix = (s_t - s_b) * (h_b - m_b)
     hit_speed = s_t * (h_t - h_b)
     miss_speed = (1 - s_t) * (m_t - m_b)
@@ -101,21 +121,27 @@ def shift_sentence(base: HitSplit, treat: HitSplit) -> str | None:
     more = "more" if treat.hit_share >= base.hit_share else "fewer"
     hit_word = "faster" if parts.hit_speed_ms <= 0 else "slower"
     miss_word = "faster" if parts.miss_speed_ms <= 0 else "slower"
-    return (f"TTFT mean {parts.total_ms:+.1f} ms vs baseline: {parts.mix_ms:+.1f} ms from {more} prefix hits "
-            f"({treat.hit_share:.0%} vs {base.hit_share:.0%} of requests), {parts.hit_speed_ms:+.1f} ms from {hit_word} "
-            f"hits ({treat.hit_ttft_mean_ms:.1f} vs {base.hit_ttft_mean_ms:.1f} ms), {parts.miss_speed_ms:+.1f} ms from "
-            f"{miss_word} misses ({treat.miss_ttft_mean_ms:.1f} vs {base.miss_ttft_mean_ms:.1f} ms)")
+    return (
+        f"TTFT mean {parts.total_ms:+.1f} ms vs baseline: {parts.mix_ms:+.1f} ms from {more} prefix hits "
+        f"({treat.hit_share:.0%} vs {base.hit_share:.0%} of requests), {parts.hit_speed_ms:+.1f} ms from {hit_word} "
+        f"hits ({treat.hit_ttft_mean_ms:.1f} vs {base.hit_ttft_mean_ms:.1f} ms), {parts.miss_speed_ms:+.1f} ms from "
+        f"{miss_word} misses ({treat.miss_ttft_mean_ms:.1f} vs {base.miss_ttft_mean_ms:.1f} ms)"
+    )
 
 
 def _unsplit_sentence(base: HitSplit, treat: HitSplit) -> str | None:
     """One side has only hits or only misses: say the shares and means, and that no split is possible."""
     if math.isnan(base.hit_share) or math.isnan(treat.hit_share):
         return None
+
     def means(s: HitSplit) -> str:
         return f"hit {_ms(s.hit_ttft_mean_ms)}, miss {_ms(s.miss_ttft_mean_ms)} ms"
-    return (f"prefix hits {treat.hit_share:.0%} vs {base.hit_share:.0%} of requests (TTFT mean {means(treat)} vs "
-            f"{means(base)}); one side has no {'misses' if not (base.misses and treat.misses) else 'hits'}, so the "
-            "shift is not split into parts")
+
+    return (
+        f"prefix hits {treat.hit_share:.0%} vs {base.hit_share:.0%} of requests (TTFT mean {means(treat)} vs "
+        f"{means(base)}); one side has no {'misses' if not (base.misses and treat.misses) else 'hits'}, so the "
+        "shift is not split into parts"
+    )
 
 
 def _ms(value: float) -> str:
@@ -124,8 +150,20 @@ def _ms(value: float) -> str:
 
 def split_table(splits: list[HitSplit]) -> pd.DataFrame:
     """ttft_hits_misses.csv."""
-    return pd.DataFrame([{
-        "model": s.model, "scenario": s.scenario, "level": s.level, "repeats": s.cells, "hits": s.hits,
-        "misses": s.misses, "unknown": s.unknown, "hit_share_pct": s.hit_share * 100,
-        "hit_ttft_mean_ms": s.hit_ttft_mean_ms, "miss_ttft_mean_ms": s.miss_ttft_mean_ms,
-    } for s in splits])
+    return pd.DataFrame(
+        [
+            {
+                "model": s.model,
+                "scenario": s.scenario,
+                "level": s.level,
+                "repeats": s.cells,
+                "hits": s.hits,
+                "misses": s.misses,
+                "unknown": s.unknown,
+                "hit_share_pct": s.hit_share * 100,
+                "hit_ttft_mean_ms": s.hit_ttft_mean_ms,
+                "miss_ttft_mean_ms": s.miss_ttft_mean_ms,
+            }
+            for s in splits
+        ]
+    )

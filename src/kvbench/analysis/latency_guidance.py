@@ -41,7 +41,9 @@ def _label(stat: str) -> str:
 
 def _verdict_word(c: LatencyComparison) -> str:
     """The verdict as in latency_deltas.csv, with what an indicative one rests on."""
-    word = {"lower": "significantly lower", "higher": "significantly higher"}.get(c.verdict, c.verdict)
+    word = {"lower": "significantly lower", "higher": "significantly higher"}.get(
+        c.verdict, c.verdict
+    )
     return f"{word}, i.e. {c.delta.meaning()}" if is_indicative(c.verdict) else word
 
 
@@ -49,12 +51,15 @@ def _significant(c: LatencyComparison) -> bool:
     return c.delta.significant
 
 
-def latency_findings(comparisons: list[LatencyComparison], baseline: str,
-                     splits: list[HitSplit] = ()) -> list[Finding]:
+def latency_findings(
+    comparisons: list[LatencyComparison], baseline: str, splits: list[HitSplit] = ()
+) -> list[Finding]:
     out: list[Finding] = []
     split_of = {(h.model, h.scenario): h for h in splits}
     for model in sorted({c.model for c in comparisons}):
-        common = [c for c in select(comparisons, model=model, basis="common") if c.scenario != baseline]
+        common = [
+            c for c in select(comparisons, model=model, basis="common") if c.scenario != baseline
+        ]
         for scenario in dict.fromkeys(c.scenario for c in common):
             text = _scenario_sentence(select(common, scenario=scenario), baseline)
             base_split, split = split_of.get((model, baseline)), split_of.get((model, scenario))
@@ -69,44 +74,71 @@ def latency_findings(comparisons: list[LatencyComparison], baseline: str,
 def _scenario_sentence(rows: list[LatencyComparison], baseline: str) -> str:
     by_stat = {c.stat: c for c in rows}
     head, context = by_stat[RULE_STAT], by_stat.get(CONTEXT_STAT)
-    lower = [f"{_label(c.stat)} {c.delta.text()}" + (" (indicative)" if is_indicative(c.verdict) else "")
-             for c in rows if _significant(c) and c.delta.delta_pct < 0]
-    higher = [f"{_label(c.stat)} {c.delta.text()}" + (" (indicative)" if is_indicative(c.verdict) else "")
-              for c in rows if _significant(c) and c.delta.delta_pct > 0]
-    p50 = (f" (TTFT p50 {context.value_ms:.1f} vs {context.base_value_ms:.1f} ms, {context.delta.text()}, as context)"
-           if context else "")
-    return (f"{_short(head.model)} at level {head.level:g} (same level for all scenarios): {head.scenario} TTFT mean "
-            f"{head.value_ms:.1f} ms vs {head.base_value_ms:.1f} ms ({baseline}): {head.delta.text()}, "
-            f"{_verdict_word(head)}{p50}. Significantly lower: {'; '.join(lower) or 'none'}. "
-            f"Significantly higher: {'; '.join(higher) or 'none'}.")
+    lower = [
+        f"{_label(c.stat)} {c.delta.text()}" + (" (indicative)" if is_indicative(c.verdict) else "")
+        for c in rows
+        if _significant(c) and c.delta.delta_pct < 0
+    ]
+    higher = [
+        f"{_label(c.stat)} {c.delta.text()}" + (" (indicative)" if is_indicative(c.verdict) else "")
+        for c in rows
+        if _significant(c) and c.delta.delta_pct > 0
+    ]
+    p50 = (
+        f" (TTFT p50 {context.value_ms:.1f} vs {context.base_value_ms:.1f} ms, {context.delta.text()}, as context)"
+        if context
+        else ""
+    )
+    return (
+        f"{_short(head.model)} at level {head.level:g} (same level for all scenarios): {head.scenario} TTFT mean "
+        f"{head.value_ms:.1f} ms vs {head.base_value_ms:.1f} ms ({baseline}): {head.delta.text()}, "
+        f"{_verdict_word(head)}{p50}. Significantly lower: {'; '.join(lower) or 'none'}. "
+        f"Significantly higher: {'; '.join(higher) or 'none'}."
+    )
 
 
 def _precision_note(common: list[LatencyComparison], baseline: str) -> str | None:
     """Scenarios whose TTFT mean or p50 moves by more than LARGE_POINT_PCT without being significant."""
-    loose = [c for c in common if c.stat in TTFT_STATS and c.delta.known and not c.delta.significant
-             and abs(c.delta.delta_pct) >= LARGE_POINT_PCT]
+    loose = [
+        c
+        for c in common
+        if c.stat in TTFT_STATS
+        and c.delta.known
+        and not c.delta.significant
+        and abs(c.delta.delta_pct) >= LARGE_POINT_PCT
+    ]
     if not loose:
         return None
     moves = ", ".join(f"{c.scenario} {_label(c.stat)} {c.delta.delta_pct:+.0f}%" for c in loose)
     sizes = sorted({c.delta.n for c in loose})
-    return (f"{_short(loose[0].model)}: TTFT point estimates move a lot ({moves} vs {baseline}) but none of these "
-            f"is significant: the intervals rest on {loose[0].repeats} repeat(s) with "
-            f"{sizes[0]}{'-' + str(sizes[-1]) if len(sizes) > 1 else ''} conversations per cell "
-            f"({loose[0].delta.method.split(' (')[0]}); more repeats or a longer measure window are needed to tell.")
+    return (
+        f"{_short(loose[0].model)}: TTFT point estimates move a lot ({moves} vs {baseline}) but none of these "
+        f"is significant: the intervals rest on {loose[0].repeats} repeat(s) with "
+        f"{sizes[0]}{'-' + str(sizes[-1]) if len(sizes) > 1 else ''} conversations per cell "
+        f"({loose[0].delta.method.split(' (')[0]}); more repeats or a longer measure window are needed to tell."
+    )
 
 
-def latency_guidance(comparisons: list[LatencyComparison], peaks: list[Peak], baseline: str) -> list[Finding]:
+def latency_guidance(
+    comparisons: list[LatencyComparison], peaks: list[Peak], baseline: str
+) -> list[Finding]:
     out: list[Finding] = []
     for model in sorted({c.model for c in comparisons}):
-        common = [c for c in select(comparisons, model=model, basis="common") if c.scenario != baseline]
+        common = [
+            c for c in select(comparisons, model=model, basis="common") if c.scenario != baseline
+        ]
         if not common:
             continue
         head = f"{_short(model)}, latency (TTFT mean) at level {common[0].level:g}"
         best = _best_ttft_reduction(common, "lower")
         if best is not None:
-            text = (f"{head}: **{best.scenario}** lowers TTFT mean significantly by {best.delta.text()} "
-                    f"({best.value_ms:.1f} vs {best.base_value_ms:.1f} ms{_p50_context(common, best)}) without a "
-                    "significant TPOT or E2E increase" + _throughput_clause(peak_of(peaks, model, best.scenario)) + ".")
+            text = (
+                f"{head}: **{best.scenario}** lowers TTFT mean significantly by {best.delta.text()} "
+                f"({best.value_ms:.1f} vs {best.base_value_ms:.1f} ms{_p50_context(common, best)}) without a "
+                "significant TPOT or E2E increase"
+                + _throughput_clause(peak_of(peaks, model, best.scenario))
+                + "."
+            )
         else:
             text = _keep_baseline(head, common, baseline)
         out.append(Finding("latency guidance", model, text))
@@ -115,15 +147,29 @@ def latency_guidance(comparisons: list[LatencyComparison], peaks: list[Peak], ba
 
 def _keep_baseline(head: str, common: list[LatencyComparison], baseline: str) -> str:
     hint = _best_ttft_reduction(common, "indicative lower")
-    raised = [c for c in common if c.stat in TTFT_STATS and _significant(c) and c.delta.delta_pct > 0]
-    text = (f"{head}: no scenario lowered TTFT mean on firm evidence without raising TPOT or E2E; keep "
-            f"**{baseline}** for TTFT too"
-            + (": " + "; ".join(f"{c.scenario} raised {_label(c.stat)} by {c.delta.text()} ({c.verdict})" for c in raised)
-               if raised else "") + ".")
+    raised = [
+        c for c in common if c.stat in TTFT_STATS and _significant(c) and c.delta.delta_pct > 0
+    ]
+    text = (
+        f"{head}: no scenario lowered TTFT mean on firm evidence without raising TPOT or E2E; keep "
+        f"**{baseline}** for TTFT too"
+        + (
+            ": "
+            + "; ".join(
+                f"{c.scenario} raised {_label(c.stat)} by {c.delta.text()} ({c.verdict})"
+                for c in raised
+            )
+            if raised
+            else ""
+        )
+        + "."
+    )
     if hint is not None:
-        text += (f" Indicative: {hint.scenario} lowers TTFT mean by {hint.delta.text()} ({hint.value_ms:.1f} vs "
-                 f"{hint.base_value_ms:.1f} ms{_p50_context(common, hint)}) in this run ({hint.delta.indicative_reason()}); "
-                 f"confirm with repeats: {CONFIRM_REPEATS}.")
+        text += (
+            f" Indicative: {hint.scenario} lowers TTFT mean by {hint.delta.text()} ({hint.value_ms:.1f} vs "
+            f"{hint.base_value_ms:.1f} ms{_p50_context(common, hint)}) in this run ({hint.delta.indicative_reason()}); "
+            f"confirm with repeats: {CONFIRM_REPEATS}."
+        )
     return text
 
 
@@ -138,7 +184,9 @@ def _best_ttft_reduction(common: list[LatencyComparison], verdict: str) -> Laten
     candidates = []
     for scenario in dict.fromkeys(c.scenario for c in common):
         rows = {c.stat: c for c in select(common, scenario=scenario)}
-        if any(_significant(rows[s]) and rows[s].delta.delta_pct > 0 for s in GUARD_STATS if s in rows):
+        if any(
+            _significant(rows[s]) and rows[s].delta.delta_pct > 0 for s in GUARD_STATS if s in rows
+        ):
             continue
         if RULE_STAT in rows and rows[RULE_STAT].verdict == verdict:
             candidates.append(rows[RULE_STAT])

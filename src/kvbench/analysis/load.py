@@ -120,8 +120,13 @@ def _cell_infos(run_dir: Path, manifest: RunManifest) -> list[CellInfo]:
         info = _read_cell_json(run_dir / CELLS_DIR / ref.cell_id / CELL_FILE)
         if info is None:
             info = CellInfo(
-                cell_id=ref.cell_id, model=ref.model, scenario=ref.scenario, level=ref.level,
-                repeat=ref.repeat, status=ref.status, strategy=manifest.strategy,
+                cell_id=ref.cell_id,
+                model=ref.model,
+                scenario=ref.scenario,
+                level=ref.level,
+                repeat=ref.repeat,
+                status=ref.status,
+                strategy=manifest.strategy,
             )
         infos[ref.cell_id] = info
     cells_root = run_dir / CELLS_DIR
@@ -159,7 +164,9 @@ def _read_parquet(path: Path, columns: list[str], errors: list[str]) -> pd.DataF
     try:
         frame = pd.read_parquet(path)
     except Exception as err:  # a torn part file must not sink the whole report
-        errors.append(f"{path.name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        errors.append(
+            f"{path.name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        )
         return pd.DataFrame({name: pd.Series(dtype="object") for name in columns})
     for name in columns:
         if name not in frame.columns:

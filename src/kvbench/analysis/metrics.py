@@ -39,7 +39,11 @@ def ok_requests(frame: pd.DataFrame) -> pd.DataFrame:
 def measure_window_s(cell: CellData, measured: pd.DataFrame) -> tuple[float, float] | None:
     """(start_s, end_s) of the measure window, or None when nothing says how long it was."""
     info = cell.info
-    if info.measure_start_s is not None and info.measure_end_s is not None and info.measure_end_s > info.measure_start_s:
+    if (
+        info.measure_start_s is not None
+        and info.measure_end_s is not None
+        and info.measure_end_s > info.measure_start_s
+    ):
         return float(info.measure_start_s), float(info.measure_end_s)
     if measured.empty:
         return None
@@ -79,8 +83,12 @@ def cell_metrics(cell: CellData) -> dict:
     """One row of complete_metrics.csv."""
     info = cell.info
     row: dict = {
-        "cell_id": info.cell_id, "model": info.model, "scenario": info.scenario,
-        "base_scenario": cell.base_scenario, "level": info.level, "repeat": info.repeat,
+        "cell_id": info.cell_id,
+        "model": info.model,
+        "scenario": info.scenario,
+        "base_scenario": cell.base_scenario,
+        "level": info.level,
+        "repeat": info.repeat,
         "status": info.status.value,
     }
     measured = measure_requests(cell)
@@ -89,7 +97,9 @@ def cell_metrics(cell: CellData) -> dict:
     row["requests_failed"] = int(len(measured) - len(ok))
     window = measure_window_s(cell, measured)
     row["window_s"] = (window[1] - window[0]) if window else math.nan
-    out_tokens = float(pd.to_numeric(ok["output_tokens"], errors="coerce").sum()) if len(ok) else 0.0
+    out_tokens = (
+        float(pd.to_numeric(ok["output_tokens"], errors="coerce").sum()) if len(ok) else 0.0
+    )
     in_tokens = float(pd.to_numeric(ok["prompt_tokens"], errors="coerce").sum()) if len(ok) else 0.0
     has_rate = window is not None and len(measured) > 0
     row["request_rate_rps"] = len(ok) / row["window_s"] if has_rate else math.nan
@@ -99,10 +109,16 @@ def cell_metrics(cell: CellData) -> dict:
         row[f"{name}_mean_ms"] = float(values.mean()) if len(values) else math.nan
         for q in PERCENTILES:
             row[f"{name}_p{q}_ms"] = percentile(values, q)
-    cached = pd.to_numeric(ok["cached_tokens"], errors="coerce") if len(ok) else pd.Series(dtype=float)
-    prompt = pd.to_numeric(ok["prompt_tokens"], errors="coerce") if len(ok) else pd.Series(dtype=float)
+    cached = (
+        pd.to_numeric(ok["cached_tokens"], errors="coerce") if len(ok) else pd.Series(dtype=float)
+    )
+    prompt = (
+        pd.to_numeric(ok["prompt_tokens"], errors="coerce") if len(ok) else pd.Series(dtype=float)
+    )
     row["client_cached_fraction"] = (
-        float(cached.sum() / prompt[cached.notna()].sum()) if cached.notna().any() and prompt[cached.notna()].sum() > 0 else math.nan
+        float(cached.sum() / prompt[cached.notna()].sum())
+        if cached.notna().any() and prompt[cached.notna()].sum() > 0
+        else math.nan
     )
     return row
 
@@ -112,7 +128,9 @@ def complete_metrics(run: RunData) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    return frame.sort_values(["model", "scenario", "level", "repeat"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(["model", "scenario", "level", "repeat"], kind="stable").reset_index(
+        drop=True
+    )
 
 
 def slice_throughputs_tok_s(cell: CellData, n_slices: int = 10) -> np.ndarray:

@@ -16,7 +16,14 @@ from kvbench.analysis.load import CellData, RunData
 from kvbench.analysis.metrics import slice_throughputs_tok_s
 from kvbench.analysis.stats import NO_DELTA, Delta, Interval, paired_delta, sliced_delta, t_interval
 
-SUMMARY_METRICS = ("output_tok_s", "request_rate_rps", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "e2e_p50_ms")
+SUMMARY_METRICS = (
+    "output_tok_s",
+    "request_rate_rps",
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "tpot_p50_ms",
+    "e2e_p50_ms",
+)
 
 
 @dataclass
@@ -38,7 +45,9 @@ class Peak:
 def ok_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
     if metrics.empty:
         return metrics
-    return metrics[(metrics["status"] == "ok") & metrics["output_tok_s"].notna() & (metrics["requests_ok"] > 0)]
+    return metrics[
+        (metrics["status"] == "ok") & metrics["output_tok_s"].notna() & (metrics["requests_ok"] > 0)
+    ]
 
 
 def level_summary(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -46,7 +55,9 @@ def level_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if metrics.empty:
         return pd.DataFrame()
-    for (model, scenario, level), group in ok_metrics(metrics).groupby(["model", "scenario", "level"], sort=True):
+    for (model, scenario, level), group in ok_metrics(metrics).groupby(
+        ["model", "scenario", "level"], sort=True
+    ):
         row = {"model": model, "scenario": scenario, "level": level, "repeats": len(group)}
         for name in SUMMARY_METRICS:
             interval = t_interval(group[name].tolist())
@@ -66,16 +77,28 @@ def find_peaks(run: RunData, metrics: pd.DataFrame, rng: np.random.Generator) ->
     peaks: list[Peak] = []
     for (model, scenario), group in summary.groupby(["model", "scenario"], sort=False):
         best = group.loc[group["output_tok_s_mean"].idxmax()]
-        at_level = ok[(ok["model"] == model) & (ok["scenario"] == scenario) & (ok["level"] == best["level"])]
+        at_level = ok[
+            (ok["model"] == model) & (ok["scenario"] == scenario) & (ok["level"] == best["level"])
+        ]
         cells = [cells_by_id[cid] for cid in at_level["cell_id"]]
-        peaks.append(Peak(
-            model=model, scenario=scenario, base_scenario=cells[0].base_scenario, level=float(best["level"]),
-            throughput=t_interval(at_level["output_tok_s"].tolist()), cells=cells,
-            per_repeat_tok_s=dict(zip(at_level["repeat"].astype(int), at_level["output_tok_s"].astype(float))),
-        ))
+        peaks.append(
+            Peak(
+                model=model,
+                scenario=scenario,
+                base_scenario=cells[0].base_scenario,
+                level=float(best["level"]),
+                throughput=t_interval(at_level["output_tok_s"].tolist()),
+                cells=cells,
+                per_repeat_tok_s=dict(
+                    zip(at_level["repeat"].astype(int), at_level["output_tok_s"].astype(float))
+                ),
+            )
+        )
     _attach_baseline_deltas(peaks, run.baseline, rng)
     order = run.scenarios()
-    peaks.sort(key=lambda p: (p.model, order.index(p.scenario) if p.scenario in order else len(order)))
+    peaks.sort(
+        key=lambda p: (p.model, order.index(p.scenario) if p.scenario in order else len(order))
+    )
     return peaks
 
 
@@ -97,7 +120,9 @@ def compare_peaks(base: Peak, treat: Peak, rng: np.random.Generator) -> Delta:
         return NO_DELTA
     base_cell = _pick_cell(base, common)
     treat_cell = _pick_cell(treat, common)
-    return sliced_delta(slice_throughputs_tok_s(base_cell), slice_throughputs_tok_s(treat_cell), rng)
+    return sliced_delta(
+        slice_throughputs_tok_s(base_cell), slice_throughputs_tok_s(treat_cell), rng
+    )
 
 
 def _pick_cell(peak: Peak, common: set[int]) -> CellData:
@@ -110,16 +135,24 @@ def _pick_cell(peak: Peak, common: set[int]) -> CellData:
 def peak_table(peaks: list[Peak], baseline: str) -> pd.DataFrame:
     rows = []
     for p in peaks:
-        rows.append({
-            "model": p.model, "scenario": p.scenario, "peak_level": p.level, "repeats": p.throughput.n,
-            "peak_output_tok_s": p.throughput.mean, "ci_low": p.throughput.low, "ci_high": p.throughput.high,
-            "baseline": baseline,
-            "delta_pct": p.delta.delta_pct if p.scenario != baseline else 0.0,
-            "delta_ci_low_pct": p.delta.low_pct, "delta_ci_high_pct": p.delta.high_pct,
-            "verdict": "baseline" if p.scenario == baseline else p.delta.verdict,
-            "evidence": "" if p.scenario == baseline else p.delta.evidence,
-            "delta_method": "" if p.scenario == baseline else p.delta.method,
-        })
+        rows.append(
+            {
+                "model": p.model,
+                "scenario": p.scenario,
+                "peak_level": p.level,
+                "repeats": p.throughput.n,
+                "peak_output_tok_s": p.throughput.mean,
+                "ci_low": p.throughput.low,
+                "ci_high": p.throughput.high,
+                "baseline": baseline,
+                "delta_pct": p.delta.delta_pct if p.scenario != baseline else 0.0,
+                "delta_ci_low_pct": p.delta.low_pct,
+                "delta_ci_high_pct": p.delta.high_pct,
+                "verdict": "baseline" if p.scenario == baseline else p.delta.verdict,
+                "evidence": "" if p.scenario == baseline else p.delta.evidence,
+                "delta_method": "" if p.scenario == baseline else p.delta.method,
+            }
+        )
     return pd.DataFrame(rows)
 
 

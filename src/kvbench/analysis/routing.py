@@ -38,12 +38,21 @@ def endpoint_table(peaks: list[Peak]) -> pd.DataFrame:
         for endpoint, group in ok.groupby(ok["endpoint"].fillna("(unknown)"), sort=True):
             cached = pd.to_numeric(group["cached_tokens"], errors="coerce")
             prompt = pd.to_numeric(group["prompt_tokens"], errors="coerce")[cached.notna()]
-            rows.append({
-                "model": peak.model, "scenario": peak.scenario, "level": peak.level, "endpoint": endpoint,
-                "requests": len(group), "request_share_pct": 100.0 * len(group) / total,
-                "prompt_tokens": float(prompt.sum()), "cached_tokens": float(cached.sum()),
-                "hit_rate_pct": 100.0 * float(cached.sum()) / float(prompt.sum()) if prompt.sum() > 0 else math.nan,
-            })
+            rows.append(
+                {
+                    "model": peak.model,
+                    "scenario": peak.scenario,
+                    "level": peak.level,
+                    "endpoint": endpoint,
+                    "requests": len(group),
+                    "request_share_pct": 100.0 * len(group) / total,
+                    "prompt_tokens": float(prompt.sum()),
+                    "cached_tokens": float(cached.sum()),
+                    "hit_rate_pct": 100.0 * float(cached.sum()) / float(prompt.sum())
+                    if prompt.sum() > 0
+                    else math.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -61,29 +70,54 @@ def prediction_table(peaks: list[Peak]) -> pd.DataFrame:
             continue
         p, c = predicted[both], cached[both]
         matched = float(pd.concat([p, c], axis=1).min(axis=1).sum())
-        rows.append({
-            "model": peak.model, "scenario": peak.scenario, "level": peak.level, "requests": int(both.sum()),
-            "predicted_hit_tokens": float(p.sum()), "cached_tokens": float(c.sum()), "matched_tokens": matched,
-            "predicted_share_of_hits_pct": 100.0 * matched / float(c.sum()) if c.sum() > 0 else math.nan,
-            "predictions_realised_pct": 100.0 * matched / float(p.sum()) if p.sum() > 0 else math.nan,
-            "requests_predicted_but_missed": int(((p > 0) & (c == 0)).sum()),
-        })
+        rows.append(
+            {
+                "model": peak.model,
+                "scenario": peak.scenario,
+                "level": peak.level,
+                "requests": int(both.sum()),
+                "predicted_hit_tokens": float(p.sum()),
+                "cached_tokens": float(c.sum()),
+                "matched_tokens": matched,
+                "predicted_share_of_hits_pct": 100.0 * matched / float(c.sum())
+                if c.sum() > 0
+                else math.nan,
+                "predictions_realised_pct": 100.0 * matched / float(p.sum())
+                if p.sum() > 0
+                else math.nan,
+                "requests_predicted_but_missed": int(((p > 0) & (c == 0)).sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def routing_sentence(endpoints: pd.DataFrame, predictions: pd.DataFrame, model: str, scenario: str) -> str | None:
-    mine = endpoints[(endpoints["model"] == model) & (endpoints["scenario"] == scenario)] if not endpoints.empty else endpoints
+def routing_sentence(
+    endpoints: pd.DataFrame, predictions: pd.DataFrame, model: str, scenario: str
+) -> str | None:
+    mine = (
+        endpoints[(endpoints["model"] == model) & (endpoints["scenario"] == scenario)]
+        if not endpoints.empty
+        else endpoints
+    )
     if mine.empty:
         return None
     top = mine.loc[mine["request_share_pct"].idxmax()]
-    text = (f"{scenario}: endpoint {top['endpoint']} served {top['request_share_pct']:.0f} % of "
-            f"{int(mine['requests'].sum())} requests (hit rate there {top['hit_rate_pct']:.1f} %)")
-    pred = predictions[(predictions["model"] == model) & (predictions["scenario"] == scenario)] if not predictions.empty else predictions
+    text = (
+        f"{scenario}: endpoint {top['endpoint']} served {top['request_share_pct']:.0f} % of "
+        f"{int(mine['requests'].sum())} requests (hit rate there {top['hit_rate_pct']:.1f} %)"
+    )
+    pred = (
+        predictions[(predictions["model"] == model) & (predictions["scenario"] == scenario)]
+        if not predictions.empty
+        else predictions
+    )
     if not pred.empty and pred.iloc[0]["predicted_hit_tokens"] > 0:
         row = pred.iloc[0]
-        text += (f"; the router predicted {row['predicted_share_of_hits_pct']:.0f} % of the hit tokens that occurred, "
-                 f"and {row['predictions_realised_pct']:.0f} % of its predicted hit tokens were realised "
-                 f"({row['requests_predicted_but_missed']} requests predicted to hit got no cached tokens)")
+        text += (
+            f"; the router predicted {row['predicted_share_of_hits_pct']:.0f} % of the hit tokens that occurred, "
+            f"and {row['predictions_realised_pct']:.0f} % of its predicted hit tokens were realised "
+            f"({row['requests_predicted_but_missed']} requests predicted to hit got no cached tokens)"
+        )
     return text + "."
 
 
@@ -93,7 +127,9 @@ def router_scorers(run_dir: Path, model: str, scenario: str) -> str | None:
     The emulated stack writes logs/<NN>-<model short>__<scenario>/router-decisions.jsonl, one JSON
     object per routing decision with a `weights` map (scorer -> weight)."""
     short = model.split("/")[-1]
-    for path in sorted((Path(run_dir) / "logs").glob(f"*-{short}__{scenario}/router-decisions.jsonl")):
+    for path in sorted(
+        (Path(run_dir) / "logs").glob(f"*-{short}__{scenario}/router-decisions.jsonl")
+    ):
         try:
             with path.open() as handle:
                 first = handle.readline()

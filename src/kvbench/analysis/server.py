@@ -25,7 +25,10 @@ PREFIX_HITS = "vllm:prefix_cache_hits_total"
 PREFIX_QUERIES = "vllm:prefix_cache_queries_total"
 EXTERNAL_HITS = "vllm:external_prefix_cache_hits_total"
 CACHED_BY_SOURCE = "vllm:prompt_tokens_cached_by_source_total"
-OFFLOAD_BYTES = ("vllm:kv_offload_total_bytes_total", "vllm:kv_offload_total_bytes")  # 0.16 name, by transfer_type
+OFFLOAD_BYTES = (
+    "vllm:kv_offload_total_bytes_total",
+    "vllm:kv_offload_total_bytes",
+)  # 0.16 name, by transfer_type
 OFFLOAD_LOAD_BYTES = "vllm:kv_offload_load_bytes_total"  # 0.33 names
 OFFLOAD_STORE_BYTES = "vllm:kv_offload_store_bytes_total"
 RSS = "process_resident_memory_bytes"
@@ -56,8 +59,12 @@ def label_value(labels_json, key: str):
         return None
 
 
-def counter_increase(frame: pd.DataFrame, metric: str, window: tuple[float, float] | None,
-                     by_label: str | None = None) -> dict | float:
+def counter_increase(
+    frame: pd.DataFrame,
+    metric: str,
+    window: tuple[float, float] | None,
+    by_label: str | None = None,
+) -> dict | float:
     """Increase of a counter over the window, summed over sources/series; per label value if by_label."""
     rows = series(frame, metric)
     if rows.empty:
@@ -87,7 +94,9 @@ def _series_increase(group: pd.DataFrame, window: tuple[float, float] | None) ->
     return float(np.where(steps >= 0, steps, values[1:]).sum())
 
 
-def gauge_stats(frame: pd.DataFrame, metric: str, window, combine: str = "mean") -> tuple[float, float]:
+def gauge_stats(
+    frame: pd.DataFrame, metric: str, window, combine: str = "mean"
+) -> tuple[float, float]:
     """(mean, max): per-source mean over the window, combined across sources by mean or sum."""
     rows = in_window(series(frame, metric), window)
     if rows.empty:
@@ -116,7 +125,9 @@ def histogram_quantile(frame: pd.DataFrame, metric: str, q: float, window) -> fl
             if math.isinf(edge):
                 return prev_edge
             span = count - prev_count
-            return prev_edge + (edge - prev_edge) * ((rank - prev_count) / span if span > 0 else 1.0)
+            return prev_edge + (edge - prev_edge) * (
+                (rank - prev_count) / span if span > 0 else 1.0
+            )
         prev_edge, prev_count = edge, count
     return prev_edge
 
@@ -139,7 +150,9 @@ def tier_hits(cell: CellData, window) -> dict:
         return {
             "gpu_hit_tokens": float(pd.to_numeric(ok["gpu_hit_tokens"], errors="coerce").sum()),
             "cpu_hit_tokens": float(pd.to_numeric(ok["cpu_hit_tokens"], errors="coerce").sum()),
-            "remote_hit_tokens": float(pd.to_numeric(ok["remote_hit_tokens"], errors="coerce").sum()),
+            "remote_hit_tokens": float(
+                pd.to_numeric(ok["remote_hit_tokens"], errors="coerce").sum()
+            ),
             "tier_source": "per-request tier tokens",
         }
     by_source = counter_increase(cell.server, CACHED_BY_SOURCE, window, by_label="source")
@@ -153,15 +166,26 @@ def tier_hits(cell: CellData, window) -> dict:
     external = counter_increase(cell.server, EXTERNAL_HITS, window)
     if not math.isnan(external):
         local = counter_increase(cell.server, PREFIX_HITS, window)
-        return {"gpu_hit_tokens": local, "cpu_hit_tokens": external, "remote_hit_tokens": math.nan,
-                "tier_source": f"{EXTERNAL_HITS} (CPU and remote not separated)"}
-    return {"gpu_hit_tokens": math.nan, "cpu_hit_tokens": math.nan, "remote_hit_tokens": math.nan, "tier_source": "none"}
+        return {
+            "gpu_hit_tokens": local,
+            "cpu_hit_tokens": external,
+            "remote_hit_tokens": math.nan,
+            "tier_source": f"{EXTERNAL_HITS} (CPU and remote not separated)",
+        }
+    return {
+        "gpu_hit_tokens": math.nan,
+        "cpu_hit_tokens": math.nan,
+        "remote_hit_tokens": math.nan,
+        "tier_source": "none",
+    }
 
 
 def offload_bytes(cell: CellData, window) -> dict:
     by_type: dict = {}
     for name in OFFLOAD_BYTES:
-        for key, value in counter_increase(cell.server, name, window, by_label="transfer_type").items():
+        for key, value in counter_increase(
+            cell.server, name, window, by_label="transfer_type"
+        ).items():
             by_type[key] = by_type.get(key, 0.0) + value
     store = counter_increase(cell.server, OFFLOAD_STORE_BYTES, window)
     load = counter_increase(cell.server, OFFLOAD_LOAD_BYTES, window)
@@ -178,7 +202,9 @@ def gpu_utilization_pct(cell: CellData, window) -> float:
     rows = in_window(cell.system, window)
     if rows.empty:
         return math.nan
-    mask = rows["metric"].astype(str).str.contains("gpu", case=False) & rows["metric"].astype(str).str.contains("util", case=False)
+    mask = rows["metric"].astype(str).str.contains("gpu", case=False) & rows["metric"].astype(
+        str
+    ).str.contains("util", case=False)
     values = pd.to_numeric(rows.loc[mask, "value"], errors="coerce").dropna()
     return float(values.mean()) if len(values) else math.nan
 
@@ -196,17 +222,27 @@ def server_row(cell: CellData) -> dict:
     tiers = tier_hits(cell, window)
     all_hits = sum(v for k, v in tiers.items() if k.endswith("_hit_tokens") and not math.isnan(v))
     row = {
-        "cell_id": cell.cell_id, "model": cell.info.model, "scenario": cell.info.scenario, "level": cell.info.level,
-        "repeat": cell.info.repeat, "has_server_metrics": not server.empty,
-        "kv_usage_mean_pct": kv_mean * 100, "kv_usage_max_pct": kv_max * 100,
-        "running_mean": run_mean, "waiting_mean": wait_mean,
+        "cell_id": cell.cell_id,
+        "model": cell.info.model,
+        "scenario": cell.info.scenario,
+        "level": cell.info.level,
+        "repeat": cell.info.repeat,
+        "has_server_metrics": not server.empty,
+        "kv_usage_mean_pct": kv_mean * 100,
+        "kv_usage_max_pct": kv_max * 100,
+        "running_mean": run_mean,
+        "waiting_mean": wait_mean,
         "prefix_hit_rate_pct": hits / queries * 100 if queries and queries > 0 else math.nan,
-        "prefix_hits_tokens": hits, "prefix_queries_tokens": queries,
+        "prefix_hits_tokens": hits,
+        "prefix_queries_tokens": queries,
         **tiers,
         "cpu_hit_share_pct": tiers["cpu_hit_tokens"] / all_hits * 100 if all_hits > 0 else math.nan,
-        "remote_hit_share_pct": tiers["remote_hit_tokens"] / all_hits * 100 if all_hits > 0 else math.nan,
+        "remote_hit_share_pct": tiers["remote_hit_tokens"] / all_hits * 100
+        if all_hits > 0
+        else math.nan,
         **offload_bytes(cell, window),
-        "process_rss_mean_gb": rss_mean / 1e9, "process_rss_max_gb": rss_max / 1e9,
+        "process_rss_mean_gb": rss_mean / 1e9,
+        "process_rss_max_gb": rss_max / 1e9,
         "gpu_utilization_pct": gpu_utilization_pct(cell, window),
         "engine_step_lag_p99_ms": step_lag_p99_s(cell, window) * 1000,
     }

@@ -27,8 +27,8 @@ Evidence and verdict words (the same strings in the CSVs and REPORT.md):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy import stats as sps
@@ -40,7 +40,9 @@ EVIDENCE_PAIRED = "paired-repeats"
 EVIDENCE_SINGLE = "single-run"
 INDICATIVE_PREFIX = "indicative "
 INDICATIVE_MEANING = "significant within this run (1 repeat; run-to-run variance not measured)"
-DOWNGRADED_MEANING = "significant by its interval, downgraded because equivalent configurations differed (A/A check)"
+DOWNGRADED_MEANING = (
+    "significant by its interval, downgraded because equivalent configurations differed (A/A check)"
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ class Delta:
     method: str
     n: int  # repeat pairs, or slices / requests per side
     evidence: str = EVIDENCE_SINGLE  # EVIDENCE_PAIRED | EVIDENCE_SINGLE
-    downgraded: bool = False  # a failed A/A twin check in this model: significance is indicative only
+    downgraded: bool = (
+        False  # a failed A/A twin check in this model: significance is indicative only
+    )
 
     @property
     def indicative(self) -> bool:
@@ -133,10 +137,17 @@ def _percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float,
     return float(np.quantile(samples, alpha)), float(np.quantile(samples, 1 - alpha))
 
 
-def paired_delta(base: dict[int, float], treat: dict[int, float], rng: np.random.Generator,
-                 n_boot: int = N_BOOT, confidence: float = CONFIDENCE) -> Delta:
+def paired_delta(
+    base: dict[int, float],
+    treat: dict[int, float],
+    rng: np.random.Generator,
+    n_boot: int = N_BOOT,
+    confidence: float = CONFIDENCE,
+) -> Delta:
     """base/treat: repeat index -> value. Only repeats present on both sides are used."""
-    keys = sorted(k for k in base if k in treat and not math.isnan(base[k]) and not math.isnan(treat[k]))
+    keys = sorted(
+        k for k in base if k in treat and not math.isnan(base[k]) and not math.isnan(treat[k])
+    )
     if not keys:
         return NO_DELTA
     b = np.array([base[k] for k in keys], dtype=float)
@@ -155,38 +166,72 @@ def paired_delta(base: dict[int, float], treat: dict[int, float], rng: np.random
         per_pair = _pct(t / b)
         tint = t_interval(per_pair, confidence)
         low, high = min(low, tint.low), max(high, tint.high)
-        method += f", widened to the paired t-interval because {n} < {MIN_PAIRS_FOR_BOOTSTRAP_ONLY} pairs"
+        method += (
+            f", widened to the paired t-interval because {n} < {MIN_PAIRS_FOR_BOOTSTRAP_ONLY} pairs"
+        )
     return Delta(point, low, high, method, n, EVIDENCE_PAIRED)
 
 
-def sliced_delta(base_slices: np.ndarray, treat_slices: np.ndarray, rng: np.random.Generator,
-                 n_boot: int = N_BOOT, confidence: float = CONFIDENCE) -> Delta:
+def sliced_delta(
+    base_slices: np.ndarray,
+    treat_slices: np.ndarray,
+    rng: np.random.Generator,
+    n_boot: int = N_BOOT,
+    confidence: float = CONFIDENCE,
+) -> Delta:
     """Throughput delta from one cell per side: resample each side's window slices independently."""
     return _independent_bootstrap(
-        base_slices, treat_slices, rng, np.mean, n_boot, confidence,
+        base_slices,
+        treat_slices,
+        rng,
+        np.mean,
+        n_boot,
+        confidence,
         f"bootstrap within single cells: requests grouped into {len(base_slices)} time slices of the window, resampled",
     )
 
 
-def request_delta(base_values: np.ndarray, treat_values: np.ndarray, rng: np.random.Generator,
-                  statistic: Callable[[np.ndarray], float] = np.mean,
-                  n_boot: int = N_BOOT, confidence: float = CONFIDENCE) -> Delta:
+def request_delta(
+    base_values: np.ndarray,
+    treat_values: np.ndarray,
+    rng: np.random.Generator,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    n_boot: int = N_BOOT,
+    confidence: float = CONFIDENCE,
+) -> Delta:
     return _independent_bootstrap(
-        base_values, treat_values, rng, statistic, n_boot, confidence,
+        base_values,
+        treat_values,
+        rng,
+        statistic,
+        n_boot,
+        confidence,
         "bootstrap resampling requests within each cell",
     )
 
 
-def _independent_bootstrap(base: np.ndarray, treat: np.ndarray, rng: np.random.Generator,
-                           statistic: Callable[[np.ndarray], float], n_boot: int, confidence: float,
-                           method: str) -> Delta:
+def _independent_bootstrap(
+    base: np.ndarray,
+    treat: np.ndarray,
+    rng: np.random.Generator,
+    statistic: Callable[[np.ndarray], float],
+    n_boot: int,
+    confidence: float,
+    method: str,
+) -> Delta:
     base = np.asarray(base, dtype=float)
     treat = np.asarray(treat, dtype=float)
     if len(base) == 0 or len(treat) == 0 or statistic(base) <= 0:
         return NO_DELTA
     point = float(_pct(statistic(treat) / statistic(base)))
     if len(base) < 2 or len(treat) < 2:
-        return Delta(point, math.nan, math.nan, method + " (too few samples: no interval)", min(len(base), len(treat)))
+        return Delta(
+            point,
+            math.nan,
+            math.nan,
+            method + " (too few samples: no interval)",
+            min(len(base), len(treat)),
+        )
     base_boot = _boot_stat(base, rng, statistic, n_boot)
     treat_boot = _boot_stat(treat, rng, statistic, n_boot)
     valid = base_boot > 0
@@ -195,17 +240,25 @@ def _independent_bootstrap(base: np.ndarray, treat: np.ndarray, rng: np.random.G
     return Delta(point, low, high, f"{method} ({n_boot} resamples)", min(len(base), len(treat)))
 
 
-def _boot_stat(values: np.ndarray, rng: np.random.Generator, statistic: Callable, n_boot: int) -> np.ndarray:
+def _boot_stat(
+    values: np.ndarray, rng: np.random.Generator, statistic: Callable, n_boot: int
+) -> np.ndarray:
     picks = rng.integers(0, len(values), size=(n_boot, len(values)))
     if statistic is np.mean:
         return values[picks].mean(axis=1)
     return np.array([statistic(values[row]) for row in picks], dtype=float)
 
 
-def cluster_delta(base_values: np.ndarray, base_clusters: np.ndarray, treat_values: np.ndarray,
-                  treat_clusters: np.ndarray, rng: np.random.Generator,
-                  statistic: Callable[[np.ndarray], float] = np.mean,
-                  n_boot: int = N_BOOT, confidence: float = CONFIDENCE) -> Delta:
+def cluster_delta(
+    base_values: np.ndarray,
+    base_clusters: np.ndarray,
+    treat_values: np.ndarray,
+    treat_clusters: np.ndarray,
+    rng: np.random.Generator,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    n_boot: int = N_BOOT,
+    confidence: float = CONFIDENCE,
+) -> Delta:
     """Relative delta of `statistic` (treat vs base); each side resamples its clusters with replacement.
 
     values[i] belongs to cluster clusters[i] (a conversation id). n = clusters on the smaller side.
@@ -218,7 +271,9 @@ def cluster_delta(base_values: np.ndarray, base_clusters: np.ndarray, treat_valu
         return NO_DELTA
     point = float(_pct(statistic(treat.values) / statistic(base.values)))
     if n < 2:
-        return Delta(point, math.nan, math.nan, method + " (fewer than 2 conversations: no interval)", n)
+        return Delta(
+            point, math.nan, math.nan, method + " (fewer than 2 conversations: no interval)", n
+        )
     base_boot, treat_boot = base.boot(rng, statistic, n_boot), treat.boot(rng, statistic, n_boot)
     valid = base_boot > 0
     low, high = _percentile_interval(_pct(treat_boot[valid] / base_boot[valid]), confidence)
@@ -232,7 +287,9 @@ class _Clustered:
         keep = ~np.isnan(values)
         self.values = values[keep]
         _, codes = np.unique(clusters[keep].astype(str), return_inverse=True)
-        self.members = [np.flatnonzero(codes == k) for k in range(codes.max() + 1)] if len(codes) else []
+        self.members = (
+            [np.flatnonzero(codes == k) for k in range(codes.max() + 1)] if len(codes) else []
+        )
         self.n_clusters = len(self.members)
         self._sums = np.array([self.values[m].sum() for m in self.members])
         self._counts = np.array([len(m) for m in self.members], dtype=float)
@@ -241,7 +298,12 @@ class _Clustered:
         picks = rng.integers(0, self.n_clusters, size=(n_boot, self.n_clusters))
         if statistic is np.mean:  # exact and vectorised: pooled mean of the picked clusters
             return self._sums[picks].sum(axis=1) / self._counts[picks].sum(axis=1)
-        return np.array([statistic(self.values[np.concatenate([self.members[k] for k in row])]) for row in picks])
+        return np.array(
+            [
+                statistic(self.values[np.concatenate([self.members[k] for k in row])])
+                for row in picks
+            ]
+        )
 
 
 def lower_is_better_verdict(delta: Delta) -> str:

@@ -21,13 +21,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvbench.analysis.latency import STAT_BY_KEY, LatencyComparison, common_level, compare_latency, ok_cells_by_key
+from kvbench.analysis.latency import (
+    STAT_BY_KEY,
+    LatencyComparison,
+    common_level,
+    compare_latency,
+    ok_cells_by_key,
+)
 from kvbench.analysis.load import RunData
 from kvbench.analysis.peaks import Peak, compare_peaks
 from kvbench.analysis.stats import Delta
 from kvbench.analysis.validity import Check, CheckStatus
 
-TWIN_PAIRS: tuple[tuple[str, str], ...] = (("lmcache-redis", "lmcache-valkey"), ("llm-d-redis", "llm-d-valkey"))
+TWIN_PAIRS: tuple[tuple[str, str], ...] = (
+    ("lmcache-redis", "lmcache-valkey"),
+    ("llm-d-redis", "llm-d-valkey"),
+)
 TWIN_STATS = ("ttft_mean", "ttft_p50")
 CHECK_NAME = "A/A twins agree"
 THROUGHPUT_METRIC = "peak output throughput"
@@ -46,7 +55,9 @@ class TwinDelta:
         return f"{self.second} vs {self.first} {self.metric} {self.delta.text()}"
 
 
-def twin_peaks(peaks: list[Peak], pairs: tuple[tuple[str, str], ...] = TWIN_PAIRS) -> list[tuple[Peak, Peak]]:
+def twin_peaks(
+    peaks: list[Peak], pairs: tuple[tuple[str, str], ...] = TWIN_PAIRS
+) -> list[tuple[Peak, Peak]]:
     """(first, second) peaks of the same model whose labels are twins under `pairs`."""
     by_key = {(p.model, p.scenario): p for p in peaks}
     out = []
@@ -54,32 +65,58 @@ def twin_peaks(peaks: list[Peak], pairs: tuple[tuple[str, str], ...] = TWIN_PAIR
         for first_base, second_base in pairs:
             if peak.base_scenario != first_base or not peak.scenario.startswith(first_base):
                 continue
-            twin = by_key.get((peak.model, second_base + peak.scenario[len(first_base):]))
+            twin = by_key.get((peak.model, second_base + peak.scenario[len(first_base) :]))
             if twin is not None:
                 out.append((peak, twin))
     return out
 
 
-def twin_deltas(run: RunData, peaks: list[Peak], rng: np.random.Generator,
-                pairs: tuple[tuple[str, str], ...] = TWIN_PAIRS) -> list[TwinDelta]:
+def twin_deltas(
+    run: RunData,
+    peaks: list[Peak],
+    rng: np.random.Generator,
+    pairs: tuple[tuple[str, str], ...] = TWIN_PAIRS,
+) -> list[TwinDelta]:
     cells = ok_cells_by_key(run)
     out = []
     for first, second in twin_peaks(peaks, pairs):
-        out.append(TwinDelta(first.model, first.scenario, second.scenario, THROUGHPUT_METRIC, first.level,
-                             compare_peaks(first, second, rng)))
+        out.append(
+            TwinDelta(
+                first.model,
+                first.scenario,
+                second.scenario,
+                THROUGHPUT_METRIC,
+                first.level,
+                compare_peaks(first, second, rng),
+            )
+        )
         level = common_level(cells, first.model, [first.scenario, second.scenario])
         if level is None:
             continue
         for key in TWIN_STATS:
             stat = STAT_BY_KEY[key]
-            delta = compare_latency(cells[(first.model, first.scenario, level)],
-                                    cells[(first.model, second.scenario, level)], stat, rng)
-            out.append(TwinDelta(first.model, first.scenario, second.scenario, f"{stat.label} at level {level:g}",
-                                 level, delta))
+            delta = compare_latency(
+                cells[(first.model, first.scenario, level)],
+                cells[(first.model, second.scenario, level)],
+                stat,
+                rng,
+            )
+            out.append(
+                TwinDelta(
+                    first.model,
+                    first.scenario,
+                    second.scenario,
+                    f"{stat.label} at level {level:g}",
+                    level,
+                    delta,
+                )
+            )
     return out
 
 
-def twin_checks(run: RunData, twins: list[TwinDelta], pairs: tuple[tuple[str, str], ...] = TWIN_PAIRS) -> list[Check]:
+def twin_checks(
+    run: RunData, twins: list[TwinDelta], pairs: tuple[tuple[str, str], ...] = TWIN_PAIRS
+) -> list[Check]:
     """One check per model with twins (FLAG / OK); one SKIP for the run when no model has any."""
     checks = []
     for model in run.models():
@@ -89,19 +126,33 @@ def twin_checks(run: RunData, twins: list[TwinDelta], pairs: tuple[tuple[str, st
         differing = [t for t in mine if t.delta.significant]
         if differing:
             detail = "; ".join(f"{t.text()} ({t.delta.evidence})" for t in differing)
-            evidence = (f"equivalent configurations differ significantly ({detail}): intervals understate "
-                        "run-to-run variance; treat single-run verdicts as indicative (every significant verdict "
-                        f"for {model.split('/')[-1]} is downgraded to 'indicative' and recommends nothing)")
+            evidence = (
+                f"equivalent configurations differ significantly ({detail}): intervals understate "
+                "run-to-run variance; treat single-run verdicts as indicative (every significant verdict "
+                f"for {model.split('/')[-1]} is downgraded to 'indicative' and recommends nothing)"
+            )
             checks.append(Check(CHECK_NAME, CheckStatus.FLAG, model, evidence))
         else:
             detail = "; ".join(t.text() for t in mine)
-            checks.append(Check(CHECK_NAME, CheckStatus.OK, model,
-                                f"equivalent configurations agree (no twin difference is significant: {detail}): "
-                                "evidence that the intervals are not over-confident"))
+            checks.append(
+                Check(
+                    CHECK_NAME,
+                    CheckStatus.OK,
+                    model,
+                    f"equivalent configurations agree (no twin difference is significant: {detail}): "
+                    "evidence that the intervals are not over-confident",
+                )
+            )
     if not checks:
         names = ", ".join(f"{a}/{b}" for a, b in pairs)
-        checks.append(Check(CHECK_NAME, CheckStatus.SKIP, "run",
-                            f"no twin scenarios in this run (A/A pairs: {names}): the intervals' calibration is not checked"))
+        checks.append(
+            Check(
+                CHECK_NAME,
+                CheckStatus.SKIP,
+                "run",
+                f"no twin scenarios in this run (A/A pairs: {names}): the intervals' calibration is not checked",
+            )
+        )
     return checks
 
 
@@ -109,10 +160,16 @@ def failed_models(checks: list[Check]) -> set[str]:
     return {c.subject for c in checks if c.name == CHECK_NAME and c.status == CheckStatus.FLAG}
 
 
-def downgrade(peaks: list[Peak], latency: list[LatencyComparison], models: set[str]) -> list[LatencyComparison]:
+def downgrade(
+    peaks: list[Peak], latency: list[LatencyComparison], models: set[str]
+) -> list[LatencyComparison]:
     """Mark every delta of `models` as downgraded (peaks in place; returns the new latency list)."""
     for peak in peaks:
         if peak.model in models:
             peak.delta = dataclasses.replace(peak.delta, downgraded=True)
-    return [dataclasses.replace(c, delta=dataclasses.replace(c.delta, downgraded=True)) if c.model in models else c
-            for c in latency]
+    return [
+        dataclasses.replace(c, delta=dataclasses.replace(c.delta, downgraded=True))
+        if c.model in models
+        else c
+        for c in latency
+    ]

@@ -14,10 +14,23 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from kvbench.analysis.load import CellData, RunData, is_offload_scenario, is_router_scenario, measure_requests
+from kvbench.analysis.load import (
+    CellData,
+    RunData,
+    is_offload_scenario,
+    is_router_scenario,
+    measure_requests,
+)
 from kvbench.analysis.metrics import measure_window_s, ok_requests
 from kvbench.analysis.peaks import Peak
-from kvbench.analysis.server import KV_USAGE, gauge_stats, in_window, offload_bytes, step_lag_p99_s, tier_hits
+from kvbench.analysis.server import (
+    KV_USAGE,
+    gauge_stats,
+    in_window,
+    offload_bytes,
+    step_lag_p99_s,
+    tier_hits,
+)
 
 
 class CheckStatus(str, enum.Enum):
@@ -34,8 +47,12 @@ class Thresholds:
     kv_usage_max_pct: float = 25.0  # below this at every level, the GPU KV cache never filled up
     min_ok_requests: int = 30
     max_error_rate: float = 0.01
-    first_turn_slack_tokens: int = 16  # one block of cached tokens beyond the shared prefix is tolerated
-    min_reuse_fraction: float = 0.10  # below this, the workload gives any cache almost nothing to hit
+    first_turn_slack_tokens: int = (
+        16  # one block of cached tokens beyond the shared prefix is tolerated
+    )
+    min_reuse_fraction: float = (
+        0.10  # below this, the workload gives any cache almost nothing to hit
+    )
 
 
 @dataclass(frozen=True)
@@ -46,21 +63,28 @@ class Check:
     evidence: str
 
 
-def run_checks(run: RunData, peaks: list[Peak], thresholds: Thresholds = Thresholds()) -> list[Check]:
+def run_checks(
+    run: RunData, peaks: list[Peak], thresholds: Thresholds = Thresholds()
+) -> list[Check]:
     checks: list[Check] = []
     checks += check_failed_cells(run)
     for cell in run.cells:
         if not cell.ok:
             continue
         checks += [
-            check_client_bound(cell, thresholds), check_emulator_bound(cell, thresholds),
-            check_request_count(cell, thresholds), check_errors(cell, thresholds),
-            check_warm_cache(cell, thresholds), check_reuse_opportunity(cell, thresholds),
+            check_client_bound(cell, thresholds),
+            check_emulator_bound(cell, thresholds),
+            check_request_count(cell, thresholds),
+            check_errors(cell, thresholds),
+            check_warm_cache(cell, thresholds),
+            check_reuse_opportunity(cell, thresholds),
         ]
         if is_router_scenario(cell.base_scenario):
             checks.append(check_routing_can_matter(cell))
     checks += check_memory_pressure(run, thresholds)
-    checks += [check_tier_exercised(p) for p in peaks if is_offload_scenario(p.base_scenario) and p.cells]
+    checks += [
+        check_tier_exercised(p) for p in peaks if is_offload_scenario(p.base_scenario) and p.cells
+    ]
     checks.append(check_cached_tokens_reported(run))
     return checks
 
@@ -69,9 +93,18 @@ def check_failed_cells(run: RunData) -> list[Check]:
     failed = [c for c in run.cells if not c.ok]
     if not failed:
         return [Check("cells completed", CheckStatus.OK, "run", f"all {len(run.cells)} cells ok")]
-    detail = "; ".join(f"{c.cell_id}: {c.info.status.value}" + (f" ({c.info.error})" if c.info.error else "") for c in failed)
-    return [Check("cells completed", CheckStatus.FLAG, "run",
-                  f"{len(failed)} of {len(run.cells)} cells did not finish and are left out: {detail}")]
+    detail = "; ".join(
+        f"{c.cell_id}: {c.info.status.value}" + (f" ({c.info.error})" if c.info.error else "")
+        for c in failed
+    )
+    return [
+        Check(
+            "cells completed",
+            CheckStatus.FLAG,
+            "run",
+            f"{len(failed)} of {len(run.cells)} cells did not finish and are left out: {detail}",
+        )
+    ]
 
 
 def _client_series(cell: CellData, metric: str, window) -> np.ndarray:
@@ -97,29 +130,48 @@ def check_client_bound(cell: CellData, th: Thresholds) -> Check:
         evidence.append(f"client CPU p95 {p95:.0f} %")
         flagged |= p95 >= th.client_cpu_pct
     if not evidence:
-        return Check("client keeps up", CheckStatus.SKIP, cell.cell_id, "no client lag / CPU samples")
+        return Check(
+            "client keeps up", CheckStatus.SKIP, cell.cell_id, "no client lag / CPU samples"
+        )
     status = CheckStatus.FLAG if flagged else CheckStatus.OK
     limits = f"(limits: lag p99 {th.client_lag_p99_ms:.0f} ms, CPU {th.client_cpu_pct:.0f} %)"
-    return Check("client keeps up", status, cell.cell_id,
-                 ("client-bound: " if flagged else "") + ", ".join(evidence) + f" {limits}")
+    return Check(
+        "client keeps up",
+        status,
+        cell.cell_id,
+        ("client-bound: " if flagged else "") + ", ".join(evidence) + f" {limits}",
+    )
 
 
 def check_emulator_bound(cell: CellData, th: Thresholds) -> Check:
     window = measure_window_s(cell, measure_requests(cell))
     p99_ms = step_lag_p99_s(cell, window) * 1000
     if math.isnan(p99_ms):
-        return Check("emulator keeps up", CheckStatus.SKIP, cell.cell_id, "no kvbench:engine_step_lag_seconds samples")
+        return Check(
+            "emulator keeps up",
+            CheckStatus.SKIP,
+            cell.cell_id,
+            "no kvbench:engine_step_lag_seconds samples",
+        )
     flagged = p99_ms > th.engine_step_lag_p99_ms
-    return Check("emulator keeps up", CheckStatus.FLAG if flagged else CheckStatus.OK, cell.cell_id,
-                 ("emulator-bound: " if flagged else "") +
-                 f"engine step lag p99 {p99_ms:.1f} ms (limit {th.engine_step_lag_p99_ms:.0f} ms)")
+    return Check(
+        "emulator keeps up",
+        CheckStatus.FLAG if flagged else CheckStatus.OK,
+        cell.cell_id,
+        ("emulator-bound: " if flagged else "")
+        + f"engine step lag p99 {p99_ms:.1f} ms (limit {th.engine_step_lag_p99_ms:.0f} ms)",
+    )
 
 
 def check_request_count(cell: CellData, th: Thresholds) -> Check:
     n_ok = len(ok_requests(measure_requests(cell)))
     flagged = n_ok < th.min_ok_requests
-    return Check("enough requests", CheckStatus.FLAG if flagged else CheckStatus.OK, cell.cell_id,
-                 f"{n_ok} successful measure-phase requests (minimum {th.min_ok_requests})")
+    return Check(
+        "enough requests",
+        CheckStatus.FLAG if flagged else CheckStatus.OK,
+        cell.cell_id,
+        f"{n_ok} successful measure-phase requests (minimum {th.min_ok_requests})",
+    )
 
 
 def check_errors(cell: CellData, th: Thresholds) -> Check:
@@ -129,8 +181,13 @@ def check_errors(cell: CellData, th: Thresholds) -> Check:
     failed = measured[measured["status"] != "ok"]
     rate = len(failed) / len(measured)
     kinds = ", ".join(f"{k}: {v}" for k, v in failed["status"].value_counts().items())
-    return Check("error rate", CheckStatus.FLAG if rate > th.max_error_rate else CheckStatus.OK, cell.cell_id,
-                 f"{len(failed)}/{len(measured)} failed ({rate:.1%}; limit {th.max_error_rate:.0%})" + (f" [{kinds}]" if kinds else ""))
+    return Check(
+        "error rate",
+        CheckStatus.FLAG if rate > th.max_error_rate else CheckStatus.OK,
+        cell.cell_id,
+        f"{len(failed)}/{len(measured)} failed ({rate:.1%}; limit {th.max_error_rate:.0%})"
+        + (f" [{kinds}]" if kinds else ""),
+    )
 
 
 def check_warm_cache(cell: CellData, th: Thresholds) -> Check:
@@ -142,18 +199,31 @@ def check_warm_cache(cell: CellData, th: Thresholds) -> Check:
     unexplained = unexplained_first_turn_hits(cell.requests)
     if unexplained is not None:
         bad = unexplained[unexplained["excess_tokens"] > th.first_turn_slack_tokens]
-        text = (f"{len(bad)}/{len(unexplained)} first-turn requests cached more than earlier requests of the cell "
-                "explain (shared prefix of their group, or an earlier pass of the same conversation)")
+        text = (
+            f"{len(bad)}/{len(unexplained)} first-turn requests cached more than earlier requests of the cell "
+            "explain (shared prefix of their group, or an earlier pass of the same conversation)"
+        )
         if len(bad):
             worst = bad.loc[bad["excess_tokens"].idxmax()]
-            text += (f" (max excess {int(worst['excess_tokens'])} tokens, e.g. conversation {worst['conversation_id']}: "
-                     f"{int(worst['cached_tokens'])} cached, {int(worst['explained_tokens'])} explained)")
+            text += (
+                f" (max excess {int(worst['excess_tokens'])} tokens, e.g. conversation {worst['conversation_id']}: "
+                f"{int(worst['cached_tokens'])} cached, {int(worst['explained_tokens'])} explained)"
+            )
         evidence.append(text)
         flagged |= len(bad) > 0
     if not evidence:
-        return Check("cold start", CheckStatus.SKIP, cell.cell_id, "no cache_protocol record and no first-turn cached tokens")
-    return Check("cold start", CheckStatus.FLAG if flagged else CheckStatus.OK, cell.cell_id,
-                 ("warm-cache contamination: " if flagged else "") + "; ".join(evidence))
+        return Check(
+            "cold start",
+            CheckStatus.SKIP,
+            cell.cell_id,
+            "no cache_protocol record and no first-turn cached tokens",
+        )
+    return Check(
+        "cold start",
+        CheckStatus.FLAG if flagged else CheckStatus.OK,
+        cell.cell_id,
+        ("warm-cache contamination: " if flagged else "") + "; ".join(evidence),
+    )
 
 
 def _base_conversation(conversation_id: pd.Series) -> pd.Series:
@@ -163,7 +233,11 @@ def _base_conversation(conversation_id: pd.Series) -> pd.Series:
 
 def _earliest_other_sent_s(keys: pd.Series, sent_s: pd.Series) -> pd.Series:
     """Per row: the earliest sent_s among the *other* rows with the same key (inf when there is none)."""
-    order = pd.DataFrame({"key": keys, "sent": sent_s}).dropna(subset=["key"]).sort_values(["key", "sent"], kind="stable")
+    order = (
+        pd.DataFrame({"key": keys, "sent": sent_s})
+        .dropna(subset=["key"])
+        .sort_values(["key", "sent"], kind="stable")
+    )
     by_key = order.groupby("key")["sent"]
     first = by_key.transform("first")
     second = by_key.transform(lambda s: s.iloc[1] if len(s) > 1 else np.inf)
@@ -195,21 +269,36 @@ def unexplained_first_turn_hits(requests: pd.DataFrame) -> pd.DataFrame | None:
         group=pd.to_numeric(requests["prefix_group"], errors="coerce"),
         base=_base_conversation(requests["conversation_id"]),
     )
-    first_turn = (frame["turn_index"] == 0) & (frame["status"] == "ok") & frame["cached_tokens"].notna()
+    first_turn = (
+        (frame["turn_index"] == 0) & (frame["status"] == "ok") & frame["cached_tokens"].notna()
+    )
     if not first_turn.any():
         return None
-    served = pd.to_numeric(frame["first_token_s"], errors="coerce").fillna(
-        pd.to_numeric(frame["end_s"], errors="coerce")).fillna(np.inf)
+    served = (
+        pd.to_numeric(frame["first_token_s"], errors="coerce")
+        .fillna(pd.to_numeric(frame["end_s"], errors="coerce"))
+        .fillna(np.inf)
+    )
     group_prefix = frame[frame["turn_index"] == 0].groupby("group")["reused"].max()
-    if "phase" in frame:  # a prime request (the cache-state protocol) sends exactly its group's prefix
+    if (
+        "phase" in frame
+    ):  # a prime request (the cache-state protocol) sends exactly its group's prefix
         primes = frame[frame["phase"] == "prime"]
-        primed = pd.to_numeric(primes["prompt_tokens"], errors="coerce").groupby(primes["group"]).max()
+        primed = (
+            pd.to_numeric(primes["prompt_tokens"], errors="coerce").groupby(primes["group"]).max()
+        )
         group_prefix = pd.concat([group_prefix, primed], axis=1).max(axis=1)
-    group_earlier = frame["group"].notna() & (_earliest_other_sent_s(frame["group"], frame["sent"]) < served)
+    group_earlier = frame["group"].notna() & (
+        _earliest_other_sent_s(frame["group"], frame["sent"]) < served
+    )
     pass_earlier = _earliest_other_sent_s(frame["base"], frame["sent"]) < served
     explained = frame["reused"].copy()
-    explained = explained.where(~group_earlier, np.maximum(explained, frame["group"].map(group_prefix).fillna(0)))
-    explained = explained.where(~pass_earlier, np.maximum(explained, pd.to_numeric(frame["prompt_tokens"], errors="coerce")))
+    explained = explained.where(
+        ~group_earlier, np.maximum(explained, frame["group"].map(group_prefix).fillna(0))
+    )
+    explained = explained.where(
+        ~pass_earlier, np.maximum(explained, pd.to_numeric(frame["prompt_tokens"], errors="coerce"))
+    )
     out = frame.loc[first_turn, ["request_id", "conversation_id", "prefix_group", "sent_s"]].copy()
     out["cached_tokens"] = pd.to_numeric(frame.loc[first_turn, "cached_tokens"])
     out["explained_tokens"] = explained[first_turn]
@@ -224,21 +313,32 @@ def check_reuse_opportunity(cell: CellData, th: Thresholds) -> Check:
     every measured request was a first turn on a prefix never seen before."""
     measured = ok_requests(measure_requests(cell))
     if measured.empty:
-        return Check("reuse opportunity", CheckStatus.SKIP, cell.cell_id, "no successful measure-phase requests")
+        return Check(
+            "reuse opportunity",
+            CheckStatus.SKIP,
+            cell.cell_id,
+            "no successful measure-phase requests",
+        )
     later_turn = pd.to_numeric(measured["turn_index"], errors="coerce").fillna(0) > 0
     reused_prefix = pd.to_numeric(measured["reused_prefix_tokens"], errors="coerce").fillna(0) > 0
     fraction = float((later_turn | reused_prefix).mean())
-    evidence = (f"{fraction:.0%} of {len(measured)} measured requests resend tokens sent earlier "
-                f"(a later turn or an already-sent shared prefix){_working_set_text(cell)}")
+    evidence = (
+        f"{fraction:.0%} of {len(measured)} measured requests resend tokens sent earlier "
+        f"(a later turn or an already-sent shared prefix){_working_set_text(cell)}"
+    )
     if fraction < th.min_reuse_fraction:
-        return Check("reuse opportunity", CheckStatus.FLAG, cell.cell_id,
-                     f"the workload offers almost no reuse: {evidence}; no cache or routing configuration can "
-                     "differ here (run longer, or use fewer prefixes / more turns)")
+        return Check(
+            "reuse opportunity",
+            CheckStatus.FLAG,
+            cell.cell_id,
+            f"the workload offers almost no reuse: {evidence}; no cache or routing configuration can "
+            "differ here (run longer, or use fewer prefixes / more turns)",
+        )
     return Check("reuse opportunity", CheckStatus.OK, cell.cell_id, evidence)
 
 
 def _working_set_text(cell: CellData) -> str:
-    capacity = ((getattr(cell.info, "workload", None) or {}).get("capacity") or {})
+    capacity = (getattr(cell.info, "workload", None) or {}).get("capacity") or {}
     working_set, gpu = capacity.get("working_set_tokens"), capacity.get("gpu_kv_capacity_tokens")
     if not working_set or not gpu:
         return ""
@@ -246,14 +346,32 @@ def _working_set_text(cell: CellData) -> str:
 
 
 def check_routing_can_matter(cell: CellData) -> Check:
-    endpoints = {e for e in cell.requests["endpoint"].dropna().unique()} if not cell.requests.empty else set()
-    engines = {s for s in cell.server["source"].dropna().unique() if s != "router"} if not cell.server.empty else set()
+    endpoints = (
+        {e for e in cell.requests["endpoint"].dropna().unique()}
+        if not cell.requests.empty
+        else set()
+    )
+    engines = (
+        {s for s in cell.server["source"].dropna().unique() if s != "router"}
+        if not cell.server.empty
+        else set()
+    )
     count = max(len(endpoints), len(engines))
     if count == 0:
-        return Check("routing can matter", CheckStatus.SKIP, cell.cell_id, "no endpoint per request and no per-engine metrics")
+        return Check(
+            "routing can matter",
+            CheckStatus.SKIP,
+            cell.cell_id,
+            "no endpoint per request and no per-engine metrics",
+        )
     flagged = count <= 1
-    return Check("routing can matter", CheckStatus.FLAG if flagged else CheckStatus.OK, cell.cell_id,
-                 f"{count} endpoint(s) served requests" + (": a router with one endpoint cannot route" if flagged else ""))
+    return Check(
+        "routing can matter",
+        CheckStatus.FLAG if flagged else CheckStatus.OK,
+        cell.cell_id,
+        f"{count} endpoint(s) served requests"
+        + (": a router with one endpoint cannot route" if flagged else ""),
+    )
 
 
 def check_memory_pressure(run: RunData, th: Thresholds) -> list[Check]:
@@ -262,19 +380,32 @@ def check_memory_pressure(run: RunData, th: Thresholds) -> list[Check]:
         cells = [c for c in run.cells if c.info.model == model and c.ok]
         maxima = []
         for cell in cells:
-            _, kv_max = gauge_stats(cell.server, KV_USAGE, measure_window_s(cell, measure_requests(cell)))
+            _, kv_max = gauge_stats(
+                cell.server, KV_USAGE, measure_window_s(cell, measure_requests(cell))
+            )
             if not math.isnan(kv_max):
                 maxima.append(kv_max * 100)
         if not maxima:
-            checks.append(Check("memory pressure", CheckStatus.SKIP, model, f"no {KV_USAGE} samples"))
+            checks.append(
+                Check("memory pressure", CheckStatus.SKIP, model, f"no {KV_USAGE} samples")
+            )
             continue
         peak_pct = max(maxima)
         flagged = peak_pct < th.kv_usage_max_pct
-        checks.append(Check("memory pressure", CheckStatus.FLAG if flagged else CheckStatus.OK, model,
-                            (f"no memory pressure: GPU KV usage never exceeded {peak_pct:.2f} % in {len(maxima)} cells "
-                             f"(limit {th.kv_usage_max_pct:.0f} %); running requests never filled the GPU KV cache, so "
-                             "offload can help only through prefix reuse beyond GPU capacity (see tier check)")
-                            if flagged else f"GPU KV usage reached {peak_pct:.1f} % (>= {th.kv_usage_max_pct:.0f} %)"))
+        checks.append(
+            Check(
+                "memory pressure",
+                CheckStatus.FLAG if flagged else CheckStatus.OK,
+                model,
+                (
+                    f"no memory pressure: GPU KV usage never exceeded {peak_pct:.2f} % in {len(maxima)} cells "
+                    f"(limit {th.kv_usage_max_pct:.0f} %); running requests never filled the GPU KV cache, so "
+                    "offload can help only through prefix reuse beyond GPU capacity (see tier check)"
+                )
+                if flagged
+                else f"GPU KV usage reached {peak_pct:.1f} % (>= {th.kv_usage_max_pct:.0f} %)",
+            )
+        )
     return checks
 
 
@@ -288,16 +419,29 @@ def check_tier_exercised(peak: Peak) -> Check:
     loaded = moved["offload_cpu_to_gpu_bytes"]
     known = [v for v in (cpu, remote, loaded) if not math.isnan(v)]
     if not known:
-        return Check("offload tier exercised", CheckStatus.SKIP, subject, "no tier attribution and no offload byte counters")
+        return Check(
+            "offload tier exercised",
+            CheckStatus.SKIP,
+            subject,
+            "no tier attribution and no offload byte counters",
+        )
     flagged = sum(known) == 0
-    parts = [f"CPU hits {cpu:.0f} tokens" if not math.isnan(cpu) else "CPU hits n/a",
-             f"remote hits {remote:.0f} tokens" if not math.isnan(remote) else "remote hits n/a",
-             f"CPU->GPU {loaded / 1e6:.1f} MB" if not math.isnan(loaded) else "CPU->GPU bytes n/a"]
+    parts = [
+        f"CPU hits {cpu:.0f} tokens" if not math.isnan(cpu) else "CPU hits n/a",
+        f"remote hits {remote:.0f} tokens" if not math.isnan(remote) else "remote hits n/a",
+        f"CPU->GPU {loaded / 1e6:.1f} MB" if not math.isnan(loaded) else "CPU->GPU bytes n/a",
+    ]
     stored = moved["offload_gpu_to_cpu_bytes"]
     if not math.isnan(stored):
         parts.append(f"GPU->CPU {stored / 1e6:.1f} MB")
-    return Check("offload tier exercised", CheckStatus.FLAG if flagged else CheckStatus.OK, subject,
-                 ("tier never exercised: " if flagged else "") + ", ".join(parts) + f" (source: {tiers['tier_source']})")
+    return Check(
+        "offload tier exercised",
+        CheckStatus.FLAG if flagged else CheckStatus.OK,
+        subject,
+        ("tier never exercised: " if flagged else "")
+        + ", ".join(parts)
+        + f" (source: {tiers['tier_source']})",
+    )
 
 
 def check_cached_tokens_reported(run: RunData) -> Check:
@@ -309,11 +453,26 @@ def check_cached_tokens_reported(run: RunData) -> Check:
     if total == 0:
         return Check("cached tokens reported", CheckStatus.SKIP, "run", "no successful requests")
     if reported == 0:
-        return Check("cached tokens reported", CheckStatus.FLAG, "run",
-                     f"none of {total} responses carried usage.prompt_tokens_details.cached_tokens "
-                     "(vLLM reports it only with --enable-prompt-tokens-details); client-side hit rates are unavailable")
-    return Check("cached tokens reported", CheckStatus.OK, "run", f"{reported}/{total} responses reported cached tokens")
+        return Check(
+            "cached tokens reported",
+            CheckStatus.FLAG,
+            "run",
+            f"none of {total} responses carried usage.prompt_tokens_details.cached_tokens "
+            "(vLLM reports it only with --enable-prompt-tokens-details); client-side hit rates are unavailable",
+        )
+    return Check(
+        "cached tokens reported",
+        CheckStatus.OK,
+        "run",
+        f"{reported}/{total} responses reported cached tokens",
+    )
 
 
 def flagged(checks: list[Check], name: str, subject: str | None = None) -> list[Check]:
-    return [c for c in checks if c.status == CheckStatus.FLAG and c.name == name and (subject is None or c.subject == subject)]
+    return [
+        c
+        for c in checks
+        if c.status == CheckStatus.FLAG
+        and c.name == name
+        and (subject is None or c.subject == subject)
+    ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import aiohttp
 
@@ -24,14 +24,28 @@ RowsSink = Callable[[list[dict]], None]
 
 
 class Collector:
-    def __init__(self, sources: dict[str, str], server_pids: dict[str, int], interval_s: float,
-                 now_s: Callable[[], float], on_server_rows: RowsSink, on_system_rows: RowsSink,
-                 server_metrics: bool = True, system_metrics: bool = True):
-        self.scraper = MetricsScraper(sources if server_metrics else {}, interval_s, now_s, on_server_rows)
+    def __init__(
+        self,
+        sources: dict[str, str],
+        server_pids: dict[str, int],
+        interval_s: float,
+        now_s: Callable[[], float],
+        on_server_rows: RowsSink,
+        on_system_rows: RowsSink,
+        server_metrics: bool = True,
+        system_metrics: bool = True,
+    ):
+        self.scraper = MetricsScraper(
+            sources if server_metrics else {}, interval_s, now_s, on_server_rows
+        )
         # GPU (NVML) and PCP (pmrep) only where present: each opener returns None otherwise.
         self.gpu = open_gpu_sampler(now_s) if system_metrics else None
         self.pcp = start_pcp_sampler(interval_s, now_s) if system_metrics else None
-        extra = tuple(source for source in (self.gpu and self.gpu.sample, self.pcp and self.pcp.take_rows) if source)
+        extra = tuple(
+            source
+            for source in (self.gpu and self.gpu.sample, self.pcp and self.pcp.take_rows)
+            if source
+        )
         self.system = SystemSampler(server_pids, now_s, extra) if system_metrics else None
         self.interval_s = interval_s
         self.on_system_rows = on_system_rows
@@ -76,10 +90,16 @@ class Collector:
         self.error = "; ".join(errors) or None
 
 
-async def snapshot(sources: dict[str, str], timeout_s: float = 5.0) -> dict[str, list[Sample] | str]:
+async def snapshot(
+    sources: dict[str, str], timeout_s: float = 5.0
+) -> dict[str, list[Sample] | str]:
     """One scrape of every source: samples, or the error text of a source that failed."""
     async with aiohttp.ClientSession() as session:
-        results = await asyncio.gather(*(fetch_samples(session, url, timeout_s) for url in sources.values()),
-                                       return_exceptions=True)
-    return {name: (f"{type(r).__name__}: {r}" if isinstance(r, BaseException) else r)
-            for name, r in zip(sources, results)}
+        results = await asyncio.gather(
+            *(fetch_samples(session, url, timeout_s) for url in sources.values()),
+            return_exceptions=True,
+        )
+    return {
+        name: (f"{type(r).__name__}: {r}" if isinstance(r, BaseException) else r)
+        for name, r in zip(sources, results)
+    }

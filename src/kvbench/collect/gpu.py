@@ -10,14 +10,17 @@ shuts NVML down. The NVML module is passed in, so tests use a fake.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class GpuSampler:
     def __init__(self, nvml: Any, now_s: Callable[[], float]):
         self.nvml = nvml
         self.now_s = now_s
-        self.handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        self.handles = [
+            nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())
+        ]
 
     def sample(self) -> list[dict]:
         ts_s = self.now_s()
@@ -29,19 +32,37 @@ class GpuSampler:
                     value = read()
                 except self.nvml.NVMLError:  # not supported on this device: leave the metric out
                     continue
-                rows.append({"ts_s": ts_s, "source": source, "metric": metric, "value": float(value)})
+                rows.append(
+                    {"ts_s": ts_s, "source": source, "metric": metric, "value": float(value)}
+                )
         return rows
 
     def _readers(self, handle: Any) -> list[tuple[str, Callable[[], float]]]:
         nvml = self.nvml
         return [
             ("utilization_percent", lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
-            ("memory_utilization_percent", lambda: nvml.nvmlDeviceGetUtilizationRates(handle).memory),
+            (
+                "memory_utilization_percent",
+                lambda: nvml.nvmlDeviceGetUtilizationRates(handle).memory,
+            ),
             ("memory_used_bytes", lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used),
             ("memory_total_bytes", lambda: nvml.nvmlDeviceGetMemoryInfo(handle).total),
-            ("power_watts", lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0),  # NVML: milliwatts
-            ("pcie_tx_bytes_per_s", lambda: nvml.nvmlDeviceGetPcieThroughput(handle, nvml.NVML_PCIE_UTIL_TX_BYTES) * 1024.0),
-            ("pcie_rx_bytes_per_s", lambda: nvml.nvmlDeviceGetPcieThroughput(handle, nvml.NVML_PCIE_UTIL_RX_BYTES) * 1024.0),
+            (
+                "power_watts",
+                lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
+            ),  # NVML: milliwatts
+            (
+                "pcie_tx_bytes_per_s",
+                lambda: (
+                    nvml.nvmlDeviceGetPcieThroughput(handle, nvml.NVML_PCIE_UTIL_TX_BYTES) * 1024.0
+                ),
+            ),
+            (
+                "pcie_rx_bytes_per_s",
+                lambda: (
+                    nvml.nvmlDeviceGetPcieThroughput(handle, nvml.NVML_PCIE_UTIL_RX_BYTES) * 1024.0
+                ),
+            ),
         ]
 
     def close(self) -> None:

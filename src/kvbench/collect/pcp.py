@@ -13,11 +13,19 @@ import csv
 import shutil
 import subprocess
 import threading
-from typing import Callable
+from collections.abc import Callable
 
-DEFAULT_METRICS = ("kernel.all.cpu.user", "kernel.all.cpu.sys", "kernel.all.cpu.idle", "kernel.all.load",
-                   "mem.util.used", "mem.util.free", "disk.all.total_bytes", "network.all.in.bytes",
-                   "network.all.out.bytes")
+DEFAULT_METRICS = (
+    "kernel.all.cpu.user",
+    "kernel.all.cpu.sys",
+    "kernel.all.cpu.idle",
+    "kernel.all.load",
+    "mem.util.used",
+    "mem.util.free",
+    "disk.all.total_bytes",
+    "network.all.in.bytes",
+    "network.all.out.bytes",
+)
 
 
 def parse_csv_lines(header: list[str], line: list[str], ts_s: float) -> list[dict]:
@@ -34,11 +42,17 @@ def parse_csv_lines(header: list[str], line: list[str], ts_s: float) -> list[dic
 
 
 class PcpSampler:
-    def __init__(self, pmrep: str, interval_s: float, now_s: Callable[[], float], metrics=DEFAULT_METRICS):
+    def __init__(
+        self, pmrep: str, interval_s: float, now_s: Callable[[], float], metrics=DEFAULT_METRICS
+    ):
         self.now_s = now_s
         self.process = subprocess.Popen(
             [pmrep, "-t", f"{interval_s:g}", "-o", "csv", "--ignore-unknown", *metrics],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         self._rows: list[dict] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._read, name="pcp-reader", daemon=True)

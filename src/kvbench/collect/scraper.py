@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import aiohttp
 
@@ -33,8 +33,15 @@ class MetricsSource(str):
     key_file: str | None
     verify_tls: bool
 
-    def __new__(cls, url: str, headers: dict[str, str] | None = None, ca_file: str | None = None,
-                cert_file: str | None = None, key_file: str | None = None, verify_tls: bool = True):
+    def __new__(
+        cls,
+        url: str,
+        headers: dict[str, str] | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        verify_tls: bool = True,
+    ):
         source = super().__new__(cls, url)
         source.headers = dict(headers or {})
         source.ca_file, source.cert_file, source.key_file = ca_file, cert_file, key_file
@@ -64,13 +71,22 @@ class ScrapeStats:
     last_error: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"scrapes_ok": dict(self.ok), "scrapes_failed": dict(self.failed), "last_error": dict(self.last_error)}
+        return {
+            "scrapes_ok": dict(self.ok),
+            "scrapes_failed": dict(self.failed),
+            "last_error": dict(self.last_error),
+        }
 
 
 def sample_rows(ts_s: float, source: str, samples: list[Sample]) -> list[dict]:
     return [
-        {"ts_s": ts_s, "source": source, "metric": s.name,
-         "labels": json.dumps(s.labels, sort_keys=True, separators=(",", ":")), "value": s.value}
+        {
+            "ts_s": ts_s,
+            "source": source,
+            "metric": s.name,
+            "labels": json.dumps(s.labels, sort_keys=True, separators=(",", ":")),
+            "value": s.value,
+        }
         for s in samples
         if not s.name.endswith("_created")
     ]
@@ -78,7 +94,9 @@ def sample_rows(ts_s: float, source: str, samples: list[Sample]) -> list[dict]:
 
 async def fetch_samples(session: aiohttp.ClientSession, url: str, timeout_s: float) -> list[Sample]:
     """One scrape; raises on any failure (the caller counts it)."""
-    async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s), **request_options(url)) as response:
+    async with session.get(
+        url, timeout=aiohttp.ClientTimeout(total=timeout_s), **request_options(url)
+    ) as response:
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}")
         return parse_metrics(await response.text())
@@ -87,8 +105,14 @@ async def fetch_samples(session: aiohttp.ClientSession, url: str, timeout_s: flo
 class MetricsScraper:
     """Scrapes `sources` (name -> URL) until `stop` is set; hands rows to `on_rows`."""
 
-    def __init__(self, sources: dict[str, str], interval_s: float, now_s: Callable[[], float],
-                 on_rows: Callable[[list[dict]], None], timeout_s: float | None = None):
+    def __init__(
+        self,
+        sources: dict[str, str],
+        interval_s: float,
+        now_s: Callable[[], float],
+        on_rows: Callable[[list[dict]], None],
+        timeout_s: float | None = None,
+    ):
         self.sources = dict(sources)
         self.interval_s = interval_s
         self.now_s = now_s
@@ -100,7 +124,8 @@ class MetricsScraper:
         """Scrape every source concurrently; returns the samples of those that answered."""
         names = list(self.sources)
         results = await asyncio.gather(
-            *(fetch_samples(session, self.sources[n], self.timeout_s) for n in names), return_exceptions=True
+            *(fetch_samples(session, self.sources[n], self.timeout_s) for n in names),
+            return_exceptions=True,
         )
         ts_s = self.now_s()
         answered: dict[str, list[Sample]] = {}
@@ -130,7 +155,7 @@ class MetricsScraper:
                     delay = start + tick * self.interval_s - loop.time()
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=max(0.0, delay))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             await self.scrape_once(session)  # a final sample closes the window
 
@@ -138,4 +163,6 @@ class MetricsScraper:
         self.stats.failed[name] = self.stats.failed.get(name, 0) + 1
         kind = type(err).__name__
         text = str(err).splitlines()[0] if str(err) else kind
-        self.stats.last_error[name] = text if isinstance(err, (PrometheusParseError, RuntimeError)) else f"{kind}: {text}"
+        self.stats.last_error[name] = (
+            text if isinstance(err, (PrometheusParseError, RuntimeError)) else f"{kind}: {text}"
+        )

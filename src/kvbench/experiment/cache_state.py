@@ -27,7 +27,9 @@ COUNTERS = {
     "external_hits_tokens": "vllm:external_prefix_cache_hits_total",
     "external_queries_tokens": "vllm:external_prefix_cache_queries_total",
 }
-MISS_BELOW_TOKENS = 16  # a first use "missed" when fewer tokens than one (16-token) block were cached
+MISS_BELOW_TOKENS = (
+    16  # a first use "missed" when fewer tokens than one (16-token) block were cached
+)
 WARM_FRACTION = 0.5  # a primed first use "hit" when at least half of its prefix was cached
 
 
@@ -39,7 +41,11 @@ ROUTING_ONLY_COMPONENTS = ("router",)
 def expected_state(reset_result: dict[str, Any] | None, primed: bool) -> str:
     if primed:
         return "warm"
-    kv_holders = {name: entry for name, entry in (reset_result or {}).items() if name not in ROUTING_ONLY_COMPONENTS}
+    kv_holders = {
+        name: entry
+        for name, entry in (reset_result or {}).items()
+        if name not in ROUTING_ONLY_COMPONENTS
+    }
     if kv_holders and all(entry.get("reset") for entry in kv_holders.values()):
         return "cold"
     return "unknown"  # no reset, or a reset that did not happen: the cell may inherit a warm cache
@@ -54,8 +60,15 @@ def prime_conversations(workload: Workload) -> list[Conversation]:
         if key is None or key in seen or not (conv.prefix_token_ids or conv.prefix_text):
             continue
         seen.add(key)
-        primes.append(Conversation(f"prime-{key}", conv.prefix_token_ids, [Turn((), 1)], prefix_group=key,
-                                   prefix_text=conv.prefix_text))
+        primes.append(
+            Conversation(
+                f"prime-{key}",
+                conv.prefix_token_ids,
+                [Turn((), 1)],
+                prefix_group=key,
+                prefix_text=conv.prefix_text,
+            )
+        )
     return primes
 
 
@@ -77,7 +90,9 @@ def counter_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
         a, b = before["counters"].get(key), after["counters"].get(key)
         deltas[key] = None if a is None or b is None else b - a
     deltas["gpu_hit_rate"] = _ratio(deltas["gpu_hits_tokens"], deltas["gpu_queries_tokens"])
-    deltas["external_hit_rate"] = _ratio(deltas["external_hits_tokens"], deltas["external_queries_tokens"])
+    deltas["external_hit_rate"] = _ratio(
+        deltas["external_hits_tokens"], deltas["external_queries_tokens"]
+    )
     return deltas
 
 
@@ -85,10 +100,18 @@ def counter_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
 class FirstUseTally:
     """The first non-prime request of each prefix group in the cell (by sent time)."""
 
-    first: dict[int, tuple[float, int | None, int]] = field(default_factory=dict)  # group -> (sent_s, cached, prefix_len)
+    first: dict[int, tuple[float, int | None, int]] = field(
+        default_factory=dict
+    )  # group -> (sent_s, cached, prefix_len)
 
-    def observe(self, phase: str, prefix_group: int | None, sent_s: float, cached_tokens: int | None,
-                prefix_tokens: int) -> None:
+    def observe(
+        self,
+        phase: str,
+        prefix_group: int | None,
+        sent_s: float,
+        cached_tokens: int | None,
+        prefix_tokens: int,
+    ) -> None:
         if phase == "prime" or prefix_group is None or prefix_tokens <= 0:
             return
         known = self.first.get(prefix_group)
@@ -97,16 +120,24 @@ class FirstUseTally:
 
     def verdict(self, expected: str) -> dict[str, Any]:
         reported = [(cached, plen) for _, cached, plen in self.first.values() if cached is not None]
-        result: dict[str, Any] = {"expected": expected, "first_use_requests": len(self.first),
-                                  "first_use_with_cached_tokens": len(reported)}
+        result: dict[str, Any] = {
+            "expected": expected,
+            "first_use_requests": len(self.first),
+            "first_use_with_cached_tokens": len(reported),
+        }
         if not reported:
             result["consistent"] = None
-            result["note"] = "the server reported no cached_tokens (vLLM: --enable-prompt-tokens-details)"
+            result["note"] = (
+                "the server reported no cached_tokens (vLLM: --enable-prompt-tokens-details)"
+            )
             return result
         misses = sum(1 for cached, _ in reported if cached < MISS_BELOW_TOKENS)
         warm = sum(1 for cached, plen in reported if cached >= WARM_FRACTION * plen)
-        result.update(first_use_misses=misses, first_use_warm=warm,
-                      first_use_cached_fraction_mean=sum(c / p for c, p in reported) / len(reported))
+        result.update(
+            first_use_misses=misses,
+            first_use_warm=warm,
+            first_use_cached_fraction_mean=sum(c / p for c, p in reported) / len(reported),
+        )
         if expected == "cold":
             result["consistent"] = misses == len(reported)
         elif expected == "warm":

@@ -8,15 +8,16 @@ exceptions; this module returns the status of a cell that ran to its end.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from kvbench.collect.collector import Collector, snapshot
 from kvbench.experiment import cache_state
-from kvbench.results.summary import CellTally
 from kvbench.results.layout import CellStatus
 from kvbench.results.records import Phase, RequestRecord
 from kvbench.results.store import CellWriter
+from kvbench.results.summary import CellTally
 from kvbench.spec.experiment import ExperimentSpec
 from kvbench.targets.base import Deployment, Target
 from kvbench.workload.types import Workload
@@ -58,24 +59,46 @@ async def run_cell(inputs: CellInputs, writer: CellWriter) -> tuple[CellStatus, 
             record.phase = phase
         writer.add_request(record)
         tally.observe(record)
-        first_use.observe(record.phase, record.prefix_group, record.sent_s, record.cached_tokens,
-                          prefix_len.get(record.prefix_group, 0))
+        first_use.observe(
+            record.phase,
+            record.prefix_group,
+            record.sent_s,
+            record.cached_tokens,
+            prefix_len.get(record.prefix_group, 0),
+        )
         if inputs.hooks.on_record is not None:
             inputs.hooks.on_record(record)
 
     protocol = await _reset_and_prime(inputs, info.cell_id, on_record, run_level)
     info.cache_protocol = protocol
     sources = inputs.deployment.metrics_sources
-    before = cache_state.counter_snapshot(await snapshot(sources)) if spec.cache.verify and sources else None
+    before = (
+        cache_state.counter_snapshot(await snapshot(sources))
+        if spec.cache.verify and sources
+        else None
+    )
     writer.save()
-    collector = Collector(sources, inputs.deployment.pids, spec.collect.interval_s, inputs.clock.now_s,
-                          writer.server_metrics.extend, writer.system_metrics.extend,
-                          spec.collect.server_metrics, spec.collect.system_metrics)
+    collector = Collector(
+        sources,
+        inputs.deployment.pids,
+        spec.collect.interval_s,
+        inputs.clock.now_s,
+        writer.server_metrics.extend,
+        writer.system_metrics.extend,
+        spec.collect.server_metrics,
+        spec.collect.system_metrics,
+    )
     collector.start()
     try:
-        result = await run_level(inputs.endpoint, inputs.workload.conversations, inputs.level_plan,
-                                 cell_id=info.cell_id, clock=inputs.clock, on_record=on_record,
-                                 on_progress=inputs.hooks.on_progress)
+        result = await run_level(
+            inputs.endpoint,
+            inputs.workload.conversations,
+            inputs.level_plan,
+            cell_id=info.cell_id,
+            clock=inputs.clock,
+            on_record=on_record,
+            on_progress=inputs.hooks.on_progress,
+        )
     finally:
         scrape_stats = await asyncio.to_thread(collector.stop)
     writer.system_metrics.extend(
@@ -86,13 +109,21 @@ async def run_cell(inputs: CellInputs, writer: CellWriter) -> tuple[CellStatus, 
         protocol["verify"] = await _verify(sources, before, first_use, protocol["expected_state"])
     _fill_info(info, inputs, result, tally, scrape_stats)
     if tally.ok == 0:
-        return CellStatus.FAILED, f"no request succeeded ({tally.failed} failed; first error: {tally.first_error})"
+        return (
+            CellStatus.FAILED,
+            f"no request succeeded ({tally.failed} failed; first error: {tally.first_error})",
+        )
     return CellStatus.OK, None
 
 
-async def _reset_and_prime(inputs: CellInputs, cell_id: str, on_record, run_level) -> dict[str, Any]:
+async def _reset_and_prime(
+    inputs: CellInputs, cell_id: str, on_record, run_level
+) -> dict[str, Any]:
     spec = inputs.spec
-    protocol: dict[str, Any] = {"reset_requested": spec.cache.reset, "prime_requested": spec.cache.prime}
+    protocol: dict[str, Any] = {
+        "reset_requested": spec.cache.reset,
+        "prime_requested": spec.cache.prime,
+    }
     reset_result = None
     if spec.cache.reset:
         reset_result = await asyncio.to_thread(inputs.target.reset_caches, inputs.deployment)
@@ -101,10 +132,21 @@ async def _reset_and_prime(inputs: CellInputs, cell_id: str, on_record, run_leve
     if primes:
         from kvbench.loadgen.api import LevelPlan
 
-        plan = LevelPlan("concurrent", float(min(PRIME_CONCURRENCY, len(primes))), None, len(primes),
-                         seed=inputs.level_plan.seed)
-        result = await run_level(inputs.endpoint, primes, plan, cell_id=cell_id, clock=inputs.clock,
-                                 on_record=lambda r: on_record(r, Phase.PRIME.value))
+        plan = LevelPlan(
+            "concurrent",
+            float(min(PRIME_CONCURRENCY, len(primes))),
+            None,
+            len(primes),
+            seed=inputs.level_plan.seed,
+        )
+        result = await run_level(
+            inputs.endpoint,
+            primes,
+            plan,
+            cell_id=cell_id,
+            clock=inputs.clock,
+            on_record=lambda r: on_record(r, Phase.PRIME.value),
+        )
         protocol["primed_prefixes"] = len(primes)
         protocol["prime_counts"] = dict(result.counts)
     protocol["expected_state"] = cache_state.expected_state(reset_result, primed=bool(primes))

@@ -42,9 +42,16 @@ class CellPlan:
         return self.model, self.scenario
 
     def ref(self) -> CellRef:
-        return CellRef(cell_id=self.cell_id, model=self.model, scenario=self.scenario, level=self.level,
-                       repeat=self.repeat, scenario_name=self.scenario_name, scenario_params=self.scenario_params,
-                       strategy=self.strategy)
+        return CellRef(
+            cell_id=self.cell_id,
+            model=self.model,
+            scenario=self.scenario,
+            level=self.level,
+            repeat=self.repeat,
+            scenario_name=self.scenario_name,
+            scenario_params=self.scenario_params,
+            strategy=self.strategy,
+        )
 
 
 def scenario_variants(spec: ExperimentSpec) -> list[tuple[str, str, dict[str, Any]]]:
@@ -58,7 +65,9 @@ def scenario_variants(spec: ExperimentSpec) -> list[tuple[str, str, dict[str, An
         keys = sorted(k for k in spec.scenario_params if used is None or k in used(name))
         for values in itertools.product(*(spec.scenario_params[k] for k in keys)):
             params = dict(zip(keys, values))
-            label = name if not params else name + "+" + ",".join(f"{k}={v}" for k, v in params.items())
+            label = (
+                name if not params else name + "+" + ",".join(f"{k}={v}" for k, v in params.items())
+            )
             variants.append((label, name, params))
     return variants
 
@@ -108,9 +117,13 @@ def parse_only(only) -> dict[str, set[str]]:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not value.strip():
-            raise UserError(f"--only {item!r}: expected KEY=VALUE with KEY one of {', '.join(ONLY_KEYS)}")
+            raise UserError(
+                f"--only {item!r}: expected KEY=VALUE with KEY one of {', '.join(ONLY_KEYS)}"
+            )
         if key not in ONLY_KEYS:
-            raise UserError(f"--only {item!r}: unknown key {key!r}; use one of {', '.join(ONLY_KEYS)}")
+            raise UserError(
+                f"--only {item!r}: unknown key {key!r}; use one of {', '.join(ONLY_KEYS)}"
+            )
         value = value.strip()
         if key == "level":
             try:

@@ -16,15 +16,24 @@ from kvbench.experiment.cells import CellPlan
 from kvbench.spec.experiment import ExperimentSpec
 from kvbench.spec.scenarios import Runtime, catalog_for_spec, render_scenario
 
-_PLACEHOLDERS = dict(kv_store_url="<kv-store-url>", kv_store_address="<kv-store-url>", pod_address="<engine-address>",
-                     kv_events_endpoint="<router-events-endpoint>", kv_events_bind="<router-events-endpoint>",
-                     kv_events_replay_endpoint="<engine-replay-endpoint>")
+_PLACEHOLDERS = dict(
+    kv_store_url="<kv-store-url>",
+    kv_store_address="<kv-store-url>",
+    pod_address="<engine-address>",
+    kv_events_endpoint="<router-events-endpoint>",
+    kv_events_bind="<router-events-endpoint>",
+    kv_events_replay_endpoint="<engine-replay-endpoint>",
+)
 
 
 def print_dry_run(spec: ExperimentSpec, plans: list[CellPlan], out: Console) -> int:
-    out.print(f"# {spec.name}: {len(plans)} cells on target `{spec.target.kind}` (dry run: nothing started)")
+    out.print(
+        f"# {spec.name}: {len(plans)} cells on target `{spec.target.kind}` (dry run: nothing started)"
+    )
     for plan in plans:
-        out.print(f"cell {plan.cell_id}  strategy={plan.strategy} level={plan.level:g}", highlight=False)
+        out.print(
+            f"cell {plan.cell_id}  strategy={plan.strategy} level={plan.level:g}", highlight=False
+        )
     seen: set[tuple[str, str]] = set()
     for plan in plans:
         key = (plan.model, plan.scenario)
@@ -41,7 +50,11 @@ def _render(spec: ExperimentSpec, plan: CellPlan) -> str:
     if spec.target.kind == "k8s":
         from kvbench.targets.k8s_manifests import dump_yaml, render_manifests
 
-        return dump_yaml(render_manifests(catalog, spec.target, plan.model, plan.scenario_name, plan.scenario_params))
+        return dump_yaml(
+            render_manifests(
+                catalog, spec.target, plan.model, plan.scenario_name, plan.scenario_params
+            )
+        )
     block_size = getattr(spec.target, "block_size", 16)
     runtime = Runtime(plan.model, plan.model, block_size=block_size, **_PLACEHOLDERS)
     rendered = render_scenario(catalog, plan.scenario_name, plan.scenario_params, runtime)

@@ -8,7 +8,7 @@ code (0 ok, 1 some cell failed, 130 interrupted).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from kvbench.spec.scenarios import resolve_experiment
@@ -38,7 +38,7 @@ def report_summary(report_md: str) -> list[str]:
 def run_quickstart(out: Path | None) -> int:
     from kvbench.experiment.runner import run_experiment_cli
 
-    run_dir = Path(out) if out else default_out_dir(datetime.now(timezone.utc))
+    run_dir = Path(out) if out else default_out_dir(datetime.now(UTC))
     print(f"kvbench quickstart: 7 scenarios on an emulated stack -> {run_dir}", flush=True)
     spec_path = resolve_experiment("quickstart")
     code = run_experiment_cli(spec_path, run_dir)
@@ -55,5 +55,7 @@ def run_quickstart(out: Path | None) -> int:
     if report_md.is_file():
         for line in report_summary(report_md.read_text()):
             print(line)
-    print(f"\nnext: open {report_md}; the experiment is {spec_path} (copy it, change it, `kvbench run` it)")
+    print(
+        f"\nnext: open {report_md}; the experiment is {spec_path} (copy it, change it, `kvbench run` it)"
+    )
     return code

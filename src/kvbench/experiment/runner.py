@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +34,36 @@ from kvbench.targets.endpoint import fetch_models, max_model_len_of
 from kvbench.workload.build import build_workload, longest_conversation_tokens
 from kvbench.workload.sizing import KvCapacities
 
-VERSIONED_PACKAGES = ["kvbench", "aiohttp", "pydantic", "pyarrow", "pandas", "numpy", "psutil", "rich"]
+VERSIONED_PACKAGES = [
+    "kvbench",
+    "aiohttp",
+    "pydantic",
+    "pyarrow",
+    "pandas",
+    "numpy",
+    "psutil",
+    "rich",
+]
 DEFAULT_THROUGHPUT_CONCURRENCY = 512
-_LEVEL_UNITS = {"concurrent": "concurrent streams", "synchronous": "1 stream", "constant": "req/s",
-                "poisson": "req/s", "sweep": "sweep step: 1 synchronous, 2 throughput, 3.. constant rate "
-                                             "(the rate in req/s is cell.json level_plan.level)"}  # GuideLLM's default max_concurrency for its throughput stage
+_LEVEL_UNITS = {
+    "concurrent": "concurrent streams",
+    "synchronous": "1 stream",
+    "constant": "req/s",
+    "poisson": "req/s",
+    "sweep": "sweep step: 1 synchronous, 2 throughput, 3.. constant rate "
+    "(the rate in req/s is cell.json level_plan.level)",
+}  # GuideLLM's default max_concurrency for its throughput stage
 
 
-def run_experiment_cli(spec_path: Path, out: Path | None, resume: bool = False, only=(),
-                       hooks: RunnerHooks | None = None, console: Console | None = None,
-                       dry_run: bool = False) -> int:
+def run_experiment_cli(
+    spec_path: Path,
+    out: Path | None,
+    resume: bool = False,
+    only=(),
+    hooks: RunnerHooks | None = None,
+    console: Console | None = None,
+    dry_run: bool = False,
+) -> int:
     from kvbench.spec.scenarios import catalog_for_spec, resolve_experiment, validate_scenarios
 
     spec_path = resolve_experiment(spec_path)  # a file, or the name of a bundled experiment
@@ -51,11 +71,15 @@ def run_experiment_cli(spec_path: Path, out: Path | None, resume: bool = False, 
     if spec.target.kind != "endpoint":  # an existing endpoint's scenarios are labels only
         validate_scenarios(catalog_for_spec(spec), spec.scenarios, spec.scenario_params)
     plans = expand_cells(spec, list(only))
-    if dry_run or getattr(spec.target, "dry_run", False):  # k8s `dry_run: true` is the same as --dry-run
+    if dry_run or getattr(
+        spec.target, "dry_run", False
+    ):  # k8s `dry_run: true` is the same as --dry-run
         from kvbench.experiment.dry_run import print_dry_run
 
         return print_dry_run(spec, plans, console or Console())
-    run_dir = Path(out) if out else (spec.output_dir or Path("kvbench-runs") / f"{spec.name}-{_stamp()}")
+    run_dir = (
+        Path(out) if out else (spec.output_dir or Path("kvbench-runs") / f"{spec.name}-{_stamp()}")
+    )
     console = console or Console(stderr=True)
     target = build_target(spec.target, run_dir=run_dir, seed=spec.seed)
     store = _open_store(spec, run_dir, resume, target.describe())
@@ -65,24 +89,37 @@ def run_experiment_cli(spec_path: Path, out: Path | None, resume: bool = False, 
 
 
 def _stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
 def _open_store(spec: ExperimentSpec, run_dir: Path, resume: bool, sut) -> RunStore:
     snapshot = spec.model_dump(mode="json")
     if not resume:
-        manifest = RunManifest(kvbench_version=manifest_versions(["kvbench"])["kvbench"], run_name=spec.name,
-                               created_at=utc_now_iso(), spec=snapshot, system_under_test=sut, host=host_facts(),
-                               versions=manifest_versions(VERSIONED_PACKAGES), strategy=spec.load.strategy,
-                               clock_origin_unix_s=time.time(), level_unit=_LEVEL_UNITS[spec.load.strategy])
+        manifest = RunManifest(
+            kvbench_version=manifest_versions(["kvbench"])["kvbench"],
+            run_name=spec.name,
+            created_at=utc_now_iso(),
+            spec=snapshot,
+            system_under_test=sut,
+            host=host_facts(),
+            versions=manifest_versions(VERSIONED_PACKAGES),
+            strategy=spec.load.strategy,
+            clock_origin_unix_s=time.time(),
+            level_unit=_LEVEL_UNITS[spec.load.strategy],
+        )
         return RunStore.create(run_dir, manifest)
     store = RunStore.open(run_dir)
     if store.manifest.spec != snapshot:
-        changed = sorted(k for k in set(snapshot) | set(store.manifest.spec)
-                         if snapshot.get(k) != store.manifest.spec.get(k))
+        changed = sorted(
+            k
+            for k in set(snapshot) | set(store.manifest.spec)
+            if snapshot.get(k) != store.manifest.spec.get(k)
+        )
         if any(c.status == CellStatus.OK for c in store.manifest.cells):
-            raise UserError(f"--resume: the spec differs from the one {run_dir} was started with "
-                            f"(fields: {', '.join(changed)}); finished cells would not be comparable")
+            raise UserError(
+                f"--resume: the spec differs from the one {run_dir} was started with "
+                f"(fields: {', '.join(changed)}); finished cells would not be comparable"
+            )
         store.manifest.spec = snapshot  # nothing finished yet: start over with the new spec
         store.manifest.cells = []
     store.manifest.finished_at = None
@@ -91,8 +128,15 @@ def _open_store(spec: ExperimentSpec, run_dir: Path, resume: bool, sut) -> RunSt
 
 
 class ExperimentRunner:
-    def __init__(self, spec: ExperimentSpec, spec_path: Path, store: RunStore, target, hooks: RunnerHooks,
-                 console: Console):
+    def __init__(
+        self,
+        spec: ExperimentSpec,
+        spec_path: Path,
+        store: RunStore,
+        target,
+        hooks: RunnerHooks,
+        console: Console,
+    ):
         self.spec, self.spec_path, self.store, self.target = spec, spec_path, store, target
         self.hooks, self.console = hooks, console
         origin = getattr(store.manifest, "clock_origin_unix_s", None) or time.time()
@@ -105,13 +149,15 @@ class ExperimentRunner:
 
     def run(self, plans: list[CellPlan]) -> int:
         try:
-            for key, group in _groups(plans):
+            for _key, group in _groups(plans):
                 pending = [p for p in group if not self.store.is_done(p.cell_id)]
                 if pending:
                     self._run_group(pending)
         except KeyboardInterrupt:
-            self.console.print(f"interrupted: results so far are kept; finish with "
-                               f"`kvbench run {self.spec_path} --out {self.store.run_dir} --resume`")
+            self.console.print(
+                f"interrupted: results so far are kept; finish with "
+                f"`kvbench run {self.spec_path} --out {self.store.run_dir} --resume`"
+            )
             return 130
         self.store.finish()
         self._print_summary(plans)
@@ -147,15 +193,24 @@ class ExperimentRunner:
         from kvbench.loadgen.api import EndpointConfig
 
         load = self.spec.load
-        return EndpointConfig(base_url=deployment.base_url, model_name=deployment.served_model_name, api=load.api,
-                              stream=load.stream, request_timeout_s=load.request_timeout_s)
+        return EndpointConfig(
+            base_url=deployment.base_url,
+            model_name=deployment.served_model_name,
+            api=load.api,
+            stream=load.stream,
+            request_timeout_s=load.request_timeout_s,
+        )
 
     def _workload(self, plan: CellPlan, deployment: Deployment):
         key = (plan.model, plan.repeat)
         if key not in self.workloads:
             caps = KvCapacities.from_details(deployment.details)
-            self.workloads[key] = build_workload(self.spec.workload, self.spec.seed + plan.repeat, caps,
-                                                 base_dir=self.spec_path.parent)
+            self.workloads[key] = build_workload(
+                self.spec.workload,
+                self.spec.seed + plan.repeat,
+                caps,
+                base_dir=self.spec_path.parent,
+            )
         return self.workloads[key]
 
     def _check_lengths(self, plans: list[CellPlan], deployment: Deployment) -> None:
@@ -163,23 +218,35 @@ class ExperimentRunner:
         max_len = deployment.details.get("max_model_len")
         if max_len is None:
             try:
-                max_len = max_model_len_of(fetch_models(deployment.base_url), deployment.served_model_name)
+                max_len = max_model_len_of(
+                    fetch_models(deployment.base_url), deployment.served_model_name
+                )
             except TargetError:
                 max_len = None
         for plan in plans:
             workload, _ = self._workload(plan, deployment)
-            has_text = any(t.question_text and not t.question_token_ids for c in workload.conversations for t in c.turns)
+            has_text = any(
+                t.question_text and not t.question_token_ids
+                for c in workload.conversations
+                for t in c.turns
+            )
             if has_text and self.spec.load.api != "chat":
-                raise UserError(f"{self.spec_path}: load.api: the replay has text prompts; set load.api: chat")
+                raise UserError(
+                    f"{self.spec_path}: load.api: the replay has text prompts; set load.api: chat"
+                )
             needed = longest_conversation_tokens(workload)
             if max_len is None:
-                self.console.print(f"note: {deployment.served_model_name} does not report max_model_len; "
-                                   f"not checking the longest conversation ({needed} tokens)")
+                self.console.print(
+                    f"note: {deployment.served_model_name} does not report max_model_len; "
+                    f"not checking the longest conversation ({needed} tokens)"
+                )
                 return
             if needed > max_len:
-                raise UserError(f"{self.spec_path}: workload: the longest conversation needs {needed} tokens "
-                                f"(prefix + every turn's question and answer) but {deployment.served_model_name} "
-                                f"serves max_model_len {max_len}")
+                raise UserError(
+                    f"{self.spec_path}: workload: the longest conversation needs {needed} tokens "
+                    f"(prefix + every turn's question and answer) but {deployment.served_model_name} "
+                    f"serves max_model_len {max_len}"
+                )
 
     # ------------------------------------------------------------------ one cell
     def _run_cell(self, plan: CellPlan, deployment: Deployment, endpoint) -> None:
@@ -187,24 +254,53 @@ class ExperimentRunner:
             self.hooks.before_cell(plan)
         workload, capacity = self._workload(plan, deployment)
         info = self._info(plan)
-        info.workload = {"kind": workload.kind, "conversations": len(workload.conversations),
-                         "seed": self.spec.seed + plan.repeat, "capacity": capacity}
-        info.deployment = {"base_url": deployment.base_url, "served_model_name": deployment.served_model_name,
-                           "details": deployment.details}
+        info.workload = {
+            "kind": workload.kind,
+            "conversations": len(workload.conversations),
+            "seed": self.spec.seed + plan.repeat,
+            "capacity": capacity,
+        }
+        info.deployment = {
+            "base_url": deployment.base_url,
+            "served_model_name": deployment.served_model_name,
+            "details": deployment.details,
+        }
         try:
             level_plan = self._level_plan(plan)
         except RuntimeError as err:
             self.store.record_failure(info, str(err))
             return
-        info.level_plan = {k: getattr(level_plan, k) for k in ("strategy", "level", "duration_s", "max_requests",
-                                                                "warmup_s", "cooldown_s", "max_concurrency", "seed")}
+        info.level_plan = {
+            k: getattr(level_plan, k)
+            for k in (
+                "strategy",
+                "level",
+                "duration_s",
+                "max_requests",
+                "warmup_s",
+                "cooldown_s",
+                "max_concurrency",
+                "seed",
+            )
+        }
         writer = self.store.start_cell(info)
         self.console.print(f"cell {plan.cell_id}: {level_plan.strategy} {level_plan.level:g}")
-        inputs = CellInputs(self.spec, self.target, deployment, endpoint, self.clock, workload, level_plan, self.hooks)
+        inputs = CellInputs(
+            self.spec,
+            self.target,
+            deployment,
+            endpoint,
+            self.clock,
+            workload,
+            level_plan,
+            self.hooks,
+        )
         try:
             status, error = self._run_with_progress(inputs, writer, plan)
         except KeyboardInterrupt:
-            self.store.end_cell(writer, CellStatus.INTERRUPTED, "interrupted (Ctrl-C); --resume redoes this cell")
+            self.store.end_cell(
+                writer, CellStatus.INTERRUPTED, "interrupted (Ctrl-C); --resume redoes this cell"
+            )
             raise
         except UserError:
             self.store.end_cell(writer, CellStatus.FAILED, "bad input; see the error printed")
@@ -220,6 +316,7 @@ class ExperimentRunner:
 
         user_hook = self.hooks.on_progress
         with CellProgress(plan.cell_id, inputs.level_plan.max_requests) as bar:
+
             def on_progress(update) -> None:
                 bar.update(update)
                 if user_hook is not None:
@@ -237,33 +334,66 @@ class ExperimentRunner:
             level = float(load.max_concurrency or DEFAULT_THROUGHPUT_CONCURRENCY)
         elif load.strategy == "sweep" and plan.strategy == "constant":
             level = self._sweep_rate(plan)
-        return LevelPlan(plan.strategy, level, load.duration_s, load.requests_per_level, warmup_s=load.warmup_s,
-                         cooldown_s=load.cooldown_s, max_concurrency=load.max_concurrency, seed=seed)
+        return LevelPlan(
+            plan.strategy,
+            level,
+            load.duration_s,
+            load.requests_per_level,
+            warmup_s=load.warmup_s,
+            cooldown_s=load.cooldown_s,
+            max_concurrency=load.max_concurrency,
+            seed=seed,
+        )
 
     def _sweep_rate(self, plan: CellPlan) -> float:
         from kvbench.loadgen.api import sweep_rates
 
         measured = []
         for step in (1.0, 2.0):
-            ref = CellPlan(plan.model, plan.scenario, plan.scenario_name, plan.scenario_params, step, plan.repeat, "")
+            ref = CellPlan(
+                plan.model,
+                plan.scenario,
+                plan.scenario_name,
+                plan.scenario_params,
+                step,
+                plan.repeat,
+                "",
+            )
             info = self.store.read_cell(ref.cell_id)
-            rate = info.summary.get("request_rate_rps") if info and info.status == CellStatus.OK else None
+            rate = (
+                info.summary.get("request_rate_rps")
+                if info and info.status == CellStatus.OK
+                else None
+            )
             if not rate:
-                raise RuntimeError(f"sweep: step {step:g} ({'synchronous' if step == 1 else 'throughput'}) "
-                                   f"has no measured rate; the constant-rate steps need it")
+                raise RuntimeError(
+                    f"sweep: step {step:g} ({'synchronous' if step == 1 else 'throughput'}) "
+                    f"has no measured rate; the constant-rate steps need it"
+                )
             measured.append(rate)
         rates = sweep_rates(measured[0], measured[1], self.spec.load.sweep_size)
         return float(rates[int(plan.level) - 1])
 
     def _info(self, plan: CellPlan) -> CellInfo:
-        return CellInfo(cell_id=plan.cell_id, model=plan.model, scenario=plan.scenario,
-                        scenario_params=plan.scenario_params, level=plan.level, repeat=plan.repeat,
-                        strategy=plan.strategy, scenario_name=plan.scenario_name)
+        return CellInfo(
+            cell_id=plan.cell_id,
+            model=plan.model,
+            scenario=plan.scenario,
+            scenario_params=plan.scenario_params,
+            level=plan.level,
+            repeat=plan.repeat,
+            strategy=plan.strategy,
+            scenario_name=plan.scenario_name,
+        )
 
     # ------------------------------------------------------------------ the end
     def _failed_cells(self, plans: list[CellPlan]) -> list[str]:
         ids = {p.cell_id for p in plans}
-        return [c.cell_id for c in self.store.manifest.cells if c.cell_id in ids and c.status != CellStatus.OK]
+        return [
+            c.cell_id
+            for c in self.store.manifest.cells
+            if c.cell_id in ids and c.status != CellStatus.OK
+        ]
 
     def _print_summary(self, plans: list[CellPlan]) -> None:
         from kvbench.loadgen.progress import SummaryRow, render_summary_table
@@ -274,11 +404,22 @@ class ExperimentRunner:
             if info is None:
                 continue
             summary = info.summary
-            rows.append(SummaryRow(plan.cell_id, summary.get("request_rate_rps") or 0.0,
-                                   summary.get("output_tokens_per_s") or 0.0, summary.get("ttft_ms_p50"),
-                                   summary.get("ttft_ms_p99"), summary.get("itl_ms_p50"), summary.get("requests_failed", 0),
-                                   model=plan.model, scenario=plan.scenario, level=plan.level, repeat=plan.repeat,
-                                   status=info.status.value))
+            rows.append(
+                SummaryRow(
+                    plan.cell_id,
+                    summary.get("request_rate_rps") or 0.0,
+                    summary.get("output_tokens_per_s") or 0.0,
+                    summary.get("ttft_ms_p50"),
+                    summary.get("ttft_ms_p99"),
+                    summary.get("itl_ms_p50"),
+                    summary.get("requests_failed", 0),
+                    model=plan.model,
+                    scenario=plan.scenario,
+                    level=plan.level,
+                    repeat=plan.repeat,
+                    status=info.status.value,
+                )
+            )
         self.console.print(render_summary_table(rows))
 
 

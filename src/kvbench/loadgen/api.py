@@ -19,17 +19,36 @@ from kvbench.loadgen.capabilities import resolve_capabilities
 from kvbench.loadgen.executor import TurnExecutor
 from kvbench.loadgen.history import ConversationSource
 from kvbench.loadgen.monitor import ClientMonitor
-from kvbench.loadgen.plan import (APIS, STRATEGIES, EndpointConfig, LevelPlan, LevelResult, ProgressUpdate,
-                                  RunClock)
-from kvbench.loadgen.strategies import (LevelContext, constant_arrivals, poisson_arrivals, run_concurrent,
-                                        run_rate)
+from kvbench.loadgen.plan import (
+    APIS,
+    STRATEGIES,
+    EndpointConfig,
+    LevelPlan,
+    LevelResult,
+    ProgressUpdate,
+    RunClock,
+)
+from kvbench.loadgen.strategies import (
+    LevelContext,
+    constant_arrivals,
+    poisson_arrivals,
+    run_concurrent,
+    run_rate,
+)
 from kvbench.loadgen.transport import OpenAIClient
 from kvbench.loadgen.window import LevelWindow
 from kvbench.results.records import RequestRecord, RequestStatus
 from kvbench.workload.types import Conversation
 
-__all__ = ["EndpointConfig", "LevelPlan", "LevelResult", "ProgressUpdate", "RunClock", "run_level",
-           "sweep_rates"]
+__all__ = [
+    "EndpointConfig",
+    "LevelPlan",
+    "LevelResult",
+    "ProgressUpdate",
+    "RunClock",
+    "run_level",
+    "sweep_rates",
+]
 
 
 def sweep_rates(sync_rps: float, throughput_rps: float, sweep_size: int) -> list[float]:
@@ -61,8 +80,10 @@ def validate_conversations(endpoint: EndpointConfig, conversations: list[Convers
     for conversation in conversations:
         for index, turn in enumerate(conversation.turns):
             if turn.question_text is None:
-                raise UserError(f"api=chat needs question_text; conversation {conversation.conversation_id!r} "
-                                f"turn {index} has none (use api=completions for token-id workloads)")
+                raise UserError(
+                    f"api=chat needs question_text; conversation {conversation.conversation_id!r} "
+                    f"turn {index} has none (use api=completions for token-id workloads)"
+                )
 
 
 def _connection_limit(plan: LevelPlan) -> int:
@@ -87,12 +108,21 @@ async def _run_strategy(ctx: LevelContext, plan: LevelPlan, start_perf: float) -
     elif plan.strategy == "constant":
         await run_rate(ctx, constant_arrivals(start_perf, plan.level), plan.max_concurrency, True)
     else:
-        await run_rate(ctx, poisson_arrivals(start_perf, plan.level, plan.seed), plan.max_concurrency, True)
+        await run_rate(
+            ctx, poisson_arrivals(start_perf, plan.level, plan.seed), plan.max_concurrency, True
+        )
 
 
-async def run_level(endpoint: EndpointConfig, conversations: list[Conversation], plan: LevelPlan, *,
-                    cell_id: str, clock: RunClock, on_record: Callable[[RequestRecord], None],
-                    on_progress: Callable[[ProgressUpdate], None] | None = None) -> LevelResult:
+async def run_level(
+    endpoint: EndpointConfig,
+    conversations: list[Conversation],
+    plan: LevelPlan,
+    *,
+    cell_id: str,
+    clock: RunClock,
+    on_record: Callable[[RequestRecord], None],
+    on_progress: Callable[[ProgressUpdate], None] | None = None,
+) -> LevelResult:
     validate_plan(endpoint, plan)
     validate_conversations(endpoint, conversations)
     notes: list[str] = []
@@ -102,25 +132,47 @@ async def run_level(endpoint: EndpointConfig, conversations: list[Conversation],
         if probe_note:
             notes.append(probe_note)
         start_perf = time.perf_counter()
-        window = LevelWindow(start_perf=start_perf, duration_s=plan.duration_s, max_requests=plan.max_requests,
-                             warmup_s=plan.warmup_s, cooldown_s=plan.cooldown_s)
+        window = LevelWindow(
+            start_perf=start_perf,
+            duration_s=plan.duration_s,
+            max_requests=plan.max_requests,
+            warmup_s=plan.warmup_s,
+            cooldown_s=plan.cooldown_s,
+        )
         source = ConversationSource(conversations, cycle=window.cycles, seed=plan.seed)
         monitor = ClientMonitor(clock.now_s)
-        executor = TurnExecutor(client=client, endpoint=endpoint, caps=caps, cell_id=cell_id,
-                                level=plan.level, run_t0_perf=clock.t0_perf, monitor=monitor,
-                                on_record=ok_with_cache, on_progress=on_progress, level_start_perf=start_perf)
+        executor = TurnExecutor(
+            client=client,
+            endpoint=endpoint,
+            caps=caps,
+            cell_id=cell_id,
+            level=plan.level,
+            run_t0_perf=clock.t0_perf,
+            monitor=monitor,
+            on_record=ok_with_cache,
+            on_progress=on_progress,
+            level_start_perf=start_perf,
+        )
         monitor.start()
         try:
             await _run_strategy(LevelContext(executor, window, source), plan, start_perf)
         finally:
             await monitor.stop()
-    measure_end_perf = window.measure_end_perf if window.measure_end_perf is not None else time.perf_counter()
+    measure_end_perf = (
+        window.measure_end_perf if window.measure_end_perf is not None else time.perf_counter()
+    )
     notes.extend(_notes(source, caps.return_token_ids, endpoint, ok_with_cache))
     return LevelResult(
         counts={status.value: executor.counts[status.value] for status in RequestStatus},
-        measure_start_s=window.measure_start_perf - clock.t0_perf, measure_end_s=measure_end_perf - clock.t0_perf,
-        client_stats=monitor.stats(), system_samples=monitor.samples, notes=notes,
-        return_token_ids=caps.return_token_ids, sent=executor.sent, peak_in_flight=executor.peak_in_flight)
+        measure_start_s=window.measure_start_perf - clock.t0_perf,
+        measure_end_s=measure_end_perf - clock.t0_perf,
+        client_stats=monitor.stats(),
+        system_samples=monitor.samples,
+        notes=notes,
+        return_token_ids=caps.return_token_ids,
+        sent=executor.sent,
+        peak_in_flight=executor.peak_in_flight,
+    )
 
 
 class _CachedTokensSeen:
@@ -138,15 +190,25 @@ class _CachedTokensSeen:
         self._on_record(record)
 
 
-def _notes(source: ConversationSource, return_token_ids: bool, endpoint: EndpointConfig,
-           seen: _CachedTokensSeen) -> list[str]:
+def _notes(
+    source: ConversationSource,
+    return_token_ids: bool,
+    endpoint: EndpointConfig,
+    seen: _CachedTokensSeen,
+) -> list[str]:
     notes = []
     if source.passes_started > 1:
-        notes.append(f"conversations ran out before the level ended: cycled {source.passes_started} passes "
-                     f"under fresh conversation ids (<id>~c<pass>); repeated token ids can hit earlier cache")
+        notes.append(
+            f"conversations ran out before the level ended: cycled {source.passes_started} passes "
+            f"under fresh conversation ids (<id>~c<pass>); repeated token ids can hit earlier cache"
+        )
     if endpoint.api == "completions" and not return_token_ids:
-        notes.append("target returns no token ids: answer history is client-synthesized (history_synthesized)")
+        notes.append(
+            "target returns no token ids: answer history is client-synthesized (history_synthesized)"
+        )
     if seen.ok and not seen.with_cached_tokens:
-        notes.append("target reports no cached tokens (usage.prompt_tokens_details.cached_tokens absent; "
-                     "vLLM needs --enable-prompt-tokens-details)")
+        notes.append(
+            "target reports no cached tokens (usage.prompt_tokens_details.cached_tokens absent; "
+            "vLLM needs --enable-prompt-tokens-details)"
+        )
     return notes

@@ -27,14 +27,17 @@ _PROBE_PROMPT_TOKENS = 1  # shorter than any KV block: the probe leaves no cache
 
 def probe_prompt_ids(conversations: list[Conversation]) -> list[int]:
     for conversation in conversations:
-        ids = list(conversation.prefix_token_ids) + [i for t in conversation.turns for i in t.question_token_ids]
+        ids = list(conversation.prefix_token_ids) + [
+            i for t in conversation.turns for i in t.question_token_ids
+        ]
         if ids:
             return ids[:_PROBE_PROMPT_TOKENS]
     return [1] * _PROBE_PROMPT_TOKENS
 
 
-async def resolve_capabilities(client: OpenAIClient, endpoint: EndpointConfig,
-                               conversations: list[Conversation]) -> tuple[Capabilities, str | None]:
+async def resolve_capabilities(
+    client: OpenAIClient, endpoint: EndpointConfig, conversations: list[Conversation]
+) -> tuple[Capabilities, str | None]:
     """(capabilities, a note when the probe failed). Writes a successful answer back to `endpoint`."""
     if endpoint.send_min_tokens is not None and endpoint.return_token_ids is not None:
         return Capabilities(endpoint.return_token_ids, endpoint.send_min_tokens), None
@@ -51,10 +54,19 @@ async def resolve_capabilities(client: OpenAIClient, endpoint: EndpointConfig,
     return Capabilities(bool(endpoint.return_token_ids), False), note
 
 
-async def _probe_once(client: OpenAIClient, endpoint: EndpointConfig, conversations: list[Conversation],
-                      with_min_tokens: bool) -> RequestOutcome:
-    body: dict = {"model": endpoint.model_name, "max_tokens": 1, "ignore_eos": True, "stream": False,
-                  "return_token_ids": True}
+async def _probe_once(
+    client: OpenAIClient,
+    endpoint: EndpointConfig,
+    conversations: list[Conversation],
+    with_min_tokens: bool,
+) -> RequestOutcome:
+    body: dict = {
+        "model": endpoint.model_name,
+        "max_tokens": 1,
+        "ignore_eos": True,
+        "stream": False,
+        "return_token_ids": True,
+    }
     if endpoint.api == "completions":
         body["prompt"] = probe_prompt_ids(conversations)
         path = COMPLETIONS_PATH
@@ -64,6 +76,12 @@ async def _probe_once(client: OpenAIClient, endpoint: EndpointConfig, conversati
     if with_min_tokens:
         body["min_tokens"] = 1
     outcome = RequestOutcome(sent_perf=time.perf_counter())
-    await client.send(path, orjson.dumps(body), outcome, stream=False, request_id="kvbench-probe",
-                      timeout_s=min(PROBE_TIMEOUT_S, endpoint.request_timeout_s))
+    await client.send(
+        path,
+        orjson.dumps(body),
+        outcome,
+        stream=False,
+        request_id="kvbench-probe",
+        timeout_s=min(PROBE_TIMEOUT_S, endpoint.request_timeout_s),
+    )
     return outcome

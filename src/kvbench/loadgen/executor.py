@@ -17,16 +17,32 @@ from kvbench.loadgen.monitor import ClientMonitor
 from kvbench.loadgen.outcome import RequestOutcome
 from kvbench.loadgen.plan import EndpointConfig, ProgressUpdate
 from kvbench.loadgen.recorder import ReuseTracker, fill_from_outcome
-from kvbench.loadgen.transport import (CHAT_PATH, COMPLETIONS_PATH, Capabilities, OpenAIClient,
-                                       chat_body, completions_body)
+from kvbench.loadgen.transport import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    Capabilities,
+    OpenAIClient,
+    chat_body,
+    completions_body,
+)
 from kvbench.results.records import Phase, RequestRecord, RequestStatus
 
 
 class TurnExecutor:
-    def __init__(self, *, client: OpenAIClient, endpoint: EndpointConfig, caps: Capabilities,
-                 cell_id: str, level: float, run_t0_perf: float, monitor: ClientMonitor,
-                 on_record: Callable[[RequestRecord], None],
-                 on_progress: Callable[[ProgressUpdate], None] | None, level_start_perf: float) -> None:
+    def __init__(
+        self,
+        *,
+        client: OpenAIClient,
+        endpoint: EndpointConfig,
+        caps: Capabilities,
+        cell_id: str,
+        level: float,
+        run_t0_perf: float,
+        monitor: ClientMonitor,
+        on_record: Callable[[RequestRecord], None],
+        on_progress: Callable[[ProgressUpdate], None] | None,
+        level_start_perf: float,
+    ) -> None:
         self._client = client
         self._endpoint = endpoint
         self._caps = caps
@@ -53,8 +69,14 @@ class TurnExecutor:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         self.sent += 1
         try:
-            await self._client.send(path, body, outcome, stream=self._endpoint.stream,
-                                    request_id=record.request_id, timeout_s=self._endpoint.request_timeout_s)
+            await self._client.send(
+                path,
+                body,
+                outcome,
+                stream=self._endpoint.stream,
+                request_id=record.request_id,
+                timeout_s=self._endpoint.request_timeout_s,
+            )
         finally:  # also on cancel: the record is written, then CancelledError goes on up
             self.in_flight -= 1
             self._finish(record, state, outcome)
@@ -65,19 +87,35 @@ class TurnExecutor:
         request_id = f"{self._cell_id}-{next(self._sequence)}-{state.conversation_id}-t{turn_index}"
         max_tokens = state.turn.output_tokens
         if self._endpoint.api == "chat":
-            body = chat_body(self._endpoint.model_name, state.chat_messages(), max_tokens, self._caps,
-                             self._endpoint.stream)
-            path, prompt_tokens = CHAT_PATH, state.history_tokens + len(state.turn.question_token_ids)
+            body = chat_body(
+                self._endpoint.model_name,
+                state.chat_messages(),
+                max_tokens,
+                self._caps,
+                self._endpoint.stream,
+            )
+            path, prompt_tokens = (
+                CHAT_PATH,
+                state.history_tokens + len(state.turn.question_token_ids),
+            )
         else:
             prompt_ids = state.prompt_ids()
-            body = completions_body(self._endpoint.model_name, prompt_ids, max_tokens, self._caps,
-                                    self._endpoint.stream)
+            body = completions_body(
+                self._endpoint.model_name, prompt_ids, max_tokens, self._caps, self._endpoint.stream
+            )
             path, prompt_tokens = COMPLETIONS_PATH, len(prompt_ids)
         record = RequestRecord(
-            request_id=request_id, conversation_id=state.conversation_id, turn_index=turn_index,
-            cell_id=self._cell_id, phase=phase.value, scheduled_s=scheduled_perf - self._t0,
-            prompt_tokens=prompt_tokens, prefix_group=state.conversation.prefix_group, level=self._level,
-            history_synthesized=self._history_synthesized(state))
+            request_id=request_id,
+            conversation_id=state.conversation_id,
+            turn_index=turn_index,
+            cell_id=self._cell_id,
+            phase=phase.value,
+            scheduled_s=scheduled_perf - self._t0,
+            prompt_tokens=prompt_tokens,
+            prefix_group=state.conversation.prefix_group,
+            level=self._level,
+            history_synthesized=self._history_synthesized(state),
+        )
         return record, path, body
 
     def _history_synthesized(self, state: ConversationState) -> bool:
@@ -85,19 +123,30 @@ class TurnExecutor:
             return False
         return (not self._caps.return_token_ids) or state.synthesized_any
 
-    def _note_send(self, record: RequestRecord, state: ConversationState, sent_perf: float,
-                   scheduled_perf: float) -> None:
+    def _note_send(
+        self,
+        record: RequestRecord,
+        state: ConversationState,
+        sent_perf: float,
+        scheduled_perf: float,
+    ) -> None:
         facts = self._reuse.on_send(
-            prefix_group=state.conversation.prefix_group, conversation_id=state.conversation_id,
-            turn_index=record.turn_index, prefix_tokens=len(state.conversation.prefix_token_ids),
-            history_tokens=state.history_tokens, prompt_tokens=record.prompt_tokens,
-            sent_s=sent_perf - self._t0)
+            prefix_group=state.conversation.prefix_group,
+            conversation_id=state.conversation_id,
+            turn_index=record.turn_index,
+            prefix_tokens=len(state.conversation.prefix_token_ids),
+            history_tokens=state.history_tokens,
+            prompt_tokens=record.prompt_tokens,
+            sent_s=sent_perf - self._t0,
+        )
         record.reused_prefix_tokens = facts.reused_prefix_tokens
         record.reuse_distance_tokens = facts.reuse_distance_tokens
         record.reuse_distance_s = facts.reuse_distance_s
         self._monitor.on_dispatch((sent_perf - scheduled_perf) * 1000.0)
 
-    def _finish(self, record: RequestRecord, state: ConversationState, outcome: RequestOutcome) -> None:
+    def _finish(
+        self, record: RequestRecord, state: ConversationState, outcome: RequestOutcome
+    ) -> None:
         fill_from_outcome(record, outcome, self._t0)
         ok = outcome.status == RequestStatus.OK.value
         answer_ids = None
@@ -111,6 +160,11 @@ class TurnExecutor:
 
     def progress(self) -> ProgressUpdate:
         done = sum(self.counts.values())
-        return ProgressUpdate(cell_id=self._cell_id, done=done, ok=self.counts[RequestStatus.OK.value],
-                              errors=done - self.counts[RequestStatus.OK.value], in_flight=self.in_flight,
-                              elapsed_s=time.perf_counter() - self._level_start_perf)
+        return ProgressUpdate(
+            cell_id=self._cell_id,
+            done=done,
+            ok=self.counts[RequestStatus.OK.value],
+            errors=done - self.counts[RequestStatus.OK.value],
+            in_flight=self.in_flight,
+            elapsed_s=time.perf_counter() - self._level_start_perf,
+        )

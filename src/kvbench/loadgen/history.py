@@ -53,12 +53,15 @@ class ConversationState:
     def chat_messages(self) -> list[dict]:
         text = self.turn.question_text
         if text is None:
-            raise UserError(f"api=chat needs question_text; conversation {self.conversation.conversation_id!r} "
-                            f"turn {self.next_turn_index} has none (use api=completions for token-id workloads)")
+            raise UserError(
+                f"api=chat needs question_text; conversation {self.conversation.conversation_id!r} "
+                f"turn {self.next_turn_index} has none (use api=completions for token-id workloads)"
+            )
         return [*self.messages, {"role": "user", "content": text}]
 
-    def finish_turn(self, ok: bool, answer_ids: Sequence[int] | None, answer_text: str,
-                    output_tokens: int) -> bool:
+    def finish_turn(
+        self, ok: bool, answer_ids: Sequence[int] | None, answer_text: str, output_tokens: int
+    ) -> bool:
         """Append the turn's question and answer to the history; return whether ids were synthesized.
 
         `answer_ids` None means the server returned no ids: `output_tokens` ids are synthesized.
@@ -69,8 +72,11 @@ class ConversationState:
             self.finished = True
             return False
         if answer_ids is None:
-            answer_ids = synthesize_answer(self._id_pool(), output_tokens,
-                                           f"{self.seed}:{self.conversation_id}:{self.next_turn_index}")
+            answer_ids = synthesize_answer(
+                self._id_pool(),
+                output_tokens,
+                f"{self.seed}:{self.conversation_id}:{self.next_turn_index}",
+            )
             synthesized = True
             self.synthesized_any = True
         self.history_ids.extend(turn.question_token_ids)
@@ -118,4 +124,6 @@ class ConversationSource:
         conversation_id = conversation.conversation_id
         if pass_index > 0:
             conversation_id = f"{conversation_id}~c{pass_index}"
-        return ConversationState(conversation=conversation, conversation_id=conversation_id, seed=self._seed)
+        return ConversationState(
+            conversation=conversation, conversation_id=conversation_id, seed=self._seed
+        )

@@ -33,7 +33,9 @@ class MockConfig:
     tokens_per_chunk: int = 1
     vocab: int = 4096
     max_model_len: int = 4096
-    return_token_ids: bool = True  # accept the field and return ids (False: ignore it, as old servers do)
+    return_token_ids: bool = (
+        True  # accept the field and return ids (False: ignore it, as old servers do)
+    )
     min_tokens: bool = True  # False: answer 400 when the request has min_tokens
     cached_tokens: bool = True  # report usage.prompt_tokens_details.cached_tokens
     block_size: int = 16
@@ -64,7 +66,7 @@ def _cached_prefix_tokens(state: MockState, prompt_ids: list[int], block_size: i
     """Longest prefix of full blocks seen before (chained by prefix); then remember all blocks."""
     hit_blocks, still_hitting, parent = 0, True, None
     for start in range(0, len(prompt_ids) - block_size + 1, block_size):
-        key = hash((parent, tuple(prompt_ids[start:start + block_size])))
+        key = hash((parent, tuple(prompt_ids[start : start + block_size])))
         if still_hitting and key in state.cached_blocks:
             hit_blocks += 1
         else:
@@ -106,13 +108,19 @@ class MockServer:
             body = orjson.loads(await request.read())
             if "min_tokens" in body and not config.min_tokens:
                 return _error(400, "min_tokens is not a valid field", "BadRequestError")
-            fault = config.fault if config.fault_every and index % config.fault_every == 0 else "none"
+            fault = (
+                config.fault if config.fault_every and index % config.fault_every == 0 else "none"
+            )
             if fault == "http500":
                 return _error(500, f"injected failure on request {index}", "InternalServerError")
             if fault == "slow":
                 await asyncio.sleep(config.slow_s)
             prompt_tokens = _prompt_tokens(body, chat)
-            cached = _cached_prefix_tokens(state, body.get("prompt") or [], config.block_size) if not chat else 0
+            cached = (
+                _cached_prefix_tokens(state, body.get("prompt") or [], config.block_size)
+                if not chat
+                else 0
+            )
             state.prompt_tokens += prompt_tokens
             state.cache_queries += prompt_tokens
             state.cache_hits += cached
@@ -124,8 +132,12 @@ class MockServer:
             state.in_flight -= 1
 
     async def _models(self, request: web.Request) -> web.Response:
-        model = {"id": self.config.model, "object": "model", "owned_by": "kvbench-mock",
-                 "max_model_len": self.config.max_model_len}
+        model = {
+            "id": self.config.model,
+            "object": "model",
+            "owned_by": "kvbench-mock",
+            "max_model_len": self.config.max_model_len,
+        }
         return web.json_response({"object": "list", "data": [model]})
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -135,13 +147,18 @@ class MockServer:
         labels = f'engine="0",model_name="{self.config.model}"'
         s = self.state
         lines = [
-            "# TYPE vllm:num_requests_running gauge", f"vllm:num_requests_running{{{labels}}} {s.in_flight}",
-            "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{{{labels}}} 0",
-            "# TYPE vllm:kv_cache_usage_perc gauge", f"vllm:kv_cache_usage_perc{{{labels}}} 0.0",
+            "# TYPE vllm:num_requests_running gauge",
+            f"vllm:num_requests_running{{{labels}}} {s.in_flight}",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f"vllm:num_requests_waiting{{{labels}}} 0",
+            "# TYPE vllm:kv_cache_usage_perc gauge",
+            f"vllm:kv_cache_usage_perc{{{labels}}} 0.0",
             "# TYPE vllm:prefix_cache_queries_total counter",
             f"vllm:prefix_cache_queries_total{{{labels}}} {s.cache_queries}",
-            "# TYPE vllm:prefix_cache_hits_total counter", f"vllm:prefix_cache_hits_total{{{labels}}} {s.cache_hits}",
-            "# TYPE vllm:prompt_tokens_total counter", f"vllm:prompt_tokens_total{{{labels}}} {s.prompt_tokens}",
+            "# TYPE vllm:prefix_cache_hits_total counter",
+            f"vllm:prefix_cache_hits_total{{{labels}}} {s.cache_hits}",
+            "# TYPE vllm:prompt_tokens_total counter",
+            f"vllm:prompt_tokens_total{{{labels}}} {s.prompt_tokens}",
             "# TYPE vllm:generation_tokens_total counter",
             f"vllm:generation_tokens_total{{{labels}}} {s.generated_tokens}",
         ]
@@ -149,9 +166,15 @@ class MockServer:
 
     async def _stats(self, request: web.Request) -> web.Response:
         s = self.state
-        return web.json_response({"requests": s.requests, "max_in_flight": s.max_in_flight,
-                                  "generated_tokens": s.generated_tokens, "ttfb_ms": s.ttfb_ms,
-                                  "timings_perf": s.timings_perf})
+        return web.json_response(
+            {
+                "requests": s.requests,
+                "max_in_flight": s.max_in_flight,
+                "generated_tokens": s.generated_tokens,
+                "ttfb_ms": s.ttfb_ms,
+                "timings_perf": s.timings_perf,
+            }
+        )
 
 
 def _prompt_tokens(body: dict, chat: bool) -> int:
@@ -162,21 +185,33 @@ def _prompt_tokens(body: dict, chat: bool) -> int:
 
 
 def _error(status: int, message: str, kind: str) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": status}},
-                             status=status)
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "param": None, "code": status}}, status=status
+    )
 
 
 class _Reply:
     """One response: the tokens to send and how (stream of chunks, or one body)."""
 
-    def __init__(self, server: MockServer, request: web.Request, body: dict, chat: bool,
-                 prompt_tokens: int, cached: int, received: float) -> None:
+    def __init__(
+        self,
+        server: MockServer,
+        request: web.Request,
+        body: dict,
+        chat: bool,
+        prompt_tokens: int,
+        cached: int,
+        received: float,
+    ) -> None:
         self.server, self.request, self.chat, self.received = server, request, chat, received
         config = server.config
         self.ids_wanted = bool(body.get("return_token_ids")) and config.return_token_ids
         self.n_tokens = int(body.get("max_tokens") or 16)
-        self.usage = {"prompt_tokens": prompt_tokens, "completion_tokens": self.n_tokens,
-                      "total_tokens": prompt_tokens + self.n_tokens}
+        self.usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": self.n_tokens,
+            "total_tokens": prompt_tokens + self.n_tokens,
+        }
         if config.cached_tokens:
             self.usage["prompt_tokens_details"] = {"cached_tokens": cached}
         self.headers = {"x-kvbench-kv-hits": f"gpu={cached},cpu=0,remote=0"}
@@ -215,9 +250,16 @@ class _Reply:
             choice["message"] = {"role": "assistant", "content": choice.pop("delta")["content"]}
         self.server.state.generated_tokens += self.n_tokens
         self._note_first_byte()
-        obj = {"id": "cmpl-mock", "object": "text_completion", "model": config.model,
-               "choices": [choice], "usage": self.usage}
-        return web.Response(body=orjson.dumps(obj), content_type="application/json", headers=self.headers)
+        obj = {
+            "id": "cmpl-mock",
+            "object": "text_completion",
+            "model": config.model,
+            "choices": [choice],
+            "usage": self.usage,
+        }
+        return web.Response(
+            body=orjson.dumps(obj), content_type="application/json", headers=self.headers
+        )
 
     async def stream(self, fault: str) -> web.StreamResponse:
         config = self.server.config
@@ -235,13 +277,23 @@ class _Reply:
                 return await self._break_stream(resp, fault)
             count = min(per_chunk, self.n_tokens - sent)
             finish = "length" if sent + count == self.n_tokens else None
-            chunk = {"id": "cmpl-mock", "object": kind, "model": config.model,
-                     "choices": [self._choice(self._token_ids(sent, count), finish)]}
+            chunk = {
+                "id": "cmpl-mock",
+                "object": kind,
+                "model": config.model,
+                "choices": [self._choice(self._token_ids(sent, count), finish)],
+            }
             await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
             sent += count
             self.server.state.generated_tokens += count
         if self.include_usage:
-            final = {"id": "cmpl-mock", "object": kind, "model": config.model, "choices": [], "usage": self.usage}
+            final = {
+                "id": "cmpl-mock",
+                "object": kind,
+                "model": config.model,
+                "choices": [],
+                "usage": self.usage,
+            }
             await resp.write(b"data: " + orjson.dumps(final) + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
@@ -253,16 +305,24 @@ class _Reply:
             self.request.transport.abort()  # the client sees the connection die mid-body
             return resp
         if fault == "malformed":
-            await resp.write(b"data: {\"choices\": [{\"text\": \n\n")
+            await resp.write(b'data: {"choices": [{"text": \n\n')
         elif fault == "error_event":
-            err = {"error": {"message": "injected engine error", "type": "InternalServerError", "code": 500}}
+            err = {
+                "error": {
+                    "message": "injected engine error",
+                    "type": "InternalServerError",
+                    "code": 500,
+                }
+            }
             await resp.write(b"data: " + orjson.dumps(err) + b"\n\n")
         await resp.write_eof()  # truncate: a clean end of the body, but no [DONE]
         return resp
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[MockConfig, str, int]:
-    parser = argparse.ArgumentParser(prog="python -m kvbench.loadgen.mock_server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kvbench.loadgen.mock_server", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", default="mock-model")
@@ -279,19 +339,29 @@ def parse_args(argv: list[str] | None = None) -> tuple[MockConfig, str, int]:
     parser.add_argument("--slow-s", type=float, default=5.0)
     parser.add_argument("--record-timings", action="store_true")
     args = parser.parse_args(argv)
-    config = MockConfig(model=args.model, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms,
-                        tokens_per_chunk=args.tokens_per_chunk, max_model_len=args.max_model_len,
-                        return_token_ids=not args.no_return_token_ids, min_tokens=not args.no_min_tokens,
-                        cached_tokens=not args.no_cached_tokens, endpoint_name=args.endpoint_name,
-                        fault=args.fault, fault_every=args.fault_every, slow_s=args.slow_s,
-                        record_timings=args.record_timings)
+    config = MockConfig(
+        model=args.model,
+        ttft_ms=args.ttft_ms,
+        itl_ms=args.itl_ms,
+        tokens_per_chunk=args.tokens_per_chunk,
+        max_model_len=args.max_model_len,
+        return_token_ids=not args.no_return_token_ids,
+        min_tokens=not args.no_min_tokens,
+        cached_tokens=not args.no_cached_tokens,
+        endpoint_name=args.endpoint_name,
+        fault=args.fault,
+        fault_every=args.fault_every,
+        slow_s=args.slow_s,
+        record_timings=args.record_timings,
+    )
     return config, args.host, args.port
 
 
 def main(argv: list[str] | None = None) -> None:
     config, host, port = parse_args(argv)
-    web.run_app(MockServer(config).app(), host=host, port=port, access_log=None, print=None,
-                backlog=4096)
+    web.run_app(
+        MockServer(config).app(), host=host, port=port, access_log=None, print=None, backlog=4096
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ SOURCE = "client"
 
 
 class ClientMonitor:
-    def __init__(self, now_s: Callable[[], float], *, interval_s: float = 0.1, cpu_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, now_s: Callable[[], float], *, interval_s: float = 0.1, cpu_interval_s: float = 1.0
+    ) -> None:
         self._now_s = now_s
         self._interval_s = interval_s
         self._cpu_interval_s = cpu_interval_s
@@ -79,8 +81,12 @@ class ClientMonitor:
         out: dict[str, float | None] = {}
         out.update(_quantiles("dispatch_lag_ms", self.dispatch_lag_ms))
         out.update(_quantiles("event_loop_lag_ms", self.loop_lag_ms))
-        out["client_cpu_percent_mean"] = float(np.mean(self.cpu_percent)) if self.cpu_percent else None
-        out["client_cpu_percent_max"] = float(np.max(self.cpu_percent)) if self.cpu_percent else None
+        out["client_cpu_percent_mean"] = (
+            float(np.mean(self.cpu_percent)) if self.cpu_percent else None
+        )
+        out["client_cpu_percent_max"] = (
+            float(np.max(self.cpu_percent)) if self.cpu_percent else None
+        )
         return out
 
 
@@ -88,5 +94,8 @@ def _quantiles(name: str, values: list[float]) -> dict[str, float | None]:
     if not values:
         return {f"{name}_p50": None, f"{name}_p99": None, f"{name}_max": None}
     arr = np.asarray(values)
-    return {f"{name}_p50": float(np.percentile(arr, 50)), f"{name}_p99": float(np.percentile(arr, 99)),
-            f"{name}_max": float(arr.max())}
+    return {
+        f"{name}_p50": float(np.percentile(arr, 50)),
+        f"{name}_p99": float(np.percentile(arr, 99)),
+        f"{name}_max": float(arr.max()),
+    }

@@ -59,9 +59,13 @@ class LevelResult:
     counts: dict[str, int]  # ok / error / timeout / cancelled
     measure_start_s: float  # run-clock seconds
     measure_end_s: float
-    client_stats: dict[str, float | None]  # dispatch_lag_ms_*, event_loop_lag_ms_*, client_cpu_percent_*
+    client_stats: dict[
+        str, float | None
+    ]  # dispatch_lag_ms_*, event_loop_lag_ms_*, client_cpu_percent_*
     system_samples: list[tuple[float, str, str, float]]  # (ts_s, source, metric, value)
-    notes: list[str] = field(default_factory=list)  # e.g. "conversations cycled", "no cached tokens"
+    notes: list[str] = field(
+        default_factory=list
+    )  # e.g. "conversations cycled", "no cached tokens"
     return_token_ids: bool = False
     sent: int = 0
     peak_in_flight: int = 0

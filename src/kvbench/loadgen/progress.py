@@ -30,7 +30,9 @@ def progress_enabled(stream=None) -> bool:
 class CellProgress:
     """`with CellProgress(cell_id, total) as bar: ... on_progress=bar.update`."""
 
-    def __init__(self, cell_id: str, total_requests: int | None = None, *, enabled: bool | None = None) -> None:
+    def __init__(
+        self, cell_id: str, total_requests: int | None = None, *, enabled: bool | None = None
+    ) -> None:
         self._cell_id = cell_id
         self._total = total_requests
         self._enabled = progress_enabled() if enabled is None else enabled
@@ -39,17 +41,28 @@ class CellProgress:
 
     def __enter__(self) -> CellProgress:
         if self._enabled:
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("errors {task.fields[errors]}"),
-                                      TextColumn("in flight {task.fields[in_flight]}"), TimeElapsedColumn())
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("errors {task.fields[errors]}"),
+                TextColumn("in flight {task.fields[in_flight]}"),
+                TimeElapsedColumn(),
+            )
             self._progress.start()
-            self._task_id = self._progress.add_task(self._cell_id, total=self._total, errors=0, in_flight=0)
+            self._task_id = self._progress.add_task(
+                self._cell_id, total=self._total, errors=0, in_flight=0
+            )
         return self
 
     def update(self, update: ProgressUpdate) -> None:
         if self._progress is not None:
-            self._progress.update(self._task_id, completed=update.done, errors=update.errors,
-                                  in_flight=update.in_flight)
+            self._progress.update(
+                self._task_id,
+                completed=update.done,
+                errors=update.errors,
+                in_flight=update.in_flight,
+            )
 
     def __exit__(self, *exc_info) -> None:
         if self._progress is not None:
@@ -74,20 +87,27 @@ class SummaryRow:
     status: str = "ok"
 
 
-def summary_row(cell_id: str, records: Iterable[RequestRecord], measure_start_s: float,
-                measure_end_s: float) -> SummaryRow:
+def summary_row(
+    cell_id: str, records: Iterable[RequestRecord], measure_start_s: float, measure_end_s: float
+) -> SummaryRow:
     measured = [r for r in records if r.phase == Phase.MEASURE.value]
     ok = [r for r in measured if r.status == RequestStatus.OK.value]
     window_s = max(measure_end_s - measure_start_s, 1e-9)
-    if ok:  # a count-bound window ends when the last measured request is scheduled: extend to its end
+    if (
+        ok
+    ):  # a count-bound window ends when the last measured request is scheduled: extend to its end
         window_s = max(window_s, max(r.end_s or 0.0 for r in ok) - measure_start_s)
     ttfts = [r.ttft_ms for r in ok if r.ttft_ms is not None]
     itls = [gap for r in ok for gap in r.itl_ms]
     return SummaryRow(
-        cell_id=cell_id, requests_per_s=len(ok) / window_s,
+        cell_id=cell_id,
+        requests_per_s=len(ok) / window_s,
         output_tokens_per_s=sum(r.output_tokens for r in ok) / window_s,
-        ttft_p50_ms=_pct(ttfts, 50), ttft_p99_ms=_pct(ttfts, 99), itl_p50_ms=_pct(itls, 50),
-        errors=len(measured) - len(ok))
+        ttft_p50_ms=_pct(ttfts, 50),
+        ttft_p99_ms=_pct(ttfts, 99),
+        itl_p50_ms=_pct(itls, 50),
+        errors=len(measured) - len(ok),
+    )
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -114,8 +134,12 @@ def render_summary_table(rows: Iterable[SummaryRow]) -> Table:
     described = bool(rows) and all(r.scenario is not None for r in rows)
     show_model = described and len({r.model for r in rows}) > 1
     show_repeat = described and len({r.repeat for r in rows}) > 1
-    table = Table(title="kvbench load summary (measure phase; latencies in ms)", box=box.SIMPLE_HEAD,
-                  pad_edge=False, collapse_padding=True)
+    table = Table(
+        title="kvbench load summary (measure phase; latencies in ms)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     if show_model:
         table.add_column("model", overflow="fold", min_width=8)
     table.add_column("scenario" if described else "cell", overflow="fold", min_width=14)
@@ -127,9 +151,19 @@ def render_summary_table(rows: Iterable[SummaryRow]) -> Table:
         note = "" if row.status == "ok" else f" ({row.status})"
         lead = [row.model.split("/")[-1]] if show_model else []
         if described:
-            lead += [row.scenario + note, f"{row.level:g}" + (f" r{row.repeat}" if show_repeat else "")]
+            lead += [
+                row.scenario + note,
+                f"{row.level:g}" + (f" r{row.repeat}" if show_repeat else ""),
+            ]
         else:
             lead += [row.cell_id + note]
-        table.add_row(*lead, _fmt(row.requests_per_s, 2), _fmt(row.output_tokens_per_s, 0), _fmt_ms(row.ttft_p50_ms),
-                      _fmt_ms(row.ttft_p99_ms), _fmt(row.itl_p50_ms, 2), str(row.errors))
+        table.add_row(
+            *lead,
+            _fmt(row.requests_per_s, 2),
+            _fmt(row.output_tokens_per_s, 0),
+            _fmt_ms(row.ttft_p50_ms),
+            _fmt_ms(row.ttft_p99_ms),
+            _fmt(row.itl_p50_ms, 2),
+            str(row.errors),
+        )
     return table

@@ -35,10 +35,21 @@ class ReuseFacts:
 class ReuseTracker:
     def __init__(self) -> None:
         self._prompt_tokens_sent = 0  # running total over all sends of the level
-        self._last_send: dict[tuple[str, object], tuple[int, float]] = {}  # key -> (total after, sent_s)
+        self._last_send: dict[
+            tuple[str, object], tuple[int, float]
+        ] = {}  # key -> (total after, sent_s)
 
-    def on_send(self, *, prefix_group: int | None, conversation_id: str, turn_index: int,
-                prefix_tokens: int, history_tokens: int, prompt_tokens: int, sent_s: float) -> ReuseFacts:
+    def on_send(
+        self,
+        *,
+        prefix_group: int | None,
+        conversation_id: str,
+        turn_index: int,
+        prefix_tokens: int,
+        history_tokens: int,
+        prompt_tokens: int,
+        sent_s: float,
+    ) -> ReuseFacts:
         group_key = ("group", prefix_group) if prefix_group is not None else None
         conversation_key = ("conversation", conversation_id)
         reuse_key = conversation_key if turn_index > 0 else group_key
@@ -116,7 +127,11 @@ def fill_from_outcome(record: RequestRecord, outcome: RequestOutcome, run_t0_per
     record.output_tokens = int(completion) if completion is not None else outcome.streamed_tokens
     if usage.get("prompt_tokens") is not None:
         record.prompt_tokens = int(usage["prompt_tokens"])
-    if record.ttft_ms is not None and record.output_tokens > 1 and outcome.status == RequestStatus.OK.value:
+    if (
+        record.ttft_ms is not None
+        and record.output_tokens > 1
+        and outcome.status == RequestStatus.OK.value
+    ):
         record.tpot_ms = (record.e2e_ms - record.ttft_ms) / (record.output_tokens - 1)
     record.cached_tokens = cached_tokens_of(outcome.usage)
     _fill_attribution(record, outcome)
@@ -127,7 +142,8 @@ def _fill_attribution(record: RequestRecord, outcome: RequestOutcome) -> None:
     record.gpu_hit_tokens = hits.get("gpu")
     record.cpu_hit_tokens = hits.get("cpu")
     record.remote_hit_tokens = hits.get("remote")
-    record.endpoint = (outcome.headers.get("x-kvbench-endpoint")
-                       or outcome.headers.get("x-gateway-destination-endpoint"))
+    record.endpoint = outcome.headers.get("x-kvbench-endpoint") or outcome.headers.get(
+        "x-gateway-destination-endpoint"
+    )
     predicted = outcome.headers.get("x-kvbench-router-predicted-hit-tokens", "").strip()
     record.router_predicted_hit_tokens = int(predicted) if predicted.isdigit() else None

@@ -77,7 +77,9 @@ async def cancel_and_wait(tasks: set[asyncio.Task] | list[asyncio.Task]) -> None
 
 
 async def run_concurrent(ctx: LevelContext, conversations_in_flight: int) -> None:
-    workers = [asyncio.ensure_future(_conversation_worker(ctx)) for _ in range(conversations_in_flight)]
+    workers = [
+        asyncio.ensure_future(_conversation_worker(ctx)) for _ in range(conversations_in_flight)
+    ]
     await wait_all_or_cancel(workers)
 
 
@@ -121,8 +123,9 @@ class _ReadyTurns:
         return self._heap[0][0] if self._heap else None
 
 
-async def run_rate(ctx: LevelContext, slots: Iterator[float], max_concurrency: int | None,
-                   schedule_is_slot: bool) -> None:
+async def run_rate(
+    ctx: LevelContext, slots: Iterator[float], max_concurrency: int | None, schedule_is_slot: bool
+) -> None:
     """Send one turn per slot (see module doc). `schedule_is_slot` False: scheduled = when sent."""
     limiter = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     ready = _ReadyTurns()
@@ -143,7 +146,9 @@ async def run_rate(ctx: LevelContext, slots: Iterator[float], max_concurrency: i
             state, scheduled, phase = picked
             ctx.window.count(phase, scheduled)
             ready.running += 1
-            task = asyncio.ensure_future(_rate_turn(ctx, state, scheduled, phase, ready, limiter, changed))
+            task = asyncio.ensure_future(
+                _rate_turn(ctx, state, scheduled, phase, ready, limiter, changed)
+            )
             tasks.add(task)
             task.add_done_callback(tasks.discard)
     except asyncio.CancelledError:
@@ -152,7 +157,13 @@ async def run_rate(ctx: LevelContext, slots: Iterator[float], max_concurrency: i
     await wait_all_or_cancel(set(tasks))
 
 
-async def _pick_turn(ctx: LevelContext, ready: _ReadyTurns, changed: asyncio.Event, slot: float, schedule_is_slot: bool):
+async def _pick_turn(
+    ctx: LevelContext,
+    ready: _ReadyTurns,
+    changed: asyncio.Event,
+    slot: float,
+    schedule_is_slot: bool,
+):
     """(state, scheduled, phase) for this slot, or None when the level sends no more.
 
     When nothing can be sent yet (single-pass level: only unfinished follow-ups remain), waits
@@ -178,8 +189,15 @@ async def _pick_turn(ctx: LevelContext, ready: _ReadyTurns, changed: asyncio.Eve
             pass
 
 
-async def _rate_turn(ctx: LevelContext, state: ConversationState, scheduled: float, phase,
-                     ready: _ReadyTurns, limiter: asyncio.Semaphore | None, changed: asyncio.Event) -> None:
+async def _rate_turn(
+    ctx: LevelContext,
+    state: ConversationState,
+    scheduled: float,
+    phase,
+    ready: _ReadyTurns,
+    limiter: asyncio.Semaphore | None,
+    changed: asyncio.Event,
+) -> None:
     try:
         if await ctx.executor.run_turn(state, scheduled, phase):
             ready.push(time.perf_counter() + state.conversation.think_time_s, state)

@@ -54,18 +54,30 @@ def raise_fd_limit(wanted_fds: int) -> int:
     return soft
 
 
-def completions_body(model: str, prompt_ids: list[int], max_tokens: int, caps: Capabilities,
-                     stream: bool) -> bytes:
-    body: dict = {"model": model, "prompt": prompt_ids, "max_tokens": max_tokens,
-                  "ignore_eos": True, "stream": stream}
+def completions_body(
+    model: str, prompt_ids: list[int], max_tokens: int, caps: Capabilities, stream: bool
+) -> bytes:
+    body: dict = {
+        "model": model,
+        "prompt": prompt_ids,
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": stream,
+    }
     _add_common(body, max_tokens, caps, stream)
     return orjson.dumps(body)
 
 
-def chat_body(model: str, messages: list[dict], max_tokens: int, caps: Capabilities,
-              stream: bool) -> bytes:
-    body: dict = {"model": model, "messages": messages, "max_tokens": max_tokens,
-                  "ignore_eos": True, "stream": stream}
+def chat_body(
+    model: str, messages: list[dict], max_tokens: int, caps: Capabilities, stream: bool
+) -> bytes:
+    body: dict = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": stream,
+    }
     _add_common(body, max_tokens, caps, stream)
     return orjson.dumps(body)
 
@@ -89,11 +101,15 @@ class OpenAIClient:
 
     async def __aenter__(self) -> OpenAIClient:
         raise_fd_limit(max(self._connection_limit, 1024) + 256)
-        connector = aiohttp.TCPConnector(limit=self._connection_limit, limit_per_host=0,
-                                         ttl_dns_cache=300, keepalive_timeout=30)
+        connector = aiohttp.TCPConnector(
+            limit=self._connection_limit, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30
+        )
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None),
-            headers={"Content-Type": "application/json"}, auto_decompress=False)
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            headers={"Content-Type": "application/json"},
+            auto_decompress=False,
+        )
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -101,37 +117,57 @@ class OpenAIClient:
             await self._session.close()
             self._session = None
 
-    async def send(self, path: str, body: bytes, outcome: RequestOutcome, *, stream: bool,
-                   request_id: str, timeout_s: float) -> None:
+    async def send(
+        self,
+        path: str,
+        body: bytes,
+        outcome: RequestOutcome,
+        *,
+        stream: bool,
+        request_id: str,
+        timeout_s: float,
+    ) -> None:
         """Send now and fill `outcome` (its `sent_perf` is set by the caller right before the call)."""
         try:
             async with asyncio.timeout(timeout_s):
                 await self._exchange(path, body, stream, request_id, outcome)
         except TimeoutError:
-            outcome.fail(RequestStatus.TIMEOUT, f"request timed out after {timeout_s:g} s "
-                         f"({outcome.streamed_tokens} tokens received)")
+            outcome.fail(
+                RequestStatus.TIMEOUT,
+                f"request timed out after {timeout_s:g} s "
+                f"({outcome.streamed_tokens} tokens received)",
+            )
         except asyncio.CancelledError:
             outcome.fail(RequestStatus.CANCELLED, "cancelled by the client")
             outcome.end_perf = time.perf_counter()
             raise
         except aiohttp.ClientConnectorError as err:
             outcome.fail(RequestStatus.ERROR, connect_error_message(err))
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                aiohttp.ClientOSError) as err:
-            outcome.fail(RequestStatus.ERROR, f"connection dropped mid-stream after "
-                         f"{outcome.streamed_tokens} tokens: {type(err).__name__}: {err}")
+        except (
+            aiohttp.ClientPayloadError,
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientOSError,
+        ) as err:
+            outcome.fail(
+                RequestStatus.ERROR,
+                f"connection dropped mid-stream after "
+                f"{outcome.streamed_tokens} tokens: {type(err).__name__}: {err}",
+            )
         except StreamProtocolError as err:
             outcome.fail(RequestStatus.ERROR, str(err))
         except aiohttp.ClientError as err:
             outcome.fail(RequestStatus.ERROR, f"client error: {type(err).__name__}: {err}")
         except Exception as err:  # noqa: BLE001 - one odd response must not end the run; the record says what
-            outcome.fail(RequestStatus.ERROR, f"unexpected client error: {type(err).__name__}: {err}")
+            outcome.fail(
+                RequestStatus.ERROR, f"unexpected client error: {type(err).__name__}: {err}"
+            )
         finally:
             if outcome.end_perf is None:
                 outcome.end_perf = time.perf_counter()
 
-    async def _exchange(self, path: str, body: bytes, stream: bool, request_id: str,
-                        outcome: RequestOutcome) -> None:
+    async def _exchange(
+        self, path: str, body: bytes, stream: bool, request_id: str, outcome: RequestOutcome
+    ) -> None:
         assert self._session is not None, "use OpenAIClient as an async context manager"
         headers = {"x-request-id": request_id}
         async with self._session.post(self._base_url + path, data=body, headers=headers) as resp:
@@ -142,7 +178,9 @@ class OpenAIClient:
                     outcome.headers[name] = value
             if resp.status != 200:
                 text = await resp.text(errors="replace")
-                outcome.fail(RequestStatus.ERROR, f"HTTP {resp.status}: {server_error_message(text)}")
+                outcome.fail(
+                    RequestStatus.ERROR, f"HTTP {resp.status}: {server_error_message(text)}"
+                )
                 return
             if stream:
                 await _read_stream(resp, outcome)
@@ -190,8 +228,10 @@ async def _read_stream(resp: aiohttp.ClientResponse, outcome: RequestOutcome) ->
             _take_event(outcome, payload, arrival)
     if not outcome.done_seen:
         partial = " (inside an unfinished event)" if parser.pending() else ""
-        raise StreamProtocolError(f"truncated SSE stream: ended before data: [DONE] after "
-                                  f"{outcome.streamed_tokens} tokens{partial}")
+        raise StreamProtocolError(
+            f"truncated SSE stream: ended before data: [DONE] after "
+            f"{outcome.streamed_tokens} tokens{partial}"
+        )
 
 
 def _take_event(outcome: RequestOutcome, payload: bytes, arrival: float) -> None:
@@ -207,7 +247,9 @@ def _take_event(outcome: RequestOutcome, payload: bytes, arrival: float) -> None
     if type(obj) is not dict:
         raise StreamProtocolError(f"malformed SSE event (not an object): {payload[:120]!r}")
     if obj.get("error") is not None:
-        raise StreamProtocolError(f"server error in stream: {server_error_message(payload.decode(errors='replace'))}")
+        raise StreamProtocolError(
+            f"server error in stream: {server_error_message(payload.decode(errors='replace'))}"
+        )
     usage = obj.get("usage")
     if usage:
         outcome.usage = usage
@@ -241,7 +283,9 @@ def _take_full_body(outcome: RequestOutcome, payload: bytes, arrival: float) -> 
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        raise StreamProtocolError(f"malformed response body (not JSON): {payload[:120]!r}") from None
+        raise StreamProtocolError(
+            f"malformed response body (not JSON): {payload[:120]!r}"
+        ) from None
     outcome.usage = obj.get("usage")
     tokens = 0
     for choice in obj.get("choices") or ():

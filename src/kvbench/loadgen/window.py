@@ -18,16 +18,27 @@ from kvbench.results.records import Phase
 
 
 class LevelWindow:
-    def __init__(self, *, start_perf: float, duration_s: float | None, max_requests: int | None,
-                 warmup_s: float, cooldown_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        start_perf: float,
+        duration_s: float | None,
+        max_requests: int | None,
+        warmup_s: float,
+        cooldown_s: float,
+    ) -> None:
         if duration_s is not None and warmup_s + cooldown_s >= duration_s:
-            raise UserError(f"level warmup_s + cooldown_s ({warmup_s:g} + {cooldown_s:g}) must be "
-                            f"shorter than duration_s ({duration_s:g})")
+            raise UserError(
+                f"level warmup_s + cooldown_s ({warmup_s:g} + {cooldown_s:g}) must be "
+                f"shorter than duration_s ({duration_s:g})"
+            )
         if max_requests is not None and max_requests < 1:
             raise UserError(f"level max_requests must be >= 1, got {max_requests}")
         self.start_perf = start_perf
         self.measure_start_perf = start_perf + warmup_s
-        self._planned_measure_end = start_perf + duration_s - cooldown_s if duration_s is not None else None
+        self._planned_measure_end = (
+            start_perf + duration_s - cooldown_s if duration_s is not None else None
+        )
         self._max_requests = max_requests
         self._cooldown_s = cooldown_s
         self.measure_end_perf: float | None = None
@@ -35,8 +46,11 @@ class LevelWindow:
 
     def phase_at(self, now_perf: float) -> Phase | None:
         """The phase of a request scheduled at `now_perf`, or None when the level sends no more."""
-        if self.measure_end_perf is None and self._planned_measure_end is not None \
-                and now_perf >= self._planned_measure_end:
+        if (
+            self.measure_end_perf is None
+            and self._planned_measure_end is not None
+            and now_perf >= self._planned_measure_end
+        ):
             self.measure_end_perf = self._planned_measure_end
         if self.measure_end_perf is not None:
             if now_perf < self.measure_end_perf + self._cooldown_s:

@@ -19,7 +19,12 @@ from kvbench.analysis.latency_guidance import latency_findings, latency_guidance
 from kvbench.analysis.load import RunData, load_run
 from kvbench.analysis.metrics import complete_metrics
 from kvbench.analysis.peaks import find_peaks, level_summary, ok_metrics, peak_table
-from kvbench.analysis.routing import endpoint_table, prediction_table, router_scorers, routing_sentence
+from kvbench.analysis.routing import (
+    endpoint_table,
+    prediction_table,
+    router_scorers,
+    routing_sentence,
+)
 from kvbench.analysis.server import server_row
 from kvbench.analysis.twins import downgrade, failed_models, twin_checks, twin_deltas
 from kvbench.analysis.validity import Thresholds, run_checks
@@ -35,7 +40,9 @@ FORMATS = ("md", "csv", "png", "html", "br")
 def build_report(run_dir: Path, formats: list[str], thresholds: Thresholds = Thresholds()) -> Path:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise UserError(f"--format: unknown format(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(FORMATS)}")
+        raise UserError(
+            f"--format: unknown format(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(FORMATS)}"
+        )
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory")
@@ -74,28 +81,51 @@ def compile_report(run: RunData, thresholds: Thresholds = Thresholds()) -> Repor
     splits = hit_splits(run, latency)
     findings = build_findings(run, peaks, checks, twins)
     endpoints, predictions = endpoint_table(peaks), prediction_table(peaks)
-    sentences = [s for p in peaks if (s := routing_sentence(endpoints, predictions, p.model, p.scenario))]
-    scorers = {f"{p.model}|{p.scenario}": s for p in peaks if (s := router_scorers(run.run_dir, p.model, p.scenario))}
+    sentences = [
+        s for p in peaks if (s := routing_sentence(endpoints, predictions, p.model, p.scenario))
+    ]
+    scorers = {
+        f"{p.model}|{p.scenario}": s
+        for p in peaks
+        if (s := router_scorers(run.run_dir, p.model, p.scenario))
+    }
     return ReportData(
-        run=run, metrics=metrics, level_summary=level_summary(metrics), peaks=peaks,
-        server_peak=_first_repeat(server_peak), checks=checks,
+        run=run,
+        metrics=metrics,
+        level_summary=level_summary(metrics),
+        peaks=peaks,
+        server_peak=_first_repeat(server_peak),
+        checks=checks,
         findings=findings + latency_findings(latency, run.baseline, splits),
-        guidance=deployment_guidance(run, peaks, checks) + latency_guidance(latency, peaks, run.baseline),
-        thresholds=thresholds, outputs=[], latency=latency, routing_endpoints=endpoints,
-        routing_predictions=predictions, routing_sentences=sentences, router_scorers=scorers, hit_splits=splits,
+        guidance=deployment_guidance(run, peaks, checks)
+        + latency_guidance(latency, peaks, run.baseline),
+        thresholds=thresholds,
+        outputs=[],
+        latency=latency,
+        routing_endpoints=endpoints,
+        routing_predictions=predictions,
+        routing_sentences=sentences,
+        router_scorers=scorers,
+        hit_splits=splits,
     )
 
 
 def _first_repeat(server_peak: pd.DataFrame) -> pd.DataFrame:
     if server_peak.empty:
         return pd.DataFrame(columns=["has_server_metrics"])
-    return server_peak.sort_values("repeat", kind="stable").drop_duplicates(["model", "scenario"]).reset_index(drop=True)
+    return (
+        server_peak.sort_values("repeat", kind="stable")
+        .drop_duplicates(["model", "scenario"])
+        .reset_index(drop=True)
+    )
 
 
 def write_csvs(data: ReportData, report_dir: Path) -> None:
     data.metrics.to_csv(report_dir / "complete_metrics.csv", index=False)
     data.level_summary.to_csv(report_dir / "summary_by_level.csv", index=False)
-    peak_table(data.peaks, data.run.baseline).to_csv(report_dir / "peak_throughput_all.csv", index=False)
+    peak_table(data.peaks, data.run.baseline).to_csv(
+        report_dir / "peak_throughput_all.csv", index=False
+    )
     latency_table(data.latency).to_csv(report_dir / "latency_deltas.csv", index=False)
     split_table(data.hit_splits).to_csv(report_dir / "ttft_hits_misses.csv", index=False)
     data.routing_endpoints.to_csv(report_dir / "routing_endpoints.csv", index=False)
@@ -103,20 +133,42 @@ def write_csvs(data: ReportData, report_dir: Path) -> None:
     all_peak_rows = pd.DataFrame([server_row(cell) for p in data.peaks for cell in p.cells])
     all_peak_rows.to_csv(report_dir / "pcp_metrics_peak.csv", index=False)
     scenario_summary(data, all_peak_rows).to_csv(report_dir / "pcp_summary_stats.csv", index=False)
-    pd.DataFrame([{"check": c.name, "status": c.status.value, "subject": c.subject, "evidence": c.evidence}
-                  for c in data.checks]).to_csv(report_dir / "validity_checks.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "check": c.name,
+                "status": c.status.value,
+                "subject": c.subject,
+                "evidence": c.evidence,
+            }
+            for c in data.checks
+        ]
+    ).to_csv(report_dir / "validity_checks.csv", index=False)
 
 
 def scenario_summary(data: ReportData, server_rows: pd.DataFrame) -> pd.DataFrame:
     """Per scenario, averages over models of the peak cells (the seed's pcp_summary_stats table)."""
-    peaks = pd.DataFrame([{"model": p.model, "scenario": p.scenario, "peak_output_tok_s": p.throughput.mean}
-                          for p in data.peaks])
+    peaks = pd.DataFrame(
+        [
+            {"model": p.model, "scenario": p.scenario, "peak_output_tok_s": p.throughput.mean}
+            for p in data.peaks
+        ]
+    )
     if peaks.empty:
         return pd.DataFrame()
-    out = peaks.groupby("scenario", sort=False).agg(models=("model", "nunique"), avg_peak_output_tok_s=("peak_output_tok_s", "mean"))
+    out = peaks.groupby("scenario", sort=False).agg(
+        models=("model", "nunique"), avg_peak_output_tok_s=("peak_output_tok_s", "mean")
+    )
     if not server_rows.empty:
-        cols = ["gpu_utilization_pct", "kv_usage_mean_pct", "running_mean", "waiting_mean", "prefix_hit_rate_pct",
-                "cpu_hit_share_pct", "process_rss_mean_gb"]
+        cols = [
+            "gpu_utilization_pct",
+            "kv_usage_mean_pct",
+            "running_mean",
+            "waiting_mean",
+            "prefix_hit_rate_pct",
+            "cpu_hit_share_pct",
+            "process_rss_mean_gb",
+        ]
         out = out.join(server_rows.groupby("scenario")[cols].mean().add_prefix("avg_"))
     return out.reset_index()
 

@@ -55,7 +55,11 @@ def peak_throughput_bars(peaks: list[Peak], scenarios: list[str], out: Path) -> 
                 continue
             xs.append(i + j * width)
             ys.append(peak.throughput.mean)
-            half = (peak.throughput.high - peak.throughput.mean) if not math.isnan(peak.throughput.high) else 0.0
+            half = (
+                (peak.throughput.high - peak.throughput.mean)
+                if not math.isnan(peak.throughput.high)
+                else 0.0
+            )
             errs.append(half)
         ax.bar(xs, ys, width, yerr=errs, capsize=3, label=scenario, color=colors[scenario])
     ax.set_xticks([i + width * (len(scenarios) - 1) / 2 for i in range(len(models))])
@@ -66,7 +70,9 @@ def peak_throughput_bars(peaks: list[Peak], scenarios: list[str], out: Path) -> 
     return _save(fig, out / name)
 
 
-def throughput_curves(metrics: pd.DataFrame, scenarios: list[str], out: Path) -> list[Path | Skipped]:
+def throughput_curves(
+    metrics: pd.DataFrame, scenarios: list[str], out: Path
+) -> list[Path | Skipped]:
     summary = level_summary(metrics)
     if summary.empty:
         return [Skipped("throughput_curve_<model>_all.png", "no successful cell")]
@@ -78,10 +84,21 @@ def throughput_curves(metrics: pd.DataFrame, scenarios: list[str], out: Path) ->
             rows = group[group["scenario"] == scenario].sort_values("level")
             if rows.empty:
                 continue
-            ax.plot(rows["level"], rows["output_tok_s_mean"], marker="o", label=scenario, color=colors[scenario])
+            ax.plot(
+                rows["level"],
+                rows["output_tok_s_mean"],
+                marker="o",
+                label=scenario,
+                color=colors[scenario],
+            )
             if rows["output_tok_s_ci_low"].notna().any():
-                ax.fill_between(rows["level"], rows["output_tok_s_ci_low"], rows["output_tok_s_ci_high"],
-                                alpha=0.15, color=colors[scenario])
+                ax.fill_between(
+                    rows["level"],
+                    rows["output_tok_s_ci_low"],
+                    rows["output_tok_s_ci_high"],
+                    alpha=0.15,
+                    color=colors[scenario],
+                )
         ax.set_xlabel("load level")
         ax.set_ylabel("output throughput (tok/s)")
         short = model.split("/")[-1]
@@ -91,13 +108,17 @@ def throughput_curves(metrics: pd.DataFrame, scenarios: list[str], out: Path) ->
     return written
 
 
-def latency_comparison(peaks: list[Peak], metrics: pd.DataFrame, scenarios: list[str], out: Path) -> Path | Skipped:
+def latency_comparison(
+    peaks: list[Peak], metrics: pd.DataFrame, scenarios: list[str], out: Path
+) -> Path | Skipped:
     name = "latency_comparison_all.png"
     if not peaks:
         return Skipped(name, "no successful cell")
     ids = {c.cell_id for p in peaks for c in p.cells}
     rows = metrics[metrics["cell_id"].isin(ids)]
-    means = rows.groupby(["model", "scenario"])[["ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms"]].mean()
+    means = rows.groupby(["model", "scenario"])[
+        ["ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms"]
+    ].mean()
     models = sorted({p.model for p in peaks})
     colors = _scenario_colors(scenarios)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -115,7 +136,10 @@ def latency_comparison(peaks: list[Peak], metrics: pd.DataFrame, scenarios: list
         ax.set_xticks([i + width * (len(scenarios) - 1) / 2 for i in range(len(models))])
         ax.set_xticklabels([m.split("/")[-1] for m in models])
         ax.set_ylabel(f"{metric.upper()} (ms): bar p50, tick p99")
-        ax.set_title(f"{metric.upper()} at each scenario's peak" + (" (vLLM TPOT)" if metric == "tpot" else ""))
+        ax.set_title(
+            f"{metric.upper()} at each scenario's peak"
+            + (" (vLLM TPOT)" if metric == "tpot" else "")
+        )
     axes[0].legend(fontsize=8)
     return _save(fig, out / name)
 
@@ -159,23 +183,47 @@ def ttft_by_turn(peaks: list[Peak], scenarios: list[str], out: Path) -> Path | S
     data = _peak_requests(peaks)
     if data.empty or data["turn_index"].nunique() < 2:
         return Skipped(name, "requests carry fewer than two distinct turn indices")
-    return _ttft_lines(data, "turn_index", "turn index", scenarios, out / name, "TTFT p50 by turn (peak cells)")
+    return _ttft_lines(
+        data, "turn_index", "turn index", scenarios, out / name, "TTFT p50 by turn (peak cells)"
+    )
 
 
 def ttft_by_reused_prefix(peaks: list[Peak], scenarios: list[str], out: Path) -> Path | Skipped:
     name = "ttft_by_reused_prefix.png"
     data = _peak_requests(peaks)
-    if data.empty or data["reused_prefix_tokens"].isna().all() or data["reused_prefix_tokens"].nunique() < 2:
+    if (
+        data.empty
+        or data["reused_prefix_tokens"].isna().all()
+        or data["reused_prefix_tokens"].nunique() < 2
+    ):
         return Skipped(name, "requests carry no reused-prefix lengths (or only one)")
     reused = pd.to_numeric(data["reused_prefix_tokens"], errors="coerce")
     edges = np.unique(np.quantile(reused.dropna(), np.linspace(0, 1, 7)))
-    data = data.assign(reused_bin=pd.cut(reused, edges, include_lowest=True).apply(lambda b: b.mid if pd.notna(b) else np.nan))
-    return _ttft_lines(data, "reused_bin", "reused prefix tokens (bin centre)", scenarios, out / name,
-                       "TTFT p50 by reused-prefix length (peak cells)")
+    data = data.assign(
+        reused_bin=pd.cut(reused, edges, include_lowest=True).apply(
+            lambda b: b.mid if pd.notna(b) else np.nan
+        )
+    )
+    return _ttft_lines(
+        data,
+        "reused_bin",
+        "reused prefix tokens (bin centre)",
+        scenarios,
+        out / name,
+        "TTFT p50 by reused-prefix length (peak cells)",
+    )
 
 
-def _ttft_lines(data: pd.DataFrame, key: str, xlabel: str, scenarios: list[str], path: Path, title: str,
-                min_per_point: int = 1, log_x: bool = False) -> Path:
+def _ttft_lines(
+    data: pd.DataFrame,
+    key: str,
+    xlabel: str,
+    scenarios: list[str],
+    path: Path,
+    title: str,
+    min_per_point: int = 1,
+    log_x: bool = False,
+) -> Path:
     """TTFT p50 per value of `key`, one line per scenario, one panel per model; a point needs
     `min_per_point` requests."""
     models = sorted(data["model"].unique())
@@ -188,7 +236,13 @@ def _ttft_lines(data: pd.DataFrame, key: str, xlabel: str, scenarios: list[str],
                 continue
             grouped = rows.groupby(key)["ttft_ms"].agg(["size", "median"])
             medians = grouped.loc[grouped["size"] >= min_per_point, "median"]
-            ax.plot(medians.index.astype(float), medians.to_numpy(), marker="o", label=scenario, color=colors[scenario])
+            ax.plot(
+                medians.index.astype(float),
+                medians.to_numpy(),
+                marker="o",
+                label=scenario,
+                color=colors[scenario],
+            )
         if log_x:
             ax.set_xscale("log")
         ax.set_title(f"{model}: {title}", fontsize=9)

@@ -34,9 +34,16 @@ def ttft_by_reuse_distance(peaks: list[Peak], scenarios: list[str], out: Path) -
     centres = np.sqrt(edges[:-1] * edges[1:])
     bins = pd.cut(data["distance_s"], edges, include_lowest=True, labels=False)
     data = data.assign(bin_centre=centres[bins.to_numpy(dtype=int)])
-    return _ttft_lines(data, "bin_centre", f"reuse distance s (log bins, >= {MIN_PER_POINT} requests a point)",
-                       scenarios, out / name, "TTFT p50 by reuse distance (peak cells)",
-                       min_per_point=MIN_PER_POINT, log_x=True)
+    return _ttft_lines(
+        data,
+        "bin_centre",
+        f"reuse distance s (log bins, >= {MIN_PER_POINT} requests a point)",
+        scenarios,
+        out / name,
+        "TTFT p50 by reuse distance (peak cells)",
+        min_per_point=MIN_PER_POINT,
+        log_x=True,
+    )
 
 
 def ttft_delta_heatmap(comparisons: list[LatencyComparison], out: Path) -> Path | Skipped:
@@ -46,7 +53,11 @@ def ttft_delta_heatmap(comparisons: list[LatencyComparison], out: Path) -> Path 
     if not common:
         return Skipped(name, "no latency delta against the baseline at a common level")
     scenarios = list(dict.fromkeys(c.scenario for c in common))
-    rows = [(model, stat, label) for model in dict.fromkeys(c.model for c in common) for stat, label in HEATMAP_STATS]
+    rows = [
+        (model, stat, label)
+        for model in dict.fromkeys(c.model for c in common)
+        for stat, label in HEATMAP_STATS
+    ]
     grid = np.full((len(rows), len(scenarios)), np.nan)
     cells = {}
     for i, (model, stat, _) in enumerate(rows):
@@ -55,14 +66,24 @@ def ttft_delta_heatmap(comparisons: list[LatencyComparison], out: Path) -> Path 
             cells[(i, scenarios.index(c.scenario))] = c
     limit = max(5.0, float(np.nanmax(np.abs(grid)))) if np.isfinite(grid).any() else 5.0
     fig, ax = plt.subplots(figsize=(1.6 * len(scenarios) + 2.5, 0.7 * len(rows) + 2))
-    image = ax.imshow(grid, cmap="RdYlGn_r", vmin=-limit, vmax=limit, aspect="auto")  # green = lower latency
+    image = ax.imshow(
+        grid, cmap="RdYlGn_r", vmin=-limit, vmax=limit, aspect="auto"
+    )  # green = lower latency
     for (i, j), c in cells.items():
         mark = "" if c.delta.significant else "\n(n.s.)"
         ax.text(j, i, f"{c.delta.delta_pct:+.1f}%{mark}", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(scenarios)), scenarios, rotation=30, ha="right")
-    ax.set_yticks(range(len(rows)), [f"{m.split('/')[-1]} {label}\n(level {select(common, model=m)[0].level:g})"
-                                     for m, _, label in rows], fontsize=8)
-    ax.set_title("TTFT delta vs baseline at the common load level (lower is better; n.s. = interval contains 0)",
-                 fontsize=9)
+    ax.set_yticks(
+        range(len(rows)),
+        [
+            f"{m.split('/')[-1]} {label}\n(level {select(common, model=m)[0].level:g})"
+            for m, _, label in rows
+        ],
+        fontsize=8,
+    )
+    ax.set_title(
+        "TTFT delta vs baseline at the common load level (lower is better; n.s. = interval contains 0)",
+        fontsize=9,
+    )
     fig.colorbar(image, ax=ax, label="delta %")
     return _save(fig, out / name)

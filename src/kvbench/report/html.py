@@ -36,13 +36,16 @@ def _inline_images(body: str, report_dir: Path) -> str:
             return match.group(0)
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         return f'src="data:image/png;base64,{data}"'
+
     return re.sub(r'src="([^"]+)"', replace, body)
 
 
 def write_html(markdown_text: str, report_dir: Path, title: str) -> Path:
     body = _inline_images(_render_markdown(markdown_text), report_dir)
-    page = (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+    page = (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n"
+    )
     path = report_dir / "REPORT.html"
     path.write_text(page)
     return path

@@ -21,15 +21,25 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 from kvbench.errors import UserError
-from kvbench.results.summary import CellTally
-from kvbench.results.layout import CellInfo, CellRef, CellStatus, RunManifest, SystemUnderTest, make_cell_id
+from kvbench.results.layout import (
+    CellInfo,
+    CellRef,
+    CellStatus,
+    RunManifest,
+    SystemUnderTest,
+    make_cell_id,
+)
 from kvbench.results.records import Phase, RequestRecord, RequestStatus
 from kvbench.results.store import RunStore, host_facts, manifest_versions, utc_now_iso
+from kvbench.results.summary import CellTally
 
-_STATUS = {"successful": RequestStatus.OK, "errored": RequestStatus.ERROR, "incomplete": RequestStatus.CANCELLED}
+_STATUS = {
+    "successful": RequestStatus.OK,
+    "errored": RequestStatus.ERROR,
+    "incomplete": RequestStatus.CANCELLED,
+}
 
 
 DEFAULT_SCENARIO = "guidellm"
@@ -50,17 +60,29 @@ def import_guidellm(files: list[Path | str], out: Path) -> Path:
     reports = [(scenario, path, _load(path)) for scenario, path in labelled]
     if not reports:
         raise UserError("import guidellm: give at least one FILE")
-    benchmarks = [(scenario, path, b) for scenario, path, report in reports for b in report["benchmarks"]]
+    benchmarks = [
+        (scenario, path, b) for scenario, path, report in reports for b in report["benchmarks"]
+    ]
     scenarios = list(dict.fromkeys(scenario for scenario, _, _ in reports))
-    run_t0 = min(min(_number(b, "start_time", path), (b.get("scheduler_state") or {}).get("start_time") or math.inf)
-                 for _, path, b in benchmarks)
+    run_t0 = min(
+        min(
+            _number(b, "start_time", path),
+            (b.get("scheduler_state") or {}).get("start_time") or math.inf,
+        )
+        for _, path, b in benchmarks
+    )
     first = reports[0][2]
     manifest = RunManifest(
-        kvbench_version=manifest_versions(["kvbench"])["kvbench"], run_name=f"guidellm-import-{labelled[0][1].stem}",
-        created_at=utc_now_iso(), spec={"imported_from": {str(p): scenario for scenario, p, _ in reports}},
-        system_under_test=_describe(first, [p for _, p, _ in reports]), host=host_facts(),
-        versions=manifest_versions(["kvbench"]), strategy=_run_strategy(benchmarks),
-        baseline_scenario="no-offload" if "no-offload" in scenarios else scenarios[0])
+        kvbench_version=manifest_versions(["kvbench"])["kvbench"],
+        run_name=f"guidellm-import-{labelled[0][1].stem}",
+        created_at=utc_now_iso(),
+        spec={"imported_from": {str(p): scenario for scenario, p, _ in reports}},
+        system_under_test=_describe(first, [p for _, p, _ in reports]),
+        host=host_facts(),
+        versions=manifest_versions(["kvbench"]),
+        strategy=_run_strategy(benchmarks),
+        baseline_scenario="no-offload" if "no-offload" in scenarios else scenarios[0],
+    )
     store = RunStore.create(out, manifest)
     seen: dict[tuple[str, str, float], int] = {}
     for scenario, path, bench in benchmarks:
@@ -79,8 +101,14 @@ def _load(path: Path) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise UserError(f"{path}: not a GuideLLM result file (no top-level 'benchmarks' list)")
     for index, bench in enumerate(data["benchmarks"]):
-        if not isinstance(bench, dict) or not isinstance(bench.get("requests"), dict) or "config" not in bench:
-            raise UserError(f"{path}: benchmarks[{index}]: no 'config' and 'requests' (unknown GuideLLM format)")
+        if (
+            not isinstance(bench, dict)
+            or not isinstance(bench.get("requests"), dict)
+            or "config" not in bench
+        ):
+            raise UserError(
+                f"{path}: benchmarks[{index}]: no 'config' and 'requests' (unknown GuideLLM format)"
+            )
     return data
 
 
@@ -93,12 +121,21 @@ def _number(obj: dict, key: str, path: Path) -> float:
 
 def _describe(report: dict, paths: list[Path]) -> SystemUnderTest:
     version = (report.get("metadata") or {}).get("guidellm_version", "unknown")
-    backend = (report["benchmarks"][0]["config"].get("backend") or {}) if report["benchmarks"] else {}
+    backend = (
+        (report["benchmarks"][0]["config"].get("backend") or {}) if report["benchmarks"] else {}
+    )
     return SystemUnderTest(
-        kind="guidellm-import", emulated=False,
+        kind="guidellm-import",
+        emulated=False,
         description=f"imported GuideLLM {version} results against {backend.get('target', 'an unknown target')}",
-        details={"guidellm_version": version, "target": backend.get("target"), "model": backend.get("model"),
-                 "request_format": backend.get("request_format"), "files": [str(p) for p in paths]})
+        details={
+            "guidellm_version": version,
+            "target": backend.get("target"),
+            "model": backend.get("model"),
+            "request_format": backend.get("request_format"),
+            "files": [str(p) for p in paths],
+        },
+    )
 
 
 def _run_strategy(benchmarks) -> str:
@@ -117,7 +154,9 @@ def _level(strategy: dict) -> float:
     return 1.0  # synchronous
 
 
-def _import_benchmark(store: RunStore, scenario: str, path: Path, bench: dict, run_t0: float, seen: dict) -> None:
+def _import_benchmark(
+    store: RunStore, scenario: str, path: Path, bench: dict, run_t0: float, seen: dict
+) -> None:
     config = bench["config"]
     strategy = config.get("strategy") or {}
     model = (config.get("backend") or {}).get("model") or "unknown-model"
@@ -125,9 +164,17 @@ def _import_benchmark(store: RunStore, scenario: str, path: Path, bench: dict, r
     repeat = seen.get((model, scenario, level), 0)
     seen[(model, scenario, level)] = repeat + 1
     cell_id = make_cell_id(model, scenario, level, repeat)
-    store.register_cells([CellRef(cell_id=cell_id, model=model, scenario=scenario, level=level, repeat=repeat)])
-    info = CellInfo(cell_id=cell_id, model=model, scenario=scenario, level=level, repeat=repeat,
-                    strategy=strategy.get("type_", "unknown"))
+    store.register_cells(
+        [CellRef(cell_id=cell_id, model=model, scenario=scenario, level=level, repeat=repeat)]
+    )
+    info = CellInfo(
+        cell_id=cell_id,
+        model=model,
+        scenario=scenario,
+        level=level,
+        repeat=repeat,
+        strategy=strategy.get("type_", "unknown"),
+    )
     writer = store.start_cell(info)
     start, end = float(bench["start_time"]), float(bench.get("end_time") or bench["start_time"])
     measure_start = start + float(bench.get("warmup_duration") or 0.0)
@@ -140,13 +187,24 @@ def _import_benchmark(store: RunStore, scenario: str, path: Path, bench: dict, r
             tally.observe(record)
     info.measure_start_s, info.measure_end_s = measure_start - run_t0, measure_end - run_t0
     info.summary = tally.summary(info.measure_start_s, info.measure_end_s)
-    info.validity = {"itl_available": False, "source_file": str(path), "guidellm_benchmark_id": config.get("id_"),
-                     "note": "GuideLLM keeps no per-token times: itl_ms is empty; tpot_ms recomputed as ours"}
+    info.validity = {
+        "itl_available": False,
+        "source_file": str(path),
+        "guidellm_benchmark_id": config.get("id_"),
+        "note": "GuideLLM keeps no per-token times: itl_ms is empty; tpot_ms recomputed as ours",
+    }
     store.end_cell(writer, CellStatus.OK)
 
 
-def _record(raw: dict, status: RequestStatus, cell_id: str, level: float, run_t0: float,
-            measure_start: float, measure_end: float) -> RequestRecord:
+def _record(
+    raw: dict,
+    status: RequestStatus,
+    cell_id: str,
+    level: float,
+    run_t0: float,
+    measure_start: float,
+    measure_end: float,
+) -> RequestRecord:
     info = raw.get("info") or {}
     timings = info.get("timings") or {}
     sent = raw.get("request_start_time") or timings.get("request_start") or info.get("started_at")
@@ -157,20 +215,44 @@ def _record(raw: dict, status: RequestStatus, cell_id: str, level: float, run_t0
     ttft_ms = raw.get("time_to_first_token_ms")
     if ttft_ms is None and first is not None and sent is not None:
         ttft_ms = (first - sent) * 1000.0
-    e2e_ms = raw["request_latency"] * 1000.0 if raw.get("request_latency") is not None else (
-        (end - sent) * 1000.0 if end is not None and sent is not None else None)
-    tpot_ms = (e2e_ms - ttft_ms) / (output_tokens - 1) if (
-        status == RequestStatus.OK and e2e_ms is not None and ttft_ms is not None and output_tokens > 1) else None
+    e2e_ms = (
+        raw["request_latency"] * 1000.0
+        if raw.get("request_latency") is not None
+        else ((end - sent) * 1000.0 if end is not None and sent is not None else None)
+    )
+    tpot_ms = (
+        (e2e_ms - ttft_ms) / (output_tokens - 1)
+        if (
+            status == RequestStatus.OK
+            and e2e_ms is not None
+            and ttft_ms is not None
+            and output_tokens > 1
+        )
+        else None
+    )
     sent_s = (sent - run_t0) if sent is not None else 0.0
-    phase = Phase.MEASURE if sent is None or measure_start <= sent <= measure_end else (
-        Phase.WARMUP if sent < measure_start else Phase.COOLDOWN)
+    phase = (
+        Phase.MEASURE
+        if sent is None or measure_start <= sent <= measure_end
+        else (Phase.WARMUP if sent < measure_start else Phase.COOLDOWN)
+    )
     return RequestRecord(
-        request_id=str(raw.get("request_id") or info.get("request_id")), cell_id=cell_id,
+        request_id=str(raw.get("request_id") or info.get("request_id")),
+        cell_id=cell_id,
         conversation_id=str(info.get("conversation_id") or raw.get("request_id")),
-        turn_index=int(info.get("turn_index") or 0), phase=phase.value,
-        scheduled_s=(scheduled - run_t0) if scheduled is not None else sent_s, sent_s=sent_s,
+        turn_index=int(info.get("turn_index") or 0),
+        phase=phase.value,
+        scheduled_s=(scheduled - run_t0) if scheduled is not None else sent_s,
+        sent_s=sent_s,
         first_token_s=(first - run_t0) if first is not None else None,
-        end_s=(end - run_t0) if end is not None else None, ttft_ms=ttft_ms, e2e_ms=e2e_ms, tpot_ms=tpot_ms,
-        prompt_tokens=int(raw.get("prompt_tokens") or 0), output_tokens=output_tokens,
-        cached_tokens=raw.get("cached_tokens"), status=status.value,
-        error=info.get("error") if status != RequestStatus.OK else None, level=level)
+        end_s=(end - run_t0) if end is not None else None,
+        ttft_ms=ttft_ms,
+        e2e_ms=e2e_ms,
+        tpot_ms=tpot_ms,
+        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        output_tokens=output_tokens,
+        cached_tokens=raw.get("cached_tokens"),
+        status=status.value,
+        error=info.get("error") if status != RequestStatus.OK else None,
+        level=level,
+    )

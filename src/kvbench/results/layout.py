@@ -73,7 +73,9 @@ class RunManifest(BaseModel):
     system_under_test: SystemUnderTest
     host: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)  # tool + dependency versions
-    strategy: str = "concurrent"  # what `level` means: concurrent -> streams, constant/poisson -> req/s
+    strategy: str = (
+        "concurrent"  # what `level` means: concurrent -> streams, constant/poisson -> req/s
+    )
     baseline_scenario: str = "no-offload"
     cells: list[CellRef] = Field(default_factory=list)
 
@@ -96,7 +98,9 @@ class CellInfo(BaseModel):
     error: str | None = None
     log_tail: str | None = None
     sources: dict[str, str] = Field(default_factory=dict)  # metrics source name -> scraped URL
-    cache_protocol: dict[str, Any] = Field(default_factory=dict)  # reset done, primed, verify hit rate
+    cache_protocol: dict[str, Any] = Field(
+        default_factory=dict
+    )  # reset done, primed, verify hit rate
     client: dict[str, Any] = Field(default_factory=dict)  # dispatch/event-loop lag, client CPU
     summary: dict[str, Any] = Field(default_factory=dict)  # req/s, output tok/s, TTFT p50/p99, ...
     validity: dict[str, Any] = Field(default_factory=dict)  # flags the runner already knows

@@ -114,7 +114,9 @@ REQUEST_SCHEMA = pa.schema(
     ]
 )
 
-assert tuple(REQUEST_SCHEMA.names) == RECORD_FIELDS, "REQUEST_SCHEMA must list RequestRecord's fields in order"
+assert tuple(REQUEST_SCHEMA.names) == RECORD_FIELDS, (
+    "REQUEST_SCHEMA must list RequestRecord's fields in order"
+)
 
 # server_metrics.parquet: long format, one row per sample of one series.
 SERVER_METRICS_SCHEMA = pa.schema(

@@ -14,23 +14,38 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kvbench.errors import UserError
 from kvbench.results.layout import (
-    CELL_FILE, MANIFEST_FILE, REQUESTS_FILE, SERVER_METRICS_FILE, SYSTEM_METRICS_FILE, CellInfo,
-    CellRef, CellStatus, RunManifest, cell_dir, save_model,
+    CELL_FILE,
+    MANIFEST_FILE,
+    REQUESTS_FILE,
+    SERVER_METRICS_FILE,
+    SYSTEM_METRICS_FILE,
+    CellInfo,
+    CellRef,
+    CellStatus,
+    RunManifest,
+    cell_dir,
+    save_model,
 )
-from kvbench.results.records import REQUEST_SCHEMA, SERVER_METRICS_SCHEMA, SYSTEM_METRICS_SCHEMA, RequestRecord
+from kvbench.results.records import (
+    REQUEST_SCHEMA,
+    SERVER_METRICS_SCHEMA,
+    SYSTEM_METRICS_SCHEMA,
+    RequestRecord,
+)
 
 
 def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class PartWriter:
@@ -74,8 +89,12 @@ class CellWriter:
         self.directory = directory
         self.info = info
         self.requests = PartWriter(directory / REQUESTS_FILE, REQUEST_SCHEMA, batch_rows)
-        self.server_metrics = PartWriter(directory / SERVER_METRICS_FILE, SERVER_METRICS_SCHEMA, 4 * batch_rows)
-        self.system_metrics = PartWriter(directory / SYSTEM_METRICS_FILE, SYSTEM_METRICS_SCHEMA, batch_rows)
+        self.server_metrics = PartWriter(
+            directory / SERVER_METRICS_FILE, SERVER_METRICS_SCHEMA, 4 * batch_rows
+        )
+        self.system_metrics = PartWriter(
+            directory / SYSTEM_METRICS_FILE, SYSTEM_METRICS_SCHEMA, batch_rows
+        )
 
     def add_request(self, record: RequestRecord) -> None:
         self.requests.append(record.to_row())
@@ -97,24 +116,28 @@ class RunStore:
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    def create(cls, run_dir: Path, manifest: RunManifest) -> "RunStore":
+    def create(cls, run_dir: Path, manifest: RunManifest) -> RunStore:
         run_dir = Path(run_dir)
         if (run_dir / MANIFEST_FILE).exists():
-            raise UserError(f"--out: {run_dir} already holds a run; pass --resume to finish it or choose another directory")
+            raise UserError(
+                f"--out: {run_dir} already holds a run; pass --resume to finish it or choose another directory"
+            )
         run_dir.mkdir(parents=True, exist_ok=True)
         store = cls(run_dir, manifest)
         store.save_manifest()
         return store
 
     @classmethod
-    def open(cls, run_dir: Path) -> "RunStore":
+    def open(cls, run_dir: Path) -> RunStore:
         path = Path(run_dir) / MANIFEST_FILE
         if not path.is_file():
             raise UserError(f"--resume: {run_dir} holds no {MANIFEST_FILE}; nothing to resume")
         try:
             manifest = RunManifest.model_validate_json(path.read_text())
         except ValueError as err:
-            raise UserError(f"{path}: not a kvbench manifest ({str(err).splitlines()[0]})") from None
+            raise UserError(
+                f"{path}: not a kvbench manifest ({str(err).splitlines()[0]})"
+            ) from None
         return cls(Path(run_dir), manifest)
 
     def save_manifest(self) -> None:

@@ -63,19 +63,32 @@ class CellTally:
         the end of the last successful measured request so rates are not inflated."""
         if measure_end_s is not None and self.last_ok_end_s is not None:
             measure_end_s = max(measure_end_s, self.last_ok_end_s)
-        window_s = (measure_end_s - measure_start_s) if measure_start_s is not None and measure_end_s is not None else None
+        window_s = (
+            (measure_end_s - measure_start_s)
+            if measure_start_s is not None and measure_end_s is not None
+            else None
+        )
         rate = (lambda n: n / window_s) if window_s and window_s > 0 else (lambda n: None)
         summary: dict[str, Any] = {
-            "requests_ok": self.ok, "requests_failed": self.failed, "requests_by_status": dict(self.statuses),
-            "requests_other_phases": dict(self.other_phases), "measure_window_s": window_s,
-            "request_rate_rps": rate(self.ok), "output_tokens_per_s": rate(self.output_tokens),
+            "requests_ok": self.ok,
+            "requests_failed": self.failed,
+            "requests_by_status": dict(self.statuses),
+            "requests_other_phases": dict(self.other_phases),
+            "measure_window_s": window_s,
+            "request_rate_rps": rate(self.ok),
+            "output_tokens_per_s": rate(self.output_tokens),
             "prompt_tokens_per_s": rate(self.prompt_tokens),
             "cached_prompt_fraction": (self.cached_tokens / self.prompt_tokens)
-            if self.cached_reported and self.prompt_tokens else None,
+            if self.cached_reported and self.prompt_tokens
+            else None,
             "tpot_definition": "(e2e - ttft) / (output_tokens - 1)",
         }
-        for name, values in (("ttft_ms", self.ttft_ms), ("tpot_ms", self.tpot_ms), ("e2e_ms", self.e2e_ms),
-                             ("itl_ms", self.itl_ms)):
+        for name, values in (
+            ("ttft_ms", self.ttft_ms),
+            ("tpot_ms", self.tpot_ms),
+            ("e2e_ms", self.e2e_ms),
+            ("itl_ms", self.itl_ms),
+        ):
             summary.update(_percentiles(name, values))
         return summary
 
@@ -90,5 +103,9 @@ def _percentiles(name: str, values: list[float]) -> dict[str, float | None]:
         return {f"{name}_mean": None, f"{name}_p50": None, f"{name}_p90": None, f"{name}_p99": None}
     array = np.asarray(values, dtype=float)
     p50, p90, p99 = np.percentile(array, [50, 90, 99])
-    return {f"{name}_mean": float(array.mean()), f"{name}_p50": float(p50), f"{name}_p90": float(p90),
-            f"{name}_p99": float(p99)}
+    return {
+        f"{name}_mean": float(array.mean()),
+        f"{name}_p50": float(p50),
+        f"{name}_p90": float(p90),
+        f"{name}_p99": float(p99),
+    }

@@ -9,7 +9,7 @@ layers, weight bytes) are properties, computed from the architecture, so the YAM
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -69,7 +69,9 @@ class ModelProfile:
     def streamed_weight_bytes(self) -> int:
         """Weights a forward step reads in full: all but an untied input embedding (of which only
         the looked-up rows are read); a tied table is read in full as the lm_head."""
-        untied_embedding_bytes = 0 if self.tie_word_embeddings else 2 * self.vocab_size * self.hidden_size
+        untied_embedding_bytes = (
+            0 if self.tie_word_embeddings else 2 * self.vocab_size * self.hidden_size
+        )
         return self.weight_bytes - untied_embedding_bytes
 
     @property
@@ -108,7 +110,9 @@ def _build(cls: type, entry: dict[str, Any], filename: str) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = set(entry) - known
     if unknown:
-        raise UserError(f"{filename}: entry {entry.get('name')!r} has unknown field(s) {sorted(unknown)}")
+        raise UserError(
+            f"{filename}: entry {entry.get('name')!r} has unknown field(s) {sorted(unknown)}"
+        )
     values = dict(entry)
     values["aliases"] = tuple(values.get("aliases", ()))
     for f in fields(cls):  # YAML reads "8.0e14" (no exponent sign) as a string
@@ -116,17 +120,21 @@ def _build(cls: type, entry: dict[str, Any], filename: str) -> Any:
             try:
                 values[f.name] = float(values[f.name])
             except ValueError:
-                raise UserError(f"{filename}: entry {entry.get('name')!r}: {f.name} is not a number") from None
+                raise UserError(
+                    f"{filename}: entry {entry.get('name')!r}: {f.name} is not a number"
+                ) from None
     try:
         return cls(**values)
     except TypeError as err:
         raise UserError(f"{filename}: entry {entry.get('name')!r}: {err}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _catalog(kind: str) -> dict[str, Any]:
     """name-or-alias -> profile. Cached: the catalogs are immutable package data."""
-    cls, filename = (ModelProfile, "models.yaml") if kind == "models" else (HardwareProfile, "hardware.yaml")
+    cls, filename = (
+        (ModelProfile, "models.yaml") if kind == "models" else (HardwareProfile, "hardware.yaml")
+    )
     by_name: dict[str, Any] = {}
     for entry in _load_yaml(filename)[kind]:
         profile = _build(cls, entry, filename)
@@ -141,7 +149,9 @@ def _lookup(kind: str, name: str, flag: str) -> Any:
     if name in catalog:
         return catalog[name]
     primary = sorted({p.name for p in catalog.values()})
-    raise UserError(f"{flag}: unknown {kind[:-1] if kind == 'models' else kind} {name!r}; known: {', '.join(primary)}")
+    raise UserError(
+        f"{flag}: unknown {kind[:-1] if kind == 'models' else kind} {name!r}; known: {', '.join(primary)}"
+    )
 
 
 def get_model(name: str) -> ModelProfile:

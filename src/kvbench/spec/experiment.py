@@ -8,7 +8,7 @@ ignored setting. `load_spec` turns any problem into a one-line `UserError`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -33,13 +33,13 @@ class Distribution(StrictModel):
     max: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
-    def _bounds_in_order(self) -> "Distribution":
+    def _bounds_in_order(self) -> Distribution:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
 
 
-TokenCount = Union[Annotated[int, Field(gt=0)], Distribution]
+TokenCount = Annotated[int, Field(gt=0)] | Distribution
 
 
 # ----------------------------------------------------------------------------- workloads
@@ -61,7 +61,9 @@ class MultiTurnSharedPrefix(StrictModel):
     turns: int = Field(gt=0)
     prompt_tokens: TokenCount
     output_tokens: TokenCount
-    conversations: int = Field(gt=0, description="conversations generated (GuideLLM's samples / turns)")
+    conversations: int = Field(
+        gt=0, description="conversations generated (GuideLLM's samples / turns)"
+    )
     reuse_order: Literal["random", "round_robin", "grouped"] = "random"
     think_time_s: float = Field(default=0.0, ge=0)
     working_set: WorkingSetTarget | None = None
@@ -99,7 +101,7 @@ class Replay(StrictModel):
 
 
 WorkloadSpec = Annotated[
-    Union[MultiTurnSharedPrefix, Synthetic, SharedPrefixGroups, Replay], Field(discriminator="kind")
+    MultiTurnSharedPrefix | Synthetic | SharedPrefixGroups | Replay, Field(discriminator="kind")
 ]
 
 
@@ -116,16 +118,20 @@ class LoadSpec(StrictModel):
     warmup_s: float = Field(default=0.0, ge=0)
     cooldown_s: float = Field(default=0.0, ge=0)
     request_timeout_s: float = Field(default=600.0, gt=0)
-    sweep_size: int = Field(default=10, ge=3, description="sweep: levels incl. synchronous and throughput")
+    sweep_size: int = Field(
+        default=10, ge=3, description="sweep: levels incl. synchronous and throughput"
+    )
     max_concurrency: int | None = Field(default=None, gt=0, description="cap for rate strategies")
     api: Literal["completions", "chat"] = "completions"
     stream: bool = True
 
     @model_validator(mode="after")
-    def _needs_a_stop(self) -> "LoadSpec":
+    def _needs_a_stop(self) -> LoadSpec:
         if self.duration_s is None and self.requests_per_level is None:
             raise ValueError("set duration_s or requests_per_level")
-        if self.strategy == "concurrent" and any(not float(level).is_integer() for level in self.levels):
+        if self.strategy == "concurrent" and any(
+            not float(level).is_integer() for level in self.levels
+        ):
             raise ValueError("concurrent levels are numbers of streams: whole numbers only")
         return self
 
@@ -188,13 +194,17 @@ class K8sTarget(StrictModel):
     block_size: int = Field(default=16, gt=0)
     image: str = "ghcr.io/llm-d/llm-d-cuda:v0.4.0"  # used when kvbench creates the model server
     extra_args: list[str] = Field(default_factory=list)
-    epp_config_key: str = "default-plugins.yaml"  # the EPP ConfigMap's data key (GIE pluginsConfigFile)
+    epp_config_key: str = (
+        "default-plugins.yaml"  # the EPP ConfigMap's data key (GIE pluginsConfigFile)
+    )
     restart_epp_on_reset: bool = Field(
-        default=False, description="reset_caches also restarts the EPP (its approximate prefix index has no reset API)")
+        default=False,
+        description="reset_caches also restarts the EPP (its approximate prefix index has no reset API)",
+    )
 
 
 TargetSpec = Annotated[
-    Union[EndpointTarget, EmulatedTarget, VllmTarget, K8sTarget], Field(discriminator="kind")
+    EndpointTarget | EmulatedTarget | VllmTarget | K8sTarget, Field(discriminator="kind")
 ]
 
 
@@ -222,10 +232,12 @@ class ExperimentSpec(StrictModel):
     models: list[str] = Field(min_length=1)
     scenarios: list[str] = Field(default_factory=lambda: ["no-offload"], min_length=1)
     scenario_files: list[Path] = Field(
-        default_factory=list, description="extra scenario YAML files (spec/scenarios.py format), relative to the spec"
+        default_factory=list,
+        description="extra scenario YAML files (spec/scenarios.py format), relative to the spec",
     )
     scenario_params: dict[str, list[Any]] = Field(
-        default_factory=dict, description="knobs swept across scenarios, e.g. num_cpu_blocks: [10000, 20000]"
+        default_factory=dict,
+        description="knobs swept across scenarios, e.g. num_cpu_blocks: [10000, 20000]",
     )
     target: TargetSpec
     workload: WorkloadSpec
@@ -257,10 +269,23 @@ _UNION_BRANCH_NOISE = {"int_type", "int_parsing", "model_type"}
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic puts the discriminator value (e.g. "synthetic") into the location of union errors.
-    return isinstance(part, str) and part in {
-        "multi_turn_shared_prefix", "synthetic", "shared_prefix_groups", "replay",
-        "endpoint", "emulated", "vllm", "k8s", "int", "Distribution",
-    } or (isinstance(part, str) and part.startswith(("function-", "constrained-")))
+    return (
+        isinstance(part, str)
+        and part
+        in {
+            "multi_turn_shared_prefix",
+            "synthetic",
+            "shared_prefix_groups",
+            "replay",
+            "endpoint",
+            "emulated",
+            "vllm",
+            "k8s",
+            "int",
+            "Distribution",
+        }
+        or (isinstance(part, str) and part.startswith(("function-", "constrained-")))
+    )
 
 
 def parse_spec(data: Any, source: str = "spec") -> ExperimentSpec:
@@ -285,5 +310,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         raise UserError(f"{spec_path}: invalid YAML{where}: {problem}") from None
     spec = parse_spec(data, str(spec_path))
     # Relative scenario files are relative to the spec file (absolute in the manifest snapshot).
-    spec.scenario_files = [p if p.is_absolute() else (spec_path.parent / p).resolve() for p in spec.scenario_files]
+    spec.scenario_files = [
+        p if p.is_absolute() else (spec_path.parent / p).resolve() for p in spec.scenario_files
+    ]
     return spec

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,17 +33,34 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kvbench.errors import UserError
 
 BUILTIN_SCENARIOS = (
-    "no-offload", "native-offload", "lmcache-local", "lmcache-redis", "lmcache-valkey",
-    "llm-d-redis", "llm-d-valkey",
+    "no-offload",
+    "native-offload",
+    "lmcache-local",
+    "lmcache-redis",
+    "lmcache-valkey",
+    "llm-d-redis",
+    "llm-d-valkey",
 )
 RUNTIME_NAMES = (
-    "kv_store_url", "kv_store_address", "kv_events_endpoint", "kv_events_bind",
-    "kv_events_replay_endpoint", "pod_address", "served_model_name", "model", "block_size",
+    "kv_store_url",
+    "kv_store_address",
+    "kv_events_endpoint",
+    "kv_events_bind",
+    "kv_events_replay_endpoint",
+    "pod_address",
+    "served_model_name",
+    "model",
+    "block_size",
 )
 # Knobs a target applies to its engines for one cell (override the target spec's value).
 ENGINE_PARAMS = (
-    "engines", "tensor_parallel_size", "gpu_memory_utilization", "num_gpu_blocks_override",
-    "max_num_seqs", "max_num_batched_tokens", "max_model_len",
+    "engines",
+    "tensor_parallel_size",
+    "gpu_memory_utilization",
+    "num_gpu_blocks_override",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "max_model_len",
 )
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DROP = object()  # a whole-string placeholder whose value is null: leave the key out
@@ -144,7 +162,9 @@ def _read_scenario_file(path: Path) -> ScenarioFile:
     except OSError as err:
         raise UserError(f"scenario_files: {path}: cannot read ({err.strerror})") from None
     except yaml.YAMLError as err:
-        raise UserError(f"scenario_files: {path}: invalid YAML ({str(err).splitlines()[0]})") from None
+        raise UserError(
+            f"scenario_files: {path}: invalid YAML ({str(err).splitlines()[0]})"
+        ) from None
     try:
         parsed = ScenarioFile.model_validate(data or {})
     except ValidationError as err:
@@ -181,13 +201,17 @@ def catalog_for_run(run_dir: Path | None) -> ScenarioCatalog:
     manifest = Path(run_dir) / "manifest.json" if run_dir else None
     if manifest is not None and manifest.is_file():
         try:
-            files = list(json.loads(manifest.read_text()).get("spec", {}).get("scenario_files") or [])
+            files = list(
+                json.loads(manifest.read_text()).get("spec", {}).get("scenario_files") or []
+            )
         except (OSError, ValueError):
             files = []
     return load_catalog(files)
 
 
-def validate_scenarios(catalog: ScenarioCatalog, names: Iterable[str], params: dict[str, list[Any]]) -> None:
+def validate_scenarios(
+    catalog: ScenarioCatalog, names: Iterable[str], params: dict[str, list[Any]]
+) -> None:
     """Fail early (before anything starts) on an unknown scenario or knob."""
     for name in names:
         catalog.get(name)
@@ -196,7 +220,9 @@ def validate_scenarios(catalog: ScenarioCatalog, names: Iterable[str], params: d
         known |= set(scenario.params)
     for key in params:
         if key not in known:
-            raise UserError(f"scenario_params.{key}: unknown parameter (known: {', '.join(sorted(known))})")
+            raise UserError(
+                f"scenario_params.{key}: unknown parameter (known: {', '.join(sorted(known))})"
+            )
 
 
 # ----------------------------------------------------------------------------- params
@@ -213,13 +239,17 @@ def resolve_value(value: Any, model: str, key: str) -> Any:
     raise UserError(f"scenario_params.{key}: no value for model {model!r} and no 'default'")
 
 
-def resolve_params(catalog: ScenarioCatalog, scenario: Scenario, cell_params: dict[str, Any], model: str) -> dict[str, Any]:
+def resolve_params(
+    catalog: ScenarioCatalog, scenario: Scenario, cell_params: dict[str, Any], model: str
+) -> dict[str, Any]:
     validate_scenarios(catalog, [], {k: [v] for k, v in cell_params.items()})
     merged = {**catalog.params, **scenario.params, **cell_params}
     return {key: resolve_value(value, model, key) for key, value in merged.items()}
 
 
-def engine_overrides(catalog: ScenarioCatalog, scenario: str, cell_params: dict[str, Any], model: str) -> dict[str, Any]:
+def engine_overrides(
+    catalog: ScenarioCatalog, scenario: str, cell_params: dict[str, Any], model: str
+) -> dict[str, Any]:
     """The ENGINE_PARAMS set for this cell (scenario defaults, then cell values), resolved per model."""
     params = resolve_params(catalog, catalog.get(scenario), cell_params, model)
     return {key: params[key] for key in ENGINE_PARAMS if params.get(key) is not None}
@@ -277,7 +307,9 @@ def _load_epp(reference: str, values: dict[str, Any], where: str) -> tuple[dict[
         path = _catalog_dir() / "epp" / f"{reference}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (_catalog_dir() / "epp").glob("*.yaml"))
-        raise UserError(f"{where}: no EPP config {reference!r} (bundled: {', '.join(known)}; or a .yaml path)")
+        raise UserError(
+            f"{where}: no EPP config {reference!r} (bundled: {', '.join(known)}; or a .yaml path)"
+        )
     document = yaml.safe_load(path.read_text())
     return substitute(document, values, f"{where}({path.name})"), str(path)
 
@@ -307,24 +339,44 @@ def params_used_by(catalog: ScenarioCatalog, name: str) -> set[str]:
     ENGINE_PARAMS, which apply to every scenario. Sweeping any other knob cannot change the scenario,
     so the matrix does not repeat it for those values."""
     looked_up: set[str] = set()
-    runtime = Runtime("model", "model", kv_store_url="redis://x:0", kv_store_address="redis://x:0",
-                      pod_address="x:0", kv_events_endpoint="tcp://x:0", kv_events_bind="tcp://x:0",
-                      kv_events_replay_endpoint="tcp://x:0")
+    runtime = Runtime(
+        "model",
+        "model",
+        kv_store_url="redis://x:0",
+        kv_store_address="redis://x:0",
+        pod_address="x:0",
+        kv_events_endpoint="tcp://x:0",
+        kv_events_bind="tcp://x:0",
+        kv_events_replay_endpoint="tcp://x:0",
+    )
     render_scenario(catalog, name, {}, runtime, looked_up=looked_up)
     declared = set(catalog.params) | set(catalog.get(name).params)
     return (looked_up & declared) | set(ENGINE_PARAMS)
 
 
-def render_scenario(catalog: ScenarioCatalog, name: str, cell_params: dict[str, Any], runtime: Runtime,
-                    looked_up: set[str] | None = None) -> RenderedScenario:
+def render_scenario(
+    catalog: ScenarioCatalog,
+    name: str,
+    cell_params: dict[str, Any],
+    runtime: Runtime,
+    looked_up: set[str] | None = None,
+) -> RenderedScenario:
     """Render one engine's flags and env plus the EPP config for `name` with the cell's params.
     `looked_up`, when given, receives the names of every placeholder the rendering used."""
     scenario = catalog.get(name)
     params = resolve_params(catalog, scenario, cell_params, runtime.model)
     values = _RecordingValues({**params, **runtime.values()})
     where = f"scenario {name}"
-    kv_transfer = substitute(scenario.kv_transfer_config, values, f"{where}.kv_transfer_config") if scenario.kv_transfer_config else None
-    kv_events = substitute(scenario.kv_events_config, values, f"{where}.kv_events_config") if scenario.kv_events_config else None
+    kv_transfer = (
+        substitute(scenario.kv_transfer_config, values, f"{where}.kv_transfer_config")
+        if scenario.kv_transfer_config
+        else None
+    )
+    kv_events = (
+        substitute(scenario.kv_events_config, values, f"{where}.kv_events_config")
+        if scenario.kv_events_config
+        else None
+    )
     env = substitute(scenario.env, values, f"{where}.env")
     epp_ref = substitute(scenario.epp_config, values, f"{where}.epp_config")
     epp_config, epp_source = _load_epp(str(epp_ref), values, f"{where}.epp_config")
@@ -336,10 +388,17 @@ def render_scenario(catalog: ScenarioCatalog, name: str, cell_params: dict[str, 
     if looked_up is not None:
         looked_up |= values.looked_up
     return RenderedScenario(
-        name=name, params=params, kv_store=scenario.kv_store, kv_transfer_config=kv_transfer,
-        kv_events_config=kv_events, engine_args=[str(a) for a in args],
-        engine_env={k: _env_text(v) for k, v in env.items()}, epp_config=epp_config,
-        epp_config_source=epp_source, notes=scenario.notes, description=scenario.description,
+        name=name,
+        params=params,
+        kv_store=scenario.kv_store,
+        kv_transfer_config=kv_transfer,
+        kv_events_config=kv_events,
+        engine_args=[str(a) for a in args],
+        engine_env={k: _env_text(v) for k, v in env.items()},
+        epp_config=epp_config,
+        epp_config_source=epp_source,
+        notes=scenario.notes,
+        description=scenario.description,
     )
 
 
@@ -367,4 +426,6 @@ def resolve_experiment(name_or_path: str | Path) -> Path:
     bundled = _catalog_dir() / "experiments" / f"{path.name.removesuffix('.yaml')}.yaml"
     if path.parent == Path(".") and bundled.is_file():
         return bundled
-    raise UserError(f"{name_or_path}: no such spec file or bundled experiment (bundled: {', '.join(experiment_names())})")
+    raise UserError(
+        f"{name_or_path}: no such spec file or bundled experiment (bundled: {', '.join(experiment_names())})"
+    )

@@ -21,9 +21,13 @@ class Deployment:
     served_model_name: str
     base_url: str  # where the load goes: the router if there is one, else the (single) engine
     api_urls: list[str] = field(default_factory=list)  # every OpenAI-compatible server (engines)
-    metrics_sources: dict[str, str] = field(default_factory=dict)  # name ("engine-0", "router") -> /metrics URL
+    metrics_sources: dict[str, str] = field(
+        default_factory=dict
+    )  # name ("engine-0", "router") -> /metrics URL
     pids: dict[str, int] = field(default_factory=dict)  # processes this target started, by name
-    details: dict[str, Any] = field(default_factory=dict)  # scenario facts for cell.json (capacities, ...)
+    details: dict[str, Any] = field(
+        default_factory=dict
+    )  # scenario facts for cell.json (capacities, ...)
 
 
 class TargetError(RuntimeError):
@@ -39,6 +43,10 @@ class Target(Protocol):
 
     def up(self, model: str, scenario: str, scenario_params: dict[str, Any]) -> Deployment: ...
 
-    def reset_caches(self, deployment: Deployment) -> dict[str, Any]: ...  # what was reset, per component
+    def reset_caches(
+        self, deployment: Deployment
+    ) -> dict[str, Any]: ...  # what was reset, per component
 
-    def down(self, deployment: Deployment) -> None: ...  # idempotent; every process it started is gone
+    def down(
+        self, deployment: Deployment
+    ) -> None: ...  # idempotent; every process it started is gone

@@ -63,7 +63,9 @@ def pick_served_model(cards: list[dict], wanted: str | None, experiment_model: s
         raise TargetError("the endpoint serves no model (/v1/models is empty)")
     if wanted is not None:
         if wanted not in ids:
-            raise TargetError(f"target.model_name {wanted!r} is not served (served: {', '.join(ids)})")
+            raise TargetError(
+                f"target.model_name {wanted!r} is not served (served: {', '.join(ids)})"
+            )
         return wanted
     for card in cards:
         if experiment_model in (card.get("id"), card.get("root")):
@@ -81,22 +83,36 @@ class EndpointTarget:
 
     def describe(self) -> SystemUnderTest:
         return SystemUnderTest(
-            kind="endpoint", emulated=False,
+            kind="endpoint",
+            emulated=False,
             description=f"existing OpenAI-compatible endpoint at {self.base_url} (not started or configured by kvbench)",
-            details={"url": self.base_url, "metrics_urls": list(self.spec.metrics_urls),
-                     "model_name": self.spec.model_name, "server_version": self.server_version},
+            details={
+                "url": self.base_url,
+                "metrics_urls": list(self.spec.metrics_urls),
+                "model_name": self.spec.model_name,
+                "server_version": self.server_version,
+            },
         )
 
     def up(self, model: str, scenario: str, scenario_params: dict[str, Any]) -> Deployment:
         cards = fetch_models(self.base_url)
         served = pick_served_model(cards, self.spec.model_name, model)
         self.server_version = self._version()
-        details: dict[str, Any] = {"max_model_len": max_model_len_of(cards, served),
-                                   "server_version": self.server_version,
-                                   "note": "scenario is a label only: an endpoint target cannot reconfigure the server"}
+        details: dict[str, Any] = {
+            "max_model_len": max_model_len_of(cards, served),
+            "server_version": self.server_version,
+            "note": "scenario is a label only: an endpoint target cannot reconfigure the server",
+        }
         sources = {f"metrics-{i}": url for i, url in enumerate(self.spec.metrics_urls)}
-        return Deployment(model=model, scenario=scenario, served_model_name=served, base_url=self.base_url,
-                          api_urls=[self.base_url], metrics_sources=sources, details=details)
+        return Deployment(
+            model=model,
+            scenario=scenario,
+            served_model_name=served,
+            base_url=self.base_url,
+            api_urls=[self.base_url],
+            metrics_sources=sources,
+            details=details,
+        )
 
     def _version(self) -> str | None:
         try:
@@ -116,7 +132,9 @@ class EndpointTarget:
                 continue
             entry: dict[str, Any] = {"reset": status == 200, "http_status": status}
             if status in (404, 405):
-                entry["note"] = "not offered (vLLM needs VLLM_SERVER_DEV_MODE=1); the cache stays warm"
+                entry["note"] = (
+                    "not offered (vLLM needs VLLM_SERVER_DEV_MODE=1); the cache stays warm"
+                )
             elif status != 200:
                 entry["error"] = str(body)[:200]
             results[url] = entry

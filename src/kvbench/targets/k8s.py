@@ -35,21 +35,35 @@ import json
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kvbench.collect.scraper import MetricsSource
 from kvbench.errors import UserError
 from kvbench.results.layout import SystemUnderTest
 from kvbench.spec.scenarios import catalog_for_run
 from kvbench.targets.base import Deployment, TargetError
-from kvbench.targets.k8s_manifests import MANAGED_BY, STORE_IMAGES, VLLM_CONTAINER, dump_yaml, render_manifests
+from kvbench.targets.k8s_manifests import (
+    MANAGED_BY,
+    STORE_IMAGES,
+    VLLM_CONTAINER,
+    dump_yaml,
+    render_manifests,
+)
 
 MERGE_PATCH = "application/merge-patch+json"
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
-RESET_RETRIES = 20  # as the local stack: a reset fails while requests still hold blocks, retry briefly
+RESET_RETRIES = (
+    20  # as the local stack: a reset fails while requests still hold blocks, retry briefly
+)
 RESET_RETRY_INTERVAL_S = 0.25
-RESET_PERMANENT_STATUSES = (401, 403, 404, 405)  # retrying cannot help (404: VLLM_SERVER_DEV_MODE unset)
+RESET_PERMANENT_STATUSES = (
+    401,
+    403,
+    404,
+    405,
+)  # retrying cannot help (404: VLLM_SERVER_DEV_MODE unset)
 VLLM_DEFAULT_PORT = 8000
 EPP_METRICS_PORT = 9090  # GIE's EPP --metrics-port default
 EPP_NOT_RESET = {"reset": False, "what": "the EPP's approximate prefix index has no reset API"}
@@ -70,15 +84,31 @@ class KubeObjects:
         try:
             api_client = config.new_client_from_config(config_file=kubeconfig)
         except Exception as err:  # kubernetes raises ConfigException, FileNotFoundError, ...
-            raise UserError(f"target.kubeconfig: cannot load {kubeconfig or '~/.kube/config'} ({err})") from None
-        self.configuration = api_client.configuration  # what load_kube_config loaded: host, token, TLS files
+            raise UserError(
+                f"target.kubeconfig: cannot load {kubeconfig or '~/.kube/config'} ({err})"
+            ) from None
+        self.configuration = (
+            api_client.configuration
+        )  # what load_kube_config loaded: host, token, TLS files
         self.host = api_client.configuration.host
         apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
         self._core = core
         self._ops = {
-            "Deployment": (apps.read_namespaced_deployment, apps.create_namespaced_deployment, apps.patch_namespaced_deployment),
-            "ConfigMap": (core.read_namespaced_config_map, core.create_namespaced_config_map, core.patch_namespaced_config_map),
-            "Service": (core.read_namespaced_service, core.create_namespaced_service, core.patch_namespaced_service),
+            "Deployment": (
+                apps.read_namespaced_deployment,
+                apps.create_namespaced_deployment,
+                apps.patch_namespaced_deployment,
+            ),
+            "ConfigMap": (
+                core.read_namespaced_config_map,
+                core.create_namespaced_config_map,
+                core.patch_namespaced_config_map,
+            ),
+            "Service": (
+                core.read_namespaced_service,
+                core.create_namespaced_service,
+                core.patch_namespaced_service,
+            ),
         }
 
     def read(self, kind: str, name: str) -> dict | None:
@@ -87,25 +117,47 @@ class KubeObjects:
         except self._api_exception as err:
             if err.status == 404:
                 return None
-            raise TargetError(f"k8s: GET {kind} {name} failed: HTTP {err.status}", str(err.body)[-2000:]) from None
+            raise TargetError(
+                f"k8s: GET {kind} {name} failed: HTTP {err.status}", str(err.body)[-2000:]
+            ) from None
 
     def create(self, obj: dict) -> dict:
-        return self._call(obj["kind"], "POST", obj["metadata"]["name"], lambda: self._ops[obj["kind"]][1](
-            self.namespace, obj, _preload_content=False))
+        return self._call(
+            obj["kind"],
+            "POST",
+            obj["metadata"]["name"],
+            lambda: self._ops[obj["kind"]][1](self.namespace, obj, _preload_content=False),
+        )
 
     def patch(self, kind: str, name: str, patch: dict) -> dict:
-        return self._call(kind, "PATCH", name, lambda: self._ops[kind][2](
-            name, self.namespace, patch, _content_type=MERGE_PATCH, _preload_content=False))
+        return self._call(
+            kind,
+            "PATCH",
+            name,
+            lambda: self._ops[kind][2](
+                name, self.namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
+            ),
+        )
 
     def list_pods(self, label_selector: str) -> list[dict]:
-        return self._call("Pod", "LIST", label_selector, lambda: self._core.list_namespaced_pod(
-            self.namespace, label_selector=label_selector, _preload_content=False)).get("items") or []
+        return (
+            self._call(
+                "Pod",
+                "LIST",
+                label_selector,
+                lambda: self._core.list_namespaced_pod(
+                    self.namespace, label_selector=label_selector, _preload_content=False
+                ),
+            ).get("items")
+            or []
+        )
 
     def pod_post(self, pod: str, port: int, path: str) -> tuple[int, str]:
         """POST through the API server's pod proxy: (HTTP status, body); status 0 when unreachable."""
         try:
             response = self._core.connect_post_namespaced_pod_proxy_with_path(
-                f"{pod}:{port}", self.namespace, path, _preload_content=False, _request_timeout=10)
+                f"{pod}:{port}", self.namespace, path, _preload_content=False, _request_timeout=10
+            )
             return response.status, response.data.decode("utf-8", "replace")
         except self._api_exception as err:
             return err.status or 0, str(err.body or err.reason)
@@ -119,16 +171,26 @@ class KubeObjects:
     def metrics_source(self, pod: str, port: int) -> MetricsSource:
         """The pod's /metrics through the proxy, with the loaded configuration's credentials."""
         conf = self.configuration
-        headers = {"Authorization": auth["value"] for auth in conf.auth_settings().values()
-                   if auth.get("in") == "header" and auth.get("key") == "authorization"}
-        return MetricsSource(self.proxy_url(pod, port, "metrics"), headers=headers, ca_file=conf.ssl_ca_cert,
-                             cert_file=conf.cert_file, key_file=conf.key_file, verify_tls=bool(conf.verify_ssl))
+        headers: dict[str, str] = {}
+        for auth in conf.auth_settings().values():
+            if auth.get("in") == "header" and auth.get("key") == "authorization":
+                headers["Authorization"] = auth["value"]
+        return MetricsSource(
+            self.proxy_url(pod, port, "metrics"),
+            headers=headers,
+            ca_file=conf.ssl_ca_cert,
+            cert_file=conf.cert_file,
+            key_file=conf.key_file,
+            verify_tls=bool(conf.verify_ssl),
+        )
 
     def _call(self, kind: str, verb: str, name: str, call: Callable) -> dict:
         try:
             return _json(call())
         except self._api_exception as err:
-            raise TargetError(f"k8s: {verb} {kind} {name} failed: HTTP {err.status}", str(err.body)[-2000:]) from None
+            raise TargetError(
+                f"k8s: {verb} {kind} {name} failed: HTTP {err.status}", str(err.body)[-2000:]
+            ) from None
 
 
 def _changed(kind: str, before: dict, after: dict) -> bool:
@@ -150,17 +212,24 @@ def model_server_patch(existing: dict, desired: dict) -> dict:
         containers = [ours]
     else:
         containers[index].update({key: ours[key] for key in ("command", "args", "env")})
-    return {"spec": {"replicas": desired["spec"]["replicas"], "template": {"spec": {"containers": containers}}}}
+    return {
+        "spec": {
+            "replicas": desired["spec"]["replicas"],
+            "template": {"spec": {"containers": containers}},
+        }
+    }
 
 
 def rollout_done(obj: dict) -> bool:
     """kubectl rollout status's rule for a Deployment."""
     spec_replicas = obj.get("spec", {}).get("replicas", 1)
     status = obj.get("status") or {}
-    return (status.get("observedGeneration", 0) >= obj.get("metadata", {}).get("generation", 0)
-            and status.get("updatedReplicas", 0) == spec_replicas
-            and status.get("replicas", 0) == spec_replicas
-            and status.get("availableReplicas", 0) == spec_replicas)
+    return (
+        status.get("observedGeneration", 0) >= obj.get("metadata", {}).get("generation", 0)
+        and status.get("updatedReplicas", 0) == spec_replicas
+        and status.get("replicas", 0) == spec_replicas
+        and status.get("availableReplicas", 0) == spec_replicas
+    )
 
 
 def label_selector(deployment: dict) -> str:
@@ -169,19 +238,31 @@ def label_selector(deployment: dict) -> str:
     terms = [f"{key}={value}" for key, value in sorted((selector.get("matchLabels") or {}).items())]
     for expr in selector.get("matchExpressions") or []:
         key, op, values = expr["key"], expr["operator"], ",".join(expr.get("values") or [])
-        terms.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
-                      "Exists": key, "DoesNotExist": f"!{key}"}[op])
+        terms.append(
+            {
+                "In": f"{key} in ({values})",
+                "NotIn": f"{key} notin ({values})",
+                "Exists": key,
+                "DoesNotExist": f"!{key}",
+            }[op]
+        )
     return ",".join(terms)
 
 
 def serving_pods(pods: list[dict]) -> list[dict]:
     """Running, Ready and not terminating; by name, so engine-<i> is stable while the pods live."""
+
     def ready(pod: dict) -> bool:
         conditions = pod.get("status", {}).get("conditions") or []
         return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
-    live = [p for p in pods if p.get("status", {}).get("phase") == "Running"
-            and not p["metadata"].get("deletionTimestamp") and ready(p)]
+    live = [
+        p
+        for p in pods
+        if p.get("status", {}).get("phase") == "Running"
+        and not p["metadata"].get("deletionTimestamp")
+        and ready(p)
+    ]
     return sorted(live, key=lambda p: p["metadata"]["name"])
 
 
@@ -215,14 +296,23 @@ def epp_metrics_port(pod: dict) -> int:
 class K8sTarget:
     poll_interval_s = 2.0
 
-    def __init__(self, target_spec, *, run_dir: Path, seed: int = 0,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        target_spec,
+        *,
+        run_dir: Path,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.spec = target_spec
         self.run_dir = Path(run_dir)
         self.seed = seed
         self._clock, self._sleep = clock, sleep
         if not target_spec.dry_run and not target_spec.gateway_url:
-            raise UserError("target.gateway_url: required to send load to the cluster (or set target.dry_run: true)")
+            raise UserError(
+                "target.gateway_url: required to send load to the cluster (or set target.dry_run: true)"
+            )
         self._kube: KubeObjects | None = None
 
     def _objects(self) -> KubeObjects:
@@ -232,20 +322,29 @@ class K8sTarget:
 
     def describe(self) -> SystemUnderTest:
         return SystemUnderTest(
-            kind="k8s", emulated=False,
+            kind="k8s",
+            emulated=False,
             description=f"llm-d on Kubernetes (namespace {self.spec.namespace}), load through {self.spec.gateway_url}",
-            details={"namespace": self.spec.namespace, "model_server": self.spec.model_server_deployment,
-                     "epp": self.spec.epp_deployment, "dry_run": self.spec.dry_run},
+            details={
+                "namespace": self.spec.namespace,
+                "model_server": self.spec.model_server_deployment,
+                "epp": self.spec.epp_deployment,
+                "dry_run": self.spec.dry_run,
+            },
         )
 
     def up(self, model: str, scenario: str, scenario_params: dict[str, Any]) -> Deployment:
-        objects = render_manifests(catalog_for_run(self.run_dir), self.spec, model, scenario, scenario_params)
+        objects = render_manifests(
+            catalog_for_run(self.run_dir), self.spec, model, scenario, scenario_params
+        )
         manifests_path = self.run_dir / "k8s" / scenario / "manifests.yaml"
         manifests_path.parent.mkdir(parents=True, exist_ok=True)
         manifests_path.write_text(dump_yaml(objects))
         if self.spec.dry_run:
             sys.stdout.write(dump_yaml(objects))
-            raise TargetError(f"dry_run: manifests for {scenario} printed and written to {manifests_path}; nothing applied")
+            raise TargetError(
+                f"dry_run: manifests for {scenario} printed and written to {manifests_path}; nothing applied"
+            )
         applied = {f"{o['kind']}/{o['metadata']['name']}": self._apply(o) for o in objects}
         epp_changed = applied.get(f"ConfigMap/{self.spec.epp_configmap}") in ("created", "patched")
         if epp_changed:
@@ -255,14 +354,25 @@ class K8sTarget:
                 self._wait_rollout(obj["metadata"]["name"])
         if epp_changed:
             self._wait_rollout(self.spec.epp_deployment)
-        stores = [o["metadata"]["name"] for o in objects
-                  if o["kind"] == "Deployment" and o["metadata"]["name"] in STORE_IMAGES]
+        stores = [
+            o["metadata"]["name"]
+            for o in objects
+            if o["kind"] == "Deployment" and o["metadata"]["name"] in STORE_IMAGES
+        ]
         return Deployment(
-            model=model, scenario=scenario, served_model_name=model, base_url=self.spec.gateway_url,
-            api_urls=[self.spec.gateway_url], metrics_sources=self._metrics_sources(),
-            details={"namespace": self.spec.namespace, "applied": applied, "epp_restarted": epp_changed,
-                     "manifests": str(manifests_path),
-                     "kv_store": {"kind": stores[0], "deployment": stores[0]} if stores else None},
+            model=model,
+            scenario=scenario,
+            served_model_name=model,
+            base_url=self.spec.gateway_url,
+            api_urls=[self.spec.gateway_url],
+            metrics_sources=self._metrics_sources(),
+            details={
+                "namespace": self.spec.namespace,
+                "applied": applied,
+                "epp_restarted": epp_changed,
+                "manifests": str(manifests_path),
+                "kv_store": {"kind": stores[0], "deployment": stores[0]} if stores else None,
+            },
         )
 
     def _pods_of(self, deployment_name: str) -> list[dict]:
@@ -278,7 +388,9 @@ class K8sTarget:
         kube = self._objects()
         sources: dict[str, str] = {}
         for index, pod in enumerate(self._pods_of(self.spec.model_server_deployment)):
-            sources[f"engine-{index}"] = kube.metrics_source(pod["metadata"]["name"], vllm_port(pod))
+            sources[f"engine-{index}"] = kube.metrics_source(
+                pod["metadata"]["name"], vllm_port(pod)
+            )
         epp_pods = self._pods_of(self.spec.epp_deployment)
         for index, pod in enumerate(epp_pods):
             name = "router" if len(epp_pods) == 1 else f"router-{index}"
@@ -305,11 +417,20 @@ class K8sTarget:
         that two restarts within one second still change the template."""
         kube = self._objects()
         if kube.read("Deployment", name) is None:
-            hint = ("install the llm-d InferencePool first (target.epp_deployment names it)"
-                    if name == self.spec.epp_deployment else "it was applied by up(): was it deleted?")
-            raise TargetError(f"k8s: Deployment {name!r} not found in namespace {self.spec.namespace}: {hint}")
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        kube.patch("Deployment", name, {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: stamp}}}}})
+            hint = (
+                "install the llm-d InferencePool first (target.epp_deployment names it)"
+                if name == self.spec.epp_deployment
+                else "it was applied by up(): was it deleted?"
+            )
+            raise TargetError(
+                f"k8s: Deployment {name!r} not found in namespace {self.spec.namespace}: {hint}"
+            )
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        kube.patch(
+            "Deployment",
+            name,
+            {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: stamp}}}}},
+        )
 
     def _wait_rollout(self, name: str) -> None:
         deadline = self._clock() + self.spec.rollout_timeout_s
@@ -319,7 +440,10 @@ class K8sTarget:
                 return
             if self._clock() >= deadline:
                 status = json.dumps((obj or {}).get("status"), indent=1)
-                raise TargetError(f"k8s: Deployment {name} did not roll out within {self.spec.rollout_timeout_s:g}s", status)
+                raise TargetError(
+                    f"k8s: Deployment {name} did not roll out within {self.spec.rollout_timeout_s:g}s",
+                    status,
+                )
             self._sleep(self.poll_interval_s)
 
     def reset_caches(self, deployment: Deployment) -> dict[str, Any]:
@@ -329,15 +453,24 @@ class K8sTarget:
         `deployment.metrics_sources` is re-listed afterwards: a restarted EPP (or an engine pod that
         was replaced since `up`) has a new pod name, and the cell scrapes what is there now."""
         pods = self._pods_of(self.spec.model_server_deployment)
-        result: dict[str, Any] = {f"engine-{i}": self._reset_engine(pod) for i, pod in enumerate(pods)}
+        result: dict[str, Any] = {
+            f"engine-{i}": self._reset_engine(pod) for i, pod in enumerate(pods)
+        }
         if not pods:
-            result["model_server"] = {"reset": False, "what": "POST /reset_prefix_cache (pod proxy)",
-                                      "error": f"no serving pod of {self.spec.model_server_deployment}"}
+            result["model_server"] = {
+                "reset": False,
+                "what": "POST /reset_prefix_cache (pod proxy)",
+                "error": f"no serving pod of {self.spec.model_server_deployment}",
+            }
         store = deployment.details.get("kv_store")
         if store:
-            result[store["kind"]] = self._rollout_restart(store["deployment"], "rollout restart (no persistence)")
+            result[store["kind"]] = self._rollout_restart(
+                store["deployment"], "rollout restart (no persistence)"
+            )
         if self.spec.restart_epp_on_reset:
-            result["router"] = self._rollout_restart(self.spec.epp_deployment, "rollout restart of the EPP")
+            result["router"] = self._rollout_restart(
+                self.spec.epp_deployment, "rollout restart of the EPP"
+            )
         else:
             result["router"] = dict(EPP_NOT_RESET)
         deployment.metrics_sources = self._metrics_sources()
@@ -355,8 +488,14 @@ class K8sTarget:
                 break
             if attempt < RESET_RETRIES:
                 self._sleep(RESET_RETRY_INTERVAL_S)
-        entry = {"reset": False, "what": what, "attempts": attempt, "pod": name, "http_status": status,
-                 "error": body[-300:]}
+        entry = {
+            "reset": False,
+            "what": what,
+            "attempts": attempt,
+            "pod": name,
+            "http_status": status,
+            "error": body[-300:],
+        }
         if status == 404:
             entry["note"] = "vLLM serves /reset_prefix_cache only with VLLM_SERVER_DEV_MODE=1"
         return entry

@@ -23,7 +23,12 @@ from typing import Any
 from kvbench.emulator.processes import StartError, http_ok
 from kvbench.emulator.stack import EngineLauncher, RunningStack, settings_from_spec, start_stack
 from kvbench.errors import UserError
-from kvbench.spec.scenarios import RenderedScenario, catalog_for_run, engine_overrides, store_maxmemory_bytes
+from kvbench.spec.scenarios import (
+    RenderedScenario,
+    catalog_for_run,
+    engine_overrides,
+    store_maxmemory_bytes,
+)
 from kvbench.targets.base import Deployment, TargetError
 
 _INFO_LINE = re.compile(r"^vllm:cache_config_info\{(?P<labels>[^}]*)\}", re.MULTILINE)
@@ -62,7 +67,9 @@ def _kv_bytes_per_token(model: str) -> int | None:
         return None
 
 
-def cpu_capacity_tokens(rendered: RenderedScenario, model: str, block_size: int, tp: int) -> int | None:
+def cpu_capacity_tokens(
+    rendered: RenderedScenario, model: str, block_size: int, tp: int
+) -> int | None:
     """One engine's CPU-tier capacity in tokens, from the scenario's own settings."""
     kv_config = rendered.kv_transfer_config or {}
     connector = kv_config.get("kv_connector")
@@ -116,9 +123,17 @@ class LocalStackTarget:
         settings = settings_from_spec(self.spec, model, overrides, self.seed)
         log_dir = self._log_dir(model, scenario)
         try:
-            stack = start_stack(catalog, scenario, scenario_params, settings, log_dir, self.launcher(),
-                                with_router=self.with_router, startup_timeout_s=self.startup_timeout_s,
-                                router_seed=self.seed)
+            stack = start_stack(
+                catalog,
+                scenario,
+                scenario_params,
+                settings,
+                log_dir,
+                self.launcher(),
+                with_router=self.with_router,
+                startup_timeout_s=self.startup_timeout_s,
+                router_seed=self.seed,
+            )
         except StartError as err:
             raise TargetError(f"{scenario}: {err}", err.log_tail) from None
         self._stacks[stack.base_url] = stack
@@ -127,29 +142,52 @@ class LocalStackTarget:
         except BaseException:
             self.down_stack(stack)
             raise
-        return Deployment(model=model, scenario=scenario, served_model_name=settings.served_model_name,
-                          base_url=stack.base_url, api_urls=list(stack.engine_urls),
-                          metrics_sources=stack.metrics_sources(), pids=stack.pids(), details=details)
+        return Deployment(
+            model=model,
+            scenario=scenario,
+            served_model_name=settings.served_model_name,
+            base_url=stack.base_url,
+            api_urls=list(stack.engine_urls),
+            metrics_sources=stack.metrics_sources(),
+            pids=stack.pids(),
+            details=details,
+        )
 
     def _details(self, stack: RunningStack, model: str) -> dict[str, Any]:
-        per_engine = [gpu_capacity_tokens(fetch_text(f"{url}/metrics")[1]) for url in stack.engine_urls]
+        per_engine = [
+            gpu_capacity_tokens(fetch_text(f"{url}/metrics")[1]) for url in stack.engine_urls
+        ]
         settings, rendered = stack.settings, stack.rendered
-        cpu = cpu_capacity_tokens(rendered, model, settings.block_size, settings.tensor_parallel_size)
+        cpu = cpu_capacity_tokens(
+            rendered, model, settings.block_size, settings.tensor_parallel_size
+        )
         store = stack.store
         return {
-            "gpu_kv_capacity_tokens": sum(per_engine) if all(c is not None for c in per_engine) else None,
+            "gpu_kv_capacity_tokens": sum(per_engine)
+            if all(c is not None for c in per_engine)
+            else None,
             "gpu_kv_capacity_tokens_per_engine": per_engine,
             "cpu_kv_capacity_tokens": cpu * settings.engines if cpu is not None else None,
             "cpu_kv_capacity_tokens_per_engine": cpu,
             "remote_kv_capacity_tokens": remote_capacity_tokens(rendered, model),
             "max_model_len": self._max_model_len(stack.engine_urls[0]),
-            "engines": settings.engines, "tensor_parallel_size": settings.tensor_parallel_size,
+            "engines": settings.engines,
+            "tensor_parallel_size": settings.tensor_parallel_size,
             "pids": stack.pids(),
-            "kv_store": {"kind": store.kind, "role": rendered.kv_store.role, "url": store.url,
-                         "maxmemory_bytes": store.maxmemory_bytes} if store else None,
-            "scenario_params": rendered.params, "engine_args": rendered.engine_args,
-            "engine_env": rendered.engine_env, "epp_config": rendered.epp_config_source,
-            "decision_log": str(stack.decision_log) if stack.decision_log else None, "logs": str(stack.log_dir),
+            "kv_store": {
+                "kind": store.kind,
+                "role": rendered.kv_store.role,
+                "url": store.url,
+                "maxmemory_bytes": store.maxmemory_bytes,
+            }
+            if store
+            else None,
+            "scenario_params": rendered.params,
+            "engine_args": rendered.engine_args,
+            "engine_env": rendered.engine_env,
+            "epp_config": rendered.epp_config_source,
+            "decision_log": str(stack.decision_log) if stack.decision_log else None,
+            "logs": str(stack.log_dir),
         }
 
     @staticmethod
@@ -170,7 +208,9 @@ class LocalStackTarget:
             result[f"engine-{index}"] = _reset_engine(url)
         stack = self._stacks.get(deployment.base_url)
         if stack is not None and stack.store is not None:
-            result[stack.store.kind] = _flush_store(stack.store.redis_url, stack.rendered.kv_store.role)
+            result[stack.store.kind] = _flush_store(
+                stack.store.redis_url, stack.rendered.kv_store.role
+            )
         return result
 
     def down(self, deployment: Deployment) -> None:
@@ -192,7 +232,12 @@ def _reset_engine(url: str) -> dict[str, Any]:
         if status == 200:
             return {"reset": True, "what": "POST /reset_prefix_cache", "attempts": attempt + 1}
         time.sleep(0.25)
-    return {"reset": False, "what": "POST /reset_prefix_cache", "http_status": status, "error": body[-300:]}
+    return {
+        "reset": False,
+        "what": "POST /reset_prefix_cache",
+        "http_status": status,
+        "error": body[-300:],
+    }
 
 
 def _flush_store(redis_url: str, role: str) -> dict[str, Any]:

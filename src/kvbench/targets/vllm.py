@@ -25,18 +25,35 @@ from kvbench.spec.scenarios import catalog_for_run
 from kvbench.targets.base import Deployment, TargetError
 from kvbench.targets.local_stack import LocalStackTarget, fetch_text
 
-BASE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
-            "VLLM_SERVER_DEV_MODE": "1", "PYTHONUNBUFFERED": "1"}
+BASE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "VLLM_SERVER_DEV_MODE": "1",
+    "PYTHONUNBUFFERED": "1",
+}
 # (log text, the reason to report): how a build refuses a scenario it cannot run.
 KNOWN_REFUSALS = (
-    ("CPU Offloading is currently only supported on CUDA-alike",
-     "the vLLM CPU build refuses OffloadingConnector (CPU offload needs a CUDA or XPU GPU): native-offload "
-     "runs only on a GPU host or on the emulated target"),
-    ("No module named 'lmcache'", "LMCacheConnectorV1 needs the lmcache package in the vLLM environment"),
-    ("num_cpu_blocks", "this vLLM version sizes OffloadingConnector differently: set num_cpu_blocks "
-                       "(vLLM 0.11-0.13) or cpu_bytes_to_use (0.14+) through scenario_params"),
-    ("cpu_bytes_to_use", "this vLLM version sizes OffloadingConnector differently: set num_cpu_blocks "
-                         "(vLLM 0.11-0.13) or cpu_bytes_to_use (0.14+) through scenario_params"),
+    (
+        "CPU Offloading is currently only supported on CUDA-alike",
+        "the vLLM CPU build refuses OffloadingConnector (CPU offload needs a CUDA or XPU GPU): native-offload "
+        "runs only on a GPU host or on the emulated target",
+    ),
+    (
+        "No module named 'lmcache'",
+        "LMCacheConnectorV1 needs the lmcache package in the vLLM environment",
+    ),
+    (
+        "num_cpu_blocks",
+        "this vLLM version sizes OffloadingConnector differently: set num_cpu_blocks "
+        "(vLLM 0.11-0.13) or cpu_bytes_to_use (0.14+) through scenario_params",
+    ),
+    (
+        "cpu_bytes_to_use",
+        "this vLLM version sizes OffloadingConnector differently: set num_cpu_blocks "
+        "(vLLM 0.11-0.13) or cpu_bytes_to_use (0.14+) through scenario_params",
+    ),
 )
 
 
@@ -70,11 +87,15 @@ class VllmTarget(LocalStackTarget):
         self._version: str | None = None
 
     def launcher(self) -> VllmLauncher:
-        return VllmLauncher(tuple(self.spec.vllm_command), self.spec.model_path, dict(self.spec.env))
+        return VllmLauncher(
+            tuple(self.spec.vllm_command), self.spec.model_path, dict(self.spec.env)
+        )
 
     def up(self, model: str, scenario: str, scenario_params: dict[str, Any]) -> Deployment:
         catalog = catalog_for_run(self.run_dir)
-        self.with_router = self.spec.engines > 1 or catalog.get(scenario).kv_events_config is not None
+        self.with_router = (
+            self.spec.engines > 1 or catalog.get(scenario).kv_events_config is not None
+        )
         try:
             deployment = super().up(model, scenario, scenario_params)
         except TargetError as err:
@@ -92,9 +113,14 @@ class VllmTarget(LocalStackTarget):
         command = " ".join(self.spec.vllm_command)
         version = f" {self._version}" if self._version else ""
         return SystemUnderTest(
-            kind="vllm", emulated=False,
+            kind="vllm",
+            emulated=False,
             description=f"real vLLM{version} on this host (`{command}`), {self.spec.engines} engine(s)",
-            details={"vllm_command": list(self.spec.vllm_command), "vllm_version": self._version,
-                     "model_path": self.spec.model_path, "engines": self.spec.engines,
-                     "extra_args": list(self.spec.extra_args)},
+            details={
+                "vllm_command": list(self.spec.vllm_command),
+                "vllm_version": self._version,
+                "model_path": self.spec.model_path,
+                "engines": self.spec.engines,
+                "extra_args": list(self.spec.extra_args),
+            },
         )

@@ -16,8 +16,9 @@ from kvbench.workload.sizing import KvCapacities, capacity_report, size_groups, 
 from kvbench.workload.types import Workload
 
 
-def build_workload(spec: Any, seed: int, capacities: KvCapacities | None = None,
-                   base_dir: Path | None = None) -> tuple[Workload, dict[str, Any]]:
+def build_workload(
+    spec: Any, seed: int, capacities: KvCapacities | None = None, base_dir: Path | None = None
+) -> tuple[Workload, dict[str, Any]]:
     caps = capacities or KvCapacities()
     notes: list[str] = []
     if isinstance(spec, MultiTurnSharedPrefix):

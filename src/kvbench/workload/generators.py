@@ -22,8 +22,15 @@ def multi_turn_shared_prefix(spec: MultiTurnSharedPrefix, seed: int) -> Workload
     for index in range(spec.conversations):
         turns = [_turn(rng, spec.prompt_tokens, spec.output_tokens) for _ in range(spec.turns)]
         group = index % spec.prefix_count
-        conversations.append(Conversation(f"c{index}", prefixes[group], turns, prefix_group=group,
-                                          think_time_s=spec.think_time_s))
+        conversations.append(
+            Conversation(
+                f"c{index}",
+                prefixes[group],
+                turns,
+                prefix_group=group,
+                think_time_s=spec.think_time_s,
+            )
+        )
     ordered = _reorder(rng, conversations, spec.reuse_order)
     return Workload("multi_turn_shared_prefix", ordered, working_set_of(ordered))
 
@@ -34,7 +41,12 @@ def synthetic(spec: Synthetic, seed: int) -> Workload:
     prefix = prefix_token_ids(rng, 0, spec.shared_prefix_tokens)
     group = 0 if prefix else None
     conversations = [
-        Conversation(f"r{index}", prefix, [_turn(rng, spec.prompt_tokens, spec.output_tokens)], prefix_group=group)
+        Conversation(
+            f"r{index}",
+            prefix,
+            [_turn(rng, spec.prompt_tokens, spec.output_tokens)],
+            prefix_group=group,
+        )
         for index in range(spec.requests)
     ]
     return Workload("synthetic", conversations, working_set_of(conversations))
@@ -48,7 +60,9 @@ def shared_prefix_groups(spec: SharedPrefixGroups, seed: int) -> Workload:
     for group in range(spec.num_groups):
         for index in range(spec.num_prompts_per_group):
             turn = Turn(random_token_ids(rng, spec.question_len), spec.output_len)
-            conversations.append(Conversation(f"g{group}p{index}", prompts[group], [turn], prefix_group=group))
+            conversations.append(
+                Conversation(f"g{group}p{index}", prompts[group], [turn], prefix_group=group)
+            )
     ordered = _reorder(rng, conversations, spec.reuse_order)
     return Workload("shared_prefix_groups", ordered, working_set_of(ordered))
 
@@ -87,6 +101,8 @@ def _turn(rng: np.random.Generator, prompt_spec, output_spec) -> Turn:
     return Turn(question, sample_count(rng, output_spec))
 
 
-def _reorder(rng: np.random.Generator, conversations: list[Conversation], order: str) -> list[Conversation]:
+def _reorder(
+    rng: np.random.Generator, conversations: list[Conversation], order: str
+) -> list[Conversation]:
     positions = order_indices(rng, [c.prefix_group for c in conversations], order)
     return [conversations[i] for i in positions]

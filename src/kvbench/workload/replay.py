@@ -38,7 +38,7 @@ class ReplayTurn(_Strict):
     output_tokens: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
-    def _one_prompt(self) -> "ReplayTurn":
+    def _one_prompt(self) -> ReplayTurn:
         if (self.prompt_token_ids is None) == (self.prompt is None):
             raise ValueError("give exactly one of prompt_token_ids or prompt")
         return self
@@ -93,12 +93,20 @@ def _conversation(path, number, line: ReplayLine, spec: Replay, rng, groups: dic
         elif spec.output_tokens is not None:
             output = sample_count(rng, spec.output_tokens)
         else:
-            raise UserError(f"{path}:{number}: turns.{index}.output_tokens: missing, and workload.output_tokens is not set")
+            raise UserError(
+                f"{path}:{number}: turns.{index}.output_tokens: missing, and workload.output_tokens is not set"
+            )
         ids = tuple(turn.prompt_token_ids or ())
         turns.append(Turn(ids, output, question_text=turn.prompt))
     prefix_ids = tuple(line.prefix_token_ids or ())
     group = line.prefix_group
     if group is None and (prefix_ids or line.prefix_text):
         group = groups.setdefault((prefix_ids, line.prefix_text), len(groups))
-    return Conversation(line.conversation_id or f"l{number}", prefix_ids, turns, prefix_group=group,
-                        prefix_text=line.prefix_text, think_time_s=line.think_time_s)
+    return Conversation(
+        line.conversation_id or f"l{number}",
+        prefix_ids,
+        turns,
+        prefix_group=group,
+        prefix_text=line.prefix_text,
+        think_time_s=line.think_time_s,
+    )

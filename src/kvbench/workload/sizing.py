@@ -30,7 +30,7 @@ class KvCapacities:
     cpu_tokens: int | None = None
 
     @classmethod
-    def from_details(cls, details: dict[str, Any]) -> "KvCapacities":
+    def from_details(cls, details: dict[str, Any]) -> KvCapacities:
         return cls(details.get("gpu_kv_capacity_tokens"), details.get("cpu_kv_capacity_tokens"))
 
     def get(self, which: str) -> int | None:
@@ -41,7 +41,9 @@ def conversation_history_tokens(spec: MultiTurnSharedPrefix) -> float:
     return spec.turns * (mean_count(spec.prompt_tokens) + mean_count(spec.output_tokens))
 
 
-def size_multi_turn(spec: MultiTurnSharedPrefix, caps: KvCapacities) -> tuple[MultiTurnSharedPrefix, list[str]]:
+def size_multi_turn(
+    spec: MultiTurnSharedPrefix, caps: KvCapacities
+) -> tuple[MultiTurnSharedPrefix, list[str]]:
     target = _target_tokens(spec.working_set, caps)
     if target is None:
         return spec, _unknown_note(spec.working_set)
@@ -57,22 +59,33 @@ def size_multi_turn(spec: MultiTurnSharedPrefix, caps: KvCapacities) -> tuple[Mu
         elif prefixes < 1:
             prefixes = 1
             floor = convs * history + spec.prefix_tokens
-            notes.append(f"working set target {target:.0f} tokens is below the floor {floor:.0f} "
-                         f"of {convs} conversations; reduce workload.conversations")
-    notes.insert(0, f"working_set {spec.working_set.factor:g} x {spec.working_set.capacity} capacity "
-                    f"= {target:.0f} tokens: prefix_count {spec.prefix_count} -> {prefixes}, "
-                    f"conversations {spec.conversations} -> {convs}")
+            notes.append(
+                f"working set target {target:.0f} tokens is below the floor {floor:.0f} "
+                f"of {convs} conversations; reduce workload.conversations"
+            )
+    notes.insert(
+        0,
+        f"working_set {spec.working_set.factor:g} x {spec.working_set.capacity} capacity "
+        f"= {target:.0f} tokens: prefix_count {spec.prefix_count} -> {prefixes}, "
+        f"conversations {spec.conversations} -> {convs}",
+    )
     return spec.model_copy(update={"prefix_count": prefixes, "conversations": convs}), notes
 
 
-def size_groups(spec: SharedPrefixGroups, caps: KvCapacities) -> tuple[SharedPrefixGroups, list[str]]:
+def size_groups(
+    spec: SharedPrefixGroups, caps: KvCapacities
+) -> tuple[SharedPrefixGroups, list[str]]:
     target = _target_tokens(spec.working_set, caps)
     if target is None:
         return spec, _unknown_note(spec.working_set)
-    per_group = spec.system_prompt_len + spec.num_prompts_per_group * (spec.question_len + spec.output_len)
+    per_group = spec.system_prompt_len + spec.num_prompts_per_group * (
+        spec.question_len + spec.output_len
+    )
     groups = max(1, round(target / per_group))
-    note = (f"working_set {spec.working_set.factor:g} x {spec.working_set.capacity} capacity = {target:.0f} "
-            f"tokens: num_groups {spec.num_groups} -> {groups}")
+    note = (
+        f"working_set {spec.working_set.factor:g} x {spec.working_set.capacity} capacity = {target:.0f} "
+        f"tokens: num_groups {spec.num_groups} -> {groups}"
+    )
     return spec.model_copy(update={"num_groups": groups}), [note]
 
 
@@ -85,7 +98,9 @@ def capacity_report(working_set: WorkingSet, caps: KvCapacities) -> dict[str, An
     }
     for name, capacity in (("gpu", caps.gpu_tokens), ("cpu", caps.cpu_tokens)):
         report[f"{name}_kv_capacity_tokens"] = capacity
-        report[f"working_set_over_{name}"] = (working_set.total_tokens / capacity) if capacity else None
+        report[f"working_set_over_{name}"] = (
+            (working_set.total_tokens / capacity) if capacity else None
+        )
     return report
 
 
@@ -99,5 +114,7 @@ def _target_tokens(target, caps: KvCapacities) -> float | None:
 def _unknown_note(target) -> list[str]:
     if target is None:
         return []
-    return [f"working_set asks for {target.factor:g} x the {target.capacity} KV capacity, but the target "
-            f"does not report it ({target.capacity}_kv_capacity_tokens); counts left as written"]
+    return [
+        f"working_set asks for {target.factor:g} x the {target.capacity} KV capacity, but the target "
+        f"does not report it ({target.capacity}_kv_capacity_tokens); counts left as written"
+    ]

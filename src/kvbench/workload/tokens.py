@@ -25,11 +25,16 @@ def random_token_ids(rng: np.random.Generator, count_tokens: int) -> tuple[int, 
     return tuple(int(t) for t in rng.integers(TOKEN_ID_MIN, TOKEN_ID_MAX, size=count_tokens))
 
 
-def prefix_token_ids(rng: np.random.Generator, prefix_index: int, count_tokens: int) -> tuple[int, ...]:
+def prefix_token_ids(
+    rng: np.random.Generator, prefix_index: int, count_tokens: int
+) -> tuple[int, ...]:
     """A prefix whose first two tokens encode `prefix_index` (distinct prefixes differ in block 0)."""
     if count_tokens <= 0:
         return ()
-    marker = (TOKEN_ID_MIN + prefix_index % _ID_SPAN, TOKEN_ID_MIN + (prefix_index // _ID_SPAN) % _ID_SPAN)
+    marker = (
+        TOKEN_ID_MIN + prefix_index % _ID_SPAN,
+        TOKEN_ID_MIN + (prefix_index // _ID_SPAN) % _ID_SPAN,
+    )
     body = random_token_ids(rng, count_tokens)
     return (marker + body[2:])[:count_tokens]
 

@@ -45,4 +45,6 @@ class Workload:
     kind: str
     conversations: list[Conversation]
     working_set: WorkingSet
-    notes: list[str] = field(default_factory=list)  # e.g. how capacity-aware sizing changed the counts
+    notes: list[str] = field(
+        default_factory=list
+    )  # e.g. how capacity-aware sizing changed the counts

@@ -7,7 +7,14 @@ Duration is fixed per step. Prefix hits: whole prompt blocks already seen (block
 from __future__ import annotations
 
 from kvbench.emulator.engine.interface import (
-    BlockStored, EngineRequest, EngineStats, FinishReason, RequestOutput, StepResult, TierHits)
+    BlockStored,
+    EngineRequest,
+    EngineStats,
+    FinishReason,
+    RequestOutput,
+    StepResult,
+    TierHits,
+)
 
 
 class FakeEngine:
@@ -53,14 +60,23 @@ class FakeEngine:
             hit += bs
         new = [b for b in blocks if b not in self._seen_blocks]
         if new:
-            events.append(BlockStored([hash(b) & 0xFFFF for b in new], None, list(ids[hit: hit + bs * len(new)]), bs))
+            events.append(
+                BlockStored(
+                    [hash(b) & 0xFFFF for b in new], None, list(ids[hit : hit + bs * len(new)]), bs
+                )
+            )
         self._seen_blocks.update(blocks)
         self._stats.prefix_cache_queries += len(ids)
         self._stats.prefix_cache_hits += hit
         self._stats.prompt_tokens += len(ids)
         self._running[req.request_id] = (req, 0)
-        return RequestOutput(req.request_id, [], num_prompt_tokens=len(ids), num_cached_tokens=hit,
-                             hits=TierHits(gpu_tokens=hit))
+        return RequestOutput(
+            req.request_id,
+            [],
+            num_prompt_tokens=len(ids),
+            num_cached_tokens=hit,
+            hits=TierHits(gpu_tokens=hit),
+        )
 
     def step(self, now_s: float) -> StepResult:
         self.step_times.append(now_s)
@@ -69,7 +85,9 @@ class FakeEngine:
         self._waiting = []
         outputs = []
         for rid, (req, n) in list(self._running.items()):
-            base = admitted.get(rid) or RequestOutput(rid, [], num_prompt_tokens=len(req.prompt_token_ids))
+            base = admitted.get(rid) or RequestOutput(
+                rid, [], num_prompt_tokens=len(req.prompt_token_ids)
+            )
             n += 1
             base.new_token_ids = [1000 + n]
             if rid not in admitted:
@@ -79,10 +97,17 @@ class FakeEngine:
             if n >= req.max_tokens:
                 base.finished, base.finish_reason = True, FinishReason.LENGTH
                 del self._running[rid]
-                self._stats.request_success["length"] = self._stats.request_success.get("length", 0) + 1
+                self._stats.request_success["length"] = (
+                    self._stats.request_success.get("length", 0) + 1
+                )
             else:
                 self._running[rid] = (req, n)
             outputs.append(base)
         self._last = {o.request_id: o for o in outputs}
-        return StepResult(self.step_duration_s, outputs, events, num_scheduled_tokens=len(outputs),
-                          num_running=len(self._running))
+        return StepResult(
+            self.step_duration_s,
+            outputs,
+            events,
+            num_scheduled_tokens=len(outputs),
+            num_running=len(self._running),
+        )

@@ -15,9 +15,16 @@ MODEL = "Qwen/Qwen3-0.6B"
 
 def tiny_args(**overrides) -> EngineArgs:
     """A small engine: 16-token blocks, 64 GPU blocks, 512-token context, fixed hash seed."""
-    base = dict(model=MODEL, served_model_name="tiny", block_size=16, num_gpu_blocks_override=64,
-                max_model_len=512, max_num_seqs=8, env={"PYTHONHASHSEED": "0"},
-                prefix_caching_hash_algo="sha256_cbor")
+    base = dict(
+        model=MODEL,
+        served_model_name="tiny",
+        block_size=16,
+        num_gpu_blocks_override=64,
+        max_model_len=512,
+        max_num_seqs=8,
+        env={"PYTHONHASHSEED": "0"},
+        prefix_caching_hash_algo="sha256_cbor",
+    )
     base.update(overrides)
     return EngineArgs(**base)
 
@@ -40,6 +47,6 @@ async def read_sse(response: aiohttp.ClientResponse) -> list:
         if not line:
             continue
         assert line.startswith(b"data: "), line
-        data = line[len(b"data: "):]
+        data = line[len(b"data: ") :]
         events.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
     return events

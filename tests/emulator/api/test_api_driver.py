@@ -57,7 +57,9 @@ async def test_deadlines_are_absolute_and_lag_stays_bounded():
     for _ in range(50):
         await driver.step_once()
     # deadline_n = start + n * duration, whatever the wake-up lateness (no drift)
-    assert [round(s - 100.0, 9) for s in recorder.starts] == [round(i * 0.005, 9) for i in range(50)]
+    assert [round(s - 100.0, 9) for s in recorder.starts] == [
+        round(i * 0.005, 9) for i in range(50)
+    ]
     assert engine.step_times == recorder.starts  # the engine gets the deadline as now_s
     # each step starts late by exactly one oversleep, never more: lag does not accumulate
     assert recorder.lags[0] == 0.0

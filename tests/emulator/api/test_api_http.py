@@ -17,8 +17,14 @@ async def _complete(session, **body):
 
 async def test_streaming_completion_shape_usage_chunk_and_headers():
     async with running_engine(tiny_args()) as (handle, session):
-        body = {"model": "tiny", "prompt": PROMPT_64, "max_tokens": 5, "stream": True,
-                "stream_options": {"include_usage": True}, "return_token_ids": True}
+        body = {
+            "model": "tiny",
+            "prompt": PROMPT_64,
+            "max_tokens": 5,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "return_token_ids": True,
+        }
         async with session.post("/v1/completions", json=body) as resp:
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith("text/event-stream")
@@ -28,20 +34,36 @@ async def test_streaming_completion_shape_usage_chunk_and_headers():
     assert events[-1] == "[DONE]"
     usage_chunk, token_chunks = events[-2], events[:-2]
     assert usage_chunk["choices"] == []
-    assert usage_chunk["usage"]["prompt_tokens"] == 64 and usage_chunk["usage"]["completion_tokens"] == 5
+    assert (
+        usage_chunk["usage"]["prompt_tokens"] == 64
+        and usage_chunk["usage"]["completion_tokens"] == 5
+    )
     assert usage_chunk["usage"]["total_tokens"] == 69
     assert "prompt_tokens_details" not in usage_chunk["usage"]  # not without the flag, as vLLM
-    assert usage_chunk["usage"]["kvbench"] == {"gpu_hit_tokens": 0, "cpu_hit_tokens": 0, "remote_hit_tokens": 0}
+    assert usage_chunk["usage"]["kvbench"] == {
+        "gpu_hit_tokens": 0,
+        "cpu_hit_tokens": 0,
+        "remote_hit_tokens": 0,
+    }
     ids = {c["id"] for c in events[:-1]}
     assert len(ids) == 1 and ids.pop().startswith("cmpl-")
     for chunk in token_chunks:
         assert chunk["object"] == "text_completion" and chunk["model"] == "tiny"
         assert isinstance(chunk["created"], int)
         choice = chunk["choices"][0]
-        assert set(choice) == {"index", "text", "logprobs", "finish_reason", "stop_reason",
-                               "prompt_token_ids", "token_ids"}
+        assert set(choice) == {
+            "index",
+            "text",
+            "logprobs",
+            "finish_reason",
+            "stop_reason",
+            "prompt_token_ids",
+            "token_ids",
+        }
         assert choice["index"] == 0 and choice["logprobs"] is None and choice["text"]
-    assert [c["choices"][0]["finish_reason"] for c in token_chunks] == [None] * (len(token_chunks) - 1) + ["length"]
+    assert [c["choices"][0]["finish_reason"] for c in token_chunks] == [None] * (
+        len(token_chunks) - 1
+    ) + ["length"]
     assert token_chunks[0]["choices"][0]["prompt_token_ids"] == PROMPT_64
     assert all(c["choices"][0]["prompt_token_ids"] is None for c in token_chunks[1:])
     assert sum(len(c["choices"][0]["token_ids"]) for c in token_chunks) == 5
@@ -65,7 +87,9 @@ async def test_cached_tokens_only_with_prompt_tokens_details_and_equal_to_the_hi
 
 async def test_non_streaming_return_token_ids_and_text_prompt():
     async with running_engine(tiny_args()) as (_, session):
-        status, _, body = await _complete(session, prompt=[PROMPT_64[:20]], max_tokens=4, return_token_ids=True)
+        status, _, body = await _complete(
+            session, prompt=[PROMPT_64[:20]], max_tokens=4, return_token_ids=True
+        )
         assert status == 200 and body["object"] == "text_completion"
         choice = body["choices"][0]
         assert choice["prompt_token_ids"] == PROMPT_64[:20] and len(choice["token_ids"]) == 4
@@ -78,16 +102,26 @@ async def test_non_streaming_return_token_ids_and_text_prompt():
 async def test_chat_completion_stream_and_non_stream():
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]
     async with running_engine(tiny_args()) as (_, session):
-        async with session.post("/v1/chat/completions", json={"model": "tiny", "messages": messages,
-                                                               "max_tokens": 3}) as resp:
+        async with session.post(
+            "/v1/chat/completions", json={"model": "tiny", "messages": messages, "max_tokens": 3}
+        ) as resp:
             body = await resp.json()
-        assert resp.status == 200 and body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+        assert (
+            resp.status == 200
+            and body["object"] == "chat.completion"
+            and body["id"].startswith("chatcmpl-")
+        )
         assert body["choices"][0]["message"]["role"] == "assistant"
-        assert body["usage"]["completion_tokens"] == 3 and body["choices"][0]["finish_reason"] == "length"
+        assert (
+            body["usage"]["completion_tokens"] == 3
+            and body["choices"][0]["finish_reason"] == "length"
+        )
         # ChatML: <|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n
         assert body["usage"]["prompt_tokens"] == 18
-        async with session.post("/v1/chat/completions", json={"messages": messages, "max_completion_tokens": 3,
-                                                               "stream": True}) as resp:
+        async with session.post(
+            "/v1/chat/completions",
+            json={"messages": messages, "max_completion_tokens": 3, "stream": True},
+        ) as resp:
             events = await read_sse(resp)
     assert events[-1] == "[DONE]"
     assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
@@ -104,7 +138,11 @@ BAD_REQUESTS = [
     (b'{"model": "tiny", "prompt": [1, 2], "max_tokens": 511}', 400, "max_tokens"),
     (b'{"model": "tiny", "prompt": [1, 2], "max_tokens": "many"}', 400, "max_tokens"),
     (b'{"model": "other", "prompt": [1, 2]}', 404, "model"),
-    (b'{"model": "tiny", "prompt": [1, 2], "stream_options": {"include_usage": true}}', 400, "stream_options"),
+    (
+        b'{"model": "tiny", "prompt": [1, 2], "stream_options": {"include_usage": true}}',
+        400,
+        "stream_options",
+    ),
 ]
 
 
@@ -112,16 +150,22 @@ async def test_bad_requests_get_openai_errors_and_the_server_keeps_serving():
     too_long = {"model": "tiny", "prompt": list(range(600)), "max_tokens": 1}
     async with running_engine(tiny_args()) as (_, session):
         for raw, status, param in BAD_REQUESTS:
-            async with session.post("/v1/completions", data=raw,
-                                    headers={"Content-Type": "application/json"}) as resp:
+            async with session.post(
+                "/v1/completions", data=raw, headers={"Content-Type": "application/json"}
+            ) as resp:
                 body = await resp.json()
             assert resp.status == status, raw
             assert set(body["error"]) == {"message", "type", "param", "code"}
             assert body["error"]["code"] == status and body["error"]["param"] == param
-            assert body["error"]["type"] == ("NotFoundError" if status == 404 else "BadRequestError")
+            assert body["error"]["type"] == (
+                "NotFoundError" if status == 404 else "BadRequestError"
+            )
         async with session.post("/v1/completions", json=too_long) as resp:
             body = await resp.json()
-        assert resp.status == 400 and "maximum context length is 512 tokens" in body["error"]["message"]
+        assert (
+            resp.status == 400
+            and "maximum context length is 512 tokens" in body["error"]["message"]
+        )
         status, _, ok = await _complete(session, prompt=[1, 2, 3], max_tokens=2)
     assert status == 200 and ok["usage"]["completion_tokens"] == 2
 

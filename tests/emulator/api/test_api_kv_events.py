@@ -19,7 +19,9 @@ from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, Bl
 
 SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "vllm-0.32-cpu-kv-events.json"
 PROMPT_A = list(range(1000, 1048))  # 3 full blocks
-PROMPT_B = list(range(2000, 2096))  # 6 full blocks: evicts some of A's cached blocks from a 7-block pool
+PROMPT_B = list(
+    range(2000, 2096)
+)  # 6 full blocks: evicts some of A's cached blocks from a 7-block pool
 
 
 def _expected_hashes(tokens: list[int], seed: str = "0", block_size: int = 16) -> list[int]:
@@ -27,7 +29,7 @@ def _expected_hashes(tokens: list[int], seed: str = "0", block_size: int = 16) -
     digest = lambda obj: hashlib.sha256(cbor2.dumps(obj, canonical=True)).digest()  # noqa: E731
     parent, out = digest(seed), []
     for start in range(0, len(tokens) // block_size * block_size, block_size):
-        parent = digest((parent, tuple(tokens[start:start + block_size]), None))
+        parent = digest((parent, tuple(tokens[start : start + block_size]), None))
         out.append(int.from_bytes(parent, "big") & (2**64 - 1))
     return out
 
@@ -68,16 +70,27 @@ async def test_events_reach_a_subscriber_in_order_and_replay_returns_the_buffer(
     sub.bind("tcp://127.0.0.1:*")  # non-wildcard endpoint below: the publisher connects to us
     sub_endpoint = sub.getsockopt(zmq.LAST_ENDPOINT).decode()
     replay_endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    args = tiny_args(num_gpu_blocks_override=8, max_model_len=128, kv_events_config={
-        "enable_kv_cache_events": True, "publisher": "zmq", "endpoint": sub_endpoint,
-        "replay_endpoint": replay_endpoint, "topic": "kv-events", "buffer_steps": 100})
+    args = tiny_args(
+        num_gpu_blocks_override=8,
+        max_model_len=128,
+        kv_events_config={
+            "enable_kv_cache_events": True,
+            "publisher": "zmq",
+            "endpoint": sub_endpoint,
+            "replay_endpoint": replay_endpoint,
+            "topic": "kv-events",
+            "buffer_steps": 100,
+        },
+    )
     engine = RecordingEngine(build_engine(args))
     try:
         async with running_engine(args, engine=engine) as (_, session):
             for _ in range(3):  # let the PUB connect and see our subscription (the SUB must
                 await sub.poll(100)  # process its commands to attach the pipe: slow joiner)
             for prompt in (PROMPT_A, PROMPT_B):
-                async with session.post("/v1/completions", json={"prompt": prompt, "max_tokens": 1}) as resp:
+                async with session.post(
+                    "/v1/completions", json={"prompt": prompt, "max_tokens": 1}
+                ) as resp:
                     assert resp.status == 200
             messages = await _recv_all(sub)
             replayed = await _replay(ctx, replay_endpoint, start_seq=1)
@@ -127,7 +140,11 @@ def test_v032_format_matches_the_real_capture_keys():
     stored = encode(BlockStored([b"\x00" * 24 + (7).to_bytes(8, "big")], None, list(range(16)), 16))
     removed = encode(BlockRemoved([5]))
     assert list(stored) == list(real["BlockStored"]) and list(removed) == list(real["BlockRemoved"])
-    assert stored["block_hashes"] == [7] and stored["extra_keys"] == [None] and stored["medium"] == "GPU"
+    assert (
+        stored["block_hashes"] == [7]
+        and stored["extra_keys"] == [None]
+        and stored["medium"] == "GPU"
+    )
     assert encode(AllBlocksCleared()) == {"type": "AllBlocksCleared"}
 
 
@@ -135,11 +152,25 @@ def test_v011_arrays_and_hash_rules():
     encode = event_encoder({})
     digest = bytes(range(32))
     assert encode(BlockStored([digest], digest, [1, 2], 2)) == [
-        "BlockStored", [int.from_bytes(digest[-8:], "big")], int.from_bytes(digest[-8:], "big"), [1, 2], 2, None, "GPU"]
-    assert encode(BlockRemoved([b"cpu-key"], medium="CPU")) == ["BlockRemoved", [b"cpu-key"], "CPU"]  # as it came
+        "BlockStored",
+        [int.from_bytes(digest[-8:], "big")],
+        int.from_bytes(digest[-8:], "big"),
+        [1, 2],
+        2,
+        None,
+        "GPU",
+    ]
+    assert encode(BlockRemoved([b"cpu-key"], medium="CPU")) == [
+        "BlockRemoved",
+        [b"cpu-key"],
+        "CPU",
+    ]  # as it came
     assert encode(AllBlocksCleared()) == ["AllBlocksCleared"]
     assert event_encoder({"VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES": "0"})(BlockRemoved([digest])) == [
-        "BlockRemoved", [digest], "GPU"]
+        "BlockRemoved",
+        [digest],
+        "GPU",
+    ]
 
 
 def test_bind_or_connect_rule():

@@ -32,7 +32,9 @@ async def test_metrics_parse_and_counters_move():
         before = await _scrape(session)
         assert _value(before, "vllm:prompt_tokens_total") == 0
         for _ in range(2):
-            async with session.post("/v1/completions", json={"prompt": PROMPT_64, "max_tokens": 3}) as resp:
+            async with session.post(
+                "/v1/completions", json={"prompt": PROMPT_64, "max_tokens": 3}
+            ) as resp:
                 assert resp.status == 200
         after = await _scrape(session)
     assert _value(after, "vllm:prompt_tokens_total") == 128
@@ -49,7 +51,9 @@ async def test_metrics_parse_and_counters_move():
     assert _value(after, "vllm:external_prefix_cache_hits_total") == 0
     assert _value(after, "vllm:e2e_request_latency_seconds_count") == 2
     assert _value(after, "vllm:time_to_first_token_seconds_count") == 2
-    assert _value(after, "vllm:inter_token_latency_seconds_count") == 4  # 2 gaps per 3-token request
+    assert (
+        _value(after, "vllm:inter_token_latency_seconds_count") == 4
+    )  # 2 gaps per 3-token request
     assert _value(after, "vllm:request_time_per_output_token_seconds_count") == 2
     assert _value(after, "vllm:request_prompt_tokens_sum") == 128
     assert _value(after, "vllm:request_prompt_tokens_bucket", le="50.0") == 0
@@ -61,22 +65,38 @@ async def test_metrics_parse_and_counters_move():
     info = [k for k in after if k[0] == "vllm:cache_config_info"]
     labels = dict(info[0][1])
     assert labels["block_size"] == "16" and labels["num_gpu_blocks"] == "64"
-    assert labels["enable_prefix_caching"] == "True" and labels["prefix_caching_hash_algo"] == "sha256_cbor"
+    assert (
+        labels["enable_prefix_caching"] == "True"
+        and labels["prefix_caching_hash_algo"] == "sha256_cbor"
+    )
 
 
 def test_connector_metrics_are_rendered_with_their_labels():
-    stats = EngineStats(connector_metrics={"vllm:kv_offload_total_bytes_total|transfer_type=GPU_to_CPU": 4096.0,
-                                           "vllm:kv_offload_total_bytes_total|transfer_type=CPU_to_GPU": 1024.0,
-                                           "lmcache:local_cpu_usage_bytes": 77.0})
-    collector = _EngineStatsCollector(lambda: stats, {"engine": "0", "model_name": "m"}, {},
-                                      lambda: {"lag_max_s": 0.0, "steps": 0, "kv_events_dropped": 0})
+    stats = EngineStats(
+        connector_metrics={
+            "vllm:kv_offload_total_bytes_total|transfer_type=GPU_to_CPU": 4096.0,
+            "vllm:kv_offload_total_bytes_total|transfer_type=CPU_to_GPU": 1024.0,
+            "lmcache:local_cpu_usage_bytes": 77.0,
+        }
+    )
+    collector = _EngineStatsCollector(
+        lambda: stats,
+        {"engine": "0", "model_name": "m"},
+        {},
+        lambda: {"lag_max_s": 0.0, "steps": 0, "kv_events_dropped": 0},
+    )
     families = {f.name: f for f in collector.collect()}
     offload = families["vllm:kv_offload_total_bytes"]
     assert offload.type == "counter"
-    assert {(s.labels["transfer_type"], s.value) for s in offload.samples} == {("GPU_to_CPU", 4096.0),
-                                                                                ("CPU_to_GPU", 1024.0)}
+    assert {(s.labels["transfer_type"], s.value) for s in offload.samples} == {
+        ("GPU_to_CPU", 4096.0),
+        ("CPU_to_GPU", 1024.0),
+    }
     assert families["lmcache:local_cpu_usage_bytes"].type == "gauge"
-    assert families["lmcache:local_cpu_usage_bytes"].samples[0].labels == {"engine": "0", "model_name": "m"}
+    assert families["lmcache:local_cpu_usage_bytes"].samples[0].labels == {
+        "engine": "0",
+        "model_name": "m",
+    }
 
 
 def test_token_buckets_follow_vllm_1_2_5_rule():

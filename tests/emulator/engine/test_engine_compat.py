@@ -9,14 +9,13 @@ import pickle
 
 import cbor2
 import pytest
+from engine_testlib import make_args, make_engine, make_request
 
 from kvbench.emulator.api.args import parse_serve_args
 from kvbench.emulator.engine.build import build_engine
 from kvbench.emulator.engine.interface import BlockRemoved
 from kvbench.emulator.engine.virtual import VirtualDriver
 from kvbench.errors import UserError
-
-from engine_testlib import make_args, make_engine, make_request
 
 COMMON = [i for i in range(3) for _ in range(16)]  # 3 full blocks shared by requests
 
@@ -53,10 +52,13 @@ def test_free_order_0_32_puts_uncached_blocks_first():
     assert free_ids(engine) == [3, 2, 1, 10, 9, 8, 7, 6, 4, 5]
 
 
-@pytest.mark.parametrize(("vllm_compat", "expected"), [
-    ("0.11", [5, 6, 7, 8, 9, 10, 4, 3, 2, 1]),
-    ("0.32", [4, 3, 2, 1, 5, 6, 7, 8, 9, 10]),  # caching off: every block is uncached -> LIFO
-])
+@pytest.mark.parametrize(
+    ("vllm_compat", "expected"),
+    [
+        ("0.11", [5, 6, 7, 8, 9, 10, 4, 3, 2, 1]),
+        ("0.32", [4, 3, 2, 1, 5, 6, 7, 8, 9, 10]),  # caching off: every block is uncached -> LIFO
+    ],
+)
 def test_free_order_without_prefix_caching(vllm_compat, expected):
     engine = make_engine(vllm_compat=vllm_compat, enable_prefix_caching=False)
     engine.add_request(make_request("r0", COMMON + [3] * 7))
@@ -89,7 +91,9 @@ def test_waiting_request_counted_once_at_admission_under_0_32():
 
 
 def _preempted_run(**build_kwargs):
-    engine = build_engine(make_args(max_num_batched_tokens=256, **build_kwargs.pop("args", {})), **build_kwargs)
+    engine = build_engine(
+        make_args(max_num_batched_tokens=256, **build_kwargs.pop("args", {})), **build_kwargs
+    )
     engine.add_request(make_request("r0", [1] * 80, max_tokens=4))  # exactly 5 blocks
     engine.add_request(make_request("r1", [2] * 80, max_tokens=4))  # exactly 5 blocks
     VirtualDriver(engine).run(max_steps=50)
@@ -108,9 +112,15 @@ def test_preempted_request_under_0_32_counted_apart_and_once():
 
 def test_preempted_request_under_0_11_keeps_its_switch():
     separate = _preempted_run(args={"vllm_compat": "0.11"})
-    assert (separate.kv.stats.preempted_queries, separate.kv.stats.preempted_hits) == (3 * 81, 3 * 64)
+    assert (separate.kv.stats.preempted_queries, separate.kv.stats.preempted_hits) == (
+        3 * 81,
+        3 * 64,
+    )
     together = _preempted_run(args={"vllm_compat": "0.11"}, count_preempted_separately=False)
-    assert (together.stats().prefix_cache_queries, together.stats().prefix_cache_hits) == (160 + 3 * 81, 3 * 64)
+    assert (together.stats().prefix_cache_queries, together.stats().prefix_cache_hits) == (
+        160 + 3 * 81,
+        3 * 64,
+    )
 
 
 def _fake_urandom(n: int) -> bytes:
@@ -119,25 +129,36 @@ def _fake_urandom(n: int) -> bytes:
 
 @pytest.mark.parametrize("algo", ["sha256", "sha256_cbor"])
 def test_unseeded_none_hash_0_11_is_random(algo):
-    engine = build_engine(make_args(env={}, prefix_caching_hash_algo=algo, vllm_compat="0.11"),
-                          urandom=_fake_urandom)
+    engine = build_engine(
+        make_args(env={}, prefix_caching_hash_algo=algo, vllm_compat="0.11"), urandom=_fake_urandom
+    )
     assert engine.hasher.root_hash == b"\x01" * 32
 
 
-@pytest.mark.parametrize(("algo", "expected"), [
-    ("sha256", hashlib.sha256(pickle.dumps("vllm-none-hash", protocol=pickle.HIGHEST_PROTOCOL)).digest()),
-    ("sha256_cbor", hashlib.sha256(cbor2.dumps("vllm-none-hash", canonical=True)).digest()),
-])
+@pytest.mark.parametrize(
+    ("algo", "expected"),
+    [
+        (
+            "sha256",
+            hashlib.sha256(
+                pickle.dumps("vllm-none-hash", protocol=pickle.HIGHEST_PROTOCOL)
+            ).digest(),
+        ),
+        ("sha256_cbor", hashlib.sha256(cbor2.dumps("vllm-none-hash", canonical=True)).digest()),
+    ],
+)
 def test_unseeded_none_hash_0_32_is_the_fixed_default(algo, expected):
-    engine = build_engine(make_args(env={}, prefix_caching_hash_algo=algo, vllm_compat="0.32"),
-                          urandom=_fake_urandom)
+    engine = build_engine(
+        make_args(env={}, prefix_caching_hash_algo=algo, vllm_compat="0.32"), urandom=_fake_urandom
+    )
     assert engine.hasher.root_hash == expected
 
 
 @pytest.mark.parametrize("vllm_compat", ["0.11", "0.32"])
 def test_pythonhashseed_wins_in_both_profiles(vllm_compat):
-    engine = make_engine(env={"PYTHONHASHSEED": "7"}, prefix_caching_hash_algo="sha256_cbor",
-                         vllm_compat=vllm_compat)
+    engine = make_engine(
+        env={"PYTHONHASHSEED": "7"}, prefix_caching_hash_algo="sha256_cbor", vllm_compat=vllm_compat
+    )
     assert engine.hasher.root_hash == hashlib.sha256(cbor2.dumps("7", canonical=True)).digest()
 
 

@@ -6,6 +6,7 @@ import sys
 import types
 
 import pytest
+from engine_testlib import make_args, make_engine, make_request
 
 from kvbench.emulator.engine.build import build_engine
 from kvbench.emulator.engine.connector import ConnectorPoll, StepTransfer
@@ -13,9 +14,9 @@ from kvbench.emulator.engine.interface import BlockStored, TierHits
 from kvbench.emulator.engine.request import RequestStatus
 from kvbench.errors import UserError
 
-from engine_testlib import make_args, make_engine, make_request
-
-CPU_EVENT = BlockStored(block_hashes=[b"x"], parent_block_hash=None, token_ids=[], block_size=16, medium="CPU")
+CPU_EVENT = BlockStored(
+    block_hashes=[b"x"], parent_block_hash=None, token_ids=[], block_size=16, medium="CPU"
+)
 
 
 class FakeConnector:
@@ -38,8 +39,15 @@ class FakeConnector:
         self.calls.append(("alloc", request.request_id, list(block_ids), num_external_tokens))
 
     def build_step(self, scheduled, now_s):
-        self.calls.append(("step", [(c.request.request_id, c.num_computed_tokens, c.num_scheduled_tokens)
-                                    for c in scheduled]))
+        self.calls.append(
+            (
+                "step",
+                [
+                    (c.request.request_id, c.num_computed_tokens, c.num_scheduled_tokens)
+                    for c in scheduled
+                ],
+            )
+        )
         return StepTransfer(blocking_s=self.blocking_s)
 
     def request_finished(self, request, block_ids, now_s):
@@ -87,8 +95,11 @@ def test_sync_external_hit_is_scheduled_counted_and_costed():
     assert isinstance(result.kv_events[0], BlockStored) and result.kv_events[0].medium == "GPU"
     stats = engine.stats()
     assert (stats.external_prefix_cache_queries, stats.external_prefix_cache_hits) == (50, 32)
-    assert stats.prompt_tokens_by_source == {"local_compute": 18, "local_cache_hit": 0,
-                                             "external_kv_transfer": 32}
+    assert stats.prompt_tokens_by_source == {
+        "local_compute": 18,
+        "local_cache_hit": 0,
+        "external_kv_transfer": 32,
+    }
     assert stats.prompt_tokens_cached_by_source["host"] == 32
     assert stats.connector_metrics == {"vllm:fake_total": 1.0}
 
@@ -119,8 +130,11 @@ def test_async_load_parks_request_until_poll_reports_it():
     assert third.outputs[0].num_cached_tokens == 32
     stats = engine.stats()
     # looked up once (the resumed request has computed tokens, so no second lookup)
-    assert (stats.prefix_cache_queries, stats.external_prefix_cache_queries,
-            stats.external_prefix_cache_hits) == (50, 50, 32)
+    assert (
+        stats.prefix_cache_queries,
+        stats.external_prefix_cache_queries,
+        stats.external_prefix_cache_hits,
+    ) == (50, 50, 32)
 
 
 def test_delayed_free_holds_blocks_until_store_finishes():
@@ -172,18 +186,21 @@ def test_unknown_connector_is_a_user_error_naming_the_flag(monkeypatch):
         build_engine(make_args(kv_transfer_config={"kv_connector": "Nope"}))
 
 
-@pytest.mark.parametrize("overrides, flag", [
-    ({"block_size": 12}, "--block-size"),
-    ({"tensor_parallel_size": 3}, "--tensor-parallel-size"),
-    ({"max_num_seqs": 0}, "--max-num-seqs"),
-    ({"gpu_memory_utilization": 1.5}, "--gpu-memory-utilization"),
-    ({"num_gpu_blocks_override": 1}, "--num-gpu-blocks-override"),
-    ({"max_model_len": 100000}, "--max-model-len"),
-    ({"max_model_len": 4096}, "--max-model-len"),  # 11 blocks of 16 cannot hold 4096 tokens
-    ({"max_num_batched_tokens": 4}, "--max-num-batched-tokens"),
-    ({"prefix_caching_hash_algo": "md5"}, "--prefix-caching-hash-algo"),
-    ({"hardware": "TPU"}, "--hardware"),
-])
+@pytest.mark.parametrize(
+    "overrides, flag",
+    [
+        ({"block_size": 12}, "--block-size"),
+        ({"tensor_parallel_size": 3}, "--tensor-parallel-size"),
+        ({"max_num_seqs": 0}, "--max-num-seqs"),
+        ({"gpu_memory_utilization": 1.5}, "--gpu-memory-utilization"),
+        ({"num_gpu_blocks_override": 1}, "--num-gpu-blocks-override"),
+        ({"max_model_len": 100000}, "--max-model-len"),
+        ({"max_model_len": 4096}, "--max-model-len"),  # 11 blocks of 16 cannot hold 4096 tokens
+        ({"max_num_batched_tokens": 4}, "--max-num-batched-tokens"),
+        ({"prefix_caching_hash_algo": "md5"}, "--prefix-caching-hash-algo"),
+        ({"hardware": "TPU"}, "--hardware"),
+    ],
+)
 def test_bad_arguments_name_their_flag(overrides, flag):
     with pytest.raises(UserError, match=flag):
         build_engine(make_args(**overrides))
@@ -191,12 +208,23 @@ def test_bad_arguments_name_their_flag(overrides, flag):
 
 def test_default_batch_limits_follow_vllm_online_defaults():
     def limits(hardware):
-        args = make_args(hardware=hardware, max_num_batched_tokens=None, num_gpu_blocks_override=None,
-                         model="Qwen/Qwen3-8B", max_model_len=None, max_num_seqs=None)
+        args = make_args(
+            hardware=hardware,
+            max_num_batched_tokens=None,
+            num_gpu_blocks_override=None,
+            model="Qwen/Qwen3-8B",
+            max_model_len=None,
+            max_num_seqs=None,
+        )
         limits = build_engine(args).scheduler.limits
         return limits.max_num_batched_tokens, limits.max_num_seqs
+
     assert [limits(h) for h in ("H100-SXM", "H200", "A100-80GB", "L40S")] == [
-        (8192, 1024), (8192, 1024), (2048, 256), (2048, 256)]
+        (8192, 1024),
+        (8192, 1024),
+        (2048, 256),
+        (2048, 256),
+    ]
 
 
 def test_engine_keeps_stepping_while_a_store_holds_blocks():

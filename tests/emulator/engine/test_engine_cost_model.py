@@ -10,17 +10,44 @@ from kvbench.errors import UserError
 from kvbench.spec.catalogs import HardwareProfile, ModelProfile, get_hardware, get_model
 
 # A model small enough to compute by hand.
-HAND_MODEL = ModelProfile(name="hand", num_layers=2, hidden_size=128, num_attention_heads=2, num_kv_heads=1,
-                          head_dim=64, intermediate_size=256, vocab_size=1000, max_context_tokens=4096)
-HAND_GPU = HardwareProfile(name="hand-gpu", bf16_flops_per_s=1e12, hbm_gib=1.0, hbm_bytes_per_s=1e9,
-                           host_link_bytes_per_s=1e9, tp_link_bytes_per_s=1e9)
-PARAMS = CostParams(linear_efficiency=1.0, attention_efficiency=1.0, weight_memory_efficiency=1.0,
-                    kv_memory_efficiency=0.5,
-                    step_overhead_s=1e-3, per_request_overhead_s=0.0, allreduce_latency_s=1e-5,
-                    non_torch_bytes=0)
+HAND_MODEL = ModelProfile(
+    name="hand",
+    num_layers=2,
+    hidden_size=128,
+    num_attention_heads=2,
+    num_kv_heads=1,
+    head_dim=64,
+    intermediate_size=256,
+    vocab_size=1000,
+    max_context_tokens=4096,
+)
+HAND_GPU = HardwareProfile(
+    name="hand-gpu",
+    bf16_flops_per_s=1e12,
+    hbm_gib=1.0,
+    hbm_bytes_per_s=1e9,
+    host_link_bytes_per_s=1e9,
+    tp_link_bytes_per_s=1e9,
+)
+PARAMS = CostParams(
+    linear_efficiency=1.0,
+    attention_efficiency=1.0,
+    weight_memory_efficiency=1.0,
+    kv_memory_efficiency=0.5,
+    step_overhead_s=1e-3,
+    per_request_overhead_s=0.0,
+    allreduce_latency_s=1e-5,
+    non_torch_bytes=0,
+)
 # One request prefilling 10 tokens from an empty context, sampling one token.
-WORK = StepWork(num_reqs=1, num_tokens=10, num_sampled=1, attended_pairs=55, kv_tokens_read=10,
-                num_kv_tokens_written=10)
+WORK = StepWork(
+    num_reqs=1,
+    num_tokens=10,
+    num_sampled=1,
+    attended_pairs=55,
+    kv_tokens_read=10,
+    num_kv_tokens_written=10,
+)
 
 
 def test_hand_model_derived_sizes():
@@ -53,12 +80,24 @@ def test_tensor_parallel_splits_work_and_adds_ring_all_reduce():
 
 def test_big_prefill_is_compute_bound_on_h100():
     model, gpu = get_model("Qwen/Qwen3-8B"), get_hardware("H100-SXM")
-    prefill = StepWork(num_reqs=1, num_tokens=8192, num_sampled=1, attended_pairs=8192 * 8193 // 2,
-                       kv_tokens_read=8192, num_kv_tokens_written=8192)
+    prefill = StepWork(
+        num_reqs=1,
+        num_tokens=8192,
+        num_sampled=1,
+        attended_pairs=8192 * 8193 // 2,
+        kv_tokens_read=8192,
+        num_kv_tokens_written=8192,
+    )
     cost = CostModel(model, gpu).step_cost(prefill)
     assert cost.compute_s > cost.memory_s
-    decode = StepWork(num_reqs=1, num_tokens=1, num_sampled=1, attended_pairs=2049, kv_tokens_read=2049,
-                      num_kv_tokens_written=1)
+    decode = StepWork(
+        num_reqs=1,
+        num_tokens=1,
+        num_sampled=1,
+        attended_pairs=2049,
+        kv_tokens_read=2049,
+        num_kv_tokens_written=1,
+    )
     cost = CostModel(model, gpu).step_cost(decode)
     assert cost.memory_s > cost.compute_s
 
@@ -72,12 +111,20 @@ def test_kv_capacity_follows_vllms_rule():
     # TP=2 halves weights and per-GPU block bytes
     available_tp2 = 0.5 * 2**30 - 1103616 / 2 - (4 * 2 * 128 * 2 + 4 * 128 * 4 * 2 + 2 * 1000 * 4)
     assert num_gpu_blocks_by_memory(HAND_MODEL, HAND_GPU, 2, 16, 0.5, 4, 2, PARAMS) == int(
-        available_tp2 // (16 * 256))
+        available_tp2 // (16 * 256)
+    )
 
 
-@pytest.mark.parametrize("name, kv_bytes", [
-    ("Qwen/Qwen3-0.6B", 114688), ("Qwen/Qwen3-8B", 147456), ("Qwen/Qwen3-14B", 163840),
-    ("Qwen/Qwen3-32B", 262144), ("Qwen/Qwen3-32B-AWQ", 262144)])
+@pytest.mark.parametrize(
+    "name, kv_bytes",
+    [
+        ("Qwen/Qwen3-0.6B", 114688),
+        ("Qwen/Qwen3-8B", 147456),
+        ("Qwen/Qwen3-14B", 163840),
+        ("Qwen/Qwen3-32B", 262144),
+        ("Qwen/Qwen3-32B-AWQ", 262144),
+    ],
+)
 def test_catalog_kv_bytes_per_token(name, kv_bytes):
     assert get_model(name).kv_bytes_per_token == kv_bytes
 
@@ -86,16 +133,29 @@ def test_catalog_weights_match_published_parameter_counts():
     assert get_model("Qwen/Qwen3-8B").weight_bytes == pytest.approx(2 * 8.19e9, rel=0.01)
     assert get_model("Qwen/Qwen3-32B").weight_bytes == pytest.approx(2 * 32.8e9, rel=0.01)
     awq = get_model("Qwen/Qwen3-32B-AWQ").weight_bytes
-    assert 0.25 < awq / get_model("Qwen/Qwen3-32B").weight_bytes < 0.35  # 4-bit linear, bf16 embeddings
+    assert (
+        0.25 < awq / get_model("Qwen/Qwen3-32B").weight_bytes < 0.35
+    )  # 4-bit linear, bf16 embeddings
     tiny = get_model("kvbench/tiny-qwen3")
-    assert (tiny.num_layers, tiny.hidden_size, tiny.num_kv_heads, tiny.head_dim, tiny.vocab_size) == (
-        2, 256, 2, 64, 4096)
+    assert (
+        tiny.num_layers,
+        tiny.hidden_size,
+        tiny.num_kv_heads,
+        tiny.head_dim,
+        tiny.vocab_size,
+    ) == (2, 256, 2, 64, 4096)
 
 
 def test_catalog_h100_uses_the_projects_measurements():
     h100 = get_hardware("H100-SXM")
-    assert (h100.host_link_bytes_per_s, h100.bf16_flops_per_s, h100.hbm_bytes_per_s) == (55e9, 800e12, 3e12)
-    assert get_hardware("L40S").tp_link_bytes_per_s == get_hardware("L40S").host_link_bytes_per_s  # PCIe
+    assert (h100.host_link_bytes_per_s, h100.bf16_flops_per_s, h100.hbm_bytes_per_s) == (
+        55e9,
+        800e12,
+        3e12,
+    )
+    assert (
+        get_hardware("L40S").tp_link_bytes_per_s == get_hardware("L40S").host_link_bytes_per_s
+    )  # PCIe
 
 
 def test_unknown_catalog_names_list_the_known_ones():
@@ -108,6 +168,7 @@ def test_unknown_catalog_names_list_the_known_ones():
 def test_kv_capacity_matches_the_published_vllm_block_count():
     # llm-d tiered-prefix-cache guide: Qwen3-32B, TP 2, H100 80GB, gpu_memory_utilization 0.65 ->
     # 9,271 GPU blocks per engine (vLLM's log); vLLM 0.11 defaults 8192 batched tokens, 1024 seqs.
-    blocks = num_gpu_blocks_by_memory(get_model("Qwen/Qwen3-32B"), get_hardware("H100-SXM"), 2, 16, 0.65,
-                                      8192, 1024)
+    blocks = num_gpu_blocks_by_memory(
+        get_model("Qwen/Qwen3-32B"), get_hardware("H100-SXM"), 2, 16, 0.65, 8192, 1024
+    )
     assert blocks == pytest.approx(9271, rel=0.005)

@@ -7,12 +7,11 @@ import pickle
 
 import cbor2
 import pytest
+from engine_testlib import make_engine, make_request
 
 from kvbench.emulator.engine.hashing import BlockHasher, get_hash_fn, none_hash, to_event_hash
 from kvbench.emulator.engine.interface import BlockStored
 from kvbench.errors import UserError
-
-from engine_testlib import make_engine, make_request
 
 
 def vllm_sha256(obj) -> bytes:
@@ -34,7 +33,9 @@ def test_chain_of_full_blocks_matches_vllm(algo):
     first = ref((root, tuple(tokens[:16]), None))
     second = ref((first, tuple(tokens[16:32]), None))
 
-    hasher = BlockHasher(get_hash_fn(algo), none_hash(get_hash_fn(algo), {"PYTHONHASHSEED": "123"}), 16)
+    hasher = BlockHasher(
+        get_hash_fn(algo), none_hash(get_hash_fn(algo), {"PYTHONHASHSEED": "123"}), 16
+    )
     hashes: list[bytes] = []
     hasher.extend(tokens, hashes, cache_salt=None)
     assert hashes == [first, second]

@@ -3,11 +3,11 @@ tests/v1/core/test_prefix_caching.py: block size 16, 11 GPU blocks (block 0 is t
 
 from __future__ import annotations
 
+from engine_testlib import make_engine, make_request
+
 from kvbench.emulator.engine.block_pool import BlockPool
 from kvbench.emulator.engine.hashing import to_event_hash
 from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, BlockStored
-
-from engine_testlib import make_engine, make_request
 
 COMMON = [i for i in range(3) for _ in range(16)]  # 3 full blocks shared by requests
 
@@ -47,7 +47,9 @@ def test_lazy_eviction_emits_block_removed_on_reuse_and_hit_stops_at_first_miss(
     engine.add_request(make_request("r0", COMMON + [3] * 7))
     engine.add_request(make_request("r1", COMMON + [5] * 5))
     first = engine.step(0.0)
-    stored_hashes = [h for e in first.kv_events if isinstance(e, BlockStored) for h in e.block_hashes]
+    stored_hashes = [
+        h for e in first.kv_events if isinstance(e, BlockStored) for h in e.block_hashes
+    ]
     assert len(stored_hashes) == 3  # r1's hit blocks are not stored again
     third_block_hash = stored_hashes[2]
 

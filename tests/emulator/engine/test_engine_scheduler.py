@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from engine_testlib import make_args, make_engine, make_request
+
 from kvbench.emulator.engine.build import build_engine
 from kvbench.emulator.engine.hashing import to_event_hash
 from kvbench.emulator.engine.interface import BlockRemoved
 from kvbench.emulator.engine.request import RequestStatus, generated_token_id, request_token_seed
 from kvbench.emulator.engine.virtual import VirtualDriver
-
-from engine_testlib import make_args, make_engine, make_request
 
 
 def test_chunked_prefill_under_token_budget_and_running_first():
@@ -111,7 +111,9 @@ def test_outputs_are_deterministic_and_within_vocab():
     assert all(0 <= t < 4096 for t in runs[0])
     other = make_engine()
     other.add_request(make_request("x", [3] * 10, max_tokens=5, sampling_seed=8))
-    assert [t for o in VirtualDriver(other).run().outputs for t in o.output.new_token_ids] != runs[0]
+    assert [t for o in VirtualDriver(other).run().outputs for t in o.output.new_token_ids] != runs[
+        0
+    ]
 
 
 def test_max_model_len_caps_generation():
@@ -159,6 +161,9 @@ def test_cached_tokens_by_source_count_at_admission_prompt_tokens_at_first_token
     engine.step(1.1)
     stats = engine.stats()
     assert stats.prompt_tokens == 120
-    assert stats.prompt_tokens_by_source == {"local_compute": 88, "local_cache_hit": 32,
-                                             "external_kv_transfer": 0}
+    assert stats.prompt_tokens_by_source == {
+        "local_compute": 88,
+        "local_cache_hit": 32,
+        "external_kv_transfer": 0,
+    }
     assert stats.prefix_cache_hits == stats.prompt_tokens_cached_by_source["device"]

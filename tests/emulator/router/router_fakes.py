@@ -28,7 +28,7 @@ class FakeVllm:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def start(self) -> "FakeVllm":
+    async def start(self) -> FakeVllm:
         app = web.Application()
         app.router.add_get("/metrics", self.metrics)
         app.router.add_post("/v1/completions", self.completions)
@@ -44,9 +44,11 @@ class FakeVllm:
             self._runner = None
 
     async def metrics(self, request: web.Request) -> web.Response:
-        text = (f'vllm:num_requests_waiting{{engine="0",model_name="m"}} {self.waiting}\n'
-                f'vllm:kv_cache_usage_perc{{engine="0",model_name="m"}} {self.usage}\n'
-                'vllm:cache_config_info{block_size="16",engine="0",num_gpu_blocks="100"} 1.0\n')
+        text = (
+            f'vllm:num_requests_waiting{{engine="0",model_name="m"}} {self.waiting}\n'
+            f'vllm:kv_cache_usage_perc{{engine="0",model_name="m"}} {self.usage}\n'
+            'vllm:cache_config_info{block_size="16",engine="0",num_gpu_blocks="100"} 1.0\n'
+        )
         return web.Response(text=text)
 
     async def models(self, request: web.Request) -> web.Response:
@@ -56,9 +58,15 @@ class FakeVllm:
         body = await request.json()
         self.requests.append(body)
         if not body.get("stream"):
-            return web.json_response({"port": self.port}, headers={"x-kvbench-kv-hits": "gpu=16,cpu=0,remote=0"})
-        response = web.StreamResponse(headers={"content-type": "text/event-stream",
-                                               "x-kvbench-kv-hits": "gpu=32,cpu=0,remote=0"})
+            return web.json_response(
+                {"port": self.port}, headers={"x-kvbench-kv-hits": "gpu=16,cpu=0,remote=0"}
+            )
+        response = web.StreamResponse(
+            headers={
+                "content-type": "text/event-stream",
+                "x-kvbench-kv-hits": "gpu=32,cpu=0,remote=0",
+            }
+        )
         await response.prepare(request)
         try:
             await response.write(b'data: {"n": 1}\n\n')

@@ -18,7 +18,9 @@ CONFIGS = Path(__file__).parent / "configs"
 
 
 def build(config):
-    return build_plugins(config, EppMetrics("test"), random.Random(0), lambda: 0.0, {}, lambda pod: pod)
+    return build_plugins(
+        config, EppMetrics("test"), random.Random(0), lambda: 0.0, {}, lambda pod: pod
+    )
 
 
 def scorer_table(built):
@@ -38,7 +40,9 @@ def test_tiered_prefix_cache_guide_loads_with_its_weights_and_a_default_picker()
     assert (gpu.auto_tune, gpu.lru_capacity_per_server, gpu.block_size_chars) == (True, 31250, 64)
     assert (cpu.auto_tune, cpu.lru_capacity_per_server) == (False, 41000)
     assert built.scheduler.picker.type == "max-score-picker"
-    assert config.default_profile().plugins[-1].plugin_ref == "max-score-picker"  # added by the loader
+    assert (
+        config.default_profile().plugins[-1].plugin_ref == "max-score-picker"
+    )  # added by the loader
 
 
 def test_precise_config_from_inference_scheduler_loads_passive_plugins_and_in_memory_index():
@@ -57,7 +61,9 @@ def test_precise_config_from_inference_scheduler_loads_passive_plugins_and_in_me
 
 def test_minimal_epp_config_defaults_block_size_16_and_empty_seed():
     built = build(load_config_file(CONFIGS / "epp-config.yaml"))
-    assert scorer_table(built) == [("precise-prefix-cache-scorer", "precise-prefix-cache-scorer", 2.0)]
+    assert scorer_table(built) == [
+        ("precise-prefix-cache-scorer", "precise-prefix-cache-scorer", 2.0)
+    ]
     precise = built.scheduler.scorers[0].scorer
     assert (precise.block_size_tokens, precise.hash_seed) == (16, "")
 
@@ -87,21 +93,37 @@ plugins:
     assert index.url == "redis://10.0.0.1:6379"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("plugins:\n- type: prefix-cache-scorrer\n", "plugin prefix-cache-scorrer: unknown type 'prefix-cache-scorrer'"),
-    ("plugins:\n- type: prefix-cache-scorer\n  name: p\n  parameters: {lruCapacityPerSever: 10}\n",
-     "plugin p: unknown parameter 'lruCapacityPerSever'"),
-    ("plugins:\n- type: prefix-cache-scorer\n  name: p\n  parameters: {blockSize: big}\n",
-     "plugin p: parameter blockSize must be int"),
-    ("plugins:\n- type: prefix-cache-scorer\n  name: p\n  parameters: {autoTune: 1}\n",
-     "plugin p: parameter autoTune must be bool"),
-    ("plugins:\n- type: queue-scorer\nschedulingProfiles:\n- name: default\n  plugins:\n  - pluginRef: qs\n",
-     "pluginRef 'qs' is not a declared plugin"),
-    ("plugins:\n- type: queue-scorer\nschedulingProfiles:\n- name: default\n  plugins:\n  - pluginRef: queue-scorer\n    weight: -1\n",
-     "weight of queue-scorer must be a number >= 0"),
-    ("kind: Deployment\nplugins: []\n", "kind is 'Deployment'"),
-    ("plugins: [\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "plugins:\n- type: prefix-cache-scorrer\n",
+            "plugin prefix-cache-scorrer: unknown type 'prefix-cache-scorrer'",
+        ),
+        (
+            "plugins:\n- type: prefix-cache-scorer\n  name: p\n  parameters: {lruCapacityPerSever: 10}\n",
+            "plugin p: unknown parameter 'lruCapacityPerSever'",
+        ),
+        (
+            "plugins:\n- type: prefix-cache-scorer\n  name: p\n  parameters: {blockSize: big}\n",
+            "plugin p: parameter blockSize must be int",
+        ),
+        (
+            "plugins:\n- type: prefix-cache-scorer\n  name: p\n  parameters: {autoTune: 1}\n",
+            "plugin p: parameter autoTune must be bool",
+        ),
+        (
+            "plugins:\n- type: queue-scorer\nschedulingProfiles:\n- name: default\n  plugins:\n  - pluginRef: qs\n",
+            "pluginRef 'qs' is not a declared plugin",
+        ),
+        (
+            "plugins:\n- type: queue-scorer\nschedulingProfiles:\n- name: default\n  plugins:\n  - pluginRef: queue-scorer\n    weight: -1\n",
+            "weight of queue-scorer must be a number >= 0",
+        ),
+        ("kind: Deployment\nplugins: []\n", "kind is 'Deployment'"),
+        ("plugins: [\n", "not valid YAML"),
+    ],
+)
 def test_bad_configs_fail_with_one_line_naming_the_field(text, message):
     with pytest.raises(UserError) as err:
         load_config_text(text, "epp.yaml")
@@ -111,7 +133,9 @@ def test_bad_configs_fail_with_one_line_naming_the_field(text, message):
 
 def test_bad_nested_precise_parameter_names_its_path():
     text = "plugins:\n- type: precise-prefix-cache-scorer\n  name: ppc\n  parameters: {tokenProcessorConfig: {blockSize: '64'}}\n"
-    with pytest.raises(UserError, match=r"plugin ppc: parameter tokenProcessorConfig.blockSize must be int"):
+    with pytest.raises(
+        UserError, match=r"plugin ppc: parameter tokenProcessorConfig.blockSize must be int"
+    ):
         build(load_config_text(text))
 
 

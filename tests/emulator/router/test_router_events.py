@@ -14,7 +14,7 @@ import zmq.asyncio
 
 from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, BlockStored
 from kvbench.emulator.router.events import decode_payload, hash_as_uint64, parse_topic
-from kvbench.emulator.router.index_memory import InMemoryIndex, PodEntry
+from kvbench.emulator.router.index_memory import InMemoryIndex
 from kvbench.emulator.router.index_redis import RedisIndex
 from kvbench.emulator.router.subscriber import KVEventSubscriber
 from kvbench.emulator.stores import free_port
@@ -38,13 +38,22 @@ def message(seq: int, *events) -> list[bytes]:
 
 def test_decode_v011_positional_events_and_byte_hashes():
     digest = bytes(range(32))
-    batch = decode_payload(payload(["BlockStored", [digest, 7], None, [1, 2], 16, None, "CPU"],
-                                   ["BlockRemoved", [7], "GPU"], ["AllBlocksCleared"]))
+    batch = decode_payload(
+        payload(
+            ["BlockStored", [digest, 7], None, [1, 2], 16, None, "CPU"],
+            ["BlockRemoved", [7], "GPU"],
+            ["AllBlocksCleared"],
+        )
+    )
     assert batch.events == [
         BlockStored([int.from_bytes(digest[-8:], "big"), 7], None, [1, 2], 16, None, "CPU"),
-        BlockRemoved([7], "GPU"), AllBlocksCleared()]
+        BlockRemoved([7], "GPU"),
+        AllBlocksCleared(),
+    ]
     assert batch.data_parallel_rank == 0
-    old = decode_payload(msgspec.msgpack.encode([0.0, [["BlockStored", [1], 5, [], 16, None]]]))  # 0.10: no medium
+    old = decode_payload(
+        msgspec.msgpack.encode([0.0, [["BlockStored", [1], 5, [], 16, None]]])
+    )  # 0.10: no medium
     assert old.events[0].medium == "GPU" and old.events[0].parent_block_hash == 5
 
 
@@ -103,7 +112,9 @@ class ReplayServer:
             for seq, data in self.messages:
                 if seq >= start_seq:
                     await self.socket.send_multipart([client, b"", seq.to_bytes(8, "big"), data])
-            await self.socket.send_multipart([client, b"", (-1).to_bytes(8, "big", signed=True), b""])
+            await self.socket.send_multipart(
+                [client, b"", (-1).to_bytes(8, "big", signed=True), b""]
+            )
 
     async def close(self) -> None:
         self.task.cancel()
@@ -119,18 +130,27 @@ async def zmq_context():
 
 
 async def test_late_join_and_gap_are_recovered_through_replay(zmq_context):
-    history = [(0, payload(stored([1]))), (1, payload(stored([2]))), (2, payload(["BlockRemoved", [1], "GPU"])),
-               (3, payload(stored([3]))), (4, payload(stored([4])))]
+    history = [
+        (0, payload(stored([1]))),
+        (1, payload(stored([2]))),
+        (2, payload(["BlockRemoved", [1], "GPU"])),
+        (3, payload(stored([3]))),
+        (4, payload(stored([4]))),
+    ]
     server = ReplayServer(zmq_context, history[:2])  # the engine has published seq 0 and 1 so far
     index = InMemoryIndex()
     subscriber = KVEventSubscriber(index=index, replay_endpoints={POD: server.url})
     subscriber._context = zmq_context
     try:
-        await subscriber.handle_message([TOPIC, (1).to_bytes(8, "big"), history[1][1]])  # joined late at seq 1
+        await subscriber.handle_message(
+            [TOPIC, (1).to_bytes(8, "big"), history[1][1]]
+        )  # joined late at seq 1
         assert server.requests == [0]
         assert await index.lookup("m", [1, 2]) == [{POD: {"gpu"}}, {POD: {"gpu"}}]
         server.messages.extend(history[2:])
-        await subscriber.handle_message([TOPIC, (4).to_bytes(8, "big"), history[4][1]])  # 2 and 3 were lost
+        await subscriber.handle_message(
+            [TOPIC, (4).to_bytes(8, "big"), history[4][1]]
+        )  # 2 and 3 were lost
         assert server.requests == [0, 2]
         assert await index.lookup("m", [1]) == []  # seq 2's removal was replayed
         assert await index.lookup("m", [3]) == [{POD: {"gpu"}}]
@@ -145,12 +165,16 @@ async def test_store_outage_is_healed_by_replay_after_the_breaker_closes(zmq_con
     history = [(0, payload(stored([1]))), (1, payload(stored([2]))), (2, payload(stored([3])))]
     server = ReplayServer(zmq_context, history)
     index = RedisIndex(redis_server.url, clock=lambda: now[0], breaker_open_s=1.0)
-    subscriber = KVEventSubscriber(index=index, replay_endpoints={POD: server.url}, clock=lambda: now[0])
+    subscriber = KVEventSubscriber(
+        index=index, replay_endpoints={POD: server.url}, clock=lambda: now[0]
+    )
     subscriber._context = zmq_context
     try:
         await subscriber.handle_message([TOPIC, (0).to_bytes(8, "big"), history[0][1]])
         redis_server.pause()
-        await subscriber.handle_message([TOPIC, (1).to_bytes(8, "big"), history[1][1]])  # store frozen
+        await subscriber.handle_message(
+            [TOPIC, (1).to_bytes(8, "big"), history[1][1]]
+        )  # store frozen
         redis_server.resume()
         assert subscriber.streams[POD].last_seq == 0 and subscriber.stats.apply_failures == 1
         now[0] = 2.0  # breaker closed again
@@ -175,8 +199,12 @@ async def test_real_zmq_sub_binds_and_engine_pub_connects(zmq_context):
             await asyncio.sleep(0.01)
             if subscriber.stats.messages >= 3:
                 break
-        await publisher.send_multipart([b"other-topic", b"\x00" * 8, payload(stored([1]))])  # filtered out
-        await publisher.send_multipart(message(seq + 1, ["BlockStored", [42], None, [], 16, None, "CPU"]))
+        await publisher.send_multipart(
+            [b"other-topic", b"\x00" * 8, payload(stored([1]))]
+        )  # filtered out
+        await publisher.send_multipart(
+            message(seq + 1, ["BlockStored", [42], None, [], 16, None, "CPU"])
+        )
         for _ in range(100):
             await asyncio.sleep(0.01)
             if await index.lookup("m", [42]):

@@ -16,11 +16,19 @@ A, B = "10.0.0.1:8000", "10.0.0.2:8000"
 async def check_contract(index) -> None:
     await index.add("m", [11, 12, 13], [PodEntry(A, "gpu")])
     await index.add("m", [11, 12], [PodEntry(B, "cpu")])
-    assert await index.lookup("m", [11, 12, 13, 14]) == [{A: {"gpu"}, B: {"cpu"}}, {A: {"gpu"}, B: {"cpu"}}, {A: {"gpu"}}]
+    assert await index.lookup("m", [11, 12, 13, 14]) == [
+        {A: {"gpu"}, B: {"cpu"}},
+        {A: {"gpu"}, B: {"cpu"}},
+        {A: {"gpu"}},
+    ]
     assert await index.lookup("m", [99, 11]) == []  # stops at the first miss
     assert await index.lookup("other-model", [11]) == []
     await index.evict("m", 12, [PodEntry(A, "gpu")])
-    assert await index.lookup("m", [11, 12, 13]) == [{A: {"gpu"}, B: {"cpu"}}, {B: {"cpu"}}, {A: {"gpu"}}]
+    assert await index.lookup("m", [11, 12, 13]) == [
+        {A: {"gpu"}, B: {"cpu"}},
+        {B: {"cpu"}},
+        {A: {"gpu"}},
+    ]
     await index.clear_pod(B)
     assert await index.lookup("m", [11, 12, 13]) == [{A: {"gpu"}}]
 
@@ -42,17 +50,24 @@ async def test_in_memory_index_bounds_keys_and_pods_per_key_lru():
 
 
 async def test_redis_and_valkey_index_contract_and_llm_d_key_layout(kv_store_server):
-    index = RedisIndex(kv_store_server.url, backend_type=kv_store_server.kind, wall_clock=lambda: 1_790_000_000.0)
+    index = RedisIndex(
+        kv_store_server.url, backend_type=kv_store_server.kind, wall_clock=lambda: 1_790_000_000.0
+    )
     try:
         await check_contract(index)
         raw = redis.Redis.from_url(kv_store_server.redis_url, decode_responses=True)
-        assert sorted(raw.keys("*")) == ["m@11", "m@13"]  # m@12 lost its last holder when B was cleared
+        assert sorted(raw.keys("*")) == [
+            "m@11",
+            "m@13",
+        ]  # m@12 lost its last holder when B was cleared
         assert raw.type("m@11") == "hash"
         assert raw.hgetall("m@11") == {f"{A}@gpu": "2026-09-21T14:13:20Z"}
         big = 0xFFFFFFFFFFFFFFF0
         await index.add("Qwen/Qwen3-8B", [big], [PodEntry(B, "gpu")])
         assert raw.hkeys(f"Qwen/Qwen3-8B@{big}") == [f"{B}@gpu"]  # decimal uint64, "<pod>@<tier>"
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", raw.hget(f"Qwen/Qwen3-8B@{big}", f"{B}@gpu"))
+        assert re.fullmatch(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", raw.hget(f"Qwen/Qwen3-8B@{big}", f"{B}@gpu")
+        )
         raw.close()
     finally:
         await index.close()

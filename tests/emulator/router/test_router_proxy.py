@@ -8,13 +8,12 @@ import json
 
 import aiohttp
 import pytest
+from router_fakes import FakeVllm
 
 from kvbench.emulator.router.config import load_config_text
 from kvbench.emulator.router.serve import Router, RouterOptions, main, parse_args
 from kvbench.emulator.stores import free_port
 from kvbench.errors import UserError
-
-from router_fakes import FakeVllm
 
 QUEUE_CONFIG = """
 apiVersion: inference.networking.x-k8s.io/v1alpha1
@@ -48,7 +47,9 @@ async def fakes():
 
 async def start_router(config_text: str, urls: list[str], tmp_path, **options) -> Router:
     options.setdefault("decision_log", tmp_path / "decisions.jsonl")
-    return await Router(load_config_text(config_text), RouterOptions(endpoints=urls, **options)).start()
+    return await Router(
+        load_config_text(config_text), RouterOptions(endpoints=urls, **options)
+    ).start()
 
 
 async def test_routes_by_queue_streams_sse_unbuffered_and_sets_headers(fakes, tmp_path):
@@ -63,7 +64,9 @@ async def test_routes_by_queue_streams_sse_unbuffered_and_sets_headers(fakes, tm
                 assert response.headers["x-kvbench-router-predicted-hit-tokens"] == "0"
                 assert response.headers["x-kvbench-kv-hits"] == "gpu=32,cpu=0,remote=0"
                 first = await response.content.readuntil(b"\n\n")
-                assert first == b'data: {"n": 1}\n\n'  # arrived while the engine still holds the rest
+                assert (
+                    first == b'data: {"n": 1}\n\n'
+                )  # arrived while the engine still holds the rest
                 idle.release_stream.set()
                 assert await response.content.read() == b'data: {"n": 2}\n\ndata: [DONE]\n\n'
         assert busy.requests == [] and idle.requests == [body]
@@ -80,7 +83,9 @@ async def test_epp_metrics_use_gie_names(fakes, tmp_path):
     router = await start_router(QUEUE_CONFIG, [f.url for f in fakes], tmp_path)
     try:
         async with aiohttp.ClientSession() as session:
-            async with session.post(router.url + "/v1/completions", json={"model": "m", "prompt": "x"}) as response:
+            async with session.post(
+                router.url + "/v1/completions", json={"model": "m", "prompt": "x"}
+            ) as response:
                 assert (await response.json())["port"] == fakes[1].port
             async with session.get(router.url + "/metrics") as response:
                 text = await response.text()
@@ -89,10 +94,14 @@ async def test_epp_metrics_use_gie_names(fakes, tmp_path):
     assert 'inference_objective_request_total{model_name="m",target_model_name="m"} 1.0' in text
     assert 'inference_pool_ready_pods{name="kvbench-pool"} 2.0' in text
     assert 'inference_pool_average_queue_size{name="kvbench-pool"} 2.5' in text
-    for name in ("inference_objective_request_duration_seconds_bucket", "inference_extension_scheduler_e2e_duration_seconds_count",
-                 'inference_extension_plugin_duration_seconds_count{extension_point="Scorer",plugin_name="queue-scorer"',
-                 "inference_extension_prefix_indexer_size", "inference_extension_prefix_indexer_hit_ratio_bucket",
-                 "inference_pool_average_kv_cache_utilization"):
+    for name in (
+        "inference_objective_request_duration_seconds_bucket",
+        "inference_extension_scheduler_e2e_duration_seconds_count",
+        'inference_extension_plugin_duration_seconds_count{extension_point="Scorer",plugin_name="queue-scorer"',
+        "inference_extension_prefix_indexer_size",
+        "inference_extension_prefix_indexer_hit_ratio_bucket",
+        "inference_pool_average_kv_cache_utilization",
+    ):
         assert name in text
 
 
@@ -103,11 +112,15 @@ async def test_dead_endpoint_is_ejected_traffic_moves_and_it_is_readmitted(fakes
         await idle.stop()  # the preferred endpoint dies
         assert await wait_until(lambda: not router.pool.by_address(idle.address).ready)
         async with aiohttp.ClientSession() as session:
-            async with session.post(router.url + "/v1/completions", json={"model": "m", "prompt": "x"}) as response:
+            async with session.post(
+                router.url + "/v1/completions", json={"model": "m", "prompt": "x"}
+            ) as response:
                 assert response.headers["x-kvbench-endpoint"] == busy.address
             await idle.start()  # back on the same port
             assert await wait_until(lambda: router.pool.by_address(idle.address).ready)
-            async with session.post(router.url + "/v1/completions", json={"model": "m", "prompt": "x"}) as response:
+            async with session.post(
+                router.url + "/v1/completions", json={"model": "m", "prompt": "x"}
+            ) as response:
                 assert response.headers["x-kvbench-endpoint"] == idle.address
     finally:
         await router.stop()
@@ -115,16 +128,27 @@ async def test_dead_endpoint_is_ejected_traffic_moves_and_it_is_readmitted(fakes
 
 async def test_connection_error_reschedules_the_request_at_once(fakes, tmp_path):
     busy, idle = fakes
-    router = await start_router(QUEUE_CONFIG, [busy.url, idle.url], tmp_path, refresh_interval_s=60.0)
+    router = await start_router(
+        QUEUE_CONFIG, [busy.url, idle.url], tmp_path, refresh_interval_s=60.0
+    )
     try:
         await idle.stop()  # the pool has not scraped since: it still believes idle is ready
-        async with aiohttp.ClientSession() as session:
-            async with session.post(router.url + "/v1/completions", json={"model": "m", "prompt": "x"}) as response:
-                assert response.status == 200
-                assert response.headers["x-kvbench-endpoint"] == busy.address
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                router.url + "/v1/completions", json={"model": "m", "prompt": "x"}
+            ) as response,
+        ):
+            assert response.status == 200
+            assert response.headers["x-kvbench-endpoint"] == busy.address
         assert not router.pool.by_address(idle.address).ready
-        records = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
-        assert [(r["endpoint"], r["retries"]) for r in records] == [(idle.address, 0), (busy.address, 1)]
+        records = [
+            json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()
+        ]
+        assert [(r["endpoint"], r["retries"]) for r in records] == [
+            (idle.address, 0),
+            (busy.address, 1),
+        ]
     finally:
         await router.stop()
 
@@ -133,7 +157,9 @@ async def test_no_ready_endpoint_is_503(tmp_path):
     router = await start_router(QUEUE_CONFIG, [f"http://127.0.0.1:{free_port()}"], tmp_path)
     try:
         async with aiohttp.ClientSession() as session:
-            async with session.post(router.url + "/v1/completions", json={"model": "m", "prompt": "x"}) as response:
+            async with session.post(
+                router.url + "/v1/completions", json={"model": "m", "prompt": "x"}
+            ) as response:
                 assert response.status == 503
             async with session.post(router.url + "/v1/completions", data=b"{not json") as response:
                 assert response.status == 400
@@ -146,7 +172,9 @@ async def test_client_that_disconnects_mid_stream_releases_the_upstream_request(
     router = await start_router(QUEUE_CONFIG, [busy.url, idle.url], tmp_path)
     try:
         session = aiohttp.ClientSession()
-        response = await session.post(router.url + "/v1/completions", json={"model": "m", "prompt": "x", "stream": True})
+        response = await session.post(
+            router.url + "/v1/completions", json={"model": "m", "prompt": "x", "stream": True}
+        )
         await response.content.readuntil(b"\n\n")
         response.close()  # the client goes away while the engine is still streaming
         await session.close()
@@ -174,18 +202,28 @@ schedulingProfiles:
 
 async def test_frozen_index_store_scores_zero_and_routing_continues(fakes, tmp_path, redis_server):
     busy, idle = fakes
-    config = PRECISE_REDIS_CONFIG.format(address=f"127.0.0.1:{redis_server.port}", zmq_port=free_port())
+    config = PRECISE_REDIS_CONFIG.format(
+        address=f"127.0.0.1:{redis_server.port}", zmq_port=free_port()
+    )
     router = await start_router(config, [busy.url, idle.url], tmp_path)
     try:
         redis_server.pause()
         async with aiohttp.ClientSession() as session:
             for _ in range(3):
-                async with session.post(router.url + "/v1/completions",
-                                        json={"model": "m", "prompt": list(range(64))}) as response:
+                async with session.post(
+                    router.url + "/v1/completions", json={"model": "m", "prompt": list(range(64))}
+                ) as response:
                     assert response.status == 200
-                    assert response.headers["x-kvbench-endpoint"] == idle.address  # queue scorer decides
-        records = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
-        assert all(r["scores"]["precise-prefix-cache-scorer"] == {busy.address: 0.0, idle.address: 0.0} for r in records)
+                    assert (
+                        response.headers["x-kvbench-endpoint"] == idle.address
+                    )  # queue scorer decides
+        records = [
+            json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()
+        ]
+        assert all(
+            r["scores"]["precise-prefix-cache-scorer"] == {busy.address: 0.0, idle.address: 0.0}
+            for r in records
+        )
         assert "index_error" in records[0]["scorer_details"]["precise-prefix-cache-scorer"]
     finally:
         redis_server.resume()
@@ -200,11 +238,30 @@ def test_cli_flags_are_checked_with_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="--replay-endpoint 'x': expected POD=tcp"):
         parse_args(["--config", str(config), "--endpoint", "http://h:1", "--replay-endpoint", "x"])
     with pytest.raises(UserError, match="--refresh-metrics-interval"):
-        parse_args(["--config", str(config), "--endpoint", "http://h:1", "--refresh-metrics-interval", "soon"])
+        parse_args(
+            [
+                "--config",
+                str(config),
+                "--endpoint",
+                "http://h:1",
+                "--refresh-metrics-interval",
+                "soon",
+            ]
+        )
     with pytest.raises(UserError, match="required: --config"):
         main(["--endpoint", "http://h:1"])
-    _, options = parse_args(["--config", str(config), "--endpoint", "http://h:1", "--refresh-metrics-interval", "100ms",
-                             "--replay-endpoint", "h:1=tcp://h:5558"])
+    _, options = parse_args(
+        [
+            "--config",
+            str(config),
+            "--endpoint",
+            "http://h:1",
+            "--refresh-metrics-interval",
+            "100ms",
+            "--replay-endpoint",
+            "h:1=tcp://h:5558",
+        ]
+    )
     assert (options.refresh_interval_s, options.replay_endpoints) == (0.1, {"h:1": "tcp://h:5558"})
 
 
@@ -213,7 +270,10 @@ def test_kvbench_cli_reports_a_bad_config_in_one_line_with_exit_2(tmp_path, caps
 
     config = tmp_path / "epp.yaml"
     config.write_text("plugins:\n- type: no-such-scorer\n")
-    assert cli_main(["emulate", "router", "--config", str(config), "--endpoint", "http://127.0.0.1:1"]) == 2
+    assert (
+        cli_main(["emulate", "router", "--config", str(config), "--endpoint", "http://127.0.0.1:1"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("kvbench: error:") and "plugin no-such-scorer: unknown type" in err
     assert "\n" not in err
@@ -221,7 +281,9 @@ def test_kvbench_cli_reports_a_bad_config_in_one_line_with_exit_2(tmp_path, caps
 
 async def test_zmq_endpoint_in_use_is_a_user_error(tmp_path):
     port = free_port()
-    config = PRECISE_REDIS_CONFIG.replace("redisConfig", "inMemoryConfig").format(address="x", zmq_port=port)
+    config = PRECISE_REDIS_CONFIG.replace("redisConfig", "inMemoryConfig").format(
+        address="x", zmq_port=port
+    )
     config = config.replace('{inMemoryConfig: {address: "x"}}', "{inMemoryConfig: {size: 10}}")
     first = await start_router(config, ["http://127.0.0.1:1"], tmp_path)
     try:

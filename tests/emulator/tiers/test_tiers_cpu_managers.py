@@ -1,6 +1,10 @@
 """vLLM's CPU offload managers: exact LRU and ARC orders, ref-count protection, store skipping."""
 
-from kvbench.emulator.tiers.cpu_managers import ARCOffloadingManager, LRUOffloadingManager, OffloadEvent
+from kvbench.emulator.tiers.cpu_managers import (
+    ARCOffloadingManager,
+    LRUOffloadingManager,
+    OffloadEvent,
+)
 
 
 def stored(manager, keys):

@@ -14,8 +14,12 @@ PROMPT_B = list(range(2000, 2128))
 
 def run_engine(kv_transfer_config, requests, env=None):
     args = EngineArgs(
-        model="Qwen/Qwen3-8B", num_gpu_blocks_override=12, max_num_seqs=4, max_model_len=176,
-        kv_transfer_config=kv_transfer_config, env=env or {"PYTHONHASHSEED": "0"},
+        model="Qwen/Qwen3-8B",
+        num_gpu_blocks_override=12,
+        max_num_seqs=4,
+        max_model_len=176,
+        kv_transfer_config=kv_transfer_config,
+        env=env or {"PYTHONHASHSEED": "0"},
     )
     engine = build_engine(args)
     driver = VirtualDriver(engine)
@@ -26,14 +30,18 @@ def run_engine(kv_transfer_config, requests, env=None):
 
 def three_requests():
     return [
-        EngineRequest("a1", PROMPT_A, 4, 0.0), EngineRequest("b", PROMPT_B, 4, 1.0),
+        EngineRequest("a1", PROMPT_A, 4, 0.0),
+        EngineRequest("b", PROMPT_B, 4, 1.0),
         EngineRequest("a2", PROMPT_A + [7] * 16, 4, 2.0),
     ]
 
 
 def test_native_offload_serves_the_evicted_prefix_from_cpu():
-    config = {"kv_connector": "OffloadingConnector", "kv_role": "kv_both",
-              "kv_connector_extra_config": {"num_cpu_blocks": 100}}
+    config = {
+        "kv_connector": "OffloadingConnector",
+        "kv_role": "kv_both",
+        "kv_connector_extra_config": {"num_cpu_blocks": 100},
+    }
     engine, finished = run_engine(config, three_requests())
     assert finished["a2"].hits == TierHits(gpu_tokens=32, cpu_tokens=32)
     assert finished["a2"].num_cached_tokens == 64
@@ -42,7 +50,10 @@ def test_native_offload_serves_the_evicted_prefix_from_cpu():
     assert stats.external_prefix_cache_hits == 32
     # a1: 4 blocks, b: 8 blocks, a2: 1 new block (its first 4 are on CPU already)
     assert stats.connector_metrics["kvbench:cpu_kv_cache_used_blocks|tier=cpu"] == 13
-    assert stats.connector_metrics["vllm:kv_offload_total_bytes_total|transfer_type=CPU_to_GPU"] == 32 * 147456
+    assert (
+        stats.connector_metrics["vllm:kv_offload_total_bytes_total|transfer_type=CPU_to_GPU"]
+        == 32 * 147456
+    )
 
 
 def test_no_offload_recomputes_the_evicted_prefix():
@@ -51,18 +62,34 @@ def test_no_offload_recomputes_the_evicted_prefix():
 
 
 def test_lmcache_remote_tier_is_shared_between_engines(redis_server):
-    config = {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both",
-              "kv_connector_extra_config": {"lmcache.chunk_size": 32, "lmcache.remote_url": redis_server.url}}
+    config = {
+        "kv_connector": "LMCacheConnectorV1",
+        "kv_role": "kv_both",
+        "kv_connector_extra_config": {
+            "lmcache.chunk_size": 32,
+            "lmcache.remote_url": redis_server.url,
+        },
+    }
     run_engine(config, [EngineRequest("a1", PROMPT_A, 4, 0.0)])
     # a second engine process (same PYTHONHASHSEED): empty GPU and CPU, the chunks are in Redis
     engine, finished = run_engine(config, [EngineRequest("a2", PROMPT_A, 4, 0.0)])
-    assert finished["a2"].hits == TierHits(remote_tokens=63)  # whole prompt hit: the last token is computed
+    assert finished["a2"].hits == TierHits(
+        remote_tokens=63
+    )  # whole prompt hit: the last token is computed
     assert engine.stats().connector_metrics["lmcache:num_hit_tokens_total"] == 63
 
 
 def test_lmcache_keys_differ_without_a_shared_hash_seed(redis_server):
-    config = {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both",
-              "kv_connector_extra_config": {"lmcache.chunk_size": 32, "lmcache.remote_url": redis_server.url}}
+    config = {
+        "kv_connector": "LMCacheConnectorV1",
+        "kv_role": "kv_both",
+        "kv_connector_extra_config": {
+            "lmcache.chunk_size": 32,
+            "lmcache.remote_url": redis_server.url,
+        },
+    }
     run_engine(config, [EngineRequest("a1", PROMPT_A, 4, 0.0)], env={"PYTHONHASHSEED": "1"})
-    _, finished = run_engine(config, [EngineRequest("a2", PROMPT_A, 4, 0.0)], env={"PYTHONHASHSEED": "2"})
+    _, finished = run_engine(
+        config, [EngineRequest("a2", PROMPT_A, 4, 0.0)], env={"PYTHONHASHSEED": "2"}
+    )
     assert finished["a2"].hits == TierHits()

@@ -4,11 +4,11 @@ Facts: 1000 KV bytes/token, TP=2 (500 bytes/token/rank), 1 MB/s host link; chunk
 """
 
 import pytest
+from tier_fakes import FakeRequest, chunk, facts
 
 from kvbench.emulator.engine.interface import TierHits
 from kvbench.emulator.tiers.lmcache import LMCacheConnector
 from kvbench.emulator.tiers.lmcache_config import load_lmcache_config
-from tier_fakes import FakeRequest, chunk, facts
 
 
 def make(cpu_bytes=100_000, **extra):
@@ -18,7 +18,9 @@ def make(cpu_bytes=100_000, **extra):
 
 
 def request(request_id, tokens, num_prompt=None):
-    return FakeRequest(request_id, list(tokens), num_prompt if num_prompt is not None else len(tokens))
+    return FakeRequest(
+        request_id, list(tokens), num_prompt if num_prompt is not None else len(tokens)
+    )
 
 
 def prefill(conn, req, now_s=0.0):
@@ -31,7 +33,10 @@ def test_last_prefill_saves_the_partial_chunk_and_blocks_the_step():
     assert step.stored_bytes == 20_000  # 3 chunks: 8 + 8 + 4 tokens, both ranks
     assert step.blocking_s == pytest.approx(0.01)  # 10000 bytes/rank over 1 MB/s
     metrics = conn.metrics()
-    assert metrics["lmcache:num_stored_tokens_total"] == 20 and metrics["lmcache:local_cache_usage"] == 10_000
+    assert (
+        metrics["lmcache:num_stored_tokens_total"] == 20
+        and metrics["lmcache:local_cache_usage"] == 10_000
+    )
 
 
 def test_need_is_hit_minus_vllm_cached():

@@ -13,28 +13,34 @@ Facts: TP=1, 1000 KV bytes/token, chunk_size 8, payload scale 1/4 -> 2000-byte k
 
 import pytest
 import redis
+from tier_fakes import FakeRequest, chunk, facts
 
 from kvbench.emulator.stores import KVStoreServer
 from kvbench.emulator.tiers.lmcache import LMCacheConnector
 from kvbench.emulator.tiers.lmcache_config import load_lmcache_config
 from kvbench.emulator.tiers.remote_store import RemoteKVStore
-from tier_fakes import FakeRequest, chunk, facts
 
 MAXMEMORY_BYTES = 1_500_000  # an idle server uses ~1.0 MB (Redis 7.0) / ~1.1 MB (Valkey)
 PAYLOAD_BYTES = 2000
-ONE_WRITE_BYTES = PAYLOAD_BYTES + 256  # a store evicts before each command, so one SET may overshoot
+ONE_WRITE_BYTES = (
+    PAYLOAD_BYTES + 256
+)  # a store evicts before each command, so one SET may overshoot
 NUM_PROMPTS, PROMPT_TOKENS = 60, 32
 ERROR_KEYS = [f"kvbench:lmcache_remote_errors_total|op={op}" for op in ("lookup", "get", "put")]
 
 
 def make(server):
     options = {
-        "lmcache.chunk_size": 8, "lmcache.remote_url": server.url, "lmcache.local_cpu": False,
+        "lmcache.chunk_size": 8,
+        "lmcache.remote_url": server.url,
+        "lmcache.local_cpu": False,
         "kvbench.remote_payload_scale": 0.25,
     }
     config = load_lmcache_config({}, options)
     remote = RemoteKVStore(config.remote_url, 0.5, config.remote_retry_interval_s)
-    return LMCacheConnector(config, facts(tensor_parallel_size=1), init_hash=123, remote=remote, num_layers=2)
+    return LMCacheConnector(
+        config, facts(tensor_parallel_size=1), init_hash=123, remote=remote, num_layers=2
+    )
 
 
 def prompt(index):
@@ -100,7 +106,9 @@ def test_filling_past_maxmemory_evicts_keys_and_stays_under_the_limit(small_stor
     assert 0 < evicted_keys < written_keys
     assert client.dbsize() == written_keys - evicted_keys
     metrics = conn.metrics()
-    assert metrics["lmcache:num_remote_write_requests_total"] == NUM_PROMPTS * 4  # every put acknowledged
+    assert (
+        metrics["lmcache:num_remote_write_requests_total"] == NUM_PROMPTS * 4
+    )  # every put acknowledged
     assert [metrics[k] for k in ERROR_KEYS] == [0, 0, 0]  # eviction is not an error
     assert metrics["kvbench:lmcache_remote_available"] == 1.0
 
@@ -116,8 +124,13 @@ def test_evicted_chunks_are_misses_dangling_metadata_is_cleaned_and_serving_goes
     hits = {}
     for i in range(NUM_PROMPTS):
         hits[i] = leading_hits(before[i])
-        assert conn.get_num_new_matched_tokens(request(f"a{i}", prompt(i)), 0, 100.0) == (8 * hits[i], False)
-    assert any(hits[i] < 4 and any(m for _, m in before[i][hits[i]:]) for i in before)  # a gap was hit
+        assert conn.get_num_new_matched_tokens(request(f"a{i}", prompt(i)), 0, 100.0) == (
+            8 * hits[i],
+            False,
+        )
+    assert any(
+        hits[i] < 4 and any(m for _, m in before[i][hits[i] :]) for i in before
+    )  # a gap was hit
 
     # 2. retrieve: a found chunk whose kv_bytes was evicted is a load miss; its metadata is deleted
     dangling = {i: [n for n in range(hits[i]) if not before[i][n][0]] for i in before}
@@ -128,7 +141,9 @@ def test_evicted_chunks_are_misses_dangling_metadata_is_cleaned_and_serving_goes
     metrics = conn.metrics()
     assert metrics["kvbench:lmcache_remote_load_misses_total"] == sum(map(len, dangling.values()))
     for i in range(NUM_PROMPTS):
-        expected = [(False, False) if n in dangling[i] else state for n, state in enumerate(before[i])]
+        expected = [
+            (False, False) if n in dangling[i] else state for n, state in enumerate(before[i])
+        ]
         assert snapshot(conn, client, i) == expected
 
     # 3. the next request misses from the cleaned chunk on, saves the rest, and then hits fully
@@ -139,13 +154,18 @@ def test_evicted_chunks_are_misses_dangling_metadata_is_cleaned_and_serving_goes
         assert conn.get_num_new_matched_tokens(req, 0, 102.0) == (8 * again, False)
         conn.build_step([chunk(req, 0, PROMPT_TOKENS)], 102.0)
         conn.request_finished(req, [], 102.0)
-        assert conn.get_num_new_matched_tokens(request(f"c{i}", prompt(i)), 0, 103.0) == (PROMPT_TOKENS, False)
+        assert conn.get_num_new_matched_tokens(request(f"c{i}", prompt(i)), 0, 103.0) == (
+            PROMPT_TOKENS,
+            False,
+        )
     metrics = conn.metrics()
     assert [metrics[k] for k in ERROR_KEYS] == [0, 0, 0]
     assert metrics["kvbench:lmcache_remote_available"] == 1.0
 
 
-def test_a_store_that_cannot_evict_enough_refuses_writes_without_breaking_the_connector(kv_store_server):
+def test_a_store_that_cannot_evict_enough_refuses_writes_without_breaking_the_connector(
+    kv_store_server,
+):
     """maxmemory below the server's own baseline: every SET answers OOM (a server error reply)."""
     client = redis.Redis.from_url(kv_store_server.redis_url)
     client.config_set("maxmemory", 500_000)

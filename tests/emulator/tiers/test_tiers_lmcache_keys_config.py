@@ -8,7 +8,12 @@ import pytest
 
 from kvbench.emulator.tiers.lmcache_config import load_lmcache_config
 from kvbench.emulator.tiers.lmcache_keys import (
-    NONE_HASH_PY312, ChunkedTokenDatabase, KeyFormat, chunk_hash, none_hash, parse_python_hash_seed,
+    NONE_HASH_PY312,
+    ChunkedTokenDatabase,
+    KeyFormat,
+    chunk_hash,
+    none_hash,
+    parse_python_hash_seed,
 )
 from kvbench.errors import UserError
 
@@ -23,7 +28,9 @@ class _NoneLike:
 @pytest.mark.parametrize("seed", [0, 123, 4294967295])
 def test_none_hash_is_cpython_hash_of_the_seed_string(seed):
     env = dict(os.environ, PYTHONHASHSEED=str(seed))
-    real = subprocess.run([sys.executable, "-c", f"print(hash('{seed}'))"], env=env, capture_output=True, text=True)
+    real = subprocess.run(
+        [sys.executable, "-c", f"print(hash('{seed}'))"], env=env, capture_output=True, text=True
+    )
     assert none_hash(seed, os.urandom) == int(real.stdout)
 
 
@@ -56,9 +63,19 @@ def test_python_hash_seed_parsing():
 
 
 def test_config_env_then_extra_config_overrides():
-    env = {"LMCACHE_CHUNK_SIZE": "128", "LMCACHE_SAVE_UNFULL_CHUNK": "false", "LMCACHE_LOG_LEVEL": "INFO"}
-    config = load_lmcache_config(env, {"lmcache.chunk_size": 64, "lmcache.remote_url": "valkey://127.0.0.1:7000"})
-    assert (config.chunk_size, config.save_unfull_chunk, config.remote_scheme) == (64, False, "valkey")
+    env = {
+        "LMCACHE_CHUNK_SIZE": "128",
+        "LMCACHE_SAVE_UNFULL_CHUNK": "false",
+        "LMCACHE_LOG_LEVEL": "INFO",
+    }
+    config = load_lmcache_config(
+        env, {"lmcache.chunk_size": 64, "lmcache.remote_url": "valkey://127.0.0.1:7000"}
+    )
+    assert (config.chunk_size, config.save_unfull_chunk, config.remote_scheme) == (
+        64,
+        False,
+        "valkey",
+    )
     assert config.max_local_cpu_size == 5.0 and config.max_local_cpu_bytes == 5 * 1024**3
 
 
@@ -69,13 +86,16 @@ def test_config_file_replaces_env(tmp_path):
     assert (config.chunk_size, config.max_local_cpu_size) == (512, 2.5)
 
 
-@pytest.mark.parametrize("env, extra, message", [
-    ({}, {"lmcache.cpu_blocks": 10}, "lmcache.cpu_blocks: unknown LMCache config key"),
-    ({"LMCACHE_CHUNK_SIZE": "big"}, {}, "LMCACHE_CHUNK_SIZE"),
-    ({}, {"lmcache.local_disk": "file:///tmp"}, "local_disk"),
-    ({}, {"lmcache.remote_url": "lm://x:1"}, "remote_url"),
-    ({"LMCACHE_CONFIG_FILE": "/nonexistent/lmcache.yaml"}, {}, "LMCACHE_CONFIG_FILE"),
-])
+@pytest.mark.parametrize(
+    "env, extra, message",
+    [
+        ({}, {"lmcache.cpu_blocks": 10}, "lmcache.cpu_blocks: unknown LMCache config key"),
+        ({"LMCACHE_CHUNK_SIZE": "big"}, {}, "LMCACHE_CHUNK_SIZE"),
+        ({}, {"lmcache.local_disk": "file:///tmp"}, "local_disk"),
+        ({}, {"lmcache.remote_url": "lm://x:1"}, "remote_url"),
+        ({"LMCACHE_CONFIG_FILE": "/nonexistent/lmcache.yaml"}, {}, "LMCACHE_CONFIG_FILE"),
+    ],
+)
 def test_config_errors_name_the_source(env, extra, message):
     with pytest.raises(UserError, match=message):
         load_lmcache_config(env, extra)

@@ -5,21 +5,25 @@ per rank; 50 ms socket timeout; breaker retry after 1 s of engine time.
 """
 
 import redis
+from tier_fakes import FakeRequest, chunk, facts
 
 from kvbench.emulator.engine.interface import TierHits
 from kvbench.emulator.tiers.lmcache import LMCacheConnector
 from kvbench.emulator.tiers.lmcache_config import load_lmcache_config
 from kvbench.emulator.tiers.remote_store import RemoteKVStore, unpack_metadata
-from tier_fakes import FakeRequest, chunk, facts
 
 
 def make(server, **extra):
     options = {
-        "lmcache.chunk_size": 8, "lmcache.remote_url": server.url, "kvbench.remote_payload_scale": 0.01,
+        "lmcache.chunk_size": 8,
+        "lmcache.remote_url": server.url,
+        "kvbench.remote_payload_scale": 0.01,
     }
     options.update(extra)
     config = load_lmcache_config({}, options)
-    remote = RemoteKVStore(config.remote_url, config.remote_timeout_ms / 1000, config.remote_retry_interval_s)
+    remote = RemoteKVStore(
+        config.remote_url, config.remote_timeout_ms / 1000, config.remote_retry_interval_s
+    )
     return LMCacheConnector(config, facts(), init_hash=123, remote=remote, num_layers=2)
 
 
@@ -69,7 +73,9 @@ def test_remote_hit_after_cpu_is_cleared_is_loaded_and_written_back(kv_store_ser
 
 
 def test_mixed_cpu_then_remote_prefix(kv_store_server):
-    conn = make(kv_store_server, **{"lmcache.max_local_cpu_size": 8_000 / 1024**3})  # two chunks/rank
+    conn = make(
+        kv_store_server, **{"lmcache.max_local_cpu_size": 8_000 / 1024**3}
+    )  # two chunks/rank
     store(conn, request("a", range(24)))  # chunk 0 evicted from CPU by chunk 2, all three remote
     req = request("b", list(range(24)) + [5])
     # chunk 0 misses on CPU, so the remote tier answers from chunk 0 on

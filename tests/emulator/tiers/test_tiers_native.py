@@ -5,12 +5,12 @@ offload block 32 tokens (2 GPU blocks, keyed by the hash of the second).
 """
 
 import pytest
+from tier_fakes import chunk, facts, hashed_request
 
 from kvbench.emulator.engine.interface import BlockRemoved, BlockStored, TierHits
 from kvbench.emulator.tiers.native import OffloadingConnector
 from kvbench.emulator.tiers.native_config import parse_offload_config
 from kvbench.errors import UserError
-from tier_fakes import chunk, facts, hashed_request
 
 
 def make(num_cpu_blocks=8, block_size=32, policy="lru"):
@@ -29,12 +29,15 @@ def test_config_cpu_bytes_to_use_is_a_total_over_ranks():
     assert config.block_size_factor == 2
 
 
-@pytest.mark.parametrize("extra, key", [
-    ({}, "exactly one of num_cpu_blocks"),
-    ({"num_cpu_blocks": 4, "cpu_bytes_to_use": 10**9}, "exactly one of"),
-    ({"num_cpu_blocks": 4, "eviction_policy": "fifo"}, "eviction_policy"),
-    ({"num_cpu_blocks": -1}, "num_cpu_blocks"),
-])
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        ({}, "exactly one of num_cpu_blocks"),
+        ({"num_cpu_blocks": 4, "cpu_bytes_to_use": 10**9}, "exactly one of"),
+        ({"num_cpu_blocks": 4, "eviction_policy": "fifo"}, "eviction_policy"),
+        ({"num_cpu_blocks": -1}, "num_cpu_blocks"),
+    ],
+)
 def test_config_errors_name_the_key(extra, key):
     with pytest.raises(UserError, match=key):
         parse_offload_config(extra, facts())
@@ -51,7 +54,9 @@ def test_write_through_store_keys_last_gpu_block_and_holds_blocks_until_stored()
     assert conn.take_events() == [BlockStored([b"g1", b"g3"], None, [], 32, None, "CPU")]
     metrics = conn.metrics()
     assert metrics["vllm:kv_offload_total_bytes_total|transfer_type=GPU_to_CPU"] == 64_000
-    assert metrics["vllm:kv_offload_total_time_total|transfer_type=GPU_to_CPU"] == pytest.approx(0.032)
+    assert metrics["vllm:kv_offload_total_time_total|transfer_type=GPU_to_CPU"] == pytest.approx(
+        0.032
+    )
     assert metrics["kvbench:cpu_kv_cache_usage_perc|tier=cpu"] == 2 / 8
 
 
@@ -111,7 +116,9 @@ def test_store_skipped_when_no_room_then_retried_next_step():
     metrics = conn.metrics()
     assert metrics["kvbench:kv_offload_store_skipped_blocks_total|tier=cpu"] == 1
     conn.poll(1.0)
-    conn.build_step([chunk(second, 32, 1)], 1.0)  # retried: evicts r1's LRU block (g3 touched first)
+    conn.build_step(
+        [chunk(second, 32, 1)], 1.0
+    )  # retried: evicts r1's LRU block (g3 touched first)
     conn.poll(2.0)
     events = conn.take_events()
     assert events[1] == BlockRemoved([b"g3"], "CPU")

@@ -28,8 +28,11 @@ def chunk(request: FakeRequest, computed: int, scheduled: int) -> ScheduledChunk
 
 def facts(**overrides) -> ConnectorFacts:
     values = dict(
-        model_name="Qwen/Qwen3-8B", gpu_block_size=16, kv_bytes_per_token=1000,
-        tensor_parallel_size=2, host_link_bytes_per_s=1e6,
+        model_name="Qwen/Qwen3-8B",
+        gpu_block_size=16,
+        kv_bytes_per_token=1000,
+        tensor_parallel_size=2,
+        host_link_bytes_per_s=1e6,
     )
     values.update(overrides)
     return ConnectorFacts(**values)

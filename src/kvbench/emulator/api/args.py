@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from kvbench.emulator.engine.interface import EngineArgs
 from kvbench.errors import UserError
@@ -96,7 +96,11 @@ def _port(text: str) -> int:
 
 def _choice(flag: str, allowed: tuple):
     def convert(text: str):
-        value = type(allowed[0])(text) if isinstance(allowed[0], int) and text.lstrip("-").isdigit() else text
+        value = (
+            type(allowed[0])(text)
+            if isinstance(allowed[0], int) and text.lstrip("-").isdigit()
+            else text
+        )
         if value not in allowed:
             raise UserError(f"{flag}: {text!r} is not one of {', '.join(map(str, allowed))}")
         return value
@@ -109,17 +113,35 @@ def _build_parser() -> _OneLineParser:
     p.add_argument("model")
     p.add_argument("--hardware", default="H100-SXM")
     p.add_argument("--served-model-name", default=None)
-    p.add_argument("--tensor-parallel-size", "-tp", type=_positive_int("--tensor-parallel-size"), default=1)
-    p.add_argument("--max-num-seqs", "--max-num-seq", dest="max_num_seqs",
-                   type=_positive_int("--max-num-seqs"), default=None)
-    p.add_argument("--max-num-batched-tokens", type=_positive_int("--max-num-batched-tokens"), default=None)
+    p.add_argument(
+        "--tensor-parallel-size", "-tp", type=_positive_int("--tensor-parallel-size"), default=1
+    )
+    p.add_argument(
+        "--max-num-seqs",
+        "--max-num-seq",
+        dest="max_num_seqs",
+        type=_positive_int("--max-num-seqs"),
+        default=None,
+    )
+    p.add_argument(
+        "--max-num-batched-tokens", type=_positive_int("--max-num-batched-tokens"), default=None
+    )
     p.add_argument("--max-model-len", type=_positive_int("--max-model-len"), default=None)
-    p.add_argument("--gpu-memory-utilization", type=_fraction("--gpu-memory-utilization"), default=0.9)
+    p.add_argument(
+        "--gpu-memory-utilization", type=_fraction("--gpu-memory-utilization"), default=0.9
+    )
     p.add_argument("--block-size", type=_choice("--block-size", _BLOCK_SIZES), default=16)
-    p.add_argument("--num-gpu-blocks-override", type=_positive_int("--num-gpu-blocks-override"), default=None)
-    p.add_argument("--prefix-caching-hash-algo", type=_choice("--prefix-caching-hash-algo", _HASH_ALGOS),
-                   default="sha256")
-    p.add_argument("--enable-prefix-caching", dest="enable_prefix_caching", action="store_true", default=True)
+    p.add_argument(
+        "--num-gpu-blocks-override", type=_positive_int("--num-gpu-blocks-override"), default=None
+    )
+    p.add_argument(
+        "--prefix-caching-hash-algo",
+        type=_choice("--prefix-caching-hash-algo", _HASH_ALGOS),
+        default="sha256",
+    )
+    p.add_argument(
+        "--enable-prefix-caching", dest="enable_prefix_caching", action="store_true", default=True
+    )
     p.add_argument("--no-enable-prefix-caching", dest="enable_prefix_caching", action="store_false")
     p.add_argument("--enable-prompt-tokens-details", action="store_true", default=False)
     p.add_argument("--kv-transfer-config", type=_json_object("--kv-transfer-config"), default=None)
@@ -164,5 +186,10 @@ def parse_serve_args(argv: list[str], environ: Mapping[str, str]) -> ServeOption
         seed=ns.seed,
         vllm_compat=ns.vllm_compat,
     )
-    return ServeOptions(engine_args=engine_args, host=ns.host, port=ns.port,
-                        stream_interval=ns.stream_interval, tokenizer_dir=ns.tokenizer)
+    return ServeOptions(
+        engine_args=engine_args,
+        host=ns.host,
+        port=ns.port,
+        stream_interval=ns.stream_interval,
+        tokenizer_dir=ns.tokenizer,
+    )

@@ -14,7 +14,8 @@ Timeline contract (all times from the injected monotonic `clock`, in seconds):
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from kvbench.emulator.engine.interface import (
     Engine,
@@ -91,7 +92,12 @@ class RequestStream:
         if output.finished:
             self.finished = True
             self.finish_reason = output.finish_reason
-        if self.finished or not self._released_any and self._pending or len(self._pending) >= self.stream_interval:
+        if (
+            self.finished
+            or not self._released_any
+            and self._pending
+            or len(self._pending) >= self.stream_interval
+        ):
             self._wake()
         return gaps
 
@@ -111,8 +117,9 @@ class RequestStream:
 
     async def next_tokens(self) -> list[int] | None:
         """The next batch of released tokens; [] once finished with nothing left; None after that."""
-        while not self._pending or (not self.finished and self._released_any
-                                    and len(self._pending) < self.stream_interval):
+        while not self._pending or (
+            not self.finished and self._released_any and len(self._pending) < self.stream_interval
+        ):
             if self.finished:
                 if self._pending:
                     break
@@ -128,7 +135,9 @@ class RequestStream:
 class DriverObserver(Protocol):
     """Receives what the driver measures (the metrics module implements it)."""
 
-    def observe_step(self, result: StepResult, start_s: float, end_s: float, lag_s: float) -> None: ...
+    def observe_step(
+        self, result: StepResult, start_s: float, end_s: float, lag_s: float
+    ) -> None: ...
 
     def observe_itl(self, gaps_s: list[float]) -> None: ...
 

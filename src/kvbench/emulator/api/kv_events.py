@@ -23,8 +23,9 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import msgspec
 import zmq
@@ -48,7 +49,7 @@ class KVEventsConfig:
     topic: str = ""
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any] | None) -> "KVEventsConfig":
+    def from_json(cls, raw: Mapping[str, Any] | None) -> KVEventsConfig:
         if raw is None:
             return cls()
         known = set(cls.__dataclass_fields__)
@@ -57,7 +58,9 @@ class KVEventsConfig:
             raise UserError(f"--kv-events-config: unknown key {unknown[0]!r}")
         config = cls(**raw)
         if config.publisher not in ("zmq", "null"):
-            raise UserError(f"--kv-events-config: publisher must be 'zmq' or 'null', got {config.publisher!r}")
+            raise UserError(
+                f"--kv-events-config: publisher must be 'zmq' or 'null', got {config.publisher!r}"
+            )
         return config
 
     @property
@@ -77,7 +80,9 @@ def _gpu_hash(block_hash: Any, use_int: bool) -> Any:
 
 def _hashes(event: BlockStored | BlockRemoved, use_int: bool) -> tuple[list, Any]:
     is_gpu = event.medium in (None, "GPU")
-    hashes = [_gpu_hash(h, use_int) for h in event.block_hashes] if is_gpu else list(event.block_hashes)
+    hashes = (
+        [_gpu_hash(h, use_int) for h in event.block_hashes] if is_gpu else list(event.block_hashes)
+    )
     parent = getattr(event, "parent_block_hash", None)
     return hashes, _gpu_hash(parent, use_int) if is_gpu else parent
 
@@ -85,7 +90,15 @@ def _hashes(event: BlockStored | BlockRemoved, use_int: bool) -> tuple[list, Any
 def event_v011(event: KVEvent, use_int: bool = True) -> list:
     if isinstance(event, BlockStored):
         hashes, parent = _hashes(event, use_int)
-        return ["BlockStored", hashes, parent, list(event.token_ids), event.block_size, event.lora_id, event.medium]
+        return [
+            "BlockStored",
+            hashes,
+            parent,
+            list(event.token_ids),
+            event.block_size,
+            event.lora_id,
+            event.medium,
+        ]
     if isinstance(event, BlockRemoved):
         hashes, _ = _hashes(event, use_int)
         return ["BlockRemoved", hashes, event.medium]
@@ -97,14 +110,27 @@ def event_v011(event: KVEvent, use_int: bool = True) -> list:
 def event_v032(event: KVEvent, use_int: bool = True) -> dict:
     if isinstance(event, BlockStored):
         hashes, parent = _hashes(event, use_int)
-        return {"type": "BlockStored", "block_hashes": hashes, "parent_block_hash": parent,
-                "token_ids": list(event.token_ids), "block_size": event.block_size,
-                "lora_id": event.lora_id, "medium": event.medium, "lora_name": None,
-                "extra_keys": [None] * len(hashes), "group_idx": 0,
-                "kv_cache_spec_kind": "full_attention"}
+        return {
+            "type": "BlockStored",
+            "block_hashes": hashes,
+            "parent_block_hash": parent,
+            "token_ids": list(event.token_ids),
+            "block_size": event.block_size,
+            "lora_id": event.lora_id,
+            "medium": event.medium,
+            "lora_name": None,
+            "extra_keys": [None] * len(hashes),
+            "group_idx": 0,
+            "kv_cache_spec_kind": "full_attention",
+        }
     if isinstance(event, BlockRemoved):
         hashes, _ = _hashes(event, use_int)
-        return {"type": "BlockRemoved", "block_hashes": hashes, "medium": event.medium, "group_idx": 0}
+        return {
+            "type": "BlockRemoved",
+            "block_hashes": hashes,
+            "medium": event.medium,
+            "group_idx": 0,
+        }
     if isinstance(event, AllBlocksCleared):
         return {"type": "AllBlocksCleared"}
     raise TypeError(f"not a KV event: {event!r}")
@@ -122,8 +148,13 @@ def event_encoder(env: Mapping[str, str]) -> Callable[[KVEvent], Any]:
 class ZmqEventPublisher:
     """PUB + optional ROUTER replay, served by one background thread that owns both sockets."""
 
-    def __init__(self, config: KVEventsConfig, env: Mapping[str, str], data_parallel_rank: int = 0,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: KVEventsConfig,
+        env: Mapping[str, str],
+        data_parallel_rank: int = 0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._config = config
         self._encode_event = event_encoder(env)
         self._dp_rank = data_parallel_rank
@@ -206,6 +237,8 @@ class ZmqEventPublisher:
         self._ctx.term()
 
 
-def make_publisher(raw_config: Mapping[str, Any] | None, env: Mapping[str, str]) -> ZmqEventPublisher | None:
+def make_publisher(
+    raw_config: Mapping[str, Any] | None, env: Mapping[str, str]
+) -> ZmqEventPublisher | None:
     config = KVEventsConfig.from_json(raw_config)
     return ZmqEventPublisher(config, env) if config.active else None

@@ -25,7 +25,9 @@ async def _serve(options: ServeOptions) -> None:
     try:
         handle = await start_server(server, options.host, options.port)
     except OSError as err:
-        raise UserError(f"--port: cannot listen on {options.host}:{options.port} ({err.strerror})") from None
+        raise UserError(
+            f"--port: cannot listen on {options.host}:{options.port} ({err.strerror})"
+        ) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

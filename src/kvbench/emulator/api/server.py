@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from aiohttp import web
 
@@ -45,18 +45,27 @@ def resolve_max_model_len(engine: Engine, args: EngineArgs) -> int:
 
 def _cache_info(args: EngineArgs) -> dict[str, str]:
     kv_conf = args.kv_transfer_config or {}
-    return {"cache_dtype": "auto", "enable_prefix_caching": str(args.enable_prefix_caching),
-            "gpu_memory_utilization": str(args.gpu_memory_utilization),
-            "num_gpu_blocks_override": str(args.num_gpu_blocks_override),
-            "prefix_caching_hash_algo": args.prefix_caching_hash_algo,
-            "kv_offloading_backend": str(kv_conf.get("kv_connector", "None"))}
+    return {
+        "cache_dtype": "auto",
+        "enable_prefix_caching": str(args.enable_prefix_caching),
+        "gpu_memory_utilization": str(args.gpu_memory_utilization),
+        "num_gpu_blocks_override": str(args.num_gpu_blocks_override),
+        "prefix_caching_hash_algo": args.prefix_caching_hash_algo,
+        "kv_offloading_backend": str(kv_conf.get("kv_connector", "None")),
+    }
 
 
 class EngineServer:
     """Owns one engine, its driver, metrics and KV-event publisher; serves them over HTTP."""
 
-    def __init__(self, engine: Engine, options: ServeOptions, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time, tokenizer: Tokenizer | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        options: ServeOptions,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
         args = options.engine_args
         self.args = args
         self.engine = engine
@@ -67,10 +76,21 @@ class EngineServer:
         self._wall_clock = wall_clock
         self.publisher: ZmqEventPublisher | None = make_publisher(args.kv_events_config, args.env)
         publisher = self.publisher
-        self.metrics = ServerMetrics(engine.stats, self.model_name, options.engine_label, self.max_model_len,
-                                     _cache_info(args), lambda: publisher.num_dropped if publisher else 0)
-        self.driver = EngineDriver(engine, clock, stream_interval=options.stream_interval, observer=self.metrics,
-                                   on_kv_events=publisher.publish if publisher else None)
+        self.metrics = ServerMetrics(
+            engine.stats,
+            self.model_name,
+            options.engine_label,
+            self.max_model_len,
+            _cache_info(args),
+            lambda: publisher.num_dropped if publisher else 0,
+        )
+        self.driver = EngineDriver(
+            engine,
+            clock,
+            stream_interval=options.stream_interval,
+            observer=self.metrics,
+            on_kv_events=publisher.publish if publisher else None,
+        )
         self.endpoint = f"{options.host}:{options.port}"  # corrected once bound
         self._id_prefix = os.urandom(6).hex()
         self._next_id = 0
@@ -96,17 +116,28 @@ class EngineServer:
 
     async def models(self, request: web.Request) -> web.Response:
         created = int(self._wall_clock())
-        card = {"id": self.model_name, "object": "model", "created": created, "owned_by": "vllm",
-                "root": self.args.model, "parent": None, "max_model_len": self.max_model_len}
+        card = {
+            "id": self.model_name,
+            "object": "model",
+            "created": created,
+            "owned_by": "vllm",
+            "root": self.args.model,
+            "parent": None,
+            "max_model_len": self.max_model_len,
+        }
         return web.json_response({"object": "list", "data": [card]})
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
+        return web.Response(
+            body=self.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
+        )
 
     async def reset_prefix_cache(self, request: web.Request) -> web.Response:
         if self.engine.reset_prefix_cache():
             return web.Response(status=200)
-        err = proto.ApiError("Failed to reset the prefix cache: some blocks are still in use.", status=400)
+        err = proto.ApiError(
+            "Failed to reset the prefix cache: some blocks are still in use.", status=400
+        )
         return web.Response(status=400, body=err.body(), content_type=_JSON)
 
     # ---- generation ----
@@ -127,9 +158,15 @@ class EngineServer:
         self._next_id += 1
         response_id = f"{'chatcmpl' if chat else 'cmpl'}-{self._id_prefix}{self._next_id:010x}"
         engine_request = EngineRequest(
-            request_id=f"{response_id}-0", prompt_token_ids=params.prompt_token_ids,
-            max_tokens=params.max_tokens, arrival_s=self.driver.clock(), ignore_eos=params.ignore_eos,
-            sampling_seed=params.seed, cache_salt=params.cache_salt, kv_transfer_params=params.kv_transfer_params)
+            request_id=f"{response_id}-0",
+            prompt_token_ids=params.prompt_token_ids,
+            max_tokens=params.max_tokens,
+            arrival_s=self.driver.clock(),
+            ignore_eos=params.ignore_eos,
+            sampling_seed=params.seed,
+            cache_salt=params.cache_salt,
+            kv_transfer_params=params.kv_transfer_params,
+        )
         stream = self.driver.submit(engine_request)
         try:
             if params.stream:
@@ -140,48 +177,83 @@ class EngineServer:
                 self.driver.abort(engine_request.request_id)
 
     def _headers(self, stream: RequestStream, content_type: str) -> dict[str, str]:
-        return {"Content-Type": content_type, "x-kvbench-kv-hits": proto.hits_header(stream.hits),
-                "x-kvbench-endpoint": self.endpoint}
+        return {
+            "Content-Type": content_type,
+            "x-kvbench-kv-hits": proto.hits_header(stream.hits),
+            "x-kvbench-endpoint": self.endpoint,
+        }
 
     def _usage(self, stream: RequestStream, include_null_details: bool) -> dict:
-        return proto.usage(stream.num_prompt_tokens, len(stream.output_token_ids), stream.num_cached_tokens,
-                           stream.hits, self.args.enable_prompt_tokens_details, include_null_details)
+        return proto.usage(
+            stream.num_prompt_tokens,
+            len(stream.output_token_ids),
+            stream.num_cached_tokens,
+            stream.hits,
+            self.args.enable_prompt_tokens_details,
+            include_null_details,
+        )
 
-    async def _complete(self, stream: RequestStream, params: proto.GenerationParams,
-                        response_id: str) -> web.Response:
+    async def _complete(
+        self, stream: RequestStream, params: proto.GenerationParams, response_id: str
+    ) -> web.Response:
         while await stream.next_tokens() is not None:
             pass
         token_ids = stream.output_token_ids
         finish = stream.finish_reason.value if stream.finish_reason else None
         render = chat_body if params.chat else completion_body
-        body = render(response_id, int(self._wall_clock()), self.model_name, self.tokenizer.decode(token_ids),
-                      finish, params.prompt_token_ids if params.return_token_ids else None,
-                      list(token_ids) if params.return_token_ids else None, self._usage(stream, True))
+        body = render(
+            response_id,
+            int(self._wall_clock()),
+            self.model_name,
+            self.tokenizer.decode(token_ids),
+            finish,
+            params.prompt_token_ids if params.return_token_ids else None,
+            list(token_ids) if params.return_token_ids else None,
+            self._usage(stream, True),
+        )
         return web.Response(body=body, headers=self._headers(stream, _JSON))
 
-    async def _stream(self, request: web.Request, stream: RequestStream, params: proto.GenerationParams,
-                      response_id: str) -> web.StreamResponse:
+    async def _stream(
+        self,
+        request: web.Request,
+        stream: RequestStream,
+        params: proto.GenerationParams,
+        response_id: str,
+    ) -> web.StreamResponse:
         await stream.wait_scheduled()
         response = web.StreamResponse(headers=self._headers(stream, "text/event-stream"))
         response.headers["Cache-Control"] = "no-cache"
         await response.prepare(request)
-        encoder = StreamEncoder(params.chat, response_id, int(self._wall_clock()), self.model_name,
-                                params.return_token_ids, params.prompt_token_ids)
+        encoder = StreamEncoder(
+            params.chat,
+            response_id,
+            int(self._wall_clock()),
+            self.model_name,
+            params.return_token_ids,
+            params.prompt_token_ids,
+        )
         try:
             await self._write_stream(response, stream, params, encoder)
         except ConnectionResetError:
             pass  # the client went away mid-stream; the caller aborts the engine request
         return response
 
-    async def _write_stream(self, response: web.StreamResponse, stream: RequestStream,
-                            params: proto.GenerationParams, encoder: StreamEncoder) -> None:
+    async def _write_stream(
+        self,
+        response: web.StreamResponse,
+        stream: RequestStream,
+        params: proto.GenerationParams,
+        encoder: StreamEncoder,
+    ) -> None:
         if params.chat:
             await response.write(encoder.role_chunk())
         first, sent_finish = True, False
         while (batch := await stream.next_tokens()) is not None:
             last = stream.finished and not stream.has_pending
             finish = self._finish_text(stream) if last else None
-            await response.write(encoder.token_chunk(self.tokenizer.decode(batch), batch, finish, first))
+            await response.write(
+                encoder.token_chunk(self.tokenizer.decode(batch), batch, finish, first)
+            )
             first, sent_finish = False, finish is not None
         if not sent_finish and stream.finish_reason not in (None, FinishReason.ABORT):
             await response.write(encoder.token_chunk("", [], self._finish_text(stream), first))
@@ -236,15 +308,26 @@ async def start_server(server: EngineServer, host: str, port: int) -> EngineHand
     return EngineHandle(server, host, bound_port, runner, driver_task)
 
 
-async def start_emulated_engine(args: EngineArgs, host: str = "127.0.0.1", port: int = 0, *,
-                                engine: Engine | None = None, stream_interval: int = 1,
-                                tokenizer_dir: str | None = None) -> EngineHandle:
+async def start_emulated_engine(
+    args: EngineArgs,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    engine: Engine | None = None,
+    stream_interval: int = 1,
+    tokenizer_dir: str | None = None,
+) -> EngineHandle:
     """Start one emulated engine on host:port (0 = a free port) inside the running event loop.
     `engine` defaults to `build_engine(args)`; tests may pass their own."""
     if engine is None:
         from kvbench.emulator.engine.build import build_engine
 
         engine = build_engine(args)
-    options = ServeOptions(engine_args=args, host=host, port=port, stream_interval=stream_interval,
-                           tokenizer_dir=tokenizer_dir)
+    options = ServeOptions(
+        engine_args=args,
+        host=host,
+        port=port,
+        stream_interval=stream_interval,
+        tokenizer_dir=tokenizer_dir,
+    )
     return await start_server(EngineServer(engine, options), host, port)

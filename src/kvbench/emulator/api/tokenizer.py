@@ -71,7 +71,9 @@ class HFTokenizer:
         try:
             from tokenizers import Tokenizer as _HFTok  # type: ignore[import-not-found]
         except ImportError:
-            raise UserError("--tokenizer: the optional package 'tokenizers' is not installed") from None
+            raise UserError(
+                "--tokenizer: the optional package 'tokenizers' is not installed"
+            ) from None
         path = Path(folder) / "tokenizer.json"
         if not path.is_file():
             raise UserError(f"--tokenizer: {path} not found")

@@ -17,7 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from kvbench.emulator.engine.hashing import to_event_hash
 from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
@@ -35,7 +35,9 @@ class KVBlock:
         self.is_null = False
 
     def __repr__(self) -> str:
-        return f"KVBlock(id={self.block_id}, ref={self.ref_cnt}, cached={self.block_hash is not None})"
+        return (
+            f"KVBlock(id={self.block_id}, ref={self.ref_cnt}, cached={self.block_hash is not None})"
+        )
 
 
 class FreeBlockQueue:
@@ -96,8 +98,13 @@ class FreeBlockQueue:
 
 
 class BlockPool:
-    def __init__(self, num_gpu_blocks: int, enable_caching: bool = True, block_size: int = 16,
-                 free_uncached_first: bool = False) -> None:
+    def __init__(
+        self,
+        num_gpu_blocks: int,
+        enable_caching: bool = True,
+        block_size: int = 16,
+        free_uncached_first: bool = False,
+    ) -> None:
         """`free_uncached_first`: vLLM 0.32's free order (False: 0.11's, see compat.py)."""
         if num_gpu_blocks < 2:
             raise ValueError("num_gpu_blocks must be >= 2 (block 0 is the null block)")
@@ -143,7 +150,9 @@ class BlockPool:
         if holders is not None and holders.pop(block.block_id, None) is not None:
             if not holders:
                 del self.cached[block.block_hash]
-            self.events.append(BlockRemoved(block_hashes=[to_event_hash(block.block_hash)], medium="GPU"))
+            self.events.append(
+                BlockRemoved(block_hashes=[to_event_hash(block.block_hash)], medium="GPU")
+            )
         block.block_hash = None
 
     def touch(self, blocks: Iterable[KVBlock]) -> None:
@@ -202,7 +211,9 @@ class BlockPool:
             block.block_hash = block_hash
             self.cached.setdefault(block_hash, {})[block.block_id] = block
             new_hashes.append(to_event_hash(block_hash))
-        parent = to_event_hash(block_hashes[num_cached_blocks - 1]) if num_cached_blocks > 0 else None
+        parent = (
+            to_event_hash(block_hashes[num_cached_blocks - 1]) if num_cached_blocks > 0 else None
+        )
         bs = self.block_size
         self.events.append(
             BlockStored(

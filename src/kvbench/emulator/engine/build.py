@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from kvbench.emulator.engine.block_pool import BlockPool
 from kvbench.emulator.engine.compat import compat_profile
@@ -43,20 +43,30 @@ def default_max_num_seqs(hardware: HardwareProfile) -> int:
 
 def _check_args(args: EngineArgs, model: ModelProfile) -> None:
     if args.block_size not in BLOCK_SIZES:
-        raise UserError(f"--block-size: {args.block_size} is not one of {', '.join(map(str, BLOCK_SIZES))}")
+        raise UserError(
+            f"--block-size: {args.block_size} is not one of {', '.join(map(str, BLOCK_SIZES))}"
+        )
     tp = args.tensor_parallel_size
     if tp < 1 or model.num_attention_heads % tp:  # KV heads are replicated when tp > num_kv_heads
-        raise UserError(f"--tensor-parallel-size: {tp} does not divide the {model.num_attention_heads} "
-                        f"attention heads of {model.name}")
+        raise UserError(
+            f"--tensor-parallel-size: {tp} does not divide the {model.num_attention_heads} "
+            f"attention heads of {model.name}"
+        )
     if args.max_num_seqs < 1:
         raise UserError(f"--max-num-seqs: must be >= 1, got {args.max_num_seqs}")
     if not 0.0 < args.gpu_memory_utilization <= 1.0:
-        raise UserError(f"--gpu-memory-utilization: must be in (0, 1], got {args.gpu_memory_utilization}")
+        raise UserError(
+            f"--gpu-memory-utilization: must be in (0, 1], got {args.gpu_memory_utilization}"
+        )
     if args.num_gpu_blocks_override is not None and args.num_gpu_blocks_override < 2:
-        raise UserError(f"--num-gpu-blocks-override: must be >= 2, got {args.num_gpu_blocks_override}")
+        raise UserError(
+            f"--num-gpu-blocks-override: must be >= 2, got {args.num_gpu_blocks_override}"
+        )
     if args.max_model_len is not None and not 1 < args.max_model_len <= model.max_context_tokens:
-        raise UserError(f"--max-model-len: {args.max_model_len} is outside 2..{model.max_context_tokens} "
-                        f"(the context length of {model.name})")
+        raise UserError(
+            f"--max-model-len: {args.max_model_len} is outside 2..{model.max_context_tokens} "
+            f"(the context length of {model.name})"
+        )
 
 
 def _batched_tokens(args: EngineArgs, hardware: HardwareProfile) -> int:
@@ -66,23 +76,43 @@ def _batched_tokens(args: EngineArgs, hardware: HardwareProfile) -> int:
     if value < 1:
         raise UserError(f"--max-num-batched-tokens: must be >= 1, got {value}")
     if value < args.max_num_seqs:
-        raise UserError(f"--max-num-batched-tokens: {value} is smaller than --max-num-seqs {args.max_num_seqs}")
+        raise UserError(
+            f"--max-num-batched-tokens: {value} is smaller than --max-num-seqs {args.max_num_seqs}"
+        )
     return value
 
 
-def _num_gpu_blocks(args: EngineArgs, model: ModelProfile, hardware: HardwareProfile, batched: int,
-                    max_model_len: int, params: CostParams) -> int:
+def _num_gpu_blocks(
+    args: EngineArgs,
+    model: ModelProfile,
+    hardware: HardwareProfile,
+    batched: int,
+    max_model_len: int,
+    params: CostParams,
+) -> int:
     if args.num_gpu_blocks_override is not None:
         num_blocks = args.num_gpu_blocks_override
     else:
-        num_blocks = num_gpu_blocks_by_memory(model, hardware, args.tensor_parallel_size, args.block_size,
-                                              args.gpu_memory_utilization, batched, args.max_num_seqs, params)
+        num_blocks = num_gpu_blocks_by_memory(
+            model,
+            hardware,
+            args.tensor_parallel_size,
+            args.block_size,
+            args.gpu_memory_utilization,
+            batched,
+            args.max_num_seqs,
+            params,
+        )
         if num_blocks < 2:
-            raise UserError(f"--gpu-memory-utilization: {model.name} leaves no room for KV cache on "
-                            f"{args.tensor_parallel_size} x {hardware.name}")
+            raise UserError(
+                f"--gpu-memory-utilization: {model.name} leaves no room for KV cache on "
+                f"{args.tensor_parallel_size} x {hardware.name}"
+            )
     if num_blocks * args.block_size < max_model_len:  # vLLM: one max-length request must fit
-        raise UserError(f"--max-model-len: {max_model_len} tokens need more KV cache than the "
-                        f"{num_blocks} blocks of {args.block_size} tokens; lower --max-model-len")
+        raise UserError(
+            f"--max-model-len: {max_model_len} tokens need more KV cache than the "
+            f"{num_blocks} blocks of {args.block_size} tokens; lower --max-model-len"
+        )
     return num_blocks
 
 
@@ -99,9 +129,13 @@ def _build_connector(args: EngineArgs, facts: ConnectorFacts) -> KVConnector:
         raise UserError(f"--kv-transfer-config: {err}") from None
 
 
-def build_engine(args: EngineArgs, urandom: Callable[[int], bytes] = os.urandom,
-                 cost_params: CostParams = CostParams(), count_preempted_separately: bool = True,
-                 check_invariants: bool = True) -> EmulatedEngine:
+def build_engine(
+    args: EngineArgs,
+    urandom: Callable[[int], bytes] = os.urandom,
+    cost_params: CostParams = CostParams(),
+    count_preempted_separately: bool = True,
+    check_invariants: bool = True,
+) -> EmulatedEngine:
     """`args.vllm_compat` picks the behaviour profile (compat.py: "0.11" or "0.32").
     `urandom` seeds NONE_HASH when PYTHONHASHSEED is unset (profile "0.11"). `count_preempted_separately`
     (profile "0.11" only; "0.32" always counts them apart): True counts prefix-cache lookups of
@@ -119,16 +153,33 @@ def build_engine(args: EngineArgs, urandom: Callable[[int], bytes] = os.urandom,
 
     connector = None
     if args.kv_transfer_config:
-        connector = _build_connector(args, ConnectorFacts(
-            model_name=model.name, gpu_block_size=args.block_size, kv_bytes_per_token=model.kv_bytes_per_token,
-            tensor_parallel_size=args.tensor_parallel_size, host_link_bytes_per_s=hardware.host_link_bytes_per_s,
-            kv_dtype=model.kv_dtype, num_gpu_blocks=num_gpu_blocks))
+        connector = _build_connector(
+            args,
+            ConnectorFacts(
+                model_name=model.name,
+                gpu_block_size=args.block_size,
+                kv_bytes_per_token=model.kv_bytes_per_token,
+                tensor_parallel_size=args.tensor_parallel_size,
+                host_link_bytes_per_s=hardware.host_link_bytes_per_s,
+                kv_dtype=model.kv_dtype,
+                num_gpu_blocks=num_gpu_blocks,
+            ),
+        )
 
-    pool = BlockPool(num_gpu_blocks, enable_caching=args.enable_prefix_caching, block_size=args.block_size,
-                     free_uncached_first=compat.free_uncached_first)
-    kv = KVCacheManager(pool, args.block_size, max_model_len, enable_caching=args.enable_prefix_caching,
-                        count_preempted_separately=compat.count_preempted_separately,
-                        count_lookups_at_admission=compat.count_lookups_at_admission)
+    pool = BlockPool(
+        num_gpu_blocks,
+        enable_caching=args.enable_prefix_caching,
+        block_size=args.block_size,
+        free_uncached_first=compat.free_uncached_first,
+    )
+    kv = KVCacheManager(
+        pool,
+        args.block_size,
+        max_model_len,
+        enable_caching=args.enable_prefix_caching,
+        count_preempted_separately=compat.count_preempted_separately,
+        count_lookups_at_admission=compat.count_lookups_at_admission,
+    )
     limits = SchedulerLimits(args.max_num_seqs, batched, max_model_len, args.block_size)
     scheduler = Scheduler(limits, kv, connector, check_invariants=check_invariants)
     # vLLM hashes blocks when prefix caching is on or a connector needs the hashes.
@@ -136,4 +187,6 @@ def build_engine(args: EngineArgs, urandom: Callable[[int], bytes] = os.urandom,
     root_hash = none_hash(hash_fn, args.env, urandom, unseeded_seed=compat.unseeded_none_hash_seed)
     hasher = BlockHasher(hash_fn, root_hash, args.block_size if hashing_on else 0)
     cost = CostModel(model, hardware, args.tensor_parallel_size, cost_params)
-    return EmulatedEngine(scheduler, pool, kv, cost, hasher, model.vocab_size, max_model_len, connector)
+    return EmulatedEngine(
+        scheduler, pool, kv, cost, hasher, model.vocab_size, max_model_len, connector
+    )

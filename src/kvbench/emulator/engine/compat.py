@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from kvbench.errors import UserError
 
 VLLM_COMPAT_VERSIONS = ("0.11", "0.32")
-DEFAULT_NONE_HASH_SEED = "vllm-none-hash"  # vLLM >= #51875: the root seed when PYTHONHASHSEED is unset
+DEFAULT_NONE_HASH_SEED = (
+    "vllm-none-hash"  # vLLM >= #51875: the root seed when PYTHONHASHSEED is unset
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +46,19 @@ def compat_profile(version: str, count_preempted_separately: bool = True) -> Vll
     """The profile for `--vllm-compat VERSION`. `count_preempted_separately` picks 0.11.2 (True)
     or 0.11.0 (False) under "0.11"; "0.32" counts preempted lookups apart regardless."""
     if version == "0.11":
-        return VllmCompat(version, free_uncached_first=False, count_lookups_at_admission=False,
-                          unseeded_none_hash_seed=None, count_preempted_separately=count_preempted_separately)
+        return VllmCompat(
+            version,
+            free_uncached_first=False,
+            count_lookups_at_admission=False,
+            unseeded_none_hash_seed=None,
+            count_preempted_separately=count_preempted_separately,
+        )
     if version == "0.32":
-        return VllmCompat(version, free_uncached_first=True, count_lookups_at_admission=True,
-                          unseeded_none_hash_seed=DEFAULT_NONE_HASH_SEED, count_preempted_separately=True)
+        return VllmCompat(
+            version,
+            free_uncached_first=True,
+            count_lookups_at_admission=True,
+            unseeded_none_hash_seed=DEFAULT_NONE_HASH_SEED,
+            count_preempted_separately=True,
+        )
     raise UserError(f"--vllm-compat: {version!r} is not one of {', '.join(VLLM_COMPAT_VERSIONS)}")

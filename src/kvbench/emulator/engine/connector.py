@@ -22,8 +22,9 @@ its own notion of "link busy until" so asynchronous transfers queue behind each 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from kvbench.emulator.engine.interface import KVEvent, TierHits
 
@@ -67,8 +68,12 @@ class StepTransfer:
 
 @dataclass(slots=True)
 class ConnectorPoll:
-    finished_loading: list[str] = field(default_factory=list)  # request ids whose async load is done
-    finished_storing: list[str] = field(default_factory=list)  # request ids whose held blocks may be freed
+    finished_loading: list[str] = field(
+        default_factory=list
+    )  # request ids whose async load is done
+    finished_storing: list[str] = field(
+        default_factory=list
+    )  # request ids whose held blocks may be freed
     failed_loading: list[str] = field(default_factory=list)  # loads that failed: recompute instead
 
 
@@ -78,16 +83,24 @@ class KVConnector(Protocol):
     ) -> tuple[int, bool]: ...
 
     def update_state_after_alloc(
-        self, request: ConnectorRequest, block_ids: list[int], num_external_tokens: int, now_s: float
+        self,
+        request: ConnectorRequest,
+        block_ids: list[int],
+        num_external_tokens: int,
+        now_s: float,
     ) -> None: ...
 
     def build_step(self, scheduled: list[ScheduledChunk], now_s: float) -> StepTransfer: ...
 
-    def request_finished(self, request: ConnectorRequest, block_ids: list[int], now_s: float) -> bool: ...
+    def request_finished(
+        self, request: ConnectorRequest, block_ids: list[int], now_s: float
+    ) -> bool: ...
 
     def poll(self, now_s: float) -> ConnectorPoll: ...
 
-    def external_hits(self, request_id: str) -> TierHits: ...  # cpu/remote split of the external hit
+    def external_hits(
+        self, request_id: str
+    ) -> TierHits: ...  # cpu/remote split of the external hit
 
     def take_events(self) -> list[KVEvent]: ...
 

@@ -65,8 +65,13 @@ class StepCost:
 
 
 class CostModel:
-    def __init__(self, model: ModelProfile, hardware: HardwareProfile, tensor_parallel_size: int = 1,
-                 params: CostParams = CostParams()) -> None:
+    def __init__(
+        self,
+        model: ModelProfile,
+        hardware: HardwareProfile,
+        tensor_parallel_size: int = 1,
+        params: CostParams = CostParams(),
+    ) -> None:
         self.model = model
         self.hardware = hardware
         self.tp = tensor_parallel_size
@@ -75,7 +80,9 @@ class CostModel:
         # Per-GPU constants, precomputed: step_cost runs once per engine step.
         self._linear_flops_per_token = 2.0 * model.linear_params / tp
         self._lm_head_flops_per_sample = 2.0 * model.hidden_size * model.vocab_size / tp
-        self._attn_flops_per_pair = 4.0 * model.num_layers * model.num_attention_heads * model.head_dim / tp
+        self._attn_flops_per_pair = (
+            4.0 * model.num_layers * model.num_attention_heads * model.head_dim / tp
+        )
         self._weight_bytes = model.streamed_weight_bytes / tp
         self._kv_bytes_per_token = model.kv_bytes_per_token / tp
         self._linear_rate = hardware.bf16_flops_per_s * params.linear_efficiency
@@ -83,21 +90,34 @@ class CostModel:
         self._weight_rate = hardware.hbm_bytes_per_s * params.weight_memory_efficiency
         self._kv_rate = hardware.hbm_bytes_per_s * params.kv_memory_efficiency
         self._num_allreduces = 2 * model.num_layers if tp > 1 else 0
-        self._allreduce_bytes_per_token = 2.0 * (tp - 1) / tp * model.hidden_size * 2 if tp > 1 else 0.0
+        self._allreduce_bytes_per_token = (
+            2.0 * (tp - 1) / tp * model.hidden_size * 2 if tp > 1 else 0.0
+        )
 
     def step_cost(self, work: StepWork) -> StepCost:
-        linear_flops = (self._linear_flops_per_token * work.num_tokens
-                        + self._lm_head_flops_per_sample * work.num_sampled)
+        linear_flops = (
+            self._linear_flops_per_token * work.num_tokens
+            + self._lm_head_flops_per_sample * work.num_sampled
+        )
         attn_flops = self._attn_flops_per_pair * work.attended_pairs
         compute_s = linear_flops / self._linear_rate + attn_flops / self._attn_rate
         kv_tokens = work.kv_tokens_read + work.num_kv_tokens_written
-        memory_s = self._weight_bytes / self._weight_rate + self._kv_bytes_per_token * kv_tokens / self._kv_rate
+        memory_s = (
+            self._weight_bytes / self._weight_rate
+            + self._kv_bytes_per_token * kv_tokens / self._kv_rate
+        )
         allreduce_s = 0.0
         if self._num_allreduces:
-            per_call_s = (self.params.allreduce_latency_s
-                          + self._allreduce_bytes_per_token * work.num_tokens / self.hardware.tp_link_bytes_per_s)
+            per_call_s = (
+                self.params.allreduce_latency_s
+                + self._allreduce_bytes_per_token
+                * work.num_tokens
+                / self.hardware.tp_link_bytes_per_s
+            )
             allreduce_s = self._num_allreduces * per_call_s
-        overhead_s = self.params.step_overhead_s + self.params.per_request_overhead_s * work.num_reqs
+        overhead_s = (
+            self.params.step_overhead_s + self.params.per_request_overhead_s * work.num_reqs
+        )
         return StepCost(compute_s, memory_s, allreduce_s, overhead_s)
 
     def step_duration_s(self, work: StepWork) -> float:
@@ -105,27 +125,46 @@ class CostModel:
 
     def roofline_bound_s(self, work: StepWork) -> float:
         """Pure roofline (no efficiency factors, overheads or all-reduce): a lower bound."""
-        flops = (self._linear_flops_per_token * work.num_tokens + self._lm_head_flops_per_sample * work.num_sampled
-                 + self._attn_flops_per_pair * work.attended_pairs)
+        flops = (
+            self._linear_flops_per_token * work.num_tokens
+            + self._lm_head_flops_per_sample * work.num_sampled
+            + self._attn_flops_per_pair * work.attended_pairs
+        )
         kv_tokens = work.kv_tokens_read + work.num_kv_tokens_written
         bytes_ = self._weight_bytes + self._kv_bytes_per_token * kv_tokens
         return max(flops / self.hardware.bf16_flops_per_s, bytes_ / self.hardware.hbm_bytes_per_s)
 
 
-def activation_reserve_bytes(model: ModelProfile, tp: int, max_num_batched_tokens: int, max_num_seqs: int,
-                             params: CostParams = CostParams()) -> int:
-    mlp_bytes = max_num_batched_tokens * 2 * model.intermediate_size // tp * 2  # gate+up outputs, bf16
+def activation_reserve_bytes(
+    model: ModelProfile,
+    tp: int,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+    params: CostParams = CostParams(),
+) -> int:
+    mlp_bytes = (
+        max_num_batched_tokens * 2 * model.intermediate_size // tp * 2
+    )  # gate+up outputs, bf16
     hidden_bytes = max_num_batched_tokens * model.hidden_size * 4 * 2  # residual, norm, attn in/out
     logits_bytes = max_num_seqs * model.vocab_size * 4  # fp32 logits of the sampler warm-up
     return mlp_bytes + hidden_bytes + logits_bytes + params.non_torch_bytes
 
 
-def num_gpu_blocks_by_memory(model: ModelProfile, hardware: HardwareProfile, tp: int, block_size: int,
-                             gpu_memory_utilization: float, max_num_batched_tokens: int, max_num_seqs: int,
-                             params: CostParams = CostParams()) -> int:
+def num_gpu_blocks_by_memory(
+    model: ModelProfile,
+    hardware: HardwareProfile,
+    tp: int,
+    block_size: int,
+    gpu_memory_utilization: float,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+    params: CostParams = CostParams(),
+) -> int:
     """vLLM's rule; may be <= 0 when the weights do not fit (the caller reports that)."""
     budget_bytes = gpu_memory_utilization * hardware.hbm_bytes
-    reserve_bytes = activation_reserve_bytes(model, tp, max_num_batched_tokens, max_num_seqs, params)
+    reserve_bytes = activation_reserve_bytes(
+        model, tp, max_num_batched_tokens, max_num_seqs, params
+    )
     available_bytes = budget_bytes - model.weight_bytes / tp - reserve_bytes
     block_bytes_per_gpu = block_size * model.kv_bytes_per_token / tp
     return int(available_bytes // block_bytes_per_gpu)

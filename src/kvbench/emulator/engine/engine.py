@@ -22,7 +22,12 @@ from kvbench.emulator.engine.connector import KVConnector
 from kvbench.emulator.engine.cost_model import CostModel
 from kvbench.emulator.engine.hashing import BlockHasher
 from kvbench.emulator.engine.interface import (
-    EngineRequest, EngineStats, FinishReason, KVEvent, RequestOutput, StepResult,
+    EngineRequest,
+    EngineStats,
+    FinishReason,
+    KVEvent,
+    RequestOutput,
+    StepResult,
 )
 from kvbench.emulator.engine.kv_manager import KVCacheManager
 from kvbench.emulator.engine.request import Request, RequestStatus, generated_token_id
@@ -36,14 +41,27 @@ class EngineCounters:
     prompt_tokens: int = 0
     generation_tokens: int = 0
     prompt_tokens_by_source: dict[str, int] = field(
-        default_factory=lambda: {"local_compute": 0, "local_cache_hit": 0, "external_kv_transfer": 0})
+        default_factory=lambda: {
+            "local_compute": 0,
+            "local_cache_hit": 0,
+            "external_kv_transfer": 0,
+        }
+    )
     request_success: dict[str, int] = field(default_factory=dict)
 
 
 class EmulatedEngine:
-    def __init__(self, scheduler: Scheduler, pool: BlockPool, kv: KVCacheManager, cost: CostModel,
-                 hasher: BlockHasher, vocab_size: int, max_model_len: int,
-                 connector: KVConnector | None = None) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        pool: BlockPool,
+        kv: KVCacheManager,
+        cost: CostModel,
+        hasher: BlockHasher,
+        vocab_size: int,
+        max_model_len: int,
+        connector: KVConnector | None = None,
+    ) -> None:
         self.scheduler = scheduler
         self.pool = pool
         self.kv = kv
@@ -65,8 +83,10 @@ class EmulatedEngine:
         if not request.prompt_token_ids:
             raise ValueError("prompt must have at least one token")
         if len(request.prompt_token_ids) >= self.max_model_len:
-            raise ValueError(f"prompt of {len(request.prompt_token_ids)} tokens does not fit "
-                             f"max_model_len {self.max_model_len}")
+            raise ValueError(
+                f"prompt of {len(request.prompt_token_ids)} tokens does not fit "
+                f"max_model_len {self.max_model_len}"
+            )
         if request.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
         req = Request(request)
@@ -97,7 +117,9 @@ class EmulatedEngine:
         plan = self.scheduler.schedule(now_s)
         blocking_s = 0.0
         if self.connector is not None:
-            blocking_s = self.connector.build_step(self.scheduler.connector_chunks(plan), now_s).blocking_s
+            blocking_s = self.connector.build_step(
+                self.scheduler.connector_chunks(plan), now_s
+            ).blocking_s
         if plan.scheduled:
             duration_s = self.cost.step_duration_s(plan.work) + blocking_s
         else:  # nothing to run (e.g. every request waits for a KV load): an idle engine-loop turn
@@ -184,12 +206,18 @@ class EmulatedEngine:
             req.all_token_ids.append(token)
             self.hasher.extend(req.all_token_ids, req.block_hashes, req.cache_salt)
             finished = num_output + 1 >= req.max_tokens or req.num_tokens >= max_model_len
-            outputs.append(RequestOutput(
-                request_id=req.request_id, new_token_ids=[token], finished=finished,
-                finish_reason=FinishReason.LENGTH if finished else None,
-                num_prompt_tokens=req.num_prompt_tokens, num_cached_tokens=req.num_cached_tokens,
-                hits=req.hits, num_preemptions=req.num_preemptions,
-            ))
+            outputs.append(
+                RequestOutput(
+                    request_id=req.request_id,
+                    new_token_ids=[token],
+                    finished=finished,
+                    finish_reason=FinishReason.LENGTH if finished else None,
+                    num_prompt_tokens=req.num_prompt_tokens,
+                    num_cached_tokens=req.num_cached_tokens,
+                    hits=req.hits,
+                    num_preemptions=req.num_preemptions,
+                )
+            )
             if finished:
                 req.finish_reason = FinishReason.LENGTH
                 finished_ids.append(req.request_id)
@@ -199,7 +227,8 @@ class EmulatedEngine:
             for request_id in finished_ids:
                 req = self.requests.pop(request_id)
                 self.counters.request_success[req.finish_reason.value] = (
-                    self.counters.request_success.get(req.finish_reason.value, 0) + 1)
+                    self.counters.request_success.get(req.finish_reason.value, 0) + 1
+                )
                 self._release(req, now_s)
         return outputs
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import cbor2
 
@@ -48,8 +49,12 @@ def get_hash_fn(algo: str) -> HashFn:
     raise UserError(f"--prefix-caching-hash-algo: {algo!r} is not one of {', '.join(HASH_ALGOS)}")
 
 
-def none_hash(hash_fn: HashFn, env: Mapping[str, str], urandom: Callable[[int], bytes] = os.urandom,
-              unseeded_seed: str | None = None) -> bytes:
+def none_hash(
+    hash_fn: HashFn,
+    env: Mapping[str, str],
+    urandom: Callable[[int], bytes] = os.urandom,
+    unseeded_seed: str | None = None,
+) -> bytes:
     """vLLM's NONE_HASH: the root parent of every chain. Without PYTHONHASHSEED it is
     `hash_fn(unseeded_seed)` when one is given (vLLM 0.32), else `urandom(32)` (vLLM 0.11)."""
     seed = env.get("PYTHONHASHSEED")
@@ -61,7 +66,10 @@ def none_hash(hash_fn: HashFn, env: Mapping[str, str], urandom: Callable[[int], 
 
 
 def hash_block_tokens(
-    hash_fn: HashFn, parent_hash: bytes, block_token_ids: Sequence[int], extra_keys: tuple | None = None
+    hash_fn: HashFn,
+    parent_hash: bytes,
+    block_token_ids: Sequence[int],
+    extra_keys: tuple | None = None,
 ) -> bytes:
     return hash_fn((parent_hash, tuple(block_token_ids), extra_keys))
 
@@ -86,7 +94,9 @@ class BlockHasher:
         self.root_hash = root_hash
         self.block_size = block_size
 
-    def extend(self, token_ids: Sequence[int], block_hashes: list[bytes], cache_salt: str | None) -> None:
+    def extend(
+        self, token_ids: Sequence[int], block_hashes: list[bytes], cache_salt: str | None
+    ) -> None:
         bs = self.block_size
         if not bs:  # hashing off: no prefix caching and no connector
             return

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Protocol
 
 
 class FinishReason(str, enum.Enum):
@@ -71,7 +71,7 @@ class RequestOutput:
 # ---- KV cache events, as vLLM's publisher models them (distributed/kv_events.py). The wire
 # encoding (msgpack, 0.11 positional arrays or 0.32 tagged maps) belongs to the API layer.
 
-BlockHash = Union[int, bytes]
+BlockHash = int | bytes
 
 
 @dataclass(slots=True)
@@ -95,7 +95,7 @@ class AllBlocksCleared:
     pass
 
 
-KVEvent = Union[BlockStored, BlockRemoved, AllBlocksCleared]
+KVEvent = BlockStored | BlockRemoved | AllBlocksCleared
 
 
 @dataclass(slots=True)
@@ -167,7 +167,9 @@ class EngineArgs:
     hardware: str = "H100-SXM"
     served_model_name: str | None = None
     tensor_parallel_size: int = 1
-    max_num_seqs: int | None = None  # None: vLLM 0.11's default for the GPU (1024 on H100/H200, else 256)
+    max_num_seqs: int | None = (
+        None  # None: vLLM 0.11's default for the GPU (1024 on H100/H200, else 256)
+    )
     max_num_batched_tokens: int | None = None  # None: vLLM's default for the chosen mode
     max_model_len: int | None = None  # None: the model's context length from the catalog
     gpu_memory_utilization: float = 0.9

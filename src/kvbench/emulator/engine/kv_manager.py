@@ -49,8 +49,15 @@ class PrefixCacheStats:
 
 
 class KVCacheManager:
-    def __init__(self, pool: BlockPool, block_size: int, max_model_len: int, enable_caching: bool = True,
-                 count_preempted_separately: bool = True, count_lookups_at_admission: bool = False) -> None:
+    def __init__(
+        self,
+        pool: BlockPool,
+        block_size: int,
+        max_model_len: int,
+        enable_caching: bool = True,
+        count_preempted_separately: bool = True,
+        count_lookups_at_admission: bool = False,
+    ) -> None:
         self.pool = pool
         self.count_lookups_at_admission = count_lookups_at_admission
         self.block_size = block_size
@@ -82,7 +89,9 @@ class KVCacheManager:
         if self.count_lookups_at_admission and self.enable_caching:
             self.stats.record(req.num_tokens, num_hit_tokens, preempted=req.num_preemptions > 0)
 
-    def num_blocks_to_allocate(self, req: Request, num_tokens: int, computed_blocks: list[KVBlock]) -> int:
+    def num_blocks_to_allocate(
+        self, req: Request, num_tokens: int, computed_blocks: list[KVBlock]
+    ) -> int:
         have = len(self.req_to_blocks.get(req.request_id, ()))
         num_required = -(-num_tokens // self.block_size)
         num_new = max(num_required - len(computed_blocks) - have, 0)
@@ -101,13 +110,20 @@ class KVCacheManager:
         num_computed_tokens = req.num_computed_tokens + num_new_computed_tokens
         num_tokens_need_slot = min(num_computed_tokens + num_new_tokens, self.max_model_len)
         req_blocks = self.req_to_blocks.get(req.request_id)
-        if not computed_blocks and req_blocks is not None and len(req_blocks) * self.block_size >= num_tokens_need_slot:
+        if (
+            not computed_blocks
+            and req_blocks is not None
+            and len(req_blocks) * self.block_size >= num_tokens_need_slot
+        ):
             # fast path (most decode steps): the request's blocks already have room
             if self.enable_caching and not delay_cache_blocks:
                 self.cache_blocks(req, min(num_computed_tokens + num_new_tokens, req.num_tokens))
             return []
         computed_blocks = computed_blocks or []
-        if self.num_blocks_to_allocate(req, num_tokens_need_slot, computed_blocks) > self.pool.num_free_blocks():
+        if (
+            self.num_blocks_to_allocate(req, num_tokens_need_slot, computed_blocks)
+            > self.pool.num_free_blocks()
+        ):
             return None
         if req_blocks is None:
             req_blocks = self.req_to_blocks[req.request_id] = []
@@ -129,7 +145,11 @@ class KVCacheManager:
         if num_cached >= num_full:
             return
         self.pool.cache_full_blocks(
-            self.req_to_blocks[req.request_id], req.block_hashes, req.all_token_ids, num_cached, num_full
+            self.req_to_blocks[req.request_id],
+            req.block_hashes,
+            req.all_token_ids,
+            num_cached,
+            num_full,
         )
         self.num_cached_block[req.request_id] = num_full
 

@@ -7,7 +7,7 @@ progress is `num_computed_tokens` catching up with `num_tokens`; there are no pr
 from __future__ import annotations
 
 import enum
-from typing import Sequence
+from collections.abc import Sequence
 
 from kvbench.emulator.engine.interface import EngineRequest, FinishReason, TierHits
 
@@ -46,9 +46,21 @@ class Request:
     """Mutable engine-side state of one request (satisfies connector.ConnectorRequest)."""
 
     __slots__ = (
-        "request_id", "prompt_token_ids", "all_token_ids", "max_tokens", "arrival_s", "cache_salt",
-        "kv_transfer_params", "token_seed", "status", "num_computed_tokens", "block_hashes",
-        "num_cached_tokens", "hits", "num_external_computed_tokens", "num_preemptions",
+        "request_id",
+        "prompt_token_ids",
+        "all_token_ids",
+        "max_tokens",
+        "arrival_s",
+        "cache_salt",
+        "kv_transfer_params",
+        "token_seed",
+        "status",
+        "num_computed_tokens",
+        "block_hashes",
+        "num_cached_tokens",
+        "hits",
+        "num_external_computed_tokens",
+        "num_preemptions",
         "finish_reason",
     )
 
@@ -88,8 +100,10 @@ class Request:
         return self.status is RequestStatus.FINISHED
 
     def output_token_ids(self) -> Sequence[int]:
-        return self.all_token_ids[len(self.prompt_token_ids):]
+        return self.all_token_ids[len(self.prompt_token_ids) :]
 
     def __repr__(self) -> str:
-        return (f"Request({self.request_id!r}, {self.status.value}, computed={self.num_computed_tokens}/"
-                f"{self.num_tokens})")
+        return (
+            f"Request({self.request_id!r}, {self.status.value}, computed={self.num_computed_tokens}/"
+            f"{self.num_tokens})"
+        )

@@ -56,8 +56,13 @@ class SchedulerLimits:
 
 
 class Scheduler:
-    def __init__(self, limits: SchedulerLimits, kv: KVCacheManager, connector: KVConnector | None = None,
-                 check_invariants: bool = True) -> None:
+    def __init__(
+        self,
+        limits: SchedulerLimits,
+        kv: KVCacheManager,
+        connector: KVConnector | None = None,
+        check_invariants: bool = True,
+    ) -> None:
         self.limits = limits
         self.kv = kv
         self.connector = connector
@@ -89,8 +94,11 @@ class Scheduler:
         index = 0
         while index < len(self.running) and budget > 0:
             req = self.running[index]
-            num_new = min(req.num_tokens - req.num_computed_tokens, budget,
-                          max_model_len - 1 - req.num_computed_tokens)
+            num_new = min(
+                req.num_tokens - req.num_computed_tokens,
+                budget,
+                max_model_len - 1 - req.num_computed_tokens,
+            )
             if num_new <= 0:
                 index += 1
                 continue
@@ -123,7 +131,9 @@ class Scheduler:
         skipped: list[Request] = []
         while self.waiting and budget > 0 and len(self.running) < self.limits.max_num_seqs:
             req = self.waiting[0]
-            if req.status is RequestStatus.WAITING_FOR_REMOTE_KVS and not self._finish_remote_load(req):
+            if req.status is RequestStatus.WAITING_FOR_REMOTE_KVS and not self._finish_remote_load(
+                req
+            ):
                 skipped.append(self.waiting.popleft())
                 continue
             admitted = self._admit(req, budget, plan, now_s)
@@ -145,11 +155,15 @@ class Scheduler:
         num_external, load_async = 0, False
         computed_blocks: list = []
         num_local = 0
-        did_lookup = req.num_computed_tokens == 0  # a fresh (or preempted) request, not a loaded one
+        did_lookup = (
+            req.num_computed_tokens == 0
+        )  # a fresh (or preempted) request, not a loaded one
         if did_lookup:
             computed_blocks, num_local = self.kv.get_computed_blocks(req)
             if self.connector is not None:
-                num_external, load_async = self.connector.get_num_new_matched_tokens(req, num_local, now_s)
+                num_external, load_async = self.connector.get_num_new_matched_tokens(
+                    req, num_local, now_s
+                )
                 # at least the last prompt token is computed here (vLLM's connectors promise this)
                 num_external = max(min(num_external, req.num_tokens - 1 - num_local), 0)
             req.num_external_computed_tokens = num_external
@@ -157,14 +171,17 @@ class Scheduler:
                 req.hits.gpu_tokens = num_local
         num_computed = req.num_computed_tokens + num_local + num_external
         num_new = 0 if load_async else min(req.num_tokens - num_computed, budget)
-        new_blocks = self.kv.allocate_slots(req, num_new + num_external, num_local, computed_blocks,
-                                            delay_cache_blocks=load_async)
+        new_blocks = self.kv.allocate_slots(
+            req, num_new + num_external, num_local, computed_blocks, delay_cache_blocks=load_async
+        )
         if new_blocks is None:
             return None  # not admitted: a 0.11 lookup was counted anyway, a 0.32 one is not
         if did_lookup:
             self.kv.record_admission(req, num_local)
         if self.connector is not None:
-            self.connector.update_state_after_alloc(req, self.kv.block_ids(req), num_external, now_s)
+            self.connector.update_state_after_alloc(
+                req, self.kv.block_ids(req), num_external, now_s
+            )
         if load_async:
             return -1  # computed tokens are set when the load finishes (_finish_remote_load)
         req.num_computed_tokens = num_computed
@@ -185,8 +202,9 @@ class Scheduler:
 
     def _start_running(self, req: Request) -> None:
         if self.connector is not None:
-            self.external_stats.record(req.num_tokens, req.num_external_computed_tokens,
-                                       preempted=req.num_preemptions > 0)
+            self.external_stats.record(
+                req.num_tokens, req.num_external_computed_tokens, preempted=req.num_preemptions > 0
+            )
         if req.num_cached_tokens < 0:
             req.num_cached_tokens = req.num_computed_tokens
             self._record_tier_hits(req)
@@ -235,8 +253,12 @@ class Scheduler:
         self.waiting.remove(req)
 
     def _check_invariants(self, plan: StepPlan, budget_left: int) -> None:
-        assert budget_left >= 0 and plan.work.num_tokens <= plan.token_budget, "token budget exceeded"
-        assert len(self.running) <= self.limits.max_num_seqs, "more running requests than max_num_seqs"
+        assert budget_left >= 0 and plan.work.num_tokens <= plan.token_budget, (
+            "token budget exceeded"
+        )
+        assert len(self.running) <= self.limits.max_num_seqs, (
+            "more running requests than max_num_seqs"
+        )
         block_size = self.limits.block_size
         for req in self.running:
             covered = self.kv.num_blocks(req) * block_size

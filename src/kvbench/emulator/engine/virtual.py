@@ -9,10 +9,16 @@ jumps to the next arrival.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
-from kvbench.emulator.engine.interface import Engine, EngineRequest, KVEvent, RequestOutput, StepResult
+from kvbench.emulator.engine.interface import (
+    Engine,
+    EngineRequest,
+    KVEvent,
+    RequestOutput,
+    StepResult,
+)
 
 
 @dataclass(slots=True)
@@ -32,8 +38,12 @@ class VirtualRun:
 
 
 class VirtualDriver:
-    def __init__(self, engine: Engine, start_s: float = 0.0,
-                 on_step: Callable[[float, StepResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        start_s: float = 0.0,
+        on_step: Callable[[float, StepResult], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.now_s = start_s
         self.on_step = on_step

@@ -7,8 +7,9 @@ and the parameter path.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from kvbench.emulator.router.config import EppConfig, PluginSpec
 from kvbench.emulator.router.index_memory import InMemoryIndex, KVBlockIndex
@@ -18,8 +19,13 @@ from kvbench.emulator.router.picker import MaxScorePicker
 from kvbench.emulator.router.precise import PrecisePrefixCacheScorer, load_text_tokenizer
 from kvbench.emulator.router.prefix_approx import ApproxPrefixCacheScorer
 from kvbench.emulator.router.scheduler import Scheduler, WeightedScorer
-from kvbench.emulator.router.scorers import (ActiveRequestScorer, KVCacheUtilizationScorer, LoadAwareScorer,
-                                             QueueScorer, parse_duration_s)
+from kvbench.emulator.router.scorers import (
+    ActiveRequestScorer,
+    KVCacheUtilizationScorer,
+    LoadAwareScorer,
+    QueueScorer,
+    parse_duration_s,
+)
 from kvbench.emulator.router.subscriber import KVEventSubscriber
 from kvbench.errors import UserError
 
@@ -39,12 +45,20 @@ def _param(spec: PluginSpec, path: str, expected: type | tuple, default: Any) ->
             return default
         node = node[part]
     if isinstance(node, bool) and expected in (int, float) or not isinstance(node, expected):
-        raise UserError(f"plugin {spec.name}: parameter {path} must be {getattr(expected, '__name__', expected)}, got {node!r}")
+        raise UserError(
+            f"plugin {spec.name}: parameter {path} must be {getattr(expected, '__name__', expected)}, got {node!r}"
+        )
     return node
 
 
-def build_plugins(config: EppConfig, metrics: EppMetrics, rng: random.Random, clock: Callable[[], float],
-                  replay_endpoints: dict[str, str], resolve_pod: Callable[[str], str]) -> BuiltPlugins:
+def build_plugins(
+    config: EppConfig,
+    metrics: EppMetrics,
+    rng: random.Random,
+    clock: Callable[[], float],
+    replay_endpoints: dict[str, str],
+    resolve_pod: Callable[[str], str],
+) -> BuiltPlugins:
     profile = config.default_profile()
     built = BuiltPlugins(scheduler=None)  # type: ignore[arg-type]
     scorers: list[WeightedScorer] = []
@@ -57,7 +71,11 @@ def build_plugins(config: EppConfig, metrics: EppMetrics, rng: random.Random, cl
                 raise UserError(f"plugin {spec.name}: parameter maxNumOfEndpoints must be >= 1")
             picker = MaxScorePicker(name=spec.name, max_num_of_endpoints=count)
         elif spec.type == "precise-prefix-cache-scorer":
-            scorers.append(WeightedScorer(_build_precise(spec, built, clock, replay_endpoints, resolve_pod), ref.weight))
+            scorers.append(
+                WeightedScorer(
+                    _build_precise(spec, built, clock, replay_endpoints, resolve_pod), ref.weight
+                )
+            )
         elif spec.type in _SIMPLE_BUILDERS:
             scorers.append(WeightedScorer(_SIMPLE_BUILDERS[spec.type](spec, clock), ref.weight))
     built.scheduler = Scheduler(scorers, picker, rng, metrics)
@@ -69,7 +87,9 @@ def _build_active(spec: PluginSpec, clock: Callable[[], float]) -> ActiveRequest
     try:
         timeout_s = parse_duration_s(raw)
     except ValueError:
-        raise UserError(f"plugin {spec.name}: parameter requestTimeout {raw!r} is not a duration like 2m or 30s") from None
+        raise UserError(
+            f"plugin {spec.name}: parameter requestTimeout {raw!r} is not a duration like 2m or 30s"
+        ) from None
     return ActiveRequestScorer(spec.name, clock, timeout_s)
 
 
@@ -77,18 +97,28 @@ def _build_approx(spec: PluginSpec, clock: Callable[[], float]) -> ApproxPrefixC
     block_size = _param(spec, "blockSize", int, 64)
     capacity = _param(spec, "lruCapacityPerServer", int, 31250)
     max_blocks = _param(spec, "maxPrefixBlocksToMatch", int, 256)
-    for name, value in (("blockSize", block_size), ("lruCapacityPerServer", capacity), ("maxPrefixBlocksToMatch", max_blocks)):
+    for name, value in (
+        ("blockSize", block_size),
+        ("lruCapacityPerServer", capacity),
+        ("maxPrefixBlocksToMatch", max_blocks),
+    ):
         if value < 1:
             raise UserError(f"plugin {spec.name}: parameter {name} must be >= 1")
-    return ApproxPrefixCacheScorer(spec.name, auto_tune=_param(spec, "autoTune", bool, True),
-                                   block_size_chars=block_size, max_prefix_blocks=max_blocks,
-                                   lru_capacity_per_server=capacity)
+    return ApproxPrefixCacheScorer(
+        spec.name,
+        auto_tune=_param(spec, "autoTune", bool, True),
+        block_size_chars=block_size,
+        max_prefix_blocks=max_blocks,
+        lru_capacity_per_server=capacity,
+    )
 
 
 _SIMPLE_BUILDERS = {
     "queue-scorer": lambda spec, clock: QueueScorer(spec.name),
     "kv-cache-utilization-scorer": lambda spec, clock: KVCacheUtilizationScorer(spec.name),
-    "load-aware-scorer": lambda spec, clock: LoadAwareScorer(spec.name, _param(spec, "threshold", int, 128)),
+    "load-aware-scorer": lambda spec, clock: LoadAwareScorer(
+        spec.name, _param(spec, "threshold", int, 128)
+    ),
     "active-request-scorer": _build_active,
     "prefix-cache-scorer": _build_approx,
 }
@@ -98,8 +128,10 @@ def build_index(spec: PluginSpec, clock: Callable[[], float]) -> KVBlockIndex:
     """kvBlockIndexConfig: the first configured backend wins (in-memory, Redis, Valkey); default in-memory."""
     base = "indexerConfig.kvBlockIndexConfig"
     if _param(spec, f"{base}.inMemoryConfig", dict, None) is not None:
-        return InMemoryIndex(size=_param(spec, f"{base}.inMemoryConfig.size", int, 100_000_000),
-                             pod_cache_size=_param(spec, f"{base}.inMemoryConfig.podCacheSize", int, 10))
+        return InMemoryIndex(
+            size=_param(spec, f"{base}.inMemoryConfig.size", int, 100_000_000),
+            pod_cache_size=_param(spec, f"{base}.inMemoryConfig.podCacheSize", int, 10),
+        )
     for backend in ("redis", "valkey"):
         if _param(spec, f"{base}.{backend}Config", dict, None) is not None:
             default_address = f"{backend}://127.0.0.1:6379"
@@ -118,8 +150,13 @@ def _token_processor_path(spec: PluginSpec) -> str:
     return "tokenProcessorConfig"
 
 
-def _build_precise(spec: PluginSpec, built: BuiltPlugins, clock: Callable[[], float],
-                   replay_endpoints: dict[str, str], resolve_pod: Callable[[str], str]) -> PrecisePrefixCacheScorer:
+def _build_precise(
+    spec: PluginSpec,
+    built: BuiltPlugins,
+    clock: Callable[[], float],
+    replay_endpoints: dict[str, str],
+    resolve_pod: Callable[[str], str],
+) -> PrecisePrefixCacheScorer:
     token_config = _token_processor_path(spec)
     block_size = _param(spec, f"{token_config}.blockSize", int, 16)
     if block_size < 1:
@@ -129,11 +166,19 @@ def _build_precise(spec: PluginSpec, built: BuiltPlugins, clock: Callable[[], fl
     built.indexes.append(index)
     configured_replays = _param(spec, "kvEventsConfig.replayEndpoints", dict, {})
     subscriber = KVEventSubscriber(
-        index=index, endpoint=_param(spec, "kvEventsConfig.zmqEndpoint", str, "tcp://*:5557"),
+        index=index,
+        endpoint=_param(spec, "kvEventsConfig.zmqEndpoint", str, "tcp://*:5557"),
         topic_filter=_param(spec, "kvEventsConfig.topicFilter", str, "kv@"),
-        replay_endpoints={resolve_pod(str(k)): str(v) for k, v in {**configured_replays, **replay_endpoints}.items()},
-        resolve_pod=resolve_pod, clock=clock)
+        replay_endpoints={
+            resolve_pod(str(k)): str(v)
+            for k, v in {**configured_replays, **replay_endpoints}.items()
+        },
+        resolve_pod=resolve_pod,
+        clock=clock,
+    )
     built.subscribers.append(subscriber)
-    scorer = PrecisePrefixCacheScorer(spec.name, index, block_size, str(hash_seed), load_text_tokenizer())
+    scorer = PrecisePrefixCacheScorer(
+        spec.name, index, block_size, str(hash_seed), load_text_tokenizer()
+    )
     scorer.on_request_model = subscriber.note_model
     return scorer

@@ -24,13 +24,20 @@ API_VERSION = "inference.networking.x-k8s.io/v1alpha1"
 KIND = "EndpointPickerConfig"
 
 SCORER_TYPES = {
-    "queue-scorer", "kv-cache-utilization-scorer", "active-request-scorer", "load-aware-scorer",
-    "prefix-cache-scorer", "precise-prefix-cache-scorer",
+    "queue-scorer",
+    "kv-cache-utilization-scorer",
+    "active-request-scorer",
+    "load-aware-scorer",
+    "prefix-cache-scorer",
+    "precise-prefix-cache-scorer",
 }
 PICKER_TYPES = {"max-score-picker"}
 # Plugins llm-d configs carry that do not change routing among a pool of decode engines.
 PASSIVE_TYPES = {
-    "single-profile-handler", "decode-filter", "tokenizer", "endpoint-notification-source",
+    "single-profile-handler",
+    "decode-filter",
+    "tokenizer",
+    "endpoint-notification-source",
 }
 
 # Allowed parameters per emulated type: name -> accepted Python types. Nested objects are checked
@@ -39,15 +46,25 @@ _NUM = (int, float)
 PARAMETER_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "queue-scorer": {},
     "kv-cache-utilization-scorer": {},
-    "active-request-scorer": {"requestTimeout": (str, int), "idleThreshold": _NUM, "maxBusyScore": _NUM},
+    "active-request-scorer": {
+        "requestTimeout": (str, int),
+        "idleThreshold": _NUM,
+        "maxBusyScore": _NUM,
+    },
     "load-aware-scorer": {"threshold": (int,)},
     "prefix-cache-scorer": {
-        "autoTune": (bool,), "blockSize": (int,), "maxPrefixBlocksToMatch": (int,),
-        "lruCapacityPerServer": (int,), "hashBlockSize": (int,),
+        "autoTune": (bool,),
+        "blockSize": (int,),
+        "maxPrefixBlocksToMatch": (int,),
+        "lruCapacityPerServer": (int,),
+        "hashBlockSize": (int,),
     },
     "precise-prefix-cache-scorer": {
-        "tokenProcessorConfig": (dict,), "indexerConfig": (dict,), "kvEventsConfig": (dict,),
-        "speculativeIndexing": (bool,), "speculativeTTL": _NUM,
+        "tokenProcessorConfig": (dict,),
+        "indexerConfig": (dict,),
+        "kvEventsConfig": (dict,),
+        "speculativeIndexing": (bool,),
+        "speculativeTTL": _NUM,
     },
     "max-score-picker": {"maxNumOfEndpoints": (int,)},
 }
@@ -114,7 +131,9 @@ def _check_header(document: dict, source: str) -> None:
         raise UserError(f"{source}: kind is {kind!r}, expected {KIND!r}")
     api_version = document.get("apiVersion", API_VERSION)
     if not str(api_version).startswith("inference.networking.x-k8s.io/"):
-        raise UserError(f"{source}: apiVersion {api_version!r} is not inference.networking.x-k8s.io/*")
+        raise UserError(
+            f"{source}: apiVersion {api_version!r} is not inference.networking.x-k8s.io/*"
+        )
 
 
 def _parse_plugins(raw: Any, source: str) -> dict[str, PluginSpec]:
@@ -142,17 +161,28 @@ def _check_plugin(plugin_type: str, name: str, parameters: dict, source: str) ->
     allowed = PARAMETER_TYPES.get(plugin_type)
     if allowed is None:
         known = sorted(SCORER_TYPES | PICKER_TYPES | PASSIVE_TYPES)
-        raise UserError(f"{source}: plugin {name}: unknown type {plugin_type!r} (kvbench emulates {', '.join(known)})")
+        raise UserError(
+            f"{source}: plugin {name}: unknown type {plugin_type!r} (kvbench emulates {', '.join(known)})"
+        )
     for key, value in parameters.items():
         if key not in allowed:
             raise UserError(f"{source}: plugin {name}: unknown parameter {key!r} for {plugin_type}")
         accepted = allowed[key]
-        if value is None or isinstance(value, bool) and bool not in accepted or not isinstance(value, accepted):
+        if (
+            value is None
+            or isinstance(value, bool)
+            and bool not in accepted
+            or not isinstance(value, accepted)
+        ):
             names = "/".join(t.__name__ for t in accepted)
-            raise UserError(f"{source}: plugin {name}: parameter {key} must be {names}, got {value!r}")
+            raise UserError(
+                f"{source}: plugin {name}: parameter {key} must be {names}, got {value!r}"
+            )
 
 
-def _parse_profiles(raw: Any, plugins: dict[str, PluginSpec], source: str) -> list[SchedulingProfile]:
+def _parse_profiles(
+    raw: Any, plugins: dict[str, PluginSpec], source: str
+) -> list[SchedulingProfile]:
     if raw is None:  # GIE builds a default profile of every declared plugin
         raw = [{"name": "default", "plugins": [{"pluginRef": name} for name in plugins]}]
     if not isinstance(raw, list) or not raw:
@@ -160,7 +190,9 @@ def _parse_profiles(raw: Any, plugins: dict[str, PluginSpec], source: str) -> li
     return [_parse_profile(entry, index, plugins, source) for index, entry in enumerate(raw)]
 
 
-def _parse_profile(entry: Any, index: int, plugins: dict[str, PluginSpec], source: str) -> SchedulingProfile:
+def _parse_profile(
+    entry: Any, index: int, plugins: dict[str, PluginSpec], source: str
+) -> SchedulingProfile:
     if not isinstance(entry, dict):
         raise UserError(f"{source}: schedulingProfiles[{index}] must be a mapping")
     name = str(entry.get("name") or f"profile-{index}")
@@ -168,10 +200,14 @@ def _parse_profile(entry: Any, index: int, plugins: dict[str, PluginSpec], sourc
     for ref in entry.get("plugins") or []:
         plugin_ref = ref.get("pluginRef") if isinstance(ref, dict) else None
         if plugin_ref not in plugins:
-            raise UserError(f"{source}: schedulingProfiles {name}: pluginRef {plugin_ref!r} is not a declared plugin")
+            raise UserError(
+                f"{source}: schedulingProfiles {name}: pluginRef {plugin_ref!r} is not a declared plugin"
+            )
         weight = ref.get("weight", 1)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise UserError(f"{source}: schedulingProfiles {name}: weight of {plugin_ref} must be a number >= 0")
+            raise UserError(
+                f"{source}: schedulingProfiles {name}: weight of {plugin_ref} must be a number >= 0"
+            )
         refs.append(ProfilePlugin(plugin_ref=plugin_ref, weight=float(weight)))
     if not any(plugins[r.plugin_ref].type in PICKER_TYPES for r in refs):
         refs.append(ProfilePlugin(plugin_ref=_ensure_default_picker(plugins)))

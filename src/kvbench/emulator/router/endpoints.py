@@ -16,15 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 from urllib.parse import urlsplit
 
 import aiohttp
 
 log = logging.getLogger(__name__)
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -78,7 +78,11 @@ def parse_metrics(text: str) -> EndpointMetrics:
         counts[name] = counts.get(name, 0) + 1
     metrics.waiting_requests = int(sums.get("vllm:num_requests_waiting", 0))
     metrics.running_requests = int(sums.get("vllm:num_requests_running", 0))
-    usage_name = "vllm:kv_cache_usage_perc" if "vllm:kv_cache_usage_perc" in sums else "vllm:gpu_cache_usage_perc"
+    usage_name = (
+        "vllm:kv_cache_usage_perc"
+        if "vllm:kv_cache_usage_perc" in sums
+        else "vllm:gpu_cache_usage_perc"
+    )
     if usage_name in sums:
         metrics.kv_cache_usage = sums[usage_name] / counts[usage_name]
     return metrics
@@ -95,8 +99,14 @@ def _read_cache_info(labels: dict[str, str], metrics: EndpointMetrics) -> None:
 class EndpointPool:
     """Holds the endpoints and runs the scrape loop. `clock` returns monotonic seconds."""
 
-    def __init__(self, urls: list[str], clock: Callable[[], float], refresh_interval_s: float = 0.05,
-                 scrape_timeout_s: float = 0.2, failures_to_eject: int = 3) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        clock: Callable[[], float],
+        refresh_interval_s: float = 0.05,
+        scrape_timeout_s: float = 0.2,
+        failures_to_eject: int = 3,
+    ) -> None:
         self.endpoints = [Endpoint(url.rstrip("/")) for url in urls]
         self.clock = clock
         self.refresh_interval_s = refresh_interval_s
@@ -151,9 +161,11 @@ class EndpointPool:
         try:
             async with self._session.get(endpoint.url + "/metrics") as response:
                 if response.status != 200:
-                    raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
+                    raise aiohttp.ClientResponseError(
+                        response.request_info, (), status=response.status
+                    )
                 text = await response.text()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+        except (TimeoutError, aiohttp.ClientError, OSError) as err:
             self._record_failure(endpoint, err)
             return
         endpoint.metrics = parse_metrics(text)
@@ -166,6 +178,10 @@ class EndpointPool:
     def _record_failure(self, endpoint: Endpoint, err: BaseException) -> None:
         endpoint.consecutive_failures += 1
         if endpoint.ready and endpoint.consecutive_failures >= self.failures_to_eject:
-            log.warning("endpoint %s ejected after %d failed scrapes (%s)", endpoint.url,
-                        endpoint.consecutive_failures, type(err).__name__)
+            log.warning(
+                "endpoint %s ejected after %d failed scrapes (%s)",
+                endpoint.url,
+                endpoint.consecutive_failures,
+                type(err).__name__,
+            )
             endpoint.ready = False

@@ -52,12 +52,19 @@ def _event_from_array(raw: list) -> KVEvent:
     if tag == "BlockStored":
         medium = raw[6] if len(raw) > 6 else "GPU"
         parent = raw[2]
-        return BlockStored(block_hashes=[hash_as_uint64(h) for h in raw[1]],
-                           parent_block_hash=None if parent is None else hash_as_uint64(parent),
-                           token_ids=list(raw[3] or []), block_size=int(raw[4]),
-                           lora_id=raw[5] if len(raw) > 5 else None, medium=medium)
+        return BlockStored(
+            block_hashes=[hash_as_uint64(h) for h in raw[1]],
+            parent_block_hash=None if parent is None else hash_as_uint64(parent),
+            token_ids=list(raw[3] or []),
+            block_size=int(raw[4]),
+            lora_id=raw[5] if len(raw) > 5 else None,
+            medium=medium,
+        )
     if tag == "BlockRemoved":
-        return BlockRemoved(block_hashes=[hash_as_uint64(h) for h in raw[1]], medium=raw[2] if len(raw) > 2 else "GPU")
+        return BlockRemoved(
+            block_hashes=[hash_as_uint64(h) for h in raw[1]],
+            medium=raw[2] if len(raw) > 2 else "GPU",
+        )
     if tag == "AllBlocksCleared":
         return AllBlocksCleared()
     raise EventDecodeError(f"unknown event tag {tag!r}")
@@ -67,13 +74,19 @@ def _event_from_map(raw: dict) -> KVEvent:
     tag = raw.get("type")
     if tag == "BlockStored":
         parent = raw.get("parent_block_hash")
-        return BlockStored(block_hashes=[hash_as_uint64(h) for h in raw.get("block_hashes", [])],
-                           parent_block_hash=None if parent is None else hash_as_uint64(parent),
-                           token_ids=list(raw.get("token_ids") or []), block_size=int(raw.get("block_size", 0)),
-                           lora_id=raw.get("lora_id"), medium=raw.get("medium", "GPU"))
+        return BlockStored(
+            block_hashes=[hash_as_uint64(h) for h in raw.get("block_hashes", [])],
+            parent_block_hash=None if parent is None else hash_as_uint64(parent),
+            token_ids=list(raw.get("token_ids") or []),
+            block_size=int(raw.get("block_size", 0)),
+            lora_id=raw.get("lora_id"),
+            medium=raw.get("medium", "GPU"),
+        )
     if tag == "BlockRemoved":
-        return BlockRemoved(block_hashes=[hash_as_uint64(h) for h in raw.get("block_hashes", [])],
-                            medium=raw.get("medium", "GPU"))
+        return BlockRemoved(
+            block_hashes=[hash_as_uint64(h) for h in raw.get("block_hashes", [])],
+            medium=raw.get("medium", "GPU"),
+        )
     if tag == "AllBlocksCleared":
         return AllBlocksCleared()
     raise EventDecodeError(f"unknown event type {tag!r}")

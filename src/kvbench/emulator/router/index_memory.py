@@ -31,7 +31,7 @@ class PodEntry:
         return f"{self.pod}@{self.tier}"
 
     @staticmethod
-    def from_field(text: str) -> "PodEntry":
+    def from_field(text: str) -> PodEntry:
         pod, _, tier = text.rpartition("@")
         return PodEntry(pod, tier) if pod else PodEntry(text, "gpu")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
@@ -26,9 +26,9 @@ from kvbench.emulator.router.index_memory import Holders, IndexUnavailable, PodE
 
 def normalize_address(address: str) -> str:
     if address.startswith("valkey://"):
-        return "redis://" + address[len("valkey://"):]
+        return "redis://" + address[len("valkey://") :]
     if address.startswith("valkeys://"):
-        return "rediss://" + address[len("valkeys://"):]
+        return "rediss://" + address[len("valkeys://") :]
     if address.startswith(("redis://", "rediss://", "unix://")):
         return address
     return "redis://" + address
@@ -39,15 +39,22 @@ def redis_key(model: str, block_hash: int) -> str:
 
 
 def rfc3339(wall_s: float) -> str:
-    stamp = datetime.datetime.fromtimestamp(int(wall_s), tz=datetime.timezone.utc)
+    stamp = datetime.datetime.fromtimestamp(int(wall_s), tz=datetime.UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class RedisIndex:
-    def __init__(self, address: str, backend_type: str = "redis", socket_timeout_s: float = 0.2,
-                 breaker_open_s: float = 1.0, lookup_batch_keys: int = 128, max_connections: int = 8,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        address: str,
+        backend_type: str = "redis",
+        socket_timeout_s: float = 0.2,
+        breaker_open_s: float = 1.0,
+        lookup_batch_keys: int = 128,
+        max_connections: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.name = backend_type
         self.url = normalize_address(address)
         self.breaker_open_s = breaker_open_s
@@ -62,8 +69,13 @@ class RedisIndex:
         # one timer instead of one per reply (a 32-key lookup reads 32 replies).
         self.timeout_s = socket_timeout_s
         pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, max_connections=max_connections, timeout=socket_timeout_s, socket_timeout=None,
-            socket_connect_timeout=socket_timeout_s, decode_responses=True, retry_on_timeout=False,
+            self.url,
+            max_connections=max_connections,
+            timeout=socket_timeout_s,
+            socket_timeout=None,
+            socket_connect_timeout=socket_timeout_s,
+            decode_responses=True,
+            retry_on_timeout=False,
         )
         self.client = aioredis.Redis(connection_pool=pool)
 
@@ -88,7 +100,7 @@ class RedisIndex:
     async def _lookup(self, model: str, hashes: list[int]) -> list[Holders]:
         found: list[Holders] = []
         for start in range(0, len(hashes), self.lookup_batch_keys):
-            batch = hashes[start:start + self.lookup_batch_keys]
+            batch = hashes[start : start + self.lookup_batch_keys]
             for fields in await self._pipelined_hkeys([redis_key(model, h) for h in batch]):
                 if not fields:
                     return found
@@ -103,7 +115,10 @@ class RedisIndex:
         """One write of every `HKEYS key` (RESP packed by hand), then one reply per key: the same
         pipeline redis-py's Pipeline sends, without its per-command Python overhead (the hot path
         of a 10,000-token prompt is 625 keys)."""
-        packed = b"".join(b"*2\r\n$5\r\nHKEYS\r\n$%d\r\n%s\r\n" % (len(k), k) for k in (key.encode() for key in keys))
+        packed = b"".join(
+            b"*2\r\n$5\r\nHKEYS\r\n$%d\r\n%s\r\n" % (len(k), k)
+            for k in (key.encode() for key in keys)
+        )
         pool = self.client.connection_pool
         connection = await pool.get_connection()
         try:
@@ -130,7 +145,11 @@ class RedisIndex:
 
     async def evict(self, model: str, block_hash: int, entries: list[PodEntry]) -> None:
         if entries:
-            await self._run(lambda: self.client.hdel(redis_key(model, block_hash), *[e.field() for e in entries]))
+            await self._run(
+                lambda: self.client.hdel(
+                    redis_key(model, block_hash), *[e.field() for e in entries]
+                )
+            )
 
     async def clear_pod(self, pod: str) -> None:
         await self._run(lambda: self._clear_pod(pod), timeout_s=self.clear_timeout_s)

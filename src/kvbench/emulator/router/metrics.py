@@ -10,8 +10,43 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from kvbench.emulator.router.endpoints import EndpointPool
 
-_DURATION_BUCKETS_S = (0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10,
-                       15, 20, 30, 45, 60, 120, 180, 240, 300, 360, 480, 600, 900, 1200, 1800, 2700, 3600)
+_DURATION_BUCKETS_S = (
+    0.005,
+    0.025,
+    0.05,
+    0.1,
+    0.2,
+    0.4,
+    0.6,
+    0.8,
+    1.0,
+    1.25,
+    1.5,
+    2,
+    3,
+    4,
+    5,
+    6,
+    8,
+    10,
+    15,
+    20,
+    30,
+    45,
+    60,
+    120,
+    180,
+    240,
+    300,
+    360,
+    480,
+    600,
+    900,
+    1200,
+    1800,
+    2700,
+    3600,
+)
 _SCHEDULER_BUCKETS_S = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 _HIT_RATIO_BUCKETS = tuple(round(0.1 * i, 1) for i in range(11))
 
@@ -22,30 +57,63 @@ class EppMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         model_labels = ["model_name", "target_model_name"]
-        self.request_total = Counter("inference_objective_request_total", "Requests per model.",
-                                     model_labels, registry=r)
-        self.request_error_total = Counter("inference_objective_request_error_total", "Failed requests.",
-                                           model_labels + ["error_code"], registry=r)
-        self.request_duration_s = Histogram("inference_objective_request_duration_seconds",
-                                            "End-to-end request latency.", model_labels,
-                                            buckets=_DURATION_BUCKETS_S, registry=r)
-        self.running_requests = Gauge("inference_objective_running_requests", "In-flight requests.",
-                                      ["model_name"], registry=r)
-        self.scheduler_e2e_s = Histogram("inference_extension_scheduler_e2e_duration_seconds",
-                                         "Scheduling latency.", buckets=_SCHEDULER_BUCKETS_S, registry=r)
-        self.plugin_duration_s = Histogram("inference_extension_plugin_duration_seconds", "Plugin latency.",
-                                           ["extension_point", "plugin_type", "plugin_name"],
-                                           buckets=_SCHEDULER_BUCKETS_S, registry=r)
-        self.prefix_indexer_size = Gauge("inference_extension_prefix_indexer_size",
-                                         "Entries in the prefix indexer.", registry=r)
-        self.prefix_indexer_hit_ratio = Histogram("inference_extension_prefix_indexer_hit_ratio",
-                                                  "Matched prefix fraction per request.",
-                                                  buckets=_HIT_RATIO_BUCKETS, registry=r)
+        self.request_total = Counter(
+            "inference_objective_request_total", "Requests per model.", model_labels, registry=r
+        )
+        self.request_error_total = Counter(
+            "inference_objective_request_error_total",
+            "Failed requests.",
+            model_labels + ["error_code"],
+            registry=r,
+        )
+        self.request_duration_s = Histogram(
+            "inference_objective_request_duration_seconds",
+            "End-to-end request latency.",
+            model_labels,
+            buckets=_DURATION_BUCKETS_S,
+            registry=r,
+        )
+        self.running_requests = Gauge(
+            "inference_objective_running_requests",
+            "In-flight requests.",
+            ["model_name"],
+            registry=r,
+        )
+        self.scheduler_e2e_s = Histogram(
+            "inference_extension_scheduler_e2e_duration_seconds",
+            "Scheduling latency.",
+            buckets=_SCHEDULER_BUCKETS_S,
+            registry=r,
+        )
+        self.plugin_duration_s = Histogram(
+            "inference_extension_plugin_duration_seconds",
+            "Plugin latency.",
+            ["extension_point", "plugin_type", "plugin_name"],
+            buckets=_SCHEDULER_BUCKETS_S,
+            registry=r,
+        )
+        self.prefix_indexer_size = Gauge(
+            "inference_extension_prefix_indexer_size", "Entries in the prefix indexer.", registry=r
+        )
+        self.prefix_indexer_hit_ratio = Histogram(
+            "inference_extension_prefix_indexer_hit_ratio",
+            "Matched prefix fraction per request.",
+            buckets=_HIT_RATIO_BUCKETS,
+            registry=r,
+        )
         self.ready_pods = Gauge("inference_pool_ready_pods", "Ready pods.", ["name"], registry=r)
-        self.average_kv_cache_utilization = Gauge("inference_pool_average_kv_cache_utilization",
-                                                  "Mean KV-cache usage of ready pods.", ["name"], registry=r)
-        self.average_queue_size = Gauge("inference_pool_average_queue_size",
-                                        "Mean waiting requests of ready pods.", ["name"], registry=r)
+        self.average_kv_cache_utilization = Gauge(
+            "inference_pool_average_kv_cache_utilization",
+            "Mean KV-cache usage of ready pods.",
+            ["name"],
+            registry=r,
+        )
+        self.average_queue_size = Gauge(
+            "inference_pool_average_queue_size",
+            "Mean waiting requests of ready pods.",
+            ["name"],
+            registry=r,
+        )
 
     def render(self, pool: EndpointPool) -> bytes:
         ready = pool.ready_endpoints()

@@ -18,8 +18,9 @@ def clamp01(value: float) -> float:
     return 0.0 if value < 0.0 else 1.0 if value > 1.0 else value
 
 
-def weighted_totals(scores_by_scorer: dict[str, dict[str, float]], weights: dict[str, float],
-                    addresses: list[str]) -> dict[str, float]:
+def weighted_totals(
+    scores_by_scorer: dict[str, dict[str, float]], weights: dict[str, float], addresses: list[str]
+) -> dict[str, float]:
     totals = {address: 0.0 for address in addresses}
     for scorer_name, scores in scores_by_scorer.items():
         weight = weights[scorer_name]

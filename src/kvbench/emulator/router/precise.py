@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import cbor2
 
@@ -45,12 +45,14 @@ def block_keys(token_ids: list[int], block_size_tokens: int, hash_seed: str) -> 
     parent = sha256_cbor(hash_seed)
     keys = []
     for start in range(0, len(token_ids) - block_size_tokens + 1, block_size_tokens):
-        parent = sha256_cbor([parent, token_ids[start:start + block_size_tokens], None])
+        parent = sha256_cbor([parent, token_ids[start : start + block_size_tokens], None])
         keys.append(int.from_bytes(parent[24:], "big"))
     return keys
 
 
-def longest_prefix_scores(holders_per_key: list[Holders], candidates: set[str]) -> tuple[dict[str, float], dict[str, int]]:
+def longest_prefix_scores(
+    holders_per_key: list[Holders], candidates: set[str]
+) -> tuple[dict[str, float], dict[str, int]]:
     """-> (weighted score, matched consecutive blocks) for pods that hold the first key."""
     scores: dict[str, float] = {}
     matched: dict[str, int] = {}
@@ -113,14 +115,22 @@ def load_text_tokenizer() -> TextTokenizer | None:
     builtin = getattr(module, "BuiltinTokenizer", None)
     if builtin is None:
         return None
-    return TextTokenizer(encode=builtin().encode, render_chat=getattr(module, "chatml_prompt", None))
+    return TextTokenizer(
+        encode=builtin().encode, render_chat=getattr(module, "chatml_prompt", None)
+    )
 
 
 class PrecisePrefixCacheScorer:
     type = "precise-prefix-cache-scorer"
 
-    def __init__(self, name: str, index: KVBlockIndex, block_size_tokens: int = 16, hash_seed: str = "",
-                 text_tokenizer: TextTokenizer | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        index: KVBlockIndex,
+        block_size_tokens: int = 16,
+        hash_seed: str = "",
+        text_tokenizer: TextTokenizer | None = None,
+    ) -> None:
         self.name = name
         self.index = index
         self.block_size_tokens = block_size_tokens
@@ -150,7 +160,9 @@ class PrecisePrefixCacheScorer:
         except IndexUnavailable as err:
             self.lookup_failures += 1
             log.debug("precise scorer: %s", err)
-            return ScorerOutput({a: 0.0 for a in addresses}, {a: 0 for a in addresses}, {"index_error": str(err)})
+            return ScorerOutput(
+                {a: 0.0 for a in addresses}, {a: 0 for a in addresses}, {"index_error": str(err)}
+            )
         raw, matched = longest_prefix_scores(holders, set(addresses))
         hit_tokens = {a: matched.get(a, 0) * self.block_size_tokens for a in addresses}
         return ScorerOutput(normalize(raw, addresses), hit_tokens, {"raw": raw, "keys": len(keys)})

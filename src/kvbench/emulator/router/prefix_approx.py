@@ -48,15 +48,22 @@ def user_input_bytes(request: RouterRequest) -> bytes:
     return go_json(request.prompt_token_ids)
 
 
-def hash_prompt(user_input: bytes, model: str, cache_salt: str, block_size_chars: int,
-                max_prefix_blocks: int = DEFAULT_MAX_PREFIX_BLOCKS) -> list[int]:
+def hash_prompt(
+    user_input: bytes,
+    model: str,
+    cache_salt: str,
+    block_size_chars: int,
+    max_prefix_blocks: int = DEFAULT_MAX_PREFIX_BLOCKS,
+) -> list[int]:
     if block_size_chars <= 0 or len(user_input) < block_size_chars:
         return []
     user_input = user_input[: block_size_chars * max_prefix_blocks]
     previous = xxhash.xxh64_intdigest((model + cache_salt).encode("utf-8"))
     hashes = []
     for start in range(0, len(user_input) - block_size_chars + 1, block_size_chars):
-        previous = xxhash.xxh64_intdigest(user_input[start:start + block_size_chars] + struct.pack("<Q", previous))
+        previous = xxhash.xxh64_intdigest(
+            user_input[start : start + block_size_chars] + struct.pack("<Q", previous)
+        )
         hashes.append(previous)
     return hashes
 
@@ -87,9 +94,14 @@ class ServerLRU:
 class ApproxPrefixCacheScorer:
     type = "prefix-cache-scorer"
 
-    def __init__(self, name: str, auto_tune: bool = True, block_size_chars: int = DEFAULT_BLOCK_SIZE_CHARS,
-                 max_prefix_blocks: int = DEFAULT_MAX_PREFIX_BLOCKS,
-                 lru_capacity_per_server: int = DEFAULT_LRU_CAPACITY_PER_SERVER) -> None:
+    def __init__(
+        self,
+        name: str,
+        auto_tune: bool = True,
+        block_size_chars: int = DEFAULT_BLOCK_SIZE_CHARS,
+        max_prefix_blocks: int = DEFAULT_MAX_PREFIX_BLOCKS,
+        lru_capacity_per_server: int = DEFAULT_LRU_CAPACITY_PER_SERVER,
+    ) -> None:
         self.name = name
         self.auto_tune = auto_tune
         self.block_size_chars = block_size_chars
@@ -118,8 +130,13 @@ class ApproxPrefixCacheScorer:
 
     async def score(self, request: RouterRequest, endpoints: list[Endpoint]) -> ScorerOutput:
         block_size_chars = self.effective_block_size_chars(endpoints)
-        hashes = hash_prompt(user_input_bytes(request), request.model, request.cache_salt,
-                             block_size_chars, self.max_prefix_blocks)
+        hashes = hash_prompt(
+            user_input_bytes(request),
+            request.model,
+            request.cache_salt,
+            block_size_chars,
+            self.max_prefix_blocks,
+        )
         self._pending[request.request_id] = hashes
         total = len(hashes)
         matched = {e.address: self._server(e).matched_prefix_blocks(hashes) for e in endpoints}

@@ -21,7 +21,8 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import IO, Callable
+from collections.abc import Callable
+from typing import IO
 
 import aiohttp
 import orjson
@@ -34,15 +35,30 @@ from kvbench.emulator.router.scheduler import Decision, Scheduler
 
 log = logging.getLogger(__name__)
 
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade",
-               "proxy-connection", "te", "trailer"}  # content-encoding is end to end: bodies pass as sent
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "upgrade",
+    "proxy-connection",
+    "te",
+    "trailer",
+}  # content-encoding is end to end: bodies pass as sent
 _UPSTREAM_ERRORS = (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError, AttributeError)
 
 
 class RouterProxy:
-    def __init__(self, pool: EndpointPool, scheduler: Scheduler, metrics: EppMetrics,
-                 decision_log: IO[bytes] | None = None, wall_clock: Callable[[], float] = time.time,
-                 timer: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        pool: EndpointPool,
+        scheduler: Scheduler,
+        metrics: EppMetrics,
+        decision_log: IO[bytes] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.pool = pool
         self.scheduler = scheduler
         self.metrics = metrics
@@ -64,7 +80,9 @@ class RouterProxy:
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=1.0)
-        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+        self.session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False
+        )
 
     async def stop(self) -> None:
         if self.session is not None:
@@ -74,7 +92,9 @@ class RouterProxy:
         return web.Response(status=200 if self.pool.ready_endpoints() else 503)
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(self.pool), content_type="text/plain", charset="utf-8")
+        return web.Response(
+            body=self.metrics.render(self.pool), content_type="text/plain", charset="utf-8"
+        )
 
     async def handle_models(self, request: web.Request) -> web.StreamResponse:
         ready = self.pool.ready_endpoints()
@@ -82,24 +102,35 @@ class RouterProxy:
             return web.json_response({"error": {"message": "no ready endpoint"}}, status=503)
         assert self.session is not None
         async with self.session.get(ready[0].url + "/v1/models") as upstream:
-            return web.Response(status=upstream.status, body=await upstream.read(),
-                                content_type=upstream.content_type)
+            return web.Response(
+                status=upstream.status,
+                body=await upstream.read(),
+                content_type=upstream.content_type,
+            )
 
     async def handle_completion(self, request: web.Request) -> web.StreamResponse:
         started_s = self.timer()
         body = await request.read()
         request_id = request.headers.get("x-request-id") or f"kvbench-router-{next(self._ids)}"
         try:
-            routed = parse_request(orjson.loads(body), request_id, is_chat=request.path.endswith("chat/completions"))
+            routed = parse_request(
+                orjson.loads(body), request_id, is_chat=request.path.endswith("chat/completions")
+            )
         except (BadRequest, orjson.JSONDecodeError) as err:
-            return web.json_response({"error": {"message": str(err), "type": "BadRequestError"}}, status=400)
+            return web.json_response(
+                {"error": {"message": str(err), "type": "BadRequestError"}}, status=400
+            )
         self.metrics.request_total.labels(routed.model, routed.model).inc()
         try:
             return await self._route(request, body, routed, started_s)
         finally:
-            self.metrics.request_duration_s.labels(routed.model, routed.model).observe(self.timer() - started_s)
+            self.metrics.request_duration_s.labels(routed.model, routed.model).observe(
+                self.timer() - started_s
+            )
 
-    async def _route(self, request: web.Request, body: bytes, routed, started_s: float) -> web.StreamResponse:
+    async def _route(
+        self, request: web.Request, body: bytes, routed, started_s: float
+    ) -> web.StreamResponse:
         excluded: set[str] = set()
         for attempt in range(len(self.pool.endpoints)):
             candidates = [e for e in self.pool.ready_endpoints() if e.address not in excluded]
@@ -112,7 +143,11 @@ class RouterProxy:
                 upstream = await self._open_upstream(request, body, decision.chosen)
             except _UPSTREAM_ERRORS as err:
                 self.scheduler.response_complete(decision)
-                log.warning("endpoint %s failed (%s): ejected, rescheduling", decision.chosen.url, type(err).__name__)
+                log.warning(
+                    "endpoint %s failed (%s): ejected, rescheduling",
+                    decision.chosen.url,
+                    type(err).__name__,
+                )
                 self.pool.mark_connection_error(decision.chosen)
                 excluded.add(decision.chosen.address)
                 continue
@@ -121,9 +156,13 @@ class RouterProxy:
             finally:
                 self.scheduler.response_complete(decision)
         self.metrics.request_error_total.labels(routed.model, routed.model, "503").inc()
-        return web.json_response({"error": {"message": "no ready endpoint", "type": "ServiceUnavailable"}}, status=503)
+        return web.json_response(
+            {"error": {"message": "no ready endpoint", "type": "ServiceUnavailable"}}, status=503
+        )
 
-    async def _open_upstream(self, request: web.Request, body: bytes, endpoint: Endpoint) -> aiohttp.ClientResponse:
+    async def _open_upstream(
+        self, request: web.Request, body: bytes, endpoint: Endpoint
+    ) -> aiohttp.ClientResponse:
         """POST to the engine. A pooled keep-alive connection the engine closed just as it was
         reused fails without the engine being down: that is retried once on a new connection."""
         assert self.session is not None
@@ -138,15 +177,18 @@ class RouterProxy:
             log.info("retrying %s on a fresh connection after %s", endpoint.url, type(err).__name__)
             return await self.session.post(url, data=body, headers=headers)
 
-    async def _stream_back(self, request: web.Request, upstream: aiohttp.ClientResponse,
-                           decision: Decision) -> web.StreamResponse:
+    async def _stream_back(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, decision: Decision
+    ) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status)
         for name, value in upstream.headers.items():
             if name.lower() not in _HOP_BY_HOP:
                 response.headers.add(name, value)
         response.headers["x-kvbench-endpoint"] = decision.chosen.address
         response.headers["x-gateway-destination-endpoint"] = decision.chosen.address
-        response.headers["x-kvbench-router-predicted-hit-tokens"] = str(decision.predicted_hit_tokens)
+        response.headers["x-kvbench-router-predicted-hit-tokens"] = str(
+            decision.predicted_hit_tokens
+        )
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
         try:
@@ -157,7 +199,9 @@ class RouterProxy:
         except aiohttp.ClientPayloadError:
             upstream.close()  # the engine died mid-stream; the client sees a truncated body
         except BaseException:  # the client went away (reset, cancelled handler) or the write failed
-            log.info("client of %s went away: closing its upstream request", decision.request.request_id)
+            log.info(
+                "client of %s went away: closing its upstream request", decision.request.request_id
+            )
             upstream.close()
             raise
         finally:
@@ -166,5 +210,7 @@ class RouterProxy:
 
     def _log_decision(self, decision: Decision, retries: int) -> None:
         if self.decision_log is not None:
-            self.decision_log.write(orjson.dumps(decision.log_record(self.wall_clock(), retries)) + b"\n")
+            self.decision_log.write(
+                orjson.dumps(decision.log_record(self.wall_clock(), retries)) + b"\n"
+            )
             self.decision_log.flush()

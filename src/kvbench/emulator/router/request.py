@@ -34,7 +34,9 @@ def parse_request(body: Any, request_id: str, is_chat: bool) -> RouterRequest:
     if not isinstance(model, str):
         raise BadRequest("'model' must be a string")
     salt = body.get("cache_salt") or ""
-    request = RouterRequest(request_id=request_id, model=model, is_chat=is_chat, cache_salt=str(salt))
+    request = RouterRequest(
+        request_id=request_id, model=model, is_chat=is_chat, cache_salt=str(salt)
+    )
     if is_chat:
         messages = body.get("messages")
         if not isinstance(messages, list):
@@ -46,7 +48,9 @@ def parse_request(body: Any, request_id: str, is_chat: bool) -> RouterRequest:
         prompt = prompt[0]  # a batch of one
     if isinstance(prompt, str):
         request.prompt_text = prompt
-    elif isinstance(prompt, list) and set(map(type, prompt)) <= {int}:  # exact ints: bools are not token ids
+    elif isinstance(prompt, list) and set(map(type, prompt)) <= {
+        int
+    }:  # exact ints: bools are not token ids
         request.prompt_token_ids = prompt
     else:
         raise BadRequest("'prompt' must be a string or a list of token ids")

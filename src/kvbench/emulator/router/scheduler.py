@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from kvbench.emulator.router.endpoints import Endpoint
 from kvbench.emulator.router.metrics import EppMetrics
@@ -35,18 +35,32 @@ class Decision:
 
     def log_record(self, wall_s: float, retries: int = 0) -> dict:
         return {
-            "ts_s": wall_s, "request_id": self.request.request_id, "model": self.request.model,
-            "endpoint": self.chosen.address, "endpoint_url": self.chosen.url, "candidates": self.candidates,
-            "scores": self.scores, "weights": self.weights, "totals": self.totals,
+            "ts_s": wall_s,
+            "request_id": self.request.request_id,
+            "model": self.request.model,
+            "endpoint": self.chosen.address,
+            "endpoint_url": self.chosen.url,
+            "candidates": self.candidates,
+            "scores": self.scores,
+            "weights": self.weights,
+            "totals": self.totals,
             "predicted_hit_tokens": self.predicted_hit_tokens,
             "prompt_tokens": self.request.prompt_tokens_estimate,
-            "scheduling_ms": round(self.scheduling_s * 1000, 4), "retries": retries, **self.extra,
+            "scheduling_ms": round(self.scheduling_s * 1000, 4),
+            "retries": retries,
+            **self.extra,
         }
 
 
 class Scheduler:
-    def __init__(self, scorers: list[WeightedScorer], picker: MaxScorePicker, rng: random.Random,
-                 metrics: EppMetrics, timer: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        scorers: list[WeightedScorer],
+        picker: MaxScorePicker,
+        rng: random.Random,
+        metrics: EppMetrics,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.scorers = scorers
         self.picker = picker
         self.rng = rng
@@ -65,7 +79,9 @@ class Scheduler:
             output = await scorer.score(request, endpoints)
             self._observe_plugin("Scorer", scorer.type, scorer.name, plugin_started_s)
             scores[scorer.name] = output.scores
-            if output.hit_tokens is not None and (hit_tokens is None or scorer.type == "precise-prefix-cache-scorer"):
+            if output.hit_tokens is not None and (
+                hit_tokens is None or scorer.type == "precise-prefix-cache-scorer"
+            ):
                 hit_tokens = output.hit_tokens
             if output.extra:
                 extra[scorer.name] = output.extra
@@ -78,11 +94,22 @@ class Scheduler:
         scheduling_s = self.timer() - started_s
         self.metrics.scheduler_e2e_s.observe(scheduling_s)
         predicted = hit_tokens.get(chosen_address, 0) if hit_tokens else 0
-        return Decision(request, chosen, addresses, scores, weights, totals, predicted, scheduling_s,
-                        {"scorer_details": extra} if extra else {})
+        return Decision(
+            request,
+            chosen,
+            addresses,
+            scores,
+            weights,
+            totals,
+            predicted,
+            scheduling_s,
+            {"scorer_details": extra} if extra else {},
+        )
 
     def _observe_plugin(self, point: str, plugin_type: str, name: str, started_s: float) -> None:
-        self.metrics.plugin_duration_s.labels(point, plugin_type, name).observe(self.timer() - started_s)
+        self.metrics.plugin_duration_s.labels(point, plugin_type, name).observe(
+            self.timer() - started_s
+        )
 
     def pre_request(self, decision: Decision) -> None:
         for weighted in self.scorers:

@@ -7,8 +7,9 @@ before the request is forwarded, `response_complete` when its response has ended
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from kvbench.emulator.router.endpoints import Endpoint
 from kvbench.emulator.router.request import RouterRequest
@@ -85,7 +86,9 @@ class LoadAwareScorer(_NoHooks):
         scores = {}
         for endpoint in endpoints:
             queue = endpoint.metrics.waiting_requests
-            scores[endpoint.address] = 0.5 if queue == 0 else 0.5 * (1 - min(queue, self.threshold) / self.threshold)
+            scores[endpoint.address] = (
+                0.5 if queue == 0 else 0.5 * (1 - min(queue, self.threshold) / self.threshold)
+            )
         return ScorerOutput(scores)
 
 
@@ -109,7 +112,9 @@ class ActiveRequestScorer:
 
     type = "active-request-scorer"
 
-    def __init__(self, name: str, clock: Callable[[], float], request_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, name: str, clock: Callable[[], float], request_timeout_s: float = 120.0
+    ) -> None:
         self.name = name
         self.clock = clock
         self.request_timeout_s = request_timeout_s

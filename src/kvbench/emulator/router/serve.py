@@ -51,8 +51,14 @@ class Router:
         self.options = options
         self.metrics = EppMetrics(options.pool_name)
         self.pool = EndpointPool(options.endpoints, time.monotonic, options.refresh_interval_s)
-        self.plugins: BuiltPlugins = build_plugins(config, self.metrics, random.Random(options.seed), time.monotonic,
-                                                   options.replay_endpoints, self.pool.resolve_pod)
+        self.plugins: BuiltPlugins = build_plugins(
+            config,
+            self.metrics,
+            random.Random(options.seed),
+            time.monotonic,
+            options.replay_endpoints,
+            self.pool.resolve_pod,
+        )
         self._log_file = options.decision_log.open("ab") if options.decision_log else None
         self.proxy = RouterProxy(self.pool, self.plugins.scheduler, self.metrics, self._log_file)
         self._runner: web.AppRunner | None = None
@@ -62,16 +68,20 @@ class Router:
     def url(self) -> str:
         return f"http://{self.options.host}:{self.port}"
 
-    async def start(self) -> "Router":
+    async def start(self) -> Router:
         for subscriber in self.plugins.subscribers:
             try:
                 await subscriber.start()
             except zmq.ZMQError as err:
                 await self.stop()
-                raise UserError(f"kvEventsConfig.zmqEndpoint {subscriber.endpoint}: cannot bind ({err})") from None
+                raise UserError(
+                    f"kvEventsConfig.zmqEndpoint {subscriber.endpoint}: cannot bind ({err})"
+                ) from None
         await self.pool.start()
         await self.proxy.start()
-        self._runner = web.AppRunner(self.proxy.make_app(), access_log=None, handler_cancellation=True)
+        self._runner = web.AppRunner(
+            self.proxy.make_app(), access_log=None, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.options.host, self.options.port)
         await site.start()
@@ -126,17 +136,28 @@ def parse_args(argv: list[str]) -> tuple[EppConfig, RouterOptions]:
     try:
         interval_s = parse_duration_s(args.refresh_metrics_interval)
     except ValueError:
-        raise UserError(f"--refresh-metrics-interval {args.refresh_metrics_interval!r}: expected e.g. 50ms") from None
-    options = RouterOptions(endpoints=args.endpoint, host=args.host, port=args.port, refresh_interval_s=interval_s,
-                            decision_log=Path(args.decision_log) if args.decision_log else None,
-                            replay_endpoints=_parse_replay(args.replay_endpoint), seed=args.seed,
-                            pool_name=args.pool_name)
+        raise UserError(
+            f"--refresh-metrics-interval {args.refresh_metrics_interval!r}: expected e.g. 50ms"
+        ) from None
+    options = RouterOptions(
+        endpoints=args.endpoint,
+        host=args.host,
+        port=args.port,
+        refresh_interval_s=interval_s,
+        decision_log=Path(args.decision_log) if args.decision_log else None,
+        replay_endpoints=_parse_replay(args.replay_endpoint),
+        seed=args.seed,
+        pool_name=args.pool_name,
+    )
     return load_config_file(args.config), options
 
 
 async def _serve(config: EppConfig, options: RouterOptions) -> None:
     router = await Router(config, options).start()
-    print(f"kvbench router listening on {router.url} in front of {', '.join(options.endpoints)}", flush=True)
+    print(
+        f"kvbench router listening on {router.url} in front of {', '.join(options.endpoints)}",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -153,5 +174,7 @@ def main(argv: list[str]) -> int:
     try:
         asyncio.run(_serve(config, options))
     except OSError as err:
-        raise UserError(f"kvbench emulate router: cannot bind {options.host}:{options.port} ({err.strerror})") from None
+        raise UserError(
+            f"kvbench emulate router: cannot bind {options.host}:{options.port} ({err.strerror})"
+        ) from None
     return 0

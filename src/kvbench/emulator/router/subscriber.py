@@ -22,13 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import zmq
 import zmq.asyncio
 
-from kvbench.emulator.router.events import END_SEQ, EventDecodeError, apply_events, decode_payload, parse_topic
+from kvbench.emulator.router.events import (
+    END_SEQ,
+    EventDecodeError,
+    apply_events,
+    decode_payload,
+    parse_topic,
+)
 from kvbench.emulator.router.index_memory import IndexUnavailable, KVBlockIndex
 
 log = logging.getLogger(__name__)
@@ -150,14 +156,18 @@ class KVEventSubscriber:
                     continue
                 start_seq = 0 if stream.last_seq is None else stream.last_seq + 1
                 try:
-                    messages = await request_replay(self._context, url, start_seq, self.replay_timeout_s)
-                except (asyncio.TimeoutError, zmq.ZMQError, IndexError):
+                    messages = await request_replay(
+                        self._context, url, start_seq, self.replay_timeout_s
+                    )
+                except (TimeoutError, zmq.ZMQError, IndexError):
                     continue  # the engine is not up (yet): try again next round
                 async with self._lock:
                     stream.model = stream.model or model
                     await self._apply_replayed(pod, stream.model, stream, start_seq, messages)
 
-    async def _apply(self, pod: str, model: str, stream: PodStream, seq: int, payload: bytes) -> bool:
+    async def _apply(
+        self, pod: str, model: str, stream: PodStream, seq: int, payload: bytes
+    ) -> bool:
         batch = decode_payload(payload)
         try:
             await apply_events(self.index, pod, model, batch.events)
@@ -184,27 +194,44 @@ class KVEventSubscriber:
         url = self.replay_endpoints.get(pod)
         if url is None:
             return "failed"
-        if stream.last_outcome == "store_down" and self.clock() - stream.last_replay_attempt_s < self.replay_retry_s:
+        if (
+            stream.last_outcome == "store_down"
+            and self.clock() - stream.last_replay_attempt_s < self.replay_retry_s
+        ):
             return "throttled"
         stream.last_replay_attempt_s = self.clock()
         stream.last_outcome = await self._replay(pod, model, stream, url, start_seq)
         return stream.last_outcome
 
-    async def _replay(self, pod: str, model: str, stream: PodStream, url: str, start_seq: int) -> str:
+    async def _replay(
+        self, pod: str, model: str, stream: PodStream, url: str, start_seq: int
+    ) -> str:
         self.stats.replays += 1
         try:
             messages = await request_replay(self._context, url, start_seq, self.replay_timeout_s)
-        except (TimeoutError, asyncio.TimeoutError, zmq.ZMQError, IndexError) as err:
+        except (TimeoutError, zmq.ZMQError, IndexError) as err:
             log.warning("replay from %s for %s failed: %s", url, pod, err)
             return "failed"
         return await self._apply_replayed(pod, model, stream, start_seq, messages)
 
-    async def _apply_replayed(self, pod: str, model: str, stream: PodStream, start_seq: int,
-                              messages: list[tuple[int, bytes]]) -> str:
-        fresh = [(seq, data) for seq, data in messages if stream.last_seq is None or seq > stream.last_seq]
+    async def _apply_replayed(
+        self,
+        pod: str,
+        model: str,
+        stream: PodStream,
+        start_seq: int,
+        messages: list[tuple[int, bytes]],
+    ) -> str:
+        fresh = [
+            (seq, data)
+            for seq, data in messages
+            if stream.last_seq is None or seq > stream.last_seq
+        ]
         if fresh and fresh[0][0] > (0 if stream.last_seq is None else stream.last_seq + 1):
             self.stats.unrecoverable_gaps += 1
-            log.warning("replay of %s starts at %d > %d: older events are lost", pod, fresh[0][0], start_seq)
+            log.warning(
+                "replay of %s starts at %d > %d: older events are lost", pod, fresh[0][0], start_seq
+            )
         for seq, payload in fresh:
             self.stats.replayed_messages += 1
             try:
@@ -219,8 +246,9 @@ class KVEventSubscriber:
         return "done"
 
 
-async def request_replay(context: zmq.asyncio.Context, url: str, start_seq: int,
-                         timeout_s: float) -> list[tuple[int, bytes]]:
+async def request_replay(
+    context: zmq.asyncio.Context, url: str, start_seq: int, timeout_s: float
+) -> list[tuple[int, bytes]]:
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
     socket.connect(url)

@@ -14,8 +14,8 @@ Contract (as vLLM's OffloadingManager):
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 BlockKey = bytes
 
@@ -99,7 +99,9 @@ class _ManagerBase:
     def complete_load(self, keys: Sequence[BlockKey]) -> None:
         for key in keys:
             block = self._find(key)
-            assert block is not None and block.ref_cnt > 0, "complete_load of a block not being loaded"
+            assert block is not None and block.ref_cnt > 0, (
+                "complete_load of a block not being loaded"
+            )
             block.ref_cnt -= 1
 
     def complete_store(self, keys: Sequence[BlockKey]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from kvbench.emulator.engine.connector import ConnectorFacts, KVConnector
 from kvbench.emulator.engine.interface import EngineArgs
@@ -27,15 +27,21 @@ KV_ROLES = ("kv_both", "kv_producer", "kv_consumer")
 
 
 def build_connector(
-    args: EngineArgs, facts: ConnectorFacts,
-    urandom: Callable[[int], bytes] = os.urandom, timer: Callable[[], float] = time.perf_counter,
+    args: EngineArgs,
+    facts: ConnectorFacts,
+    urandom: Callable[[int], bytes] = os.urandom,
+    timer: Callable[[], float] = time.perf_counter,
 ) -> KVConnector:
     config = args.kv_transfer_config or {}
     name = config.get("kv_connector")
     if name not in CONNECTORS:
-        raise UserError(f"--kv-transfer-config kv_connector: expected one of {CONNECTORS}, got {name!r}")
+        raise UserError(
+            f"--kv-transfer-config kv_connector: expected one of {CONNECTORS}, got {name!r}"
+        )
     if config.get("kv_role") not in KV_ROLES:
-        raise UserError(f"--kv-transfer-config kv_role: expected one of {KV_ROLES}, got {config.get('kv_role')!r}")
+        raise UserError(
+            f"--kv-transfer-config kv_role: expected one of {KV_ROLES}, got {config.get('kv_role')!r}"
+        )
     extra = config.get("kv_connector_extra_config") or {}
     if not isinstance(extra, dict):
         raise UserError("--kv-transfer-config kv_connector_extra_config: must be a JSON object")
@@ -50,7 +56,10 @@ def _build_lmcache(args, facts, extra, urandom, timer) -> LMCacheConnector:
     remote = None
     if lm_config.remote_url:
         remote = RemoteKVStore(
-            lm_config.remote_url, lm_config.remote_timeout_ms / 1000, lm_config.remote_retry_interval_s, timer
+            lm_config.remote_url,
+            lm_config.remote_timeout_ms / 1000,
+            lm_config.remote_retry_interval_s,
+            timer,
         )
     return LMCacheConnector(lm_config, facts, init_hash, remote, num_layers=_num_layers(args.model))
 
@@ -72,9 +81,18 @@ def kv_offloading_backend_config(backend: str, size_gib: float, tensor_parallel_
     if size_gib <= 0:
         raise UserError(f"--kv-offloading-size: must be positive GiB, got {size_gib}")
     if backend == "lmcache":
-        return {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both", "kv_connector_extra_config": {
-            "lmcache.local_cpu": True, "lmcache.max_local_cpu_size": size_gib / tensor_parallel_size}}
+        return {
+            "kv_connector": "LMCacheConnectorV1",
+            "kv_role": "kv_both",
+            "kv_connector_extra_config": {
+                "lmcache.local_cpu": True,
+                "lmcache.max_local_cpu_size": size_gib / tensor_parallel_size,
+            },
+        }
     if backend == "native":
-        return {"kv_connector": "OffloadingConnector", "kv_role": "kv_both", "kv_connector_extra_config": {
-            "cpu_bytes_to_use": int(size_gib * 1024**3)}}
+        return {
+            "kv_connector": "OffloadingConnector",
+            "kv_role": "kv_both",
+            "kv_connector_extra_config": {"cpu_bytes_to_use": int(size_gib * 1024**3)},
+        }
     raise UserError(f"--kv-offloading-backend: expected native or lmcache, got {backend!r}")

@@ -30,12 +30,23 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from kvbench.emulator.engine.connector import ConnectorFacts, ConnectorPoll, ConnectorRequest, ScheduledChunk, StepTransfer
+from kvbench.emulator.engine.connector import (
+    ConnectorFacts,
+    ConnectorPoll,
+    ConnectorRequest,
+    ScheduledChunk,
+    StepTransfer,
+)
 from kvbench.emulator.engine.interface import KVEvent, TierHits
 from kvbench.emulator.tiers.lmcache_config import LMCacheConfig
 from kvbench.emulator.tiers.lmcache_cpu import LocalCPUBackend
 from kvbench.emulator.tiers.lmcache_keys import Chunk, ChunkedTokenDatabase, KeyFormat
-from kvbench.emulator.tiers.remote_store import RemoteEntry, RemoteKVStore, RemoteResult, pack_metadata
+from kvbench.emulator.tiers.remote_store import (
+    RemoteEntry,
+    RemoteKVStore,
+    RemoteResult,
+    pack_metadata,
+)
 from kvbench.emulator.tiers.transfer import HostLink, kv_bytes_per_rank
 
 CPU, REMOTE = "cpu", "remote"
@@ -57,8 +68,14 @@ def _overlap(chunk: Chunk, start: int, end: int) -> int:
 
 
 class LMCacheConnector:
-    def __init__(self, config: LMCacheConfig, facts: ConnectorFacts, init_hash: int,
-                 remote: RemoteKVStore | None = None, num_layers: int = 1) -> None:
+    def __init__(
+        self,
+        config: LMCacheConfig,
+        facts: ConnectorFacts,
+        init_hash: int,
+        remote: RemoteKVStore | None = None,
+        num_layers: int = 1,
+    ) -> None:
         self.config = config
         self.facts = facts
         self.token_db = ChunkedTokenDatabase(config.chunk_size, config.save_unfull_chunk, init_hash)
@@ -66,7 +83,9 @@ class LMCacheConnector:
         self.cpu = LocalCPUBackend(config.max_local_cpu_bytes)
         self.remote = remote
         self.num_layers = num_layers
-        self.link = HostLink(facts.host_link_bytes_per_s)  # only its duration: LMCache copies are synchronous
+        self.link = HostLink(
+            facts.host_link_bytes_per_s
+        )  # only its duration: LMCache copies are synchronous
         self._states: dict[str, RequestState] = {}
         self._pending = StepTransfer()
         self._counters: dict[str, float] = defaultdict(float)
@@ -74,10 +93,15 @@ class LMCacheConnector:
     # ---- sizes and keys
 
     def _rank_bytes(self, num_tokens: int) -> int:
-        return kv_bytes_per_rank(num_tokens, self.facts.kv_bytes_per_token, self.facts.tensor_parallel_size)
+        return kv_bytes_per_rank(
+            num_tokens, self.facts.kv_bytes_per_token, self.facts.tensor_parallel_size
+        )
 
     def rank_keys(self, chunk: Chunk) -> list[str]:
-        return [self.key_format.key(rank, chunk.chunk_hash) for rank in range(self.facts.tensor_parallel_size)]
+        return [
+            self.key_format.key(rank, chunk.chunk_hash)
+            for rank in range(self.facts.tensor_parallel_size)
+        ]
 
     def _shape(self, num_tokens: int) -> tuple[int, int, int, int]:
         per_token_rank = self.facts.kv_bytes_per_token // self.facts.tensor_parallel_size
@@ -92,7 +116,7 @@ class LMCacheConnector:
             if not self.cpu.contains(chunk.chunk_hash):
                 break
             tiers.append(CPU)
-        rest = chunks[len(tiers):]
+        rest = chunks[len(tiers) :]
         if rest and self.remote is not None:
             tp = self.facts.tensor_parallel_size
             result = self.remote.exists([k for c in rest for k in self.rank_keys(c)], now_s)
@@ -128,7 +152,11 @@ class LMCacheConnector:
     # ---- retrieve
 
     def update_state_after_alloc(
-        self, request: ConnectorRequest, block_ids: list[int], num_external_tokens: int, now_s: float
+        self,
+        request: ConnectorRequest,
+        block_ids: list[int],
+        num_external_tokens: int,
+        now_s: float,
     ) -> None:
         state = self._states.get(request.request_id)
         if state is None or num_external_tokens <= 0:
@@ -153,7 +181,9 @@ class LMCacheConnector:
             blocking_s += self._read_remote(remote_chunks, now_s)
         state.hits = hits
         self._pending.blocking_s += blocking_s
-        self._pending.loaded_bytes += self._rank_bytes(moved_tokens) * self.facts.tensor_parallel_size
+        self._pending.loaded_bytes += (
+            self._rank_bytes(moved_tokens) * self.facts.tensor_parallel_size
+        )
         self._counters["lmcache:num_retrieve_requests_total"] += 1
         self._counters["lmcache:num_requested_tokens_total"] += request.num_prompt_tokens
         self._counters["lmcache:num_hit_tokens_total"] += num_external_tokens
@@ -163,7 +193,9 @@ class LMCacheConnector:
         keys = [k for c in chunks for k in self.rank_keys(c)]
         result = self.remote.get(keys, now_s)
         self._account_remote("get", result)
-        true_bytes = sum(self._rank_bytes(c.num_tokens) for c in chunks) * self.facts.tensor_parallel_size
+        true_bytes = (
+            sum(self._rank_bytes(c.num_tokens) for c in chunks) * self.facts.tensor_parallel_size
+        )
         tp = self.facts.tensor_parallel_size
         for i, chunk in enumerate(chunks):
             present = result.ok and all(v is not None for v in result.values[i * tp : (i + 1) * tp])
@@ -208,7 +240,11 @@ class LMCacheConnector:
         self._release_pins(state)
         # already saved: on CPU now, or found in any tier by this request's lookup (no extra round trip)
         found = {c.chunk_hash for c in state.hit_chunks}
-        to_save = [c for c in new_chunks if not self.cpu.contains(c.chunk_hash) and c.chunk_hash not in found]
+        to_save = [
+            c
+            for c in new_chunks
+            if not self.cpu.contains(c.chunk_hash) and c.chunk_hash not in found
+        ]
         if not to_save:
             return 0
         if self.config.local_cpu:
@@ -225,15 +261,22 @@ class LMCacheConnector:
     def _write_remote(self, chunks: list[Chunk], now_s: float) -> None:
         entries = []
         for c in chunks:
-            payload = bytes(max(1, int(self._rank_bytes(c.num_tokens) * self.config.remote_payload_scale)))
+            payload = bytes(
+                max(1, int(self._rank_bytes(c.num_tokens) * self.config.remote_payload_scale))
+            )
             metadata = pack_metadata(len(payload), self._shape(c.num_tokens), self.facts.kv_dtype)
             entries.extend(RemoteEntry(key, payload, metadata) for key in self.rank_keys(c))
         result = self.remote.put(entries, now_s)
         self._account_remote("put", result)
         if result.ok:
             self._counters["lmcache:num_remote_write_requests_total"] += len(entries)
-            self._counters["lmcache:num_remote_write_bytes_total"] += sum(self._rank_bytes(c.num_tokens) for c in chunks) * self.facts.tensor_parallel_size
-            self._counters["kvbench:lmcache_remote_payload_bytes_total"] += sum(len(e.payload) for e in entries)
+            self._counters["lmcache:num_remote_write_bytes_total"] += (
+                sum(self._rank_bytes(c.num_tokens) for c in chunks)
+                * self.facts.tensor_parallel_size
+            )
+            self._counters["kvbench:lmcache_remote_payload_bytes_total"] += sum(
+                len(e.payload) for e in entries
+            )
 
     # ---- remote accounting
 
@@ -251,7 +294,9 @@ class LMCacheConnector:
             self.cpu.unpin(chunk_hash)
         state.pinned = []
 
-    def request_finished(self, request: ConnectorRequest, block_ids: list[int], now_s: float) -> bool:
+    def request_finished(
+        self, request: ConnectorRequest, block_ids: list[int], now_s: float
+    ) -> bool:
         state = self._states.pop(request.request_id, None)
         if state is not None:
             self._release_pins(state)

@@ -22,20 +22,61 @@ from kvbench.errors import UserError
 
 # Keys LMCache 0.3.9 knows that have no effect on what the emulator models.
 _IGNORED_KEYS = {
-    "remote_serde", "blend_recompute_ratios", "blend_thresholds", "blend_check_layers",
-    "blend_min_tokens", "blend_special_str", "enable_p2p", "lookup_url", "distributed_url",
-    "enable_controller", "lmcache_instance_id", "controller_url", "lmcache_worker_port",
-    "error_handling", "enable_async_loading", "lookup_timeout_ms", "internal_api_server_enabled",
-    "internal_api_server_port_start", "extra_config", "priority_limit", "min_retrieve_tokens",
-    "numa_mode", "cufile_buffer_size", "gds_path", "py_enable_gc", "log_level", "enable_pd",
-    "enable_lazy_memory_allocator", "external_lookup_client", "save_only_first_rank",
-    "nixl_role", "nixl_receiver_host", "nixl_receiver_port", "nixl_buffer_size", "nixl_buffer_device",
-    "pd_role", "pd_buffer_size", "pd_buffer_device", "pd_peer_host", "pd_peer_init_port",
-    "pd_peer_alloc_port", "pd_proxy_host", "pd_proxy_port", "transfer_channel", "audit_actual_remove",
-    "remote_storage_plugins", "storage_plugins", "lmcache_use_experimental", "use_experimental",
+    "remote_serde",
+    "blend_recompute_ratios",
+    "blend_thresholds",
+    "blend_check_layers",
+    "blend_min_tokens",
+    "blend_special_str",
+    "enable_p2p",
+    "lookup_url",
+    "distributed_url",
+    "enable_controller",
+    "lmcache_instance_id",
+    "controller_url",
+    "lmcache_worker_port",
+    "error_handling",
+    "enable_async_loading",
+    "lookup_timeout_ms",
+    "internal_api_server_enabled",
+    "internal_api_server_port_start",
+    "extra_config",
+    "priority_limit",
+    "min_retrieve_tokens",
+    "numa_mode",
+    "cufile_buffer_size",
+    "gds_path",
+    "py_enable_gc",
+    "log_level",
+    "enable_pd",
+    "enable_lazy_memory_allocator",
+    "external_lookup_client",
+    "save_only_first_rank",
+    "nixl_role",
+    "nixl_receiver_host",
+    "nixl_receiver_port",
+    "nixl_buffer_size",
+    "nixl_buffer_device",
+    "pd_role",
+    "pd_buffer_size",
+    "pd_buffer_device",
+    "pd_peer_host",
+    "pd_peer_init_port",
+    "pd_peer_alloc_port",
+    "pd_proxy_host",
+    "pd_proxy_port",
+    "transfer_channel",
+    "audit_actual_remove",
+    "remote_storage_plugins",
+    "storage_plugins",
+    "lmcache_use_experimental",
+    "use_experimental",
 }
 _REFUSED_IF_SET = {  # key -> value that is fine (the default)
-    "local_disk": None, "max_local_disk_size": 0.0, "enable_blending": False, "use_layerwise": False,
+    "local_disk": None,
+    "max_local_disk_size": 0.0,
+    "enable_blending": False,
+    "use_layerwise": False,
 }
 DEFAULT_REMOTE_PAYLOAD_SCALE = 1 / 4096  # fraction of the true chunk bytes written to the store
 _KVBENCH_DEFAULTS = {
@@ -104,8 +145,17 @@ def _merge(raw: dict, source_of: callable, into: dict) -> None:
         if key in _TYPES and key not in _KVBENCH_DEFAULTS:
             into[key] = _coerce(key, value, source)
         elif key in _REFUSED_IF_SET:
-            if value not in (_REFUSED_IF_SET[key], str(_REFUSED_IF_SET[key]), None, "", "False", "false"):
-                raise UserError(f"{source}: {value!r} is not emulated by kvbench (only {_REFUSED_IF_SET[key]!r})")
+            if value not in (
+                _REFUSED_IF_SET[key],
+                str(_REFUSED_IF_SET[key]),
+                None,
+                "",
+                "False",
+                "false",
+            ):
+                raise UserError(
+                    f"{source}: {value!r} is not emulated by kvbench (only {_REFUSED_IF_SET[key]!r})"
+                )
         elif key not in _IGNORED_KEYS:
             raise UserError(f"{source}: unknown LMCache config key {key!r}")
 
@@ -117,7 +167,9 @@ def _from_file(path_text: str) -> dict:
     except OSError as exc:
         raise UserError(f"LMCACHE_CONFIG_FILE: cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"LMCACHE_CONFIG_FILE: {path} is not valid YAML ({exc.__class__.__name__})") from None
+        raise UserError(
+            f"LMCACHE_CONFIG_FILE: {path} is not valid YAML ({exc.__class__.__name__})"
+        ) from None
     if not isinstance(loaded, dict):
         raise UserError(f"LMCACHE_CONFIG_FILE: {path} must hold a mapping of LMCache keys")
     return loaded
@@ -130,15 +182,19 @@ def load_lmcache_config(env: dict[str, str], extra: dict) -> LMCacheConfig:
         _merge(_from_file(path), lambda key: f"LMCACHE_CONFIG_FILE {path}: {key}", values)
     else:
         from_env = {
-            name[len("LMCACHE_"):].lower(): value for name, value in env.items()
-            if name.startswith("LMCACHE_") and name[len("LMCACHE_"):].lower() in (_TYPES.keys() | _REFUSED_IF_SET.keys())
+            name[len("LMCACHE_") :].lower(): value
+            for name, value in env.items()
+            if name.startswith("LMCACHE_")
+            and name[len("LMCACHE_") :].lower() in (_TYPES.keys() | _REFUSED_IF_SET.keys())
         }
         _merge(from_env, lambda key: f"LMCACHE_{key.upper()}", values)
-    overrides = {k[len("lmcache."):]: v for k, v in extra.items() if k.startswith("lmcache.")}
+    overrides = {k[len("lmcache.") :]: v for k, v in extra.items() if k.startswith("lmcache.")}
     _merge(overrides, lambda key: f"kv_connector_extra_config.lmcache.{key}", values)
-    for key, default in _KVBENCH_DEFAULTS.items():
+    for key, _default in _KVBENCH_DEFAULTS.items():
         if f"kvbench.{key}" in extra:
-            values[key] = _coerce(key, extra[f"kvbench.{key}"], f"kv_connector_extra_config.kvbench.{key}")
+            values[key] = _coerce(
+                key, extra[f"kvbench.{key}"], f"kv_connector_extra_config.kvbench.{key}"
+            )
     config = LMCacheConfig(**values)
     _validate(config)
     return config
@@ -148,9 +204,13 @@ def _validate(config: LMCacheConfig) -> None:
     if config.chunk_size <= 0:
         raise UserError(f"LMCache chunk_size: must be positive, got {config.chunk_size}")
     if config.max_local_cpu_size < 0:
-        raise UserError(f"LMCache max_local_cpu_size: must be >= 0 GB, got {config.max_local_cpu_size}")
+        raise UserError(
+            f"LMCache max_local_cpu_size: must be >= 0 GB, got {config.max_local_cpu_size}"
+        )
     if config.cache_policy.upper() != "LRU":
-        raise UserError(f"LMCache cache_policy: only 'LRU' is emulated, got {config.cache_policy!r}")
+        raise UserError(
+            f"LMCache cache_policy: only 'LRU' is emulated, got {config.cache_policy!r}"
+        )
     if config.pre_caching_hash_algorithm != "builtin":
         raise UserError(
             f"LMCache pre_caching_hash_algorithm: only 'builtin' is emulated, got {config.pre_caching_hash_algorithm!r}"

@@ -19,8 +19,8 @@ vLLM 0.11 + LMCache 0.3.9 on Python 3.12 with the same PYTHONHASHSEED writes. Th
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from kvbench.errors import UserError
 
@@ -36,10 +36,20 @@ def _rotl(x: int, bits: int) -> int:
 
 
 def _sipround(v0: int, v1: int, v2: int, v3: int) -> tuple[int, int, int, int]:
-    v0 = (v0 + v1) & _MASK64; v1 = _rotl(v1, 13); v1 ^= v0; v0 = _rotl(v0, 32)  # noqa: E702
-    v2 = (v2 + v3) & _MASK64; v3 = _rotl(v3, 16); v3 ^= v2  # noqa: E702
-    v0 = (v0 + v3) & _MASK64; v3 = _rotl(v3, 21); v3 ^= v0  # noqa: E702
-    v2 = (v2 + v1) & _MASK64; v1 = _rotl(v1, 17); v1 ^= v2; v2 = _rotl(v2, 32)  # noqa: E702
+    v0 = (v0 + v1) & _MASK64
+    v1 = _rotl(v1, 13)
+    v1 ^= v0
+    v0 = _rotl(v0, 32)  # noqa: E702
+    v2 = (v2 + v3) & _MASK64
+    v3 = _rotl(v3, 16)
+    v3 ^= v2  # noqa: E702
+    v0 = (v0 + v3) & _MASK64
+    v3 = _rotl(v3, 21)
+    v3 ^= v0  # noqa: E702
+    v2 = (v2 + v1) & _MASK64
+    v1 = _rotl(v1, 17)
+    v1 ^= v2
+    v2 = _rotl(v2, 32)  # noqa: E702
     return v0, v1, v2, v3
 
 
@@ -107,7 +117,9 @@ def parse_python_hash_seed(env: dict[str, str]) -> int | None:
     if raw is None or raw == "random":
         return None
     if not raw.isdigit() or int(raw) > 4294967295:
-        raise UserError(f'PYTHONHASHSEED: must be "random" or an integer in [0; 4294967295], got {raw!r}')
+        raise UserError(
+            f'PYTHONHASHSEED: must be "random" or an integer in [0; 4294967295], got {raw!r}'
+        )
     return int(raw)
 
 

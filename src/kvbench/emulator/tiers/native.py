@@ -27,7 +27,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from kvbench.emulator.engine.connector import (
-    ConnectorFacts, ConnectorPoll, ConnectorRequest, ScheduledChunk, StepTransfer,
+    ConnectorFacts,
+    ConnectorPoll,
+    ConnectorRequest,
+    ScheduledChunk,
+    StepTransfer,
 )
 from kvbench.emulator.engine.interface import BlockRemoved, BlockStored, KVEvent, TierHits
 from kvbench.emulator.tiers.cpu_managers import BlockKey, make_manager
@@ -65,7 +69,9 @@ class OffloadingConnector:
 
     # ---- keys
 
-    def _offload_keys(self, request: ConnectorRequest, start: int = 0, end: int | None = None) -> list[BlockKey]:
+    def _offload_keys(
+        self, request: ConnectorRequest, start: int = 0, end: int | None = None
+    ) -> list[BlockKey]:
         factor = self.config.block_size_factor
         keys = list(request.block_hashes[factor - 1 :: factor])
         return keys[start:end]
@@ -90,7 +96,11 @@ class OffloadingConnector:
         return num_hit_tokens, True
 
     def update_state_after_alloc(
-        self, request: ConnectorRequest, block_ids: list[int], num_external_tokens: int, now_s: float
+        self,
+        request: ConnectorRequest,
+        block_ids: list[int],
+        num_external_tokens: int,
+        now_s: float,
     ) -> None:
         if num_external_tokens <= 0:
             return
@@ -100,10 +110,14 @@ class OffloadingConnector:
             request, local_tokens // offload_bs, (local_tokens + num_external_tokens) // offload_bs
         )
         self.manager.prepare_load(keys)
-        rank_bytes = kv_bytes_per_rank(num_external_tokens, self.facts.kv_bytes_per_token, self.facts.tensor_parallel_size)
+        rank_bytes = kv_bytes_per_rank(
+            num_external_tokens, self.facts.kv_bytes_per_token, self.facts.tensor_parallel_size
+        )
         slot = self.load_link.schedule(now_s, rank_bytes)
         total_bytes = rank_bytes * self.facts.tensor_parallel_size
-        self._loads[request.request_id] = TransferJob(request.request_id, keys, slot.end_s, slot.duration_s, total_bytes)
+        self._loads[request.request_id] = TransferJob(
+            request.request_id, keys, slot.end_s, slot.duration_s, total_bytes
+        )
         self._hits[request.request_id] = TierHits(cpu_tokens=num_external_tokens)
 
     # ---- write-through stores
@@ -124,24 +138,34 @@ class OffloadingConnector:
             return 0
         prepared = self.manager.prepare_store(self._offload_keys(request, start, num_blocks))
         if prepared is None:
-            self._counters["kvbench:kv_offload_store_skipped_blocks_total|tier=cpu"] += num_blocks - start
+            self._counters["kvbench:kv_offload_store_skipped_blocks_total|tier=cpu"] += (
+                num_blocks - start
+            )
             return 0  # 0.11.2+: skip this request now, retry next step
         self._next_stored_block[request.request_id] = num_blocks
         if not prepared.keys_to_store:
             return 0
         self.manager.touch(self._offload_keys(request, 0, num_blocks))
         rank_bytes = kv_bytes_per_rank(
-            len(prepared.keys_to_store) * offload_bs, self.facts.kv_bytes_per_token, self.facts.tensor_parallel_size
+            len(prepared.keys_to_store) * offload_bs,
+            self.facts.kv_bytes_per_token,
+            self.facts.tensor_parallel_size,
         )
         slot = self.store_link.schedule(now_s, rank_bytes)
         total_bytes = rank_bytes * self.facts.tensor_parallel_size
-        self._stores.append(TransferJob(request.request_id, prepared.keys_to_store, slot.end_s, slot.duration_s, total_bytes))
+        self._stores.append(
+            TransferJob(
+                request.request_id, prepared.keys_to_store, slot.end_s, slot.duration_s, total_bytes
+            )
+        )
         self._stores_in_flight[request.request_id] += 1
         return total_bytes
 
     # ---- completion
 
-    def request_finished(self, request: ConnectorRequest, block_ids: list[int], now_s: float) -> bool:
+    def request_finished(
+        self, request: ConnectorRequest, block_ids: list[int], now_s: float
+    ) -> bool:
         request_id = request.request_id
         self._next_stored_block.pop(request_id, None)
         self._local_hit_tokens.pop(request_id, None)
@@ -176,8 +200,12 @@ class OffloadingConnector:
         return result
 
     def _count_transfer(self, transfer_type: str, job: TransferJob) -> None:
-        self._counters[f"vllm:kv_offload_total_bytes_total|transfer_type={transfer_type}"] += job.total_bytes
-        self._counters[f"vllm:kv_offload_total_time_total|transfer_type={transfer_type}"] += job.duration_s
+        self._counters[f"vllm:kv_offload_total_bytes_total|transfer_type={transfer_type}"] += (
+            job.total_bytes
+        )
+        self._counters[f"vllm:kv_offload_total_time_total|transfer_type={transfer_type}"] += (
+            job.duration_s
+        )
 
     # ---- reporting
 
@@ -190,10 +218,16 @@ class OffloadingConnector:
             if event.removed:
                 events.append(BlockRemoved(block_hashes=list(event.keys), medium="CPU"))
             else:
-                events.append(BlockStored(
-                    block_hashes=list(event.keys), parent_block_hash=None, token_ids=[],
-                    block_size=self.config.offload_block_size, lora_id=None, medium="CPU",
-                ))
+                events.append(
+                    BlockStored(
+                        block_hashes=list(event.keys),
+                        parent_block_hash=None,
+                        token_ids=[],
+                        block_size=self.config.offload_block_size,
+                        lora_id=None,
+                        medium="CPU",
+                    )
+                )
         return events
 
     def reset(self) -> None:
@@ -210,4 +244,3 @@ class OffloadingConnector:
         out["kvbench:cpu_kv_cache_blocks|tier=cpu"] = float(self.config.num_cpu_blocks)
         out["kvbench:cpu_kv_cache_used_blocks|tier=cpu"] = float(used)
         return out
-

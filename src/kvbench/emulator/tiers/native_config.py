@@ -27,7 +27,12 @@ class OffloadConfig:
 
 def _positive_int(extra: dict, key: str) -> int:
     value = extra[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or int(value) != value
+        or value <= 0
+    ):
         raise UserError(f"{_PREFIX}.{key}: expected a positive integer, got {value!r}")
     return int(value)
 
@@ -35,18 +40,26 @@ def _positive_int(extra: dict, key: str) -> int:
 def parse_offload_config(extra: dict, facts: ConnectorFacts) -> OffloadConfig:
     spec_name = extra.get("spec_name", "CPUOffloadingSpec")
     if spec_name != "CPUOffloadingSpec":
-        raise UserError(f"{_PREFIX}.spec_name: only 'CPUOffloadingSpec' is emulated, got {spec_name!r}")
-    offload_bs = _positive_int(extra, "block_size") if "block_size" in extra else facts.gpu_block_size
+        raise UserError(
+            f"{_PREFIX}.spec_name: only 'CPUOffloadingSpec' is emulated, got {spec_name!r}"
+        )
+    offload_bs = (
+        _positive_int(extra, "block_size") if "block_size" in extra else facts.gpu_block_size
+    )
     if offload_bs % facts.gpu_block_size:
         raise UserError(
             f"{_PREFIX}.block_size: {offload_bs} is not a multiple of the GPU block size {facts.gpu_block_size}"
         )
     policy = extra.get("eviction_policy", "lru")
     if policy not in EVICTION_POLICIES:
-        raise UserError(f"{_PREFIX}.eviction_policy: expected one of {EVICTION_POLICIES}, got {policy!r}")
+        raise UserError(
+            f"{_PREFIX}.eviction_policy: expected one of {EVICTION_POLICIES}, got {policy!r}"
+        )
     has_blocks, has_bytes = "num_cpu_blocks" in extra, "cpu_bytes_to_use" in extra
     if has_blocks == has_bytes:
-        raise UserError(f"{_PREFIX}: give exactly one of num_cpu_blocks (vLLM 0.11) or cpu_bytes_to_use (0.14+)")
+        raise UserError(
+            f"{_PREFIX}: give exactly one of num_cpu_blocks (vLLM 0.11) or cpu_bytes_to_use (0.14+)"
+        )
     if has_blocks:
         num_blocks = _positive_int(extra, "num_cpu_blocks")
     else:

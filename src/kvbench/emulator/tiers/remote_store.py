@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 from urllib.parse import urlparse
 
 import redis
@@ -60,7 +60,10 @@ class RemoteResult:
 
 class RemoteKVStore:
     def __init__(
-        self, url: str, timeout_s: float, retry_interval_s: float,
+        self,
+        url: str,
+        timeout_s: float,
+        retry_interval_s: float,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         parsed = urlparse(url)
@@ -69,8 +72,11 @@ class RemoteKVStore:
         self.retry_interval_s = retry_interval_s
         self._timer = timer
         self._client = redis.Redis(
-            host=parsed.hostname, port=parsed.port, socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
+            host=parsed.hostname,
+            port=parsed.port,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
         )
         self._retry_at_s: float | None = None  # breaker open until this engine time
         self.errors_total = 0
@@ -126,16 +132,21 @@ class RemoteKVStore:
     def get(self, keys: Sequence[str], now_s: float) -> RemoteResult:
         """values[i]: keys[i]'s payload bytes, or None when missing (a dangling metadata is deleted)."""
         if self.scheme == "valkey":
-            result = self._run(now_s, lambda pipe: [pipe.mget(self.kv_key(k), self.metadata_key(k)) for k in keys])
+            result = self._run(
+                now_s, lambda pipe: [pipe.mget(self.kv_key(k), self.metadata_key(k)) for k in keys]
+            )
             pairs = [(kv, meta) for kv, meta in result.values]
         else:
+
             def fill(pipe) -> None:
                 for k in keys:
                     pipe.get(self.metadata_key(k))
                     pipe.get(self.kv_key(k))
 
             result = self._run(now_s, fill)
-            pairs = [(result.values[i + 1], result.values[i]) for i in range(0, len(result.values), 2)]
+            pairs = [
+                (result.values[i + 1], result.values[i]) for i in range(0, len(result.values), 2)
+            ]
         dangling = [k for k, (kv, meta) in zip(keys, pairs) if meta is not None and kv is None]
         if dangling:
             self._run(now_s, lambda pipe: [pipe.delete(self.metadata_key(k)) for k in dangling])
