@@ -304,6 +304,7 @@ def test_resolve_experiment_prefers_paths_and_lists_bundled_names(tmp_path):
 def test_scenario_files_resolve_relative_to_the_spec(tmp_path):
     (tmp_path / "sub").mkdir()
     spec_path = tmp_path / "sub" / "spec.yaml"
+    (tmp_path / "sub" / "mine.yaml").write_text("scenarios: {}\n")
     spec_path.write_text(
         textwrap.dedent("""
         name: t

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -32,8 +33,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# A token id is an index into the vocabulary: never negative; int32 in every tokenizer and engine.
+TokenId = Annotated[int, Field(ge=0, lt=2**31)]
+
+
 class ReplayTurn(_Strict):
-    prompt_token_ids: list[int] | None = Field(default=None, min_length=1)
+    prompt_token_ids: list[TokenId] | None = Field(default=None, min_length=1)
     prompt: str | None = Field(default=None, min_length=1)
     output_tokens: int | None = Field(default=None, gt=0)
 
@@ -46,25 +51,40 @@ class ReplayTurn(_Strict):
 
 class ReplayLine(_Strict):
     conversation_id: str | None = None
-    prefix_token_ids: list[int] | None = None
+    prefix_token_ids: list[TokenId] | None = None
     prefix_text: str | None = None
     prefix_group: int | None = Field(default=None, ge=0)
     think_time_s: float = Field(default=0.0, ge=0)
     turns: list[ReplayTurn] = Field(min_length=1)
 
 
-def load_replay(spec: Replay, seed: int, base_dir: Path | None = None) -> Workload:
+def load_replay(
+    spec: Replay,
+    seed: int,
+    base_dir: Path | None = None,
+    vocab: tuple[str, int] | None = None,
+) -> Workload:
+    """`vocab` = (model name, vocabulary size): every token id must be below it (vLLM rejects
+    prompts with out-of-vocabulary ids with a 400)."""
     path = spec.path if spec.path.is_absolute() or base_dir is None else base_dir / spec.path
     if not path.is_file():
         raise UserError(f"workload.path: no such replay file {path}")
     rng = np.random.default_rng(seed)
     groups: dict[tuple, int] = {}
     conversations = []
-    with path.open() as handle:
-        for number, raw in enumerate(handle, start=1):
-            if raw.strip():
-                line = _parse_line(path, number, raw)
-                conversations.append(_conversation(path, number, line, spec, rng, groups))
+    number = 0
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if raw.strip():
+                    line = _parse_line(path, number, raw)
+                    if vocab is not None:
+                        _check_vocabulary(path, number, line, *vocab)
+                    conversations.append(_conversation(path, number, line, spec, rng, groups))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}:{number + 1}: not UTF-8 text") from None
+    except OSError as err:
+        raise UserError(f"workload.path: {path}: cannot read ({err.strerror or err})") from None
     if not conversations:
         raise UserError(f"{path}: the replay file holds no conversations")
     from kvbench.workload.generators import working_set_of
@@ -83,6 +103,20 @@ def _parse_line(path: Path, number: int, raw: str) -> ReplayLine:
         return ReplayLine.model_validate(data)
     except ValidationError as err:
         raise UserError(format_validation_error(f"{path}:{number}", err)) from None
+
+
+def _check_vocabulary(path: Path, number: int, line: ReplayLine, model: str, size: int) -> None:
+    fields = [("prefix_token_ids", line.prefix_token_ids or [])]
+    fields += [
+        (f"turns.{i}.prompt_token_ids", turn.prompt_token_ids or [])
+        for i, turn in enumerate(line.turns)
+    ]
+    for name, ids in fields:
+        if ids and max(ids) >= size:
+            raise UserError(
+                f"{path}:{number}: {name}: token id {max(ids)} is outside the vocabulary of "
+                f"{model} (0..{size - 1})"
+            )
 
 
 def _conversation(path, number, line: ReplayLine, spec: Replay, rng, groups: dict) -> Conversation:

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from kvbench.emulator.engine.interface import EngineArgs
 from kvbench.errors import UserError
+from kvbench.spec import bounds as B
 
 # Environment variables the emulated engine and its connectors read (vLLM / LMCache semantics).
 _ENV_PREFIXES = ("LMCACHE_", "VLLM_")
 _ENV_NAMES = ("PYTHONHASHSEED", "KVBENCH_KV_EVENTS_FORMAT")
-_BLOCK_SIZES = (1, 8, 16, 32, 64, 128, 256)  # vLLM's BlockSize literal
+_BLOCK_SIZES = B.VLLM_BLOCK_SIZES  # vLLM's BlockSize literal
 _HASH_ALGOS = ("sha256", "sha256_cbor", "xxhash", "xxhash_cbor")
 _VLLM_COMPAT = ("0.11", "0.32")  # behaviour profiles (emulator/engine/compat.py)
 
@@ -45,14 +46,16 @@ class _OneLineParser(argparse.ArgumentParser):
         raise UserError(f"emulate serve: {(message or 'invalid arguments').strip()}")
 
 
-def _positive_int(flag: str):
+def _positive_int(flag: str, most: int = B.MAX_TOKENS):
+    """An int in 1..most (`most`: the flag's physical bound, spec/bounds.py)."""
+
     def convert(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise UserError(f"{flag}: expected an integer, got {text!r}") from None
-        if value < 1:
-            raise UserError(f"{flag}: must be >= 1, got {value}")
+        if not 1 <= value <= most:
+            raise UserError(f"{flag}: must be in 1..{most}, got {value}")
         return value
 
     return convert
@@ -114,13 +117,16 @@ def _build_parser() -> _OneLineParser:
     p.add_argument("--hardware", default="H100-SXM")
     p.add_argument("--served-model-name", default=None)
     p.add_argument(
-        "--tensor-parallel-size", "-tp", type=_positive_int("--tensor-parallel-size"), default=1
+        "--tensor-parallel-size",
+        "-tp",
+        type=_positive_int("--tensor-parallel-size", B.MAX_TENSOR_PARALLEL),
+        default=1,
     )
     p.add_argument(
         "--max-num-seqs",
         "--max-num-seq",
         dest="max_num_seqs",
-        type=_positive_int("--max-num-seqs"),
+        type=_positive_int("--max-num-seqs", B.MAX_NUM_SEQS),
         default=None,
     )
     p.add_argument(
@@ -132,7 +138,9 @@ def _build_parser() -> _OneLineParser:
     )
     p.add_argument("--block-size", type=_choice("--block-size", _BLOCK_SIZES), default=16)
     p.add_argument(
-        "--num-gpu-blocks-override", type=_positive_int("--num-gpu-blocks-override"), default=None
+        "--num-gpu-blocks-override",
+        type=_positive_int("--num-gpu-blocks-override", B.MAX_NUM_GPU_BLOCKS),
+        default=None,
     )
     p.add_argument(
         "--prefix-caching-hash-algo",

@@ -23,9 +23,10 @@ from kvbench.emulator.engine.interface import EngineArgs
 from kvbench.emulator.engine.kv_manager import KVCacheManager
 from kvbench.emulator.engine.scheduler import Scheduler, SchedulerLimits
 from kvbench.errors import UserError
+from kvbench.spec.bounds import VLLM_BLOCK_SIZES, kv_blocks_fit, max_kv_blocks
 from kvbench.spec.catalogs import HardwareProfile, ModelProfile, get_hardware, get_model
 
-BLOCK_SIZES = (1, 8, 16, 32, 64, 128, 256)  # vLLM's CacheConfig BlockSize literal
+BLOCK_SIZES = VLLM_BLOCK_SIZES  # vLLM's CacheConfig BlockSize literal
 
 
 def _large_gpu(hardware: HardwareProfile) -> bool:
@@ -92,6 +93,16 @@ def _num_gpu_blocks(
 ) -> int:
     if args.num_gpu_blocks_override is not None:
         num_blocks = args.num_gpu_blocks_override
+        tp = args.tensor_parallel_size
+        if not kv_blocks_fit(
+            num_blocks, args.block_size, model.kv_bytes_per_token, hardware.hbm_bytes, tp
+        ):
+            most = max_kv_blocks(args.block_size, model.kv_bytes_per_token, hardware.hbm_bytes, tp)
+            raise UserError(
+                f"--num-gpu-blocks-override: {num_blocks} blocks of {args.block_size} tokens of "
+                f"{model.name} need more than the memory of {tp} x {hardware.name} "
+                f"(at most {most} blocks)"
+            )
     else:
         num_blocks = num_gpu_blocks_by_memory(
             model,
@@ -129,6 +140,34 @@ def _build_connector(args: EngineArgs, facts: ConnectorFacts) -> KVConnector:
         raise UserError(f"--kv-transfer-config: {err}") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckedEngineArgs:
+    """Engine arguments after every check, with vLLM's defaults filled in."""
+
+    args: EngineArgs
+    model: ModelProfile
+    hardware: HardwareProfile
+    max_num_batched_tokens: int
+    max_model_len: int
+    num_gpu_blocks: int
+
+
+def check_engine_args(
+    args: EngineArgs, cost_params: CostParams = CostParams()
+) -> CheckedEngineArgs:
+    """Every check `build_engine` makes, allocating nothing (a spec is checked with it at load)."""
+    model = get_model(args.model)
+    hardware = get_hardware(args.hardware)
+    if args.max_num_seqs is None:
+        args = dataclasses.replace(args, max_num_seqs=default_max_num_seqs(hardware))
+    _check_args(args, model)
+    get_hash_fn(args.prefix_caching_hash_algo)
+    batched = _batched_tokens(args, hardware)
+    max_model_len = args.max_model_len or model.max_context_tokens
+    num_gpu_blocks = _num_gpu_blocks(args, model, hardware, batched, max_model_len, cost_params)
+    return CheckedEngineArgs(args, model, hardware, batched, max_model_len, num_gpu_blocks)
+
+
 def build_engine(
     args: EngineArgs,
     urandom: Callable[[int], bytes] = os.urandom,
@@ -141,15 +180,11 @@ def build_engine(
     (profile "0.11" only; "0.32" always counts them apart): True counts prefix-cache lookups of
     preempted requests apart (vLLM >= 0.11.2), False counts them in vllm:prefix_cache_* (vLLM 0.11.0)."""
     compat = compat_profile(args.vllm_compat, count_preempted_separately)
-    model = get_model(args.model)
-    hardware = get_hardware(args.hardware)
-    if args.max_num_seqs is None:
-        args = dataclasses.replace(args, max_num_seqs=default_max_num_seqs(hardware))
-    _check_args(args, model)
+    checked = check_engine_args(args, cost_params)
+    args, model, hardware = checked.args, checked.model, checked.hardware
+    batched, max_model_len = checked.max_num_batched_tokens, checked.max_model_len
+    num_gpu_blocks = checked.num_gpu_blocks
     hash_fn = get_hash_fn(args.prefix_caching_hash_algo)
-    batched = _batched_tokens(args, hardware)
-    max_model_len = args.max_model_len or model.max_context_tokens
-    num_gpu_blocks = _num_gpu_blocks(args, model, hardware, batched, max_model_len, cost_params)
 
     connector = None
     if args.kv_transfer_config:
