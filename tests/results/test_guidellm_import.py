@@ -45,7 +45,7 @@ def test_two_files_of_the_same_level_become_repeats(tmp_path):
     [
         ("{broken", "not JSON"),
         ('{"results": []}', "not a GuideLLM result"),
-        ('{"benchmarks": [{"x": 1}]}', "benchmarks[0]"),
+        ('{"benchmarks": [{"x": 1}]}', "benchmarks.0"),
     ],
 )
 def test_bad_files_are_one_line_user_errors(tmp_path, content, expected):
@@ -78,3 +78,109 @@ def test_scenario_labels_make_a_comparative_run_with_no_offload_as_baseline(tmp_
 def test_a_label_naming_a_missing_file_names_the_file(tmp_path):
     with pytest.raises(UserError, match="nope.json: no such file"):
         import_guidellm([f"no-offload={tmp_path / 'nope.json'}"], tmp_path / "run")
+
+
+def _sample() -> dict:
+    return json.loads(SAMPLE.read_text())
+
+
+def _mutated(mutate) -> dict:
+    data = _sample()
+    mutate(data)
+    return data
+
+
+def _bench(data: dict) -> dict:
+    return data["benchmarks"][0]
+
+
+# Well-formed JSON of the wrong structure: each must be one line naming the file, exit 2, and leave
+# nothing behind (the retry with a good file must then succeed on the same --out).
+WRONG_STRUCTURES = {
+    "no benchmarks": {"benchmarks": []},
+    "benchmarks not a list": {"benchmarks": {"a": 1}},
+    "strategy without streams": _mutated(
+        lambda d: _bench(d)["config"]["strategy"].pop("streams")
+    ),
+    "strategy of unknown type": _mutated(
+        lambda d: _bench(d)["config"]["strategy"].update(type_="warp")
+    ),
+    "requests not a mapping": _mutated(lambda d: _bench(d).update(requests=[1, 2])),
+    "start_time a string": _mutated(lambda d: _bench(d).update(start_time="yesterday")),
+    "successful not a list": _mutated(lambda d: _bench(d)["requests"].update(successful=5)),
+    "a request not a mapping": _mutated(
+        lambda d: _bench(d)["requests"].update(successful=[None])
+    ),
+    "a negative token count": _mutated(
+        lambda d: _bench(d)["requests"]["successful"][0].update(output_tokens=-3)
+    ),
+    "ends before it starts": _mutated(lambda d: _bench(d).update(end_time=0.0)),
+    "a top-level list": [1, 2, 3],
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_STRUCTURES))
+def test_wrong_structure_is_one_line_exit_2_and_leaves_no_run_dir(tmp_path, capsys, case):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(WRONG_STRUCTURES[case]))
+    out = tmp_path / "run"
+    code = main(["import", "guidellm", str(bad), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "bad.json" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]  # nothing half-made
+    assert main(["import", "guidellm", str(SAMPLE), "--out", str(out)]) == 0  # the retry works
+
+
+def test_a_failure_while_writing_leaves_no_run_dir(tmp_path, monkeypatch):
+    import kvbench.results.guidellm_import as module
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "_import_benchmark", broken)
+    with pytest.raises(OSError):
+        import_guidellm([SAMPLE], tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_naming_a_file_or_a_full_directory_is_one_line(tmp_path, capsys):
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    assert main(["import", "guidellm", str(SAMPLE), "--out", str(a_file)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "something").write_text("x")
+    assert main(["import", "guidellm", str(SAMPLE), "--out", str(full)]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_incomplete_requests_are_not_errors(tmp_path):
+    data = _sample()
+    requests = _bench(data)["requests"]
+    cut = requests["successful"].pop()
+    cut["output_tokens"] = 7
+    requests["incomplete"] = [cut]
+    path = tmp_path / "with-incomplete.json"
+    path.write_text(json.dumps(data))
+    run = import_guidellm([path], tmp_path / "run")
+    cell_dir = run / "cells" / "mock-model__guidellm__2__r0"
+    cell = json.loads((cell_dir / "cell.json").read_text())
+    assert cell["summary"]["requests_ok"] == 5
+    assert cell["summary"]["requests_failed"] == 0
+    assert cell["validity"]["guidellm_incomplete_requests"] == 1
+    frame = pd.read_parquet(cell_dir / "requests.parquet")
+    kept = frame[frame["status"] == "cancelled"]
+    assert len(kept) == 1 and kept["phase"].tolist() == ["cooldown"]  # kept, outside the stats
+
+
+def test_the_imported_run_says_what_it_was(tmp_path):
+    run = import_guidellm([SAMPLE], tmp_path / "run")
+    sut = json.loads((run / "manifest.json").read_text())["system_under_test"]
+    assert sut["details"]["imported_from"] == "guidellm"
+    assert sut["details"]["target"] == "http://127.0.0.1:18000"  # from v0.8's config.spec.backend
+    assert "imported from GuideLLM 0.8.1" in sut["description"]
+    assert "http://127.0.0.1:18000" in sut["description"]
+    assert "api_key" not in json.dumps(sut)

@@ -1,7 +1,8 @@
 """`kvbench import guidellm FILE... --out DIR`: GuideLLM result JSON -> a kvbench run directory.
 
-GuideLLM (v0.5-0.8 report format: `metadata`, `config`, `benchmarks[]`) keeps per-request stats in
-`benchmarks[].requests.{successful, incomplete, errored}[]`. Each benchmark becomes one cell:
+GuideLLM (v0.5-0.8 report format: `metadata`, `config`, `benchmarks[]`, typed in guidellm_format.py)
+keeps per-request stats in `benchmarks[].requests.{successful, incomplete, errored}[]`. Each
+benchmark becomes one cell:
 - level = the strategy's `streams` (concurrent), `rate` (constant / poisson), 1 (synchronous) or
   its `max_concurrency` (throughput); the same (model, scenario, level) seen again (another file)
   becomes the next repeat;
@@ -13,16 +14,36 @@ GuideLLM (v0.5-0.8 report format: `metadata`, `config`, `benchmarks[]`) keeps pe
   ttft_ms / e2e_ms come from GuideLLM's own timings; TPOT is recomputed as ours,
   (e2e - ttft) / (output_tokens - 1): GuideLLM's `time_per_output_token_ms` divides by all tokens;
 - GuideLLM stores no per-token arrival times, so `itl_ms` is empty (cell.json says so);
-- successful -> ok, errored -> error, incomplete -> cancelled; warmup/cooldown by GuideLLM's durations.
+- successful -> ok, errored -> error; incomplete -> cancelled with phase cooldown: they are the
+  requests GuideLLM cancelled when the benchmark reached its end (its normal end-of-run state),
+  not errors, and outside the statistics as GuideLLM keeps them; cell.json counts them;
+- warmup/cooldown by GuideLLM's durations.
+
+Contracts: every input is parsed and checked before anything is written (a wrong-structure file is
+a one-line UserError naming it); the run directory is built under a temporary name beside `--out`
+and renamed at the end, so a failed import leaves no run directory and can simply be retried.
+The manifest says what the run is: imported from GuideLLM, and the target URL it measured.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from kvbench.errors import UserError
+from kvbench.results.guidellm_format import (
+    RATE_STRATEGIES,
+    Backend,
+    Benchmark,
+    GuideLLMReport,
+    RequestStats,
+    Strategy,
+    Timings,
+    parse_report,
+)
 from kvbench.results.layout import (
     CellInfo,
     CellRef,
@@ -35,13 +56,7 @@ from kvbench.results.records import Phase, RequestRecord, RequestStatus
 from kvbench.results.store import RunStore, host_facts, manifest_versions, utc_now_iso
 from kvbench.results.summary import CellTally
 
-_STATUS = {
-    "successful": RequestStatus.OK,
-    "errored": RequestStatus.ERROR,
-    "incomplete": RequestStatus.CANCELLED,
-}
-
-
+T = TypeVar("T")
 DEFAULT_SCENARIO = "guidellm"
 
 
@@ -56,111 +71,92 @@ def split_file_argument(argument: str | Path) -> tuple[str, Path]:
 
 
 def import_guidellm(files: list[Path | str], out: Path) -> Path:
+    out = Path(out)
     labelled = [split_file_argument(f) for f in files]
-    reports = [(scenario, path, _load(path)) for scenario, path in labelled]
-    if not reports:
+    if not labelled:
         raise UserError("import guidellm: give at least one FILE")
+    _check_out(out)
+    reports = [(scenario, path, parse_report(path)) for scenario, path in labelled]
     benchmarks = [
-        (scenario, path, b) for scenario, path, report in reports for b in report["benchmarks"]
+        (scenario, path, b) for scenario, path, report in reports for b in report.benchmarks
     ]
     scenarios = list(dict.fromkeys(scenario for scenario, _, _ in reports))
-    run_t0 = min(
-        min(
-            _number(b, "start_time", path),
-            (b.get("scheduler_state") or {}).get("start_time") or math.inf,
-        )
-        for _, path, b in benchmarks
-    )
-    first = reports[0][2]
+    run_t0 = min(b.first_start_time for _, _, b in benchmarks)
     manifest = RunManifest(
         kvbench_version=manifest_versions(["kvbench"])["kvbench"],
         run_name=f"guidellm-import-{labelled[0][1].stem}",
         created_at=utc_now_iso(),
         spec={"imported_from": {str(p): scenario for scenario, p, _ in reports}},
-        system_under_test=_describe(first, [p for _, p, _ in reports]),
+        system_under_test=_describe(reports[0][2], [p for _, p, _ in reports]),
         host=host_facts(),
         versions=manifest_versions(["kvbench"]),
         strategy=_run_strategy(benchmarks),
         baseline_scenario="no-offload" if "no-offload" in scenarios else scenarios[0],
     )
-    store = RunStore.create(out, manifest)
-    seen: dict[tuple[str, str, float], int] = {}
-    for scenario, path, bench in benchmarks:
-        _import_benchmark(store, scenario, path, bench, run_t0, seen)
-    store.finish()
-    return Path(out)
-
-
-def _load(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    building = out.parent / f".{out.name}.importing-{os.getpid()}"
     try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not JSON ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise UserError(f"{path}: not a GuideLLM result file (no top-level 'benchmarks' list)")
-    for index, bench in enumerate(data["benchmarks"]):
-        if (
-            not isinstance(bench, dict)
-            or not isinstance(bench.get("requests"), dict)
-            or "config" not in bench
-        ):
-            raise UserError(
-                f"{path}: benchmarks[{index}]: no 'config' and 'requests' (unknown GuideLLM format)"
-            )
-    return data
+        store = RunStore.create(building, manifest)
+        seen: dict[tuple[str, str, float], int] = {}
+        for scenario, path, bench in benchmarks:
+            _import_benchmark(store, scenario, path, bench, run_t0, seen)
+        store.finish()
+        os.replace(building, out)  # `out` is absent or an empty directory (checked above)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return out
 
 
-def _number(obj: dict, key: str, path: Path) -> float:
-    value = obj.get(key)
-    if not isinstance(value, (int, float)):
-        raise UserError(f"{path}: benchmark {key}: missing or not a number")
-    return float(value)
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} is a file; name a directory to create")
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"--out: {out} is not empty; choose a new directory")
+    if not out.parent.is_dir():
+        raise UserError(f"--out: the parent directory {out.parent} does not exist")
 
 
-def _describe(report: dict, paths: list[Path]) -> SystemUnderTest:
-    version = (report.get("metadata") or {}).get("guidellm_version", "unknown")
-    backend = (
-        (report["benchmarks"][0]["config"].get("backend") or {}) if report["benchmarks"] else {}
-    )
+def _describe(report: GuideLLMReport, paths: list[Path]) -> SystemUnderTest:
+    version = report.metadata.guidellm_version
+    backend = report.backend
+    target = backend.target or "an unknown target"
     return SystemUnderTest(
         kind="guidellm-import",
         emulated=False,
-        description=f"imported GuideLLM {version} results against {backend.get('target', 'an unknown target')}",
+        description=f"imported from GuideLLM {version}: its measurements of {target}",
         details={
+            "imported_from": "guidellm",
             "guidellm_version": version,
-            "target": backend.get("target"),
-            "model": backend.get("model"),
-            "request_format": backend.get("request_format"),
+            "target": backend.target,
+            "model": backend.model,
+            "request_format": backend.request_format,
             "files": [str(p) for p in paths],
         },
     )
 
 
-def _run_strategy(benchmarks) -> str:
-    kinds = {b["config"].get("strategy", {}).get("type_") for _, _, b in benchmarks}
+def _run_strategy(benchmarks: list[tuple[str, Path, Benchmark]]) -> str:
+    kinds = {b.config.strategy.type_ for _, _, b in benchmarks}
     return kinds.pop() if len(kinds) == 1 else "sweep"
 
 
-def _level(strategy: dict) -> float:
-    kind = strategy.get("type_")
-    if kind == "concurrent":
-        return float(strategy["streams"])
-    if kind in ("constant", "poisson", "async_constant", "async_poisson"):
-        return float(strategy["rate"])
+def _level(strategy: Strategy) -> float:
+    kind = strategy.type_
+    if kind == "concurrent" and strategy.streams is not None:
+        return float(strategy.streams)
+    if kind in RATE_STRATEGIES and strategy.rate is not None:
+        return float(strategy.rate)
     if kind == "throughput":
-        return float(strategy.get("max_concurrency") or 0)
+        return float(strategy.max_concurrency or 0)
     return 1.0  # synchronous
 
 
 def _import_benchmark(
-    store: RunStore, scenario: str, path: Path, bench: dict, run_t0: float, seen: dict
+    store: RunStore, scenario: str, path: Path, bench: Benchmark, run_t0: float, seen: dict
 ) -> None:
-    config = bench["config"]
-    strategy = config.get("strategy") or {}
-    model = (config.get("backend") or {}).get("model") or "unknown-model"
-    level = _level(strategy)
+    config = bench.config
+    backend = config.backend or Backend()
+    model = backend.model or "unknown-model"
+    level = _level(config.strategy)
     repeat = seen.get((model, scenario, level), 0)
     seen[(model, scenario, level)] = repeat + 1
     cell_id = make_cell_id(model, scenario, level, repeat)
@@ -173,16 +169,23 @@ def _import_benchmark(
         scenario=scenario,
         level=level,
         repeat=repeat,
-        strategy=strategy.get("type_", "unknown"),
+        strategy=config.strategy.type_,
     )
     writer = store.start_cell(info)
-    start, end = float(bench["start_time"]), float(bench.get("end_time") or bench["start_time"])
-    measure_start = start + float(bench.get("warmup_duration") or 0.0)
-    measure_end = end - float(bench.get("cooldown_duration") or 0.0)
+    start = bench.start_time
+    end = bench.end_time if bench.end_time is not None else start
+    measure_start = start + (bench.warmup_duration or 0.0)
+    measure_end = end - (bench.cooldown_duration or 0.0)
+    window = _Window(cell_id, level, run_t0, measure_start, measure_end)
     tally = CellTally()
-    for group, status in _STATUS.items():
-        for raw in bench["requests"].get(group) or []:
-            record = _record(raw, status, cell_id, level, run_t0, measure_start, measure_end)
+    groups = bench.requests
+    for group, status in (
+        (groups.successful, RequestStatus.OK),
+        (groups.errored, RequestStatus.ERROR),
+        (groups.incomplete, RequestStatus.CANCELLED),
+    ):
+        for raw in group:
+            record = _record(raw, status, window)
             writer.add_request(record)
             tally.observe(record)
     info.measure_start_s, info.measure_end_s = measure_start - run_t0, measure_end - run_t0
@@ -190,34 +193,41 @@ def _import_benchmark(
     info.validity = {
         "itl_available": False,
         "source_file": str(path),
-        "guidellm_benchmark_id": config.get("id_"),
-        "note": "GuideLLM keeps no per-token times: itl_ms is empty; tpot_ms recomputed as ours",
+        "guidellm_benchmark_id": config.id_,
+        "guidellm_incomplete_requests": len(groups.incomplete),
+        "note": "GuideLLM keeps no per-token times: itl_ms is empty; tpot_ms recomputed as ours. "
+        "Incomplete requests (cancelled by GuideLLM at the benchmark's end) are kept as "
+        "cancelled, phase cooldown: not errors, outside the statistics",
     }
     store.end_cell(writer, CellStatus.OK)
 
 
-def _record(
-    raw: dict,
-    status: RequestStatus,
-    cell_id: str,
-    level: float,
-    run_t0: float,
-    measure_start: float,
-    measure_end: float,
-) -> RequestRecord:
-    info = raw.get("info") or {}
-    timings = info.get("timings") or {}
-    sent = raw.get("request_start_time") or timings.get("request_start") or info.get("started_at")
-    end = raw.get("request_end_time") or timings.get("request_end")
-    first = timings.get("first_token_iteration")
-    scheduled = timings.get("targeted_start") or timings.get("scheduled_at") or sent
-    output_tokens = int(raw.get("output_tokens") or 0)
-    ttft_ms = raw.get("time_to_first_token_ms")
+@dataclass(frozen=True)
+class _Window:
+    """Where a benchmark's requests go: its cell, level, the run's t0 and the measure window."""
+
+    cell_id: str
+    level: float
+    run_t0: float
+    measure_start: float
+    measure_end: float
+
+
+def _record(raw: RequestStats, status: RequestStatus, window: _Window) -> RequestRecord:
+    info = raw.info
+    timings = info.timings or Timings()
+    run_t0 = window.run_t0
+    sent = _first(raw.request_start_time, timings.request_start, info.started_at)
+    end = _first(raw.request_end_time, timings.request_end)
+    first = timings.first_token_iteration
+    scheduled = _first(timings.targeted_start, timings.scheduled_at, sent)
+    output_tokens = raw.output_tokens or 0
+    ttft_ms = raw.time_to_first_token_ms
     if ttft_ms is None and first is not None and sent is not None:
         ttft_ms = (first - sent) * 1000.0
     e2e_ms = (
-        raw["request_latency"] * 1000.0
-        if raw.get("request_latency") is not None
+        raw.request_latency * 1000.0
+        if raw.request_latency is not None
         else ((end - sent) * 1000.0 if end is not None and sent is not None else None)
     )
     tpot_ms = (
@@ -231,16 +241,18 @@ def _record(
         else None
     )
     sent_s = (sent - run_t0) if sent is not None else 0.0
-    phase = (
-        Phase.MEASURE
-        if sent is None or measure_start <= sent <= measure_end
-        else (Phase.WARMUP if sent < measure_start else Phase.COOLDOWN)
-    )
+    if status == RequestStatus.CANCELLED:
+        phase = Phase.COOLDOWN  # GuideLLM's incomplete: cancelled at the benchmark's end
+    elif sent is None or window.measure_start <= sent <= window.measure_end:
+        phase = Phase.MEASURE
+    else:
+        phase = Phase.WARMUP if sent < window.measure_start else Phase.COOLDOWN
+    request_id = _first(raw.request_id, info.request_id)
     return RequestRecord(
-        request_id=str(raw.get("request_id") or info.get("request_id")),
-        cell_id=cell_id,
-        conversation_id=str(info.get("conversation_id") or raw.get("request_id")),
-        turn_index=int(info.get("turn_index") or 0),
+        request_id=str(request_id),
+        cell_id=window.cell_id,
+        conversation_id=str(_first(info.conversation_id, request_id)),
+        turn_index=info.turn_index or 0,
         phase=phase.value,
         scheduled_s=(scheduled - run_t0) if scheduled is not None else sent_s,
         sent_s=sent_s,
@@ -249,10 +261,14 @@ def _record(
         ttft_ms=ttft_ms,
         e2e_ms=e2e_ms,
         tpot_ms=tpot_ms,
-        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        prompt_tokens=raw.prompt_tokens or 0,
         output_tokens=output_tokens,
-        cached_tokens=raw.get("cached_tokens"),
+        cached_tokens=raw.cached_tokens,
         status=status.value,
-        error=info.get("error") if status != RequestStatus.OK else None,
-        level=level,
+        error=info.error if status != RequestStatus.OK else None,
+        level=window.level,
     )
+
+
+def _first(*values: T | None) -> T | None:
+    return next((v for v in values if v is not None), None)
