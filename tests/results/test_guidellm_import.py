@@ -184,3 +184,12 @@ def test_the_imported_run_says_what_it_was(tmp_path):
     assert "imported from GuideLLM 0.8.1" in sut["description"]
     assert "http://127.0.0.1:18000" in sut["description"]
     assert "api_key" not in json.dumps(sut)
+
+
+def test_the_report_of_an_import_says_it_was_imported(tmp_path):
+    from kvbench.report.build import build_report
+
+    run = import_guidellm([SAMPLE], tmp_path / "run")
+    text = (build_report(run, ["md"]) / "REPORT.md").read_text()
+    assert "imported from GuideLLM" in text and "http://127.0.0.1:18000" in text
+    assert "measured on the system described" not in text

@@ -123,7 +123,11 @@ def _header(data: ReportData) -> list[str]:
         "EMULATED: every number below comes from kvbench's emulator and cost model, not from measurements "
         "of real hardware"
         if sut.emulated
-        else "measured on the system described"
+        else (
+            f"imported from GuideLLM: GuideLLM's measurements of {sut.details.get('target') or 'an unknown target'}"
+            if sut.kind == "guidellm-import"
+            else "measured on the system described"
+        )
     )
     statuses = Counter(c.info.status.value for c in data.run.cells)
     return [
