@@ -99,18 +99,14 @@ def _bench(data: dict) -> dict:
 WRONG_STRUCTURES = {
     "no benchmarks": {"benchmarks": []},
     "benchmarks not a list": {"benchmarks": {"a": 1}},
-    "strategy without streams": _mutated(
-        lambda d: _bench(d)["config"]["strategy"].pop("streams")
-    ),
+    "strategy without streams": _mutated(lambda d: _bench(d)["config"]["strategy"].pop("streams")),
     "strategy of unknown type": _mutated(
         lambda d: _bench(d)["config"]["strategy"].update(type_="warp")
     ),
     "requests not a mapping": _mutated(lambda d: _bench(d).update(requests=[1, 2])),
     "start_time a string": _mutated(lambda d: _bench(d).update(start_time="yesterday")),
     "successful not a list": _mutated(lambda d: _bench(d)["requests"].update(successful=5)),
-    "a request not a mapping": _mutated(
-        lambda d: _bench(d)["requests"].update(successful=[None])
-    ),
+    "a request not a mapping": _mutated(lambda d: _bench(d)["requests"].update(successful=[None])),
     "a negative token count": _mutated(
         lambda d: _bench(d)["requests"]["successful"][0].update(output_tokens=-3)
     ),

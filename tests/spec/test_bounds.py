@@ -101,7 +101,9 @@ def test_a_misspelt_key_is_reported_before_the_missing_one(tmp_path, capsys):
 
 
 def test_blocks_beyond_the_gpu_memory_fail_at_load(tmp_path, capsys):
-    text = BASE.replace("hardware: H100-SXM}", "hardware: H100-SXM, num_gpu_blocks_override: 2000000000}")
+    text = BASE.replace(
+        "hardware: H100-SXM}", "hardware: H100-SXM, num_gpu_blocks_override: 2000000000}"
+    )
     code, _, err = run_dry(tmp_path, capsys, text)
     assert_one_line(code, err, "--num-gpu-blocks-override", "memory of 1 x H100-SXM")
     # the same through a swept engine param

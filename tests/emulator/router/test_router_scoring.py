@@ -10,6 +10,7 @@ import pytest
 import xxhash
 
 from kvbench.emulator.router.endpoints import Endpoint, EndpointMetrics
+from kvbench.emulator.router.health import EndpointHealth
 from kvbench.emulator.router.index_memory import InMemoryIndex, PodEntry
 from kvbench.emulator.router.metrics import EppMetrics
 from kvbench.emulator.router.picker import MaxScorePicker, weighted_totals
@@ -43,7 +44,7 @@ def endpoint(
         block_size_tokens=block_size,
         num_gpu_blocks=num_gpu_blocks,
     )
-    return Endpoint(f"http://127.0.0.1:{port}", metrics=metrics, ready=True)
+    return Endpoint(f"http://127.0.0.1:{port}", metrics=metrics, health=EndpointHealth(ready=True))
 
 
 def text_request(prompt: str, request_id: str = "r1", model: str = "m") -> RouterRequest:

@@ -6,9 +6,10 @@ Contract (GIE datastore + metrics refresh, as the router needs it):
   (else the deprecated `vllm:gpu_cache_usage_perc`) and `vllm:cache_config_info`'s `block_size` /
   `num_gpu_blocks` labels are read; values of several label sets (engines) are summed (queues) or
   averaged (usage).
-- An endpoint is ejected (not routable) after `failures_to_eject` consecutive failed scrapes or at
-  once on a connection error seen by the proxy; one successful scrape re-admits it. With the
-  defaults (50 ms interval, 200 ms timeout, 3 failures) a dead endpoint is ejected well within 1 s.
+- Health (health.py): a refused / reset connection (scrape or proxy) ejects at once, so a dead
+  engine is out within one scrape interval (50 ms); a scrape that times out marks the endpoint
+  slow (score degraded, still routable); only one unresponsive for `unresponsive_eject_s` is
+  ejected; an ejected endpoint comes back after `readmit_successes` good scrapes in a row.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
+
+from kvbench.emulator.router.health import EjectReason, EndpointHealth, HealthPolicy
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +46,7 @@ class Endpoint:
 
     url: str
     metrics: EndpointMetrics = field(default_factory=EndpointMetrics)
-    ready: bool = False
-    consecutive_failures: int = 0
-    last_scrape_ok_s: float | None = None
+    health: EndpointHealth = field(default_factory=EndpointHealth)
     address: str = field(init=False)  # "host:port", from the URL
     host: str = field(init=False)
 
@@ -53,6 +54,10 @@ class Endpoint:
         parts = urlsplit(self.url)
         self.address = parts.netloc
         self.host = parts.hostname or ""
+
+    @property
+    def ready(self) -> bool:
+        return self.health.ready
 
 
 def parse_metrics(text: str) -> EndpointMetrics:
@@ -96,6 +101,15 @@ def _read_cache_info(labels: dict[str, str], metrics: EndpointMetrics) -> None:
             pass
 
 
+# A scrape that failed because nothing answers the connection: the engine is down.
+_DEAD_ERRORS = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientOSError,
+    ConnectionError,
+)
+
+
 class EndpointPool:
     """Holds the endpoints and runs the scrape loop. `clock` returns monotonic seconds."""
 
@@ -105,15 +119,18 @@ class EndpointPool:
         clock: Callable[[], float],
         refresh_interval_s: float = 0.05,
         scrape_timeout_s: float = 0.2,
-        failures_to_eject: int = 3,
+        policy: HealthPolicy = HealthPolicy(),
     ) -> None:
         self.endpoints = [Endpoint(url.rstrip("/")) for url in urls]
         self.clock = clock
         self.refresh_interval_s = refresh_interval_s
         self.scrape_timeout_s = scrape_timeout_s
-        self.failures_to_eject = failures_to_eject
+        self.policy = policy
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task | None = None
+        for endpoint in self.endpoints:
+            endpoint.health.policy = policy
+            endpoint.health.created_s = clock()
 
     def ready_endpoints(self) -> list[Endpoint]:
         return [endpoint for endpoint in self.endpoints if endpoint.ready]
@@ -132,8 +149,8 @@ class EndpointPool:
         return same_host[0].address if len(same_host) == 1 else pod_id
 
     def mark_connection_error(self, endpoint: Endpoint) -> None:
-        endpoint.ready = False
-        endpoint.consecutive_failures = max(endpoint.consecutive_failures, self.failures_to_eject)
+        """The proxy could not connect to the endpoint: it is down, eject it now."""
+        self._log_ejection(endpoint, endpoint.health.connect_failed(), "connection refused/reset")
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.scrape_timeout_s)
@@ -158,30 +175,29 @@ class EndpointPool:
 
     async def _scrape(self, endpoint: Endpoint) -> None:
         assert self._session is not None
+        health = endpoint.health
         try:
             async with self._session.get(endpoint.url + "/metrics") as response:
                 if response.status != 200:
-                    raise aiohttp.ClientResponseError(
-                        response.request_info, (), status=response.status
-                    )
+                    reason = health.scrape_http_error()
+                    self._log_ejection(endpoint, reason, f"HTTP {response.status}")
+                    return
                 text = await response.text()
-        except (TimeoutError, aiohttp.ClientError, OSError) as err:
-            self._record_failure(endpoint, err)
+        except TimeoutError:
+            reason = health.scrape_timed_out(self.clock())
+            self._log_ejection(endpoint, reason, "no answer to /metrics")
+            return
+        except _DEAD_ERRORS as err:
+            self._log_ejection(endpoint, health.connect_failed(), type(err).__name__)
+            return
+        except (aiohttp.ClientError, OSError) as err:
+            reason = health.scrape_http_error()
+            self._log_ejection(endpoint, reason, type(err).__name__)
             return
         endpoint.metrics = parse_metrics(text)
-        endpoint.consecutive_failures = 0
-        endpoint.last_scrape_ok_s = self.clock()
-        if not endpoint.ready:
+        if health.scrape_ok(self.clock()):
             log.info("endpoint %s ready", endpoint.url)
-        endpoint.ready = True
 
-    def _record_failure(self, endpoint: Endpoint, err: BaseException) -> None:
-        endpoint.consecutive_failures += 1
-        if endpoint.ready and endpoint.consecutive_failures >= self.failures_to_eject:
-            log.warning(
-                "endpoint %s ejected after %d failed scrapes (%s)",
-                endpoint.url,
-                endpoint.consecutive_failures,
-                type(err).__name__,
-            )
-            endpoint.ready = False
+    def _log_ejection(self, endpoint: Endpoint, reason: EjectReason | None, cause: str) -> None:
+        if reason is not None:
+            log.warning("endpoint %s ejected (%s: %s)", endpoint.url, reason.value, cause)

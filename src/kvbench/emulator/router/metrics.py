@@ -6,9 +6,13 @@ time /metrics is rendered.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from kvbench.emulator.router.endpoints import EndpointPool
+from kvbench.emulator.router.health import EjectReason
 
 _DURATION_BUCKETS_S = (
     0.005,
@@ -54,6 +58,7 @@ _HIT_RATIO_BUCKETS = tuple(round(0.1 * i, 1) for i in range(11))
 class EppMetrics:
     def __init__(self, pool_name: str) -> None:
         self.pool_name = pool_name
+        self._health: EndpointHealthCollector | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         model_labels = ["model_name", "target_model_name"]
@@ -116,6 +121,9 @@ class EppMetrics:
         )
 
     def render(self, pool: EndpointPool) -> bytes:
+        if self._health is None:
+            self._health = EndpointHealthCollector(pool)
+            self.registry.register(self._health)
         ready = pool.ready_endpoints()
         self.ready_pods.labels(self.pool_name).set(len(ready))
         if ready:
@@ -126,3 +134,52 @@ class EppMetrics:
         self.average_kv_cache_utilization.labels(self.pool_name).set(usage)
         self.average_queue_size.labels(self.pool_name).set(queue)
         return generate_latest(self.registry)
+
+
+class EndpointHealthCollector:
+    """kvbench's own endpoint-health series (GIE has none): read from the pool at each scrape.
+
+    kvbench_router_endpoint_ready{endpoint}                     1 routable, 0 ejected
+    kvbench_router_endpoint_slow{endpoint}                      1 while its last scrape timed out
+    kvbench_router_endpoint_ejections_total{endpoint,reason}    reason: connect | http_status |
+                                                                unresponsive
+    kvbench_router_endpoint_readmissions_total{endpoint}
+    kvbench_router_endpoint_slow_scrapes_total{endpoint}
+    """
+
+    def __init__(self, pool: EndpointPool) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        ready = GaugeMetricFamily(
+            "kvbench_router_endpoint_ready", "1 when routable.", labels=["endpoint"]
+        )
+        slow = GaugeMetricFamily(
+            "kvbench_router_endpoint_slow",
+            "1 while the latest /metrics scrape timed out (score degraded).",
+            labels=["endpoint"],
+        )
+        ejections = CounterMetricFamily(
+            "kvbench_router_endpoint_ejections",
+            "Times the endpoint was taken out of routing, by reason.",
+            labels=["endpoint", "reason"],
+        )
+        readmissions = CounterMetricFamily(
+            "kvbench_router_endpoint_readmissions",
+            "Times an ejected endpoint was routable again.",
+            labels=["endpoint"],
+        )
+        slow_scrapes = CounterMetricFamily(
+            "kvbench_router_endpoint_slow_scrapes",
+            "/metrics scrapes that timed out.",
+            labels=["endpoint"],
+        )
+        for endpoint in self.pool.endpoints:
+            health, address = endpoint.health, endpoint.address
+            ready.add_metric([address], 1.0 if health.ready else 0.0)
+            slow.add_metric([address], 1.0 if health.slow else 0.0)
+            for reason in EjectReason:
+                ejections.add_metric([address, reason.value], health.ejections.get(reason.value, 0))
+            readmissions.add_metric([address], health.readmissions)
+            slow_scrapes.add_metric([address], health.slow_scrapes)
+        yield from (ready, slow, ejections, readmissions, slow_scrapes)

@@ -87,6 +87,10 @@ class Scheduler:
                 extra[scorer.name] = output.extra
         weights = {w.scorer.name: w.weight for w in self.scorers}
         totals = weighted_totals(scores, weights, addresses)
+        # A slow endpoint (its latest /metrics scrape timed out) stays routable, scored down.
+        slow = [e.address for e in endpoints if e.health.slow]
+        for endpoint in endpoints:
+            totals[endpoint.address] *= endpoint.health.score_factor
         picker_started_s = self.timer()
         chosen_address = self.picker.pick(totals, self.rng)[0]
         self._observe_plugin("Picker", self.picker.type, self.picker.name, picker_started_s)
@@ -103,7 +107,7 @@ class Scheduler:
             totals,
             predicted,
             scheduling_s,
-            {"scorer_details": extra} if extra else {},
+            _decision_extra(extra, slow),
         )
 
     def _observe_plugin(self, point: str, plugin_type: str, name: str, started_s: float) -> None:
@@ -129,3 +133,11 @@ class Scheduler:
                     self.metrics.prefix_indexer_hit_ratio.observe(matched / total)
                 self.metrics.prefix_indexer_size.set(scorer.index_size())  # type: ignore[attr-defined]
                 return
+
+
+def _decision_extra(extra: dict, slow: list[str]) -> dict:
+    """Scorer details under `scorer_details`; the slow endpoints, when any, beside them."""
+    out: dict = {"scorer_details": extra} if extra else {}
+    if slow:
+        out["slow_endpoints"] = slow
+    return out
