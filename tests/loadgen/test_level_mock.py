@@ -8,7 +8,7 @@ from tests.loadgen.conftest import conversation, run, single_pass
 from kvbench.errors import UserError
 from kvbench.loadgen.api import LevelPlan, sweep_rates
 from kvbench.loadgen.history import synthesize_answer
-from kvbench.loadgen.strategies import poisson_arrivals
+from kvbench.loadgen.schedule import poisson_arrivals
 
 
 async def test_multi_token_chunks_are_counted_as_tokens(start_mock):

@@ -28,10 +28,9 @@ from kvbench.loadgen.plan import (
     ProgressUpdate,
     RunClock,
 )
+from kvbench.loadgen.schedule import constant_arrivals, poisson_arrivals
 from kvbench.loadgen.strategies import (
     LevelContext,
-    constant_arrivals,
-    poisson_arrivals,
     run_concurrent,
     run_rate,
 )

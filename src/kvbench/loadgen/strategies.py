@@ -16,15 +16,13 @@ client's dispatch lag.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from kvbench.loadgen.executor import TurnExecutor
 from kvbench.loadgen.history import ConversationSource, ConversationState
+from kvbench.loadgen.schedule import ReadyTurns
 from kvbench.loadgen.window import LevelWindow
 
 
@@ -39,20 +37,6 @@ async def sleep_until(deadline_perf: float) -> None:
     delay = deadline_perf - time.perf_counter()
     if delay > 0:
         await asyncio.sleep(delay)
-
-
-def constant_arrivals(start_perf: float, rate_per_s: float) -> Iterator[float]:
-    for index in itertools.count():
-        yield start_perf + index / rate_per_s
-
-
-def poisson_arrivals(start_perf: float, rate_per_s: float, seed: int) -> Iterator[float]:
-    """First slot at start, then exponential gaps with mean 1/rate (seeded, reproducible)."""
-    rng = random.Random(seed)
-    slot = start_perf
-    while True:
-        yield slot
-        slot += rng.expovariate(rate_per_s)
 
 
 async def wait_all_or_cancel(tasks: set[asyncio.Task] | list[asyncio.Task]) -> None:
@@ -102,33 +86,12 @@ async def _conversation_worker(ctx: LevelContext) -> None:
             await sleep_until(scheduled)
 
 
-class _ReadyTurns:
-    """Follow-up turns waiting for their ready time, oldest first; `running` = turns in flight
-    (kept here, not read off the task set: a task leaves that set only after its done callback)."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, ConversationState]] = []
-        self._sequence = itertools.count()
-        self.running = 0
-
-    def push(self, ready_perf: float, state: ConversationState) -> None:
-        heapq.heappush(self._heap, (ready_perf, next(self._sequence), state))
-
-    def pop_ready(self, now_perf: float) -> ConversationState | None:
-        if self._heap and self._heap[0][0] <= now_perf:
-            return heapq.heappop(self._heap)[2]
-        return None
-
-    def next_ready_perf(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
-
-
 async def run_rate(
     ctx: LevelContext, slots: Iterator[float], max_concurrency: int | None, schedule_is_slot: bool
 ) -> None:
     """Send one turn per slot (see module doc). `schedule_is_slot` False: scheduled = when sent."""
     limiter = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-    ready = _ReadyTurns()
+    ready = ReadyTurns()
     tasks: set[asyncio.Task] = set()
     changed = asyncio.Event()  # set whenever a turn finishes
     try:
@@ -159,7 +122,7 @@ async def run_rate(
 
 async def _pick_turn(
     ctx: LevelContext,
-    ready: _ReadyTurns,
+    ready: ReadyTurns,
     changed: asyncio.Event,
     slot: float,
     schedule_is_slot: bool,
@@ -178,7 +141,7 @@ async def _pick_turn(
         state = ready.pop_ready(now) or ctx.source.next()
         if state is not None:
             return state, scheduled, phase
-        next_ready = ready.next_ready_perf()
+        next_ready = ready.next_ready_s()
         if ready.running == 0 and next_ready is None:
             return None
         changed.clear()
@@ -194,7 +157,7 @@ async def _rate_turn(
     state: ConversationState,
     scheduled: float,
     phase,
-    ready: _ReadyTurns,
+    ready: ReadyTurns,
     limiter: asyncio.Semaphore | None,
     changed: asyncio.Event,
 ) -> None:

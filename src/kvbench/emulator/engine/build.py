@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable
 
 from kvbench.emulator.engine.block_pool import BlockPool
@@ -127,13 +128,18 @@ def _num_gpu_blocks(
     return num_blocks
 
 
-def _build_connector(args: EngineArgs, facts: ConnectorFacts) -> KVConnector:
+def _build_connector(
+    args: EngineArgs,
+    facts: ConnectorFacts,
+    urandom: Callable[[int], bytes],
+    remote_timer: Callable[[], float],
+) -> KVConnector:
     try:
         from kvbench.emulator.tiers.factory import build_connector
     except ImportError as err:
         raise UserError(f"--kv-transfer-config: KV connectors are not available ({err})") from None
     try:
-        return build_connector(args, facts)
+        return build_connector(args, facts, urandom, remote_timer)
     except UserError:
         raise
     except (KeyError, ValueError, TypeError) as err:
@@ -174,11 +180,14 @@ def build_engine(
     cost_params: CostParams = CostParams(),
     count_preempted_separately: bool = True,
     check_invariants: bool = True,
+    remote_timer: Callable[[], float] = time.perf_counter,
 ) -> EmulatedEngine:
     """`args.vllm_compat` picks the behaviour profile (compat.py: "0.11" or "0.32").
     `urandom` seeds NONE_HASH when PYTHONHASHSEED is unset (profile "0.11"). `count_preempted_separately`
     (profile "0.11" only; "0.32" always counts them apart): True counts prefix-cache lookups of
-    preempted requests apart (vLLM >= 0.11.2), False counts them in vllm:prefix_cache_* (vLLM 0.11.0)."""
+    preempted requests apart (vLLM >= 0.11.2), False counts them in vllm:prefix_cache_* (vLLM 0.11.0).
+    `remote_timer` times an LMCache remote store's round trips (the simulated target passes a
+    modelled one so the round trips cost virtual time, not wall time)."""
     compat = compat_profile(args.vllm_compat, count_preempted_separately)
     checked = check_engine_args(args, cost_params)
     args, model, hardware = checked.args, checked.model, checked.hardware
@@ -199,6 +208,8 @@ def build_engine(
                 kv_dtype=model.kv_dtype,
                 num_gpu_blocks=num_gpu_blocks,
             ),
+            urandom,
+            remote_timer,
         )
 
     pool = BlockPool(

@@ -1,0 +1,141 @@
+"""One cell in virtual time: prime -> measured level (with server-metric samples) -> verify.
+
+Contract (the live cell's, experiment/cell_run.py, on a freshly built stack):
+- the stack is built for this cell alone, so every cache starts empty: that IS the reset (the
+  caller flushes the scenario's store and says so in the reset result);
+- prime (spec.cache.prime): one single-token request per distinct prefix, concurrency 4, phase
+  "prime"; the measured level starts when the last one finished;
+- server metrics: every source's /metrics page (engines' vLLM metrics, the router's EPP metrics)
+  rendered and parsed exactly as the live scraper parses it, at the level's start, every
+  `interval_s` of virtual time, and once at the end; rows in the scraper's long format;
+- verify: the first use of each prefix against the expected state, and the prefix-cache counter
+  deltas over the level, from the same pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kvbench.collect.prometheus import Sample, parse_metrics
+from kvbench.collect.scraper import sample_rows
+from kvbench.experiment import cache_state
+from kvbench.loadgen.plan import LevelPlan, ProgressUpdate
+from kvbench.results.records import Phase, RequestRecord
+from kvbench.simulate.client import SimClient
+from kvbench.simulate.events import EventLoop
+from kvbench.simulate.level import LevelOutcome, run_level
+from kvbench.simulate.stack import SimStack
+from kvbench.workload.types import Workload
+
+PRIME_CONCURRENCY = 4
+RowsSink = Callable[[list[dict]], None]
+
+
+@dataclass(frozen=True)
+class CellSettings:
+    prime: bool
+    verify: bool
+    server_metrics: bool
+    interval_s: float
+    request_timeout_s: float
+
+
+@dataclass
+class CellOutcome:
+    protocol: dict[str, Any]
+    level: LevelOutcome
+    scrapes: int
+    num_steps: int
+    events_run: int
+
+
+def scrape(stack: SimStack) -> dict[str, list[Sample] | str]:
+    return {name: parse_metrics(page.decode()) for name, page in stack.metrics_pages().items()}
+
+
+class _Sampler:
+    def __init__(self, loop: EventLoop, stack: SimStack, on_rows: RowsSink) -> None:
+        self.loop, self.stack, self.on_rows = loop, stack, on_rows
+        self.scrapes = 0
+
+    def sample(self) -> None:
+        ts_s = self.loop.now_s
+        for name, samples in scrape(self.stack).items():
+            assert not isinstance(samples, str)
+            self.on_rows(sample_rows(ts_s, name, samples))
+        self.scrapes += 1
+
+
+def simulate_cell(
+    loop: EventLoop,
+    stack: SimStack,
+    workload: Workload,
+    plan: LevelPlan,
+    cell_id: str,
+    settings: CellSettings,
+    reset_result: dict[str, Any] | None,
+    on_record: Callable[[RequestRecord, str | None], None],
+    on_server_rows: RowsSink,
+    on_progress: Callable[[ProgressUpdate], None] | None = None,
+) -> CellOutcome:
+    client = SimClient(
+        loop,
+        stack.router,
+        stack.served_model_name,
+        settings.request_timeout_s,
+        stack.prompt_tokens_details,
+    )
+    running = [True]
+    stack.router.start_refresh(lambda: running[0])
+    protocol: dict[str, Any] = {"reset": reset_result} if reset_result is not None else {}
+    primes = cache_state.prime_conversations(workload) if settings.prime else []
+    if primes:
+        prime_plan = LevelPlan(
+            "concurrent", float(min(PRIME_CONCURRENCY, len(primes))), None, len(primes), seed=plan.seed
+        )
+        result = run_level(
+            loop, client, primes, prime_plan, cell_id, lambda r: on_record(r, Phase.PRIME.value)
+        )
+        protocol["primed_prefixes"] = len(primes)
+        protocol["prime_counts"] = dict(result.counts)
+    protocol["expected_state"] = cache_state.expected_state(reset_result, primed=bool(primes))
+    before = cache_state.counter_snapshot(scrape(stack)) if settings.verify else None
+    sampler = _Sampler(loop, stack, on_server_rows)
+    level_running = [True]
+    if settings.server_metrics:
+        loop.every(settings.interval_s, sampler.sample, lambda: level_running[0])
+    first_use = cache_state.FirstUseTally()
+    prefix_len = {c.prefix_group: len(c.prefix_token_ids) for c in workload.conversations}
+
+    def measured_record(record: RequestRecord) -> None:
+        first_use.observe(
+            record.phase,
+            record.prefix_group,
+            record.sent_s,
+            record.cached_tokens,
+            prefix_len.get(record.prefix_group, 0),
+        )
+        on_record(record, None)
+
+    level = run_level(
+        loop, client, workload.conversations, plan, cell_id, measured_record, on_progress
+    )
+    level_running[0] = False
+    if settings.server_metrics:
+        sampler.sample()  # a final sample closes the window
+    if settings.verify and before is not None:
+        verdict = first_use.verdict(protocol["expected_state"])
+        after = cache_state.counter_snapshot(scrape(stack))
+        verdict["server_counters"] = cache_state.counter_deltas(before, after)
+        verdict["failed_sources"] = after["failed_sources"]
+        protocol["verify"] = verdict
+    running[0] = False
+    return CellOutcome(
+        protocol,
+        level,
+        sampler.scrapes,
+        sum(e.num_steps for e in stack.engines),
+        loop.actions_run,
+    )

@@ -1,0 +1,231 @@
+"""The simulated client's request path: one turn of one conversation, client -> router -> engine
+-> client, in virtual time, producing the same `RequestRecord` a live run writes.
+
+Contract (the live executor's, loadgen/executor.py, with HTTP replaced by modelled delays):
+- `send` stamps `sent_s = now`; the request reaches the router `request_delay_s` later (HTTP to the
+  router, scheduling, HTTP to the engine), which picks an engine and submits it there;
+- every engine output reaches the client `response_delay_s` after the step that produced it; the
+  response ends when the finishing output arrives (usage, headers and tier attribution as the
+  engine server and router proxy report them: `x-kvbench-endpoint`,
+  `x-kvbench-router-predicted-hit-tokens`, `usage.kvbench`, `prompt_tokens_details.cached_tokens`);
+- a request still running `request_timeout_s` after it was sent is aborted in its engine and
+  recorded as a timeout; one the engine rejects (too long for max_model_len) is an HTTP 400 error;
+- exactly one record per turn goes to `on_record`, then `on_done(state, more)` tells the strategy
+  whether the conversation may go on. The answer ids are the engine's own generated ids (the live
+  client asks for `return_token_ids`), so the next turn's prompt is what a live run would send.
+Times in records are seconds of virtual time from the cell's start.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kvbench.emulator.api import protocol as proto
+from kvbench.emulator.api.driver import RequestStream
+from kvbench.emulator.engine.interface import EngineRequest
+from kvbench.emulator.router.request import RouterRequest
+from kvbench.emulator.router.scheduler import Decision
+from kvbench.loadgen.history import ConversationState
+from kvbench.loadgen.outcome import RequestOutcome
+from kvbench.loadgen.recorder import ReuseTracker, fill_from_outcome
+from kvbench.results.records import Phase, RequestRecord, RequestStatus
+from kvbench.simulate.engine_node import SimEngine
+from kvbench.simulate.events import EventLoop
+from kvbench.simulate.router_node import SimRouter
+
+TurnDone = Callable[[ConversationState, bool], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTiming:
+    """Modelled HTTP path costs (loopback, one client process): measured live as ~1 ms total."""
+
+    request_delay_s: float = 0.0006  # client -> router -> engine
+    response_delay_s: float = 0.0002  # engine -> router -> client, per chunk
+
+
+@dataclass(slots=True)
+class _InFlight:
+    record: RequestRecord
+    state: ConversationState
+    outcome: RequestOutcome
+    on_done: TurnDone
+    engine_request_id: str = ""
+    engine: SimEngine | None = None
+    decision: Decision | None = None
+    output_ids: list[int] = field(default_factory=list)
+    done: bool = False
+
+
+class SimClient:
+    def __init__(
+        self,
+        loop: EventLoop,
+        router: SimRouter,
+        model_name: str,
+        request_timeout_s: float,
+        prompt_tokens_details: bool,
+        timing: ClientTiming = ClientTiming(),
+    ) -> None:
+        self.loop = loop
+        self.router = router
+        self.model_name = model_name
+        self.request_timeout_s = request_timeout_s
+        self.prompt_tokens_details = prompt_tokens_details
+        self.timing = timing
+        self._engine_ids = itertools.count(1)
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    def level(self, cell_id: str, level: float, on_record: Callable[[RequestRecord], None]):
+        return LevelSender(self, cell_id, level, on_record)
+
+
+class LevelSender:
+    """The client for one level: request ids, reuse tracking and counts are per level, as live."""
+
+    def __init__(
+        self,
+        client: SimClient,
+        cell_id: str,
+        level: float,
+        on_record: Callable[[RequestRecord], None],
+    ) -> None:
+        self.client = client
+        self.loop = client.loop
+        self.cell_id = cell_id
+        self.level = level
+        self.on_record = on_record
+        self._sequence = itertools.count()
+        self._reuse = ReuseTracker()
+        self.counts: Counter[str] = Counter()
+        self.sent = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    # ---- one turn
+    def send(
+        self, state: ConversationState, scheduled_s: float, phase: Phase, on_done: TurnDone
+    ) -> None:
+        now_s = self.loop.now_s
+        prompt_ids = state.prompt_ids()
+        turn_index = state.next_turn_index
+        record = RequestRecord(
+            request_id=f"{self.cell_id}-{next(self._sequence)}-{state.conversation_id}-t{turn_index}",
+            conversation_id=state.conversation_id,
+            turn_index=turn_index,
+            cell_id=self.cell_id,
+            phase=phase.value,
+            scheduled_s=scheduled_s,
+            prompt_tokens=len(prompt_ids),
+            prefix_group=state.conversation.prefix_group,
+            level=self.level,
+            history_synthesized=False,
+        )
+        facts = self._reuse.on_send(
+            prefix_group=state.conversation.prefix_group,
+            conversation_id=state.conversation_id,
+            turn_index=turn_index,
+            prefix_tokens=len(state.conversation.prefix_token_ids),
+            history_tokens=state.history_tokens,
+            prompt_tokens=record.prompt_tokens,
+            sent_s=now_s,
+        )
+        record.reused_prefix_tokens = facts.reused_prefix_tokens
+        record.reuse_distance_tokens = facts.reuse_distance_tokens
+        record.reuse_distance_s = facts.reuse_distance_s
+        flight = _InFlight(record, state, RequestOutcome(sent_perf=now_s), on_done)
+        self.sent += 1
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        timing = self.client.timing
+        self.loop.after(timing.request_delay_s, lambda: self._arrive(flight, prompt_ids))
+        self.loop.after(self.client.request_timeout_s, lambda: self._timeout(flight))
+
+    def _arrive(self, flight: _InFlight, prompt_ids: list[int]) -> None:
+        if flight.done:
+            return
+        client = self.client
+        engine_request_id = f"cmpl-sim{next(client._engine_ids):010x}-0"
+        routed = RouterRequest(
+            request_id=flight.record.request_id,
+            model=client.model_name,
+            is_chat=False,
+            prompt_token_ids=prompt_ids,
+        )
+        decision, engine = client.router.route(routed)
+        flight.decision, flight.engine = decision, engine
+        flight.outcome.headers = {
+            "x-kvbench-endpoint": engine.address,
+            "x-kvbench-router-predicted-hit-tokens": str(decision.predicted_hit_tokens),
+        }
+        request = EngineRequest(
+            request_id=engine_request_id,
+            prompt_token_ids=prompt_ids,
+            max_tokens=flight.state.turn.output_tokens,
+            arrival_s=self.loop.now_s,
+            ignore_eos=True,
+        )
+        try:
+            engine.submit(request, lambda stream, at_s, n: self._output(flight, stream, at_s, n))
+        except ValueError as err:  # the engine server answers 400 (e.g. longer than max_model_len)
+            flight.outcome.http_status = 400
+            flight.outcome.fail(RequestStatus.ERROR, f"HTTP 400: {err}")
+            self._finish(flight, self.loop.now_s + client.timing.response_delay_s)
+            return
+        flight.engine_request_id = engine_request_id
+        flight.outcome.http_status = 200
+
+    def _output(self, flight: _InFlight, stream: RequestStream, end_s: float, tokens: int) -> None:
+        if flight.done:
+            return
+        arrival_s = end_s + self.client.timing.response_delay_s
+        if tokens:
+            flight.outcome.chunk_arrivals.append((arrival_s, tokens))
+        if not stream.finished:
+            return
+        flight.outcome.output_token_ids = list(stream.output_token_ids)
+        flight.outcome.token_ids_returned = True
+        flight.outcome.usage = proto.usage(
+            stream.num_prompt_tokens,
+            len(stream.output_token_ids),
+            stream.num_cached_tokens,
+            stream.hits,
+            self.client.prompt_tokens_details,
+            False,
+        )
+        flight.outcome.done_seen = True
+        self.loop.at(arrival_s, lambda: self._finish(flight, arrival_s))
+
+    def _timeout(self, flight: _InFlight) -> None:
+        if flight.done:
+            return
+        timeout_s = self.client.request_timeout_s
+        flight.outcome.fail(
+            RequestStatus.TIMEOUT,
+            f"request timed out after {timeout_s:g} s "
+            f"({flight.outcome.streamed_tokens} tokens received)",
+        )
+        if flight.engine is not None:
+            flight.engine.abort(flight.engine_request_id)
+        self._finish(flight, self.loop.now_s)
+
+    def _finish(self, flight: _InFlight, end_s: float) -> None:
+        if flight.done:
+            return
+        flight.done = True
+        outcome, record = flight.outcome, flight.record
+        outcome.end_perf = end_s
+        if flight.decision is not None:
+            self.client.router.complete(flight.decision, end_s - outcome.sent_perf)
+        fill_from_outcome(record, outcome, 0.0)
+        ok = outcome.status == RequestStatus.OK.value
+        answer_ids = outcome.output_token_ids if ok else None
+        flight.state.finish_turn(ok, answer_ids, "", record.output_tokens)
+        self.counts[record.status] += 1
+        self.in_flight -= 1
+        self.on_record(record)
+        flight.on_done(flight.state, flight.state.has_next_turn)

@@ -1,0 +1,108 @@
+"""One emulated engine stepping on the virtual clock, with the metrics its /metrics would show.
+
+Timeline contract (the real-time driver's, emulator/api/driver.py, without the sleeping):
+- a busy period starts when a request arrives at an idle engine; step n starts at the end of step
+  n - 1; `engine.step(start_s)` plans it and its outputs are delivered at `start_s + duration_s`
+  (a step that schedules nothing lasts `IDLE_POLL_S`, as in the real-time driver);
+- KV events of a step leave when the step is planned (the real-time driver publishes them before it
+  sleeps); `on_kv_events(start_s, events)` hands them on;
+- the engine idles (no events at all) while it has no unfinished request;
+- lag is always 0: virtual time never falls behind its deadlines.
+Metrics are the real engine server's `ServerMetrics` (same names, labels, buckets), observed with
+the same per-step / per-token / per-request calls the real-time driver makes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kvbench.emulator.api.driver import IDLE_POLL_S, RequestStream
+from kvbench.emulator.api.metrics import ServerMetrics
+from kvbench.emulator.engine.engine import EmulatedEngine
+from kvbench.emulator.engine.interface import EngineRequest, KVEvent, StepResult
+from kvbench.simulate.events import EventLoop
+
+# (stream, arrival_s of the new tokens, how many new tokens) for every output of a step.
+OutputListener = Callable[[RequestStream, float, int], None]
+KVEventsHook = Callable[[float, list[KVEvent]], None]
+
+
+class SimEngine:
+    def __init__(
+        self,
+        loop: EventLoop,
+        engine: EmulatedEngine,
+        metrics: ServerMetrics,
+        address: str,
+        on_kv_events: KVEventsHook | None = None,
+    ) -> None:
+        self.loop = loop
+        self.engine = engine
+        self.metrics = metrics
+        self.address = address  # host:port identity, as the router keys endpoints
+        self.on_kv_events = on_kv_events
+        self._streams: dict[str, tuple[RequestStream, OutputListener]] = {}
+        self.busy = False
+        self.num_steps = 0
+        self.idle_steps_in_a_row = 0  # steps that scheduled nothing (a stall shows here)
+
+    # ---- request side
+    def submit(self, request: EngineRequest, listener: OutputListener) -> RequestStream:
+        """Raises ValueError for a request the engine rejects (the HTTP layer answers 400)."""
+        stream = RequestStream(request, stream_interval=1)
+        self.engine.add_request(request)
+        self._streams[request.request_id] = (stream, listener)
+        self._wake()
+        return stream
+
+    def abort(self, request_id: str) -> None:
+        entry = self._streams.pop(request_id, None)
+        if entry is None or entry[0].finished:
+            return
+        self.engine.abort_request(request_id)
+        entry[0].finish_aborted()
+        self.metrics.observe_finished(entry[0], self.loop.now_s)
+
+    @property
+    def num_in_flight(self) -> int:
+        return len(self._streams)
+
+    # ---- stepping
+    def _wake(self) -> None:
+        if not self.busy:
+            self.busy = True
+            self.loop.at(self.loop.now_s, self._step)
+
+    def _step(self) -> None:
+        engine = self.engine
+        if not engine.has_unfinished_requests():
+            self.busy = False
+            return
+        start_s = self.loop.now_s
+        result = engine.step(start_s)
+        duration_s = result.duration_s
+        if duration_s <= 0.0 and result.num_scheduled_tokens == 0:
+            duration_s = IDLE_POLL_S
+        end_s = start_s + duration_s
+        self.num_steps += 1
+        self.idle_steps_in_a_row = 0 if result.num_scheduled_tokens else self.idle_steps_in_a_row + 1
+        if result.kv_events and self.on_kv_events is not None:
+            self.on_kv_events(start_s, result.kv_events)
+        self.metrics.observe_step(result, start_s, end_s, 0.0)
+        self.loop.at(end_s, lambda: self._end_step(result, start_s, end_s))
+
+    def _end_step(self, result: StepResult, start_s: float, end_s: float) -> None:
+        streams, metrics = self._streams, self.metrics
+        for output in result.outputs:
+            entry = streams.get(output.request_id)
+            if entry is None:
+                continue  # aborted meanwhile
+            stream, listener = entry
+            gaps = stream.deliver(output, start_s, end_s)
+            if gaps:
+                metrics.observe_itl(gaps)
+            if stream.finished:
+                del streams[output.request_id]
+                metrics.observe_finished(stream, end_s)
+            listener(stream, end_s, len(output.new_token_ids))
+        self._step()

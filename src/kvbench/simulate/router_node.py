@@ -1,0 +1,147 @@
+"""The emulated llm-d endpoint picker on the virtual clock: the real scheduler (scorers, weights,
+max-score picker with its seeded tie-break RNG), the real KV-block index (in memory, or the real
+Redis / Valkey server) and the real EPP metrics; no HTTP.
+
+Contract:
+- endpoint metrics (queue, running, KV usage) are refreshed every `refresh_interval_s` of virtual
+  time (GIE's 50 ms scrape), read from the engines directly, so scorers see values up to one
+  interval old, as they do live; every engine is ready;
+- `route(request)` runs one scheduling cycle plus PreRequest and returns the decision;
+  `complete(decision)` is ResponseComplete (the proxy calls it when the response ended, either way);
+- KV events of an engine step reach every KV-block index `kv_event_delay_s` after the step was
+  planned (publish, ZMQ, subscriber), in publish order, with hashes as the subscriber decodes them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
+from kvbench.emulator.router.build import build_plugins
+from kvbench.emulator.router.config import EppConfig
+from kvbench.emulator.router.endpoints import EndpointMetrics, EndpointPool
+from kvbench.emulator.router.events import apply_events, hash_as_uint64
+from kvbench.emulator.router.index_redis import RedisIndex
+from kvbench.emulator.router.metrics import EppMetrics
+from kvbench.emulator.router.request import RouterRequest
+from kvbench.emulator.router.scheduler import Decision
+from kvbench.simulate.drive import CoroutineDriver
+from kvbench.simulate.engine_node import SimEngine
+from kvbench.simulate.events import EventLoop
+
+GIE_REFRESH_INTERVAL_S = 0.05
+DEFAULT_KV_EVENT_DELAY_S = 0.001
+POOL_NAME = "kvbench-pool"
+
+
+@dataclass(frozen=True, slots=True)
+class RouterTiming:
+    refresh_interval_s: float = GIE_REFRESH_INTERVAL_S
+    kv_event_delay_s: float = DEFAULT_KV_EVENT_DELAY_S
+
+
+def as_received(events: list[KVEvent]) -> list[KVEvent]:
+    """Events as the subscriber decodes them off the wire: every block hash a uint64."""
+    received: list[KVEvent] = []
+    for event in events:
+        if isinstance(event, BlockStored):
+            parent = event.parent_block_hash
+            received.append(
+                BlockStored(
+                    [hash_as_uint64(h) for h in event.block_hashes],
+                    None if parent is None else hash_as_uint64(parent),
+                    event.token_ids,
+                    event.block_size,
+                    event.lora_id,
+                    event.medium,
+                )
+            )
+        elif isinstance(event, BlockRemoved):
+            received.append(BlockRemoved([hash_as_uint64(h) for h in event.block_hashes], event.medium))
+        elif isinstance(event, AllBlocksCleared):
+            received.append(event)
+    return received
+
+
+class SimRouter:
+    def __init__(
+        self,
+        loop: EventLoop,
+        config: EppConfig,
+        engines: list[SimEngine],
+        seed: int,
+        timing: RouterTiming = RouterTiming(),
+    ) -> None:
+        self.loop = loop
+        self.engines = engines
+        self.timing = timing
+        self.metrics = EppMetrics(POOL_NAME)
+        self.pool = EndpointPool([f"http://{e.address}" for e in engines], loop.clock)
+        for endpoint in self.pool.endpoints:
+            endpoint.ready = True
+        self.plugins = build_plugins(
+            config, self.metrics, random.Random(seed), loop.clock, {}, self.pool.resolve_pod
+        )
+        self.plugins.scheduler.timer = loop.clock  # scheduling takes no virtual time
+        uses_store = any(isinstance(index, RedisIndex) for index in self.plugins.indexes)
+        self.driver = CoroutineDriver(use_asyncio=uses_store)
+        self._by_address = {e.address: e for e in engines}
+        self.refresh_metrics()
+
+    # ---- endpoint metrics (GIE datastore refresh)
+    def refresh_metrics(self) -> None:
+        for endpoint in self.pool.endpoints:
+            engine = self._by_address[endpoint.address].engine
+            scheduler = engine.scheduler
+            old = endpoint.metrics
+            endpoint.metrics = EndpointMetrics(
+                waiting_requests=len(scheduler.waiting),
+                running_requests=len(scheduler.running),
+                kv_cache_usage=engine.pool.usage(),
+                block_size_tokens=old.block_size_tokens or engine.kv.block_size,
+                num_gpu_blocks=old.num_gpu_blocks or engine.pool.num_gpu_blocks,
+            )
+
+    def start_refresh(self, active) -> None:
+        self.loop.every(self.timing.refresh_interval_s, self.refresh_metrics, active)
+
+    # ---- requests
+    def route(self, request: RouterRequest) -> tuple[Decision, SimEngine]:
+        self.metrics.request_total.labels(request.model, request.model).inc()
+        decision = self.driver.run(self.plugins.scheduler.schedule(request, self.pool.endpoints))
+        self.plugins.scheduler.pre_request(decision)
+        return decision, self._by_address[decision.chosen.address]
+
+    def complete(self, decision: Decision, duration_s: float) -> None:
+        self.plugins.scheduler.response_complete(decision)
+        model = decision.request.model
+        self.metrics.request_duration_s.labels(model, model).observe(duration_s)
+
+    # ---- KV events
+    @property
+    def has_index(self) -> bool:
+        return bool(self.plugins.indexes)
+
+    def deliver_kv_events(self, pod: str, model: str, planned_s: float, events: list[KVEvent]) -> None:
+        received = as_received(events)
+        resolved = self.pool.resolve_pod(pod)
+
+        def apply() -> None:
+            for index in self.plugins.indexes:
+                self.driver.run(apply_events(index, resolved, model, received))
+
+        self.loop.at(planned_s + self.timing.kv_event_delay_s, apply)
+
+    def clear_indexes(self) -> None:
+        for index in self.plugins.indexes:
+            for engine in self.engines:
+                self.driver.run(index.clear_pod(engine.address))
+
+    def render_metrics(self) -> bytes:
+        return self.metrics.render(self.pool)
+
+    def close(self) -> None:
+        for index in self.plugins.indexes:
+            self.driver.run(index.close())
+        self.driver.close()
