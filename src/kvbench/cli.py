@@ -67,11 +67,19 @@ def run(
         help="Print the cells and each scenario's configuration "
         "(k8s: the manifests); start nothing",
     ),
+    target: str | None = typer.Option(
+        None,
+        "--target",
+        help="Run on another target kind where the spec's target fields carry over "
+        "(simulated <-> emulated)",
+    ),
 ) -> None:
     """Run an experiment: every cell of models x scenarios x levels x repeats."""
     from kvbench.experiment.runner import run_experiment_cli
 
-    raise typer.Exit(run_experiment_cli(spec, out, resume=resume, only=only, dry_run=dry_run))
+    raise typer.Exit(
+        run_experiment_cli(spec, out, resume=resume, only=only, dry_run=dry_run, target_kind=target)
+    )
 
 
 @app.command()

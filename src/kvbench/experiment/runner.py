@@ -63,11 +63,15 @@ def run_experiment_cli(
     hooks: RunnerHooks | None = None,
     console: Console | None = None,
     dry_run: bool = False,
+    target_kind: str | None = None,
 ) -> int:
+    from kvbench.spec.experiment import with_target_kind
     from kvbench.spec.scenarios import catalog_for_spec, resolve_experiment, validate_scenarios
 
     spec_path = resolve_experiment(spec_path)  # a file, or the name of a bundled experiment
     spec = load_spec(spec_path)
+    if target_kind is not None:
+        spec = with_target_kind(spec, target_kind)
     if spec.target.kind != "endpoint":  # an existing endpoint's scenarios are labels only
         validate_scenarios(catalog_for_spec(spec), spec.scenarios, spec.scenario_params)
     plans = expand_cells(spec, list(only))
@@ -323,6 +327,9 @@ class ExperimentRunner:
                     user_hook(update)
 
             inputs.hooks = RunnerHooks(self.hooks.before_cell, self.hooks.on_record, on_progress)
+            simulate = getattr(self.target, "run_cell", None)
+            if simulate is not None:  # the simulated target runs the whole cell in virtual time
+                return simulate(inputs, writer, on_progress)
             return asyncio.run(run_cell(inputs, writer))
 
     def _level_plan(self, plan: CellPlan):

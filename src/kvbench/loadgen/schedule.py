@@ -28,7 +28,6 @@ def poisson_arrivals(start_s: float, rate_per_s: float, seed: int) -> Iterator[f
         slot += rng.expovariate(rate_per_s)
 
 
-
 class ReadyTurns:
     """Follow-up turns waiting for their ready time, oldest first; `running` = turns in flight
     (kept here, not read off the task set: a task leaves that set only after its done callback)."""

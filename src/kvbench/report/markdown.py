@@ -119,16 +119,21 @@ def _emulation_notes(details: dict) -> list[str]:
 def _header(data: ReportData) -> list[str]:
     m = data.run.manifest
     sut = m.system_under_test
-    nature = (
-        "EMULATED: every number below comes from kvbench's emulator and cost model, not from measurements "
-        "of real hardware"
-        if sut.emulated
-        else (
-            f"imported from GuideLLM: GuideLLM's measurements of {sut.details.get('target') or 'an unknown target'}"
-            if sut.kind == "guidellm-import"
-            else "measured on the system described"
+    if sut.kind == "simulated":
+        nature = (
+            "SIMULATED: every number below comes from a discrete-event simulation of kvbench's emulator "
+            "and cost model (times are simulated seconds), not from measurements of real hardware"
         )
-    )
+    elif sut.emulated:
+        nature = (
+            "EMULATED: every number below comes from kvbench's emulator and cost model, not from "
+            "measurements of real hardware"
+        )
+    elif sut.kind == "guidellm-import":
+        target = sut.details.get("target") or "an unknown target"
+        nature = f"imported from GuideLLM: GuideLLM's measurements of {target}"
+    else:
+        nature = "measured on the system described"
     statuses = Counter(c.info.status.value for c in data.run.cells)
     return [
         f"# kvbench report: {m.run_name}",

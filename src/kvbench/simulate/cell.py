@@ -93,7 +93,11 @@ def simulate_cell(
     primes = cache_state.prime_conversations(workload) if settings.prime else []
     if primes:
         prime_plan = LevelPlan(
-            "concurrent", float(min(PRIME_CONCURRENCY, len(primes))), None, len(primes), seed=plan.seed
+            "concurrent",
+            float(min(PRIME_CONCURRENCY, len(primes))),
+            None,
+            len(primes),
+            seed=plan.seed,
         )
         result = run_level(
             loop, client, primes, prime_plan, cell_id, lambda r: on_record(r, Phase.PRIME.value)

@@ -85,7 +85,9 @@ class SimEngine:
             duration_s = IDLE_POLL_S
         end_s = start_s + duration_s
         self.num_steps += 1
-        self.idle_steps_in_a_row = 0 if result.num_scheduled_tokens else self.idle_steps_in_a_row + 1
+        self.idle_steps_in_a_row = (
+            0 if result.num_scheduled_tokens else self.idle_steps_in_a_row + 1
+        )
         if result.kv_events and self.on_kv_events is not None:
             self.on_kv_events(start_s, result.kv_events)
         self.metrics.observe_step(result, start_s, end_s, 0.0)

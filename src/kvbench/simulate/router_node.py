@@ -58,7 +58,9 @@ def as_received(events: list[KVEvent]) -> list[KVEvent]:
                 )
             )
         elif isinstance(event, BlockRemoved):
-            received.append(BlockRemoved([hash_as_uint64(h) for h in event.block_hashes], event.medium))
+            received.append(
+                BlockRemoved([hash_as_uint64(h) for h in event.block_hashes], event.medium)
+            )
         elif isinstance(event, AllBlocksCleared):
             received.append(event)
     return received
@@ -123,7 +125,9 @@ class SimRouter:
     def has_index(self) -> bool:
         return bool(self.plugins.indexes)
 
-    def deliver_kv_events(self, pod: str, model: str, planned_s: float, events: list[KVEvent]) -> None:
+    def deliver_kv_events(
+        self, pod: str, model: str, planned_s: float, events: list[KVEvent]
+    ) -> None:
         received = as_received(events)
         resolved = self.pool.resolve_pod(pod)
 

@@ -23,10 +23,10 @@ from kvbench.emulator.engine.interface import EngineArgs, KVEvent
 from kvbench.emulator.router.config import load_config_text
 from kvbench.emulator.router.events import parse_topic
 from kvbench.emulator.stack import EngineSettings
-from kvbench.spec.scenarios import RenderedScenario, Runtime, ScenarioCatalog, render_scenario
 from kvbench.simulate.engine_node import SimEngine
 from kvbench.simulate.events import EventLoop
 from kvbench.simulate.router_node import RouterTiming, SimRouter
+from kvbench.spec.scenarios import RenderedScenario, Runtime, ScenarioCatalog, render_scenario
 
 DEFAULT_REMOTE_ROUND_TRIP_S = 0.0003  # one pipelined Redis / Valkey round trip on loopback
 ENGINE_PORT = 8000
@@ -90,9 +90,7 @@ def _runtime(settings: EngineSettings, address: str, store_url: str | None) -> R
     )
 
 
-def _engine_args(
-    settings: EngineSettings, hardware: str, rendered: RenderedScenario
-) -> EngineArgs:
+def _engine_args(settings: EngineSettings, hardware: str, rendered: RenderedScenario) -> EngineArgs:
     argv = [
         settings.model,
         "--hardware",
@@ -123,7 +121,9 @@ def build_stack(
     rendered_all: list[RenderedScenario] = []
     for index in range(settings.engines):
         address = engine_address(index)
-        rendered = render_scenario(catalog, scenario, params, _runtime(settings, address, store_url))
+        rendered = render_scenario(
+            catalog, scenario, params, _runtime(settings, address, store_url)
+        )
         args = _engine_args(settings, hardware, rendered)
         engine = build_engine(
             args,
@@ -139,8 +139,8 @@ def build_stack(
         rendered_all.append(rendered)
     config = load_config_text(rendered_all[0].epp_config_yaml(), f"scenario {scenario} EPP config")
     router = SimRouter(loop, config, engines, seed, router_timing)
-    for engine, args in zip(engines, all_args):
-        _wire_kv_events(engine, args, router)
+    for node, args in zip(engines, all_args):
+        _wire_kv_events(node, args, router)
     return SimStack(
         engines,
         router,

@@ -195,6 +195,13 @@ class EmulatedTarget(StrictModel):
     extra_args: list[str] = Field(default_factory=list)
 
 
+class SimulatedTarget(EmulatedTarget):
+    """The emulated stack's components in one process, in virtual time (a discrete-event
+    simulation): the same fields as `emulated`, so a spec switches between them unchanged."""
+
+    kind: Literal["simulated"]  # type: ignore[assignment]
+
+
 class VllmTarget(StrictModel):
     """Real `vllm serve` processes on this host."""
 
@@ -237,7 +244,8 @@ class K8sTarget(StrictModel):
 
 
 TargetSpec = Annotated[
-    EndpointTarget | EmulatedTarget | VllmTarget | K8sTarget, Field(discriminator="kind")
+    EndpointTarget | EmulatedTarget | SimulatedTarget | VllmTarget | K8sTarget,
+    Field(discriminator="kind"),
 ]
 
 
@@ -379,6 +387,7 @@ def _is_union_tag(part: Any) -> bool:
             "replay",
             "endpoint",
             "emulated",
+            "simulated",
             "vllm",
             "k8s",
             "int",
@@ -395,6 +404,23 @@ def parse_spec(data: Any, source: str = "spec") -> ExperimentSpec:
         return ExperimentSpec.model_validate(data)
     except ValidationError as err:
         raise UserError(format_validation_error(source, err, ExperimentSpec)) from None
+
+
+SWITCHABLE_TARGET_KINDS = ("emulated", "simulated")  # kinds whose fields carry over
+
+
+def with_target_kind(spec: ExperimentSpec, kind: str) -> ExperimentSpec:
+    """`--target KIND`: the same spec on another target kind whose fields carry over."""
+    if kind == spec.target.kind:
+        return spec
+    if kind not in SWITCHABLE_TARGET_KINDS or spec.target.kind not in SWITCHABLE_TARGET_KINDS:
+        raise UserError(
+            f"--target: cannot switch target.kind {spec.target.kind!r} to {kind!r}; "
+            f"fields carry over only between {' and '.join(SWITCHABLE_TARGET_KINDS)}"
+        )
+    fields = {**spec.target.model_dump(), "kind": kind}
+    target_cls = SimulatedTarget if kind == "simulated" else EmulatedTarget
+    return spec.model_copy(update={"target": target_cls.model_validate(fields)})
 
 
 def load_spec(path: str | Path, check_names: bool = True) -> ExperimentSpec:

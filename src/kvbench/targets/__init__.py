@@ -16,6 +16,7 @@ from kvbench.targets.base import Deployment, Target, TargetError
 _TARGET_CLASSES = {
     "endpoint": "kvbench.targets.endpoint:EndpointTarget",
     "emulated": "kvbench.targets.emulated:EmulatedTarget",
+    "simulated": "kvbench.targets.simulated:SimulatedTarget",
     "vllm": "kvbench.targets.vllm:VllmTarget",
     "k8s": "kvbench.targets.k8s:K8sTarget",
 }

@@ -1,0 +1,161 @@
+"""`kvbench run --target simulated` end to end: the run directory a live run writes, in virtual time,
+deterministic, with real Redis / Valkey stores."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from kvbench.cli import main
+
+SPEC = {
+    "name": "sim-small",
+    "seed": 5,
+    "models": ["Qwen/Qwen3-8B"],
+    "scenarios": ["no-offload", "native-offload", "lmcache-redis", "lmcache-valkey", "llm-d-redis"],
+    "target": {
+        "kind": "emulated",
+        "hardware": "L40S",
+        "engines": 2,
+        "num_gpu_blocks_override": 256,
+        "max_model_len": 4096,
+        "max_num_seqs": 16,
+    },
+    "workload": {
+        "kind": "multi_turn_shared_prefix",
+        "prefix_tokens": 1024,
+        "prefix_count": 8,
+        "turns": 2,
+        "prompt_tokens": 32,
+        "output_tokens": 16,
+        "conversations": 40,
+        "reuse_order": "round_robin",
+    },
+    "load": {"strategy": "concurrent", "levels": [4], "duration_s": 6, "warmup_s": 1},
+    "cache": {"reset": True, "prime": True, "verify": True},
+    "collect": {"interval_s": 1},
+}
+
+
+def write_spec(tmp_path: Path, **changes) -> Path:
+    spec = {**SPEC, **changes}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def cells_of(run: Path) -> dict[str, dict]:
+    manifest = json.loads((run / "manifest.json").read_text())
+    return {
+        c["scenario"]: json.loads((run / "cells" / c["cell_id"] / "cell.json").read_text())
+        for c in manifest["cells"]
+    }
+
+
+def parquet_bytes(run: Path, cell_id: str, name: str) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((run / "cells" / cell_id / name).glob("*.parquet"))]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sim")
+    spec = write_spec(tmp)
+    runs = []
+    for name in ("a", "b"):
+        out = tmp / name
+        assert main(["run", str(spec), "--target", "simulated", "--out", str(out)]) == 0
+        runs.append(out)
+    return runs
+
+
+def test_same_spec_and_seed_give_identical_requests_byte_for_byte(two_runs):
+    a, b = two_runs
+    for cell in cells_of(a).values():
+        assert parquet_bytes(a, cell["cell_id"], "requests.parquet") == parquet_bytes(
+            b, cell["cell_id"], "requests.parquet"
+        )
+
+
+def test_manifest_and_report_say_simulated(two_runs):
+    run = two_runs[0]
+    sut = json.loads((run / "manifest.json").read_text())["system_under_test"]
+    assert sut["kind"] == "simulated" and sut["emulated"] is True
+    assert sut["details"]["hardware"] == "L40S" and "roofline" in sut["details"]["cost_model"]
+    assert main(["report", str(run), "--format", "md"]) == 0
+    head = (run / "report" / "REPORT.md").read_text().splitlines()[:4]
+    assert any("SIMULATED" in line for line in head)
+
+
+def test_records_carry_tiers_routing_and_simulated_times(two_runs):
+    run = two_runs[0]
+    cells = cells_of(run)
+    for scenario, cell in cells.items():
+        rows = pd.read_parquet(run / "cells" / cell["cell_id"] / "requests.parquet")
+        measured = rows[rows.phase == "measure"]
+        assert (measured.status == "ok").all() and len(measured) > 10, scenario
+        assert set(rows.phase) == {"prime", "warmup", "measure"}
+        assert measured.endpoint.isin(["sim-engine-0:8000", "sim-engine-1:8000"]).all()
+        assert measured.router_predicted_hit_tokens.notna().all()
+        assert (measured.ttft_ms > 0).all() and (measured.sent_s <= measured.first_token_s).all()
+        # the cell's virtual window: warm-up 1 s of a 6 s level that starts after the prime
+        assert cell["measure_end_s"] - cell["measure_start_s"] == pytest.approx(5.0)
+    remote = pd.read_parquet(run / "cells" / cells["lmcache-redis"]["cell_id"] / "requests.parquet")
+    assert remote.remote_hit_tokens.sum() > 0  # the real Redis served LMCache's remote tier
+    native = pd.read_parquet(
+        run / "cells" / cells["native-offload"]["cell_id"] / "requests.parquet"
+    )
+    assert native.cpu_hit_tokens.sum() > 0
+    precise = pd.read_parquet(run / "cells" / cells["llm-d-redis"]["cell_id"] / "requests.parquet")
+    assert precise.router_predicted_hit_tokens.sum() > 0  # KV events reached the Redis index
+
+
+def test_server_metrics_have_vllm_names_labels_and_the_collect_interval(two_runs):
+    run = two_runs[0]
+    cell = cells_of(run)["native-offload"]
+    rows = pd.read_parquet(run / "cells" / cell["cell_id"] / "server_metrics.parquet")
+    assert set(rows.source) == {"engine-0", "engine-1", "router"}
+    hits = rows[(rows.metric == "vllm:prefix_cache_hits_total") & (rows.source == "engine-0")]
+    assert json.loads(hits.labels.iloc[0]) == {"engine": "0", "model_name": "Qwen/Qwen3-8B"}
+    steps = sorted(set(hits.ts_s))
+    assert [round(b - a, 9) for a, b in zip(steps, steps[1:-1])] == [1.0] * (len(steps) - 2)
+    assert hits.value.iloc[-1] > 0
+    assert "vllm:kv_offload_total_bytes_total" in set(rows.metric) or any(
+        m.startswith("vllm:kv_offload") for m in set(rows.metric)
+    )
+    assert "inference_objective_request_total" in set(rows[rows.source == "router"].metric)
+    verify = cell["cache_protocol"]["verify"]
+    assert verify["server_counters"]["gpu_hits_tokens"] > 0
+
+
+def test_twins_that_differ_only_in_the_store_give_the_same_numbers(two_runs):
+    cells = cells_of(two_runs[0])
+    redis, valkey = cells["lmcache-redis"]["summary"], cells["lmcache-valkey"]["summary"]
+    for key in ("output_tokens_per_s", "ttft_ms_mean", "tpot_ms_p50", "cached_prompt_fraction"):
+        assert redis[key] == pytest.approx(valkey[key]), key
+
+
+def test_a_chat_spec_fails_its_cells_with_the_reason(tmp_path, capsys):
+    spec = write_spec(
+        tmp_path,
+        scenarios=["no-offload"],
+        load={**SPEC["load"], "api": "chat"},
+        workload={
+            "kind": "synthetic",
+            "prompt_tokens": 32,
+            "output_tokens": 8,
+            "requests": 10,
+        },
+    )
+    out = tmp_path / "chat"
+    code = main(["run", str(spec), "--target", "simulated", "--out", str(out)])
+    assert code in (1, 2)
+    printed = capsys.readouterr()
+    assert "chat" in printed.out + printed.err
+
+
+def test_target_switch_only_between_kinds_whose_fields_carry_over(tmp_path, capsys):
+    spec = write_spec(tmp_path)
+    assert main(["run", str(spec), "--target", "vllm", "--out", str(tmp_path / "x")]) == 2
+    assert "--target" in capsys.readouterr().err
