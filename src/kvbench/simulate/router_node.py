@@ -80,8 +80,8 @@ class SimRouter:
         self.timing = timing
         self.metrics = EppMetrics(POOL_NAME)
         self.pool = EndpointPool([f"http://{e.address}" for e in engines], loop.clock)
-        for endpoint in self.pool.endpoints:
-            endpoint.ready = True
+        for endpoint in self.pool.endpoints:  # in process, every engine answers every scrape
+            endpoint.health.ready = endpoint.health.ever_ready = True
         self.plugins = build_plugins(
             config, self.metrics, random.Random(seed), loop.clock, {}, self.pool.resolve_pod
         )

@@ -165,7 +165,7 @@ def install_factory(monkeypatch, build_connector):
 def test_build_engine_uses_the_tiers_factory(monkeypatch):
     seen = {}
 
-    def build_connector(args, facts):
+    def build_connector(args, facts, **_options):
         seen["facts"] = facts
         return FakeConnector()
 
@@ -178,7 +178,7 @@ def test_build_engine_uses_the_tiers_factory(monkeypatch):
 
 
 def test_unknown_connector_is_a_user_error_naming_the_flag(monkeypatch):
-    def build_connector(args, facts):
+    def build_connector(args, facts, **_options):
         raise ValueError("unknown kv_connector 'Nope'")
 
     install_factory(monkeypatch, build_connector)

@@ -139,7 +139,7 @@ def _build_connector(
     except ImportError as err:
         raise UserError(f"--kv-transfer-config: KV connectors are not available ({err})") from None
     try:
-        return build_connector(args, facts, urandom, remote_timer)
+        return build_connector(args, facts, urandom=urandom, timer=remote_timer)
     except UserError:
         raise
     except (KeyError, ValueError, TypeError) as err:
