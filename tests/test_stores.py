@@ -59,3 +59,44 @@ def test_store_dies_with_its_parent(tmp_path):
         time.sleep(0.05)
     os.kill(store_pid, signal.SIGKILL)
     raise AssertionError("the store outlived its SIGKILLed parent")
+
+
+def test_stale_work_dirs_of_dead_processes_are_removed_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+
+    from kvbench.emulator.stores import clean_stale_workdirs
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs (a kvbench killed with -9)
+    stale = tmp_path / f"kvbench-redis-{gone.pid}-abc123"
+    live = tmp_path / f"kvbench-valkey-{os.getpid()}-def456"
+    other = tmp_path / "kvbench-redis-notapid"
+    for path in (stale, live, other):
+        path.mkdir()
+        (path / "server.log").write_text("x")
+    assert clean_stale_workdirs(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_a_store_that_fails_to_start_leaves_no_work_dir(tmp_path):
+    import socket
+    import tempfile
+    from pathlib import Path
+
+    import pytest
+
+    from kvbench.emulator.stores import StoreUnavailable
+
+    def mine() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob(f"kvbench-valkey-{os.getpid()}-*"))
+
+    import os
+
+    before = mine()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(StoreUnavailable):
+            KVStoreServer("valkey", port=taken.getsockname()[1]).start(timeout_s=5)
+    assert mine() == before

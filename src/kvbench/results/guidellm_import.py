@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from kvbench.errors import UserError
+from kvbench.errors import EnvironmentFailure, UserError
 from kvbench.results.guidellm_format import (
     RATE_STRATEGIES,
     Backend,
@@ -70,7 +71,7 @@ def split_file_argument(argument: str | Path) -> tuple[str, Path]:
     return DEFAULT_SCENARIO, Path(text)
 
 
-def import_guidellm(files: list[Path | str], out: Path) -> Path:
+def import_guidellm(files: Sequence[Path | str], out: Path) -> Path:
     out = Path(out)
     labelled = [split_file_argument(f) for f in files]
     if not labelled:
@@ -108,7 +109,7 @@ def import_guidellm(files: list[Path | str], out: Path) -> Path:
 
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out: {out} is a file; name a directory to create")
+        raise EnvironmentFailure(f"--out: {out} is a file, not a run directory")
     if out.is_dir() and any(out.iterdir()):
         raise UserError(f"--out: {out} is not empty; choose a new directory")
     if not out.parent.is_dir():

@@ -39,8 +39,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import urllib3
+
 from kvbench.collect.scraper import MetricsSource
-from kvbench.errors import UserError
+from kvbench.errors import EnvironmentFailure, UserError
 from kvbench.results.layout import SystemUnderTest
 from kvbench.spec.scenarios import catalog_for_run
 from kvbench.targets.base import Deployment, TargetError
@@ -71,6 +73,10 @@ EPP_NOT_RESET = {"reset": False, "what": "the EPP's approximate prefix index has
 
 def _json(response) -> dict:
     return json.loads(response.data)
+
+
+# The API server did not answer at all (refused, reset, DNS, TLS, retries exhausted).
+_TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 
 
 class KubeObjects:
@@ -114,6 +120,8 @@ class KubeObjects:
     def read(self, kind: str, name: str) -> dict | None:
         try:
             return _json(self._ops[kind][0](name, self.namespace, _preload_content=False))
+        except _TRANSPORT_ERRORS as err:
+            raise self._unreachable(err) from None
         except self._api_exception as err:
             if err.status == 404:
                 return None
@@ -184,9 +192,18 @@ class KubeObjects:
             verify_tls=bool(conf.verify_ssl),
         )
 
+    def _unreachable(self, err: Exception) -> EnvironmentFailure:
+        reason = getattr(err, "reason", None) or err
+        return EnvironmentFailure(
+            f"k8s: the API server {self.host} is unreachable ({type(reason).__name__}); "
+            f"cells not run stay pending: `--resume` runs them once it answers"
+        )
+
     def _call(self, kind: str, verb: str, name: str, call: Callable) -> dict:
         try:
             return _json(call())
+        except _TRANSPORT_ERRORS as err:
+            raise self._unreachable(err) from None
         except self._api_exception as err:
             raise TargetError(
                 f"k8s: {verb} {kind} {name} failed: HTTP {err.status}", str(err.body)[-2000:]
