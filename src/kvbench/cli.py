@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from kvbench.errors import EnvironmentFailure, RunFailed, UserError
+from kvbench.errors import EnvironmentFailure, RunFailed, UserError, one_line
 from kvbench.termination import SIGINT_EXIT, SIGTERM_EXIT, TerminationAsInterrupt
 
 try:  # typer >= 0.29 vendors click
@@ -163,10 +163,10 @@ def _main(argv: list[str] | None) -> int:
         if isinstance(code, int):
             return code
     except UserError as err:
-        typer.echo(f"kvbench: error: {err}", err=True)
+        typer.echo(f"kvbench: error: {one_line(str(err))}", err=True)
         return UserError.exit_code
     except EnvironmentFailure as err:
-        typer.echo(f"kvbench: error: {err}", err=True)
+        typer.echo(f"kvbench: error: {one_line(str(err))}", err=True)
         return EnvironmentFailure.exit_code
     except RunFailed as err:
         typer.echo(f"kvbench: {err}", err=True)
@@ -182,7 +182,7 @@ def _main(argv: list[str] | None) -> int:
         err.show()
         return 2
     except OSError as err:  # the machine, not the input: read-only or full disk, a path in the way
-        typer.echo(f"kvbench: error: {describe_os_error(err)}", err=True)
+        typer.echo(f"kvbench: error: {one_line(describe_os_error(err))}", err=True)
         return EnvironmentFailure.exit_code
     return 0
 

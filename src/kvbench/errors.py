@@ -24,3 +24,11 @@ class RunFailed(Exception):
     """A run finished but some cells failed (CLI exit code 1)."""
 
     exit_code = 1
+
+
+def one_line(message: str) -> str:
+    """The message as printed: control characters (a newline in a user's value) shown escaped, so a
+    message is always exactly one line whatever the input held."""
+    if message.isprintable():
+        return message
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)

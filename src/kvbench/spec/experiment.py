@@ -330,8 +330,8 @@ def format_validation_error(
     meaningful.sort(key=lambda e: e["type"] != "extra_forbidden")  # stable: unknown keys first
     first = meaningful[0]
     loc = [part for part in first["loc"] if not _is_union_tag(part)]
-    path = ".".join(str(part) for part in loc)
-    message = first["msg"]
+    path = ".".join(_printable(part) for part in loc)
+    message = first["msg"].replace("\n", " ")
     if first["type"] == "extra_forbidden" and root is not None:
         known = _known_keys(root, list(first["loc"][:-1]))
         if known:
@@ -344,6 +344,12 @@ def format_validation_error(
 
 
 _UNION_BRANCH_NOISE = {"int_type", "int_parsing", "model_type"}
+
+
+def _printable(part: Any) -> str:
+    """A location part as shown: a key with control characters (a newline) shown escaped."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
 
 
 def _known_keys(root: type[BaseModel], loc: list[Any]) -> list[str]:

@@ -45,8 +45,9 @@ def read_text_file(path: Path, what: str, max_bytes: int = MAX_SPEC_BYTES) -> st
 
 def load_yaml_text(text: str, source: str, max_nodes: int = MAX_YAML_NODES) -> Any:
     """Parse one YAML document; aliases are expanded only if the expansion stays within max_nodes."""
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # checks the characters: may raise a ReaderError
         node = loader.get_single_node()
         if node is None:
             return None
@@ -60,7 +61,8 @@ def load_yaml_text(text: str, source: str, max_nodes: int = MAX_YAML_NODES) -> A
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        problem = getattr(err, "problem", None) or getattr(err, "reason", None)
+        problem = problem or str(err).splitlines()[0]
         raise UserError(f"{source}: invalid YAML{where}: {problem}") from None
     except _RecursiveAlias as err:
         raise UserError(
@@ -69,7 +71,8 @@ def load_yaml_text(text: str, source: str, max_nodes: int = MAX_YAML_NODES) -> A
     except RecursionError:
         raise UserError(f"{source}: the YAML nests too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml_file(path: Path, what: str) -> Any:
