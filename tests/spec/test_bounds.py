@@ -165,3 +165,50 @@ def test_replay_token_ids_outside_the_vocabulary_fail_at_load(tmp_path, capsys, 
 def test_replay_token_ids_inside_the_vocabulary_pass(tmp_path, capsys):
     code, _, err = run_dry(tmp_path, capsys, _replay_spec(tmp_path, [0, 151935]))
     assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["emulate", "serve", "Qwen/Qwen3-0.6B", "--num-gpu-blocks-override", "100000000000"],
+            "--num-gpu-blocks-override",
+        ),
+        (
+            ["emulate", "serve", "Qwen/Qwen3-0.6B", "--num-gpu-blocks-override", "2000000000"],
+            "memory of 1 x H100-SXM",
+        ),
+        (["emulate", "serve", "Qwen/Qwen3-0.6B", "--max-num-seqs", "10000000"], "--max-num-seqs"),
+        (["emulate", "serve", "Qwen/Qwen3-0.6B", "--block-size", "7"], "--block-size"),
+        (["emulate", "serve", "Qwen/Qwen3-0.6B", "--hardware", "L4"], "unknown hardware 'L4'"),
+        (
+            [
+                "emulate",
+                "router",
+                "--config",
+                "x.yaml",
+                "--endpoint",
+                "http://127.0.0.1:1",
+                "--refresh-metrics-interval",
+                "0s",
+            ],
+            "--refresh-metrics-interval",
+        ),
+        (
+            [
+                "emulate",
+                "router",
+                "--config",
+                "x.yaml",
+                "--endpoint",
+                "http://127.0.0.1:1",
+                "--port",
+                "70000",
+            ],
+            "--port",
+        ),
+    ],
+)
+def test_cli_flags_past_their_bounds_are_one_line(capsys, argv, expected):
+    code = main(argv)
+    assert_one_line(code, capsys.readouterr().err, expected)

@@ -27,6 +27,7 @@ from kvbench.emulator.router.metrics import EppMetrics
 from kvbench.emulator.router.proxy import RouterProxy
 from kvbench.emulator.router.scorers import parse_duration_s
 from kvbench.errors import UserError
+from kvbench.spec.bounds import MAX_K8S_REPLICAS
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,10 @@ def _parse_replay(values: list[str]) -> dict[str, str]:
     return replays
 
 
+# A scrape loop faster than 1 ms would spin; one slower than a minute never notices a dead engine.
+MIN_REFRESH_S, MAX_REFRESH_S = 0.001, 60.0
+
+
 class _ArgParser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit code 2 via UserError
         raise UserError(f"kvbench emulate router: {message}")
@@ -133,12 +138,21 @@ def parse_args(argv: list[str]) -> tuple[EppConfig, RouterOptions]:
     for url in args.endpoint:
         if not url.startswith(("http://", "https://")):
             raise UserError(f"--endpoint {url!r}: expected http://HOST:PORT")
+    if len(args.endpoint) > MAX_K8S_REPLICAS:
+        raise UserError(f"--endpoint: {len(args.endpoint)} endpoints; at most {MAX_K8S_REPLICAS}")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port: must be in 0..65535, got {args.port}")
     try:
         interval_s = parse_duration_s(args.refresh_metrics_interval)
     except ValueError:
         raise UserError(
             f"--refresh-metrics-interval {args.refresh_metrics_interval!r}: expected e.g. 50ms"
         ) from None
+    if not MIN_REFRESH_S <= interval_s <= MAX_REFRESH_S:
+        raise UserError(
+            f"--refresh-metrics-interval {args.refresh_metrics_interval!r}: must be between "
+            f"{MIN_REFRESH_S * 1000:g}ms and {MAX_REFRESH_S:g}s"
+        )
     options = RouterOptions(
         endpoints=args.endpoint,
         host=args.host,
