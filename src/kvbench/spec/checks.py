@@ -9,7 +9,8 @@ start or requests are sent:
   `extra_args`) through the same parser and checks the engine applies, allocating nothing; so a
   block count larger than the GPU memory, a bad block size or a bad extra flag fail here;
 - a cell's engine params (engines, max_num_seqs, ...) within the target field's own bounds;
-- the tokens a generated workload would hold in memory (MAX_WORKLOAD_TOKENS);
+- the tokens a generated workload would hold in memory (MAX_WORKLOAD_TOKENS), and (emulated) a
+  conversation that cannot fit the model's context whatever is sampled;
 - a replay file: parsed in full, token ids within the model's vocabulary when the model is in the
   catalog (vLLM answers 400 to an out-of-vocabulary id).
 """
@@ -85,6 +86,7 @@ def _check_emulated(spec: ExperimentSpec, target: EmulatedTarget, source: str) -
     except UserError as err:
         raise UserError(f"{source}: target.hardware: {str(err).partition(': ')[2]}") from None
     _check_engine_param_bounds(spec, source)
+    _check_context_fits(spec, target, source)
     for model in spec.models:
         for label, name, params in _variants(spec):
             _check_engine_argv(spec, target, model, label, name, params, source)
@@ -176,6 +178,42 @@ def estimated_workload_tokens(spec: ExperimentSpec) -> float:
         questions = work.num_groups * work.num_prompts_per_group * work.question_len
         return work.num_groups * work.system_prompt_len + questions
     return 0.0  # a replay holds what its file holds
+
+
+def _fewest_tokens(count: int | Distribution) -> float:
+    """A lower bound of a token count: the count, or a distribution's min (else its mean)."""
+    if isinstance(count, Distribution):
+        return float(count.min if count.min is not None else count.mean)
+    return float(count)
+
+
+def shortest_longest_conversation_tokens(spec: ExperimentSpec) -> float:
+    """A lower bound of the longest conversation's tokens (prefix + every turn's question and
+    answer): if even this does not fit the context, no sample of the workload can."""
+    work = spec.workload
+    if isinstance(work, MultiTurnSharedPrefix):
+        turn = _fewest_tokens(work.prompt_tokens) + _fewest_tokens(work.output_tokens)
+        return work.prefix_tokens + work.turns * turn
+    if isinstance(work, Synthetic):
+        turn = _fewest_tokens(work.prompt_tokens) + _fewest_tokens(work.output_tokens)
+        return work.shared_prefix_tokens + turn
+    if isinstance(work, SharedPrefixGroups):
+        return work.system_prompt_len + work.question_len + work.output_len
+    return 0.0
+
+
+def _check_context_fits(spec: ExperimentSpec, target: EmulatedTarget, source: str) -> None:
+    from kvbench.spec.catalogs import get_model
+
+    needed = shortest_longest_conversation_tokens(spec)
+    for model in spec.models:
+        context = target.max_model_len or get_model(model).max_context_tokens
+        if needed > context:
+            raise UserError(
+                f"{source}: workload: a conversation needs at least {needed:.0f} tokens (prefix + "
+                f"every turn's question and answer) but {model} serves {context} "
+                f"(target.max_model_len or the model's context)"
+            )
 
 
 def _check_workload_size(spec: ExperimentSpec, source: str) -> None:
