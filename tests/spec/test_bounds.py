@@ -69,7 +69,7 @@ def test_the_base_spec_dry_runs(tmp_path, capsys):
             "prompt tokens in memory",
         ),
         ("name: t", "name: t\nrepeats: 1000000", "repeats"),
-        ("prompt_tokens: 16,", "prompt_tokens: 50000,", "needs at least 100144 tokens"),
+        ("prompt_tokens: 16,", "prompt_tokens: 50000,", "needs at least 100080 tokens"),
     ],
 )
 def test_unbounded_or_malformed_values_fail_at_load(tmp_path, capsys, old, new, expected):
