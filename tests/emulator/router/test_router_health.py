@@ -106,6 +106,8 @@ async def test_a_loaded_but_alive_engine_is_never_ejected_and_a_dead_one_is(tmp_
         assert health.ready and health.slow and health.ejections_total == 0
         assert _series(text, "kvbench_router_endpoint_slow_scrapes_total", engine.address) >= 3
         assert _series(text, "kvbench_router_endpoint_slow", engine.address) == 1.0
+        assert "kvbench_router_index_lookup_failures_total 0.0" in text
+        assert "kvbench_router_kv_events_lost_total 0.0" in text
 
         await engine.stop()  # now dead: refused connections eject it at the next scrape
         assert await wait_until(lambda: not router.pool.endpoints[0].ready)

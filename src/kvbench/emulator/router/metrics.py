@@ -6,13 +6,14 @@ time /metrics is rendered.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from kvbench.emulator.router.endpoints import EndpointPool
 from kvbench.emulator.router.health import EjectReason
+from kvbench.emulator.router.subscriber import KVEventSubscriber
 
 _DURATION_BUCKETS_S = (
     0.005,
@@ -183,3 +184,45 @@ class EndpointHealthCollector:
             readmissions.add_metric([address], health.readmissions)
             slow_scrapes.add_metric([address], health.slow_scrapes)
         yield from (ready, slow, ejections, readmissions, slow_scrapes)
+
+
+class RouterDegradationCollector:
+    """What the router could not do, cumulative for its life (kvbench's own series):
+
+    kvbench_router_index_lookup_failures_total     KV-block index lookups that failed (store down,
+                                                   timeout, circuit open): those requests were
+                                                   routed with no cache prediction
+    kvbench_router_kv_events_lost_total            KV-event messages never applied (gaps that no
+                                                   replay covered): the index misses those blocks
+    kvbench_router_kv_events_apply_failures_total  messages the index store failed to apply
+    kvbench_router_kv_events_decode_errors_total   messages that could not be decoded
+    """
+
+    def __init__(self, scorers: Iterable[object], subscribers: Iterable[KVEventSubscriber]) -> None:
+        self.scorers = list(scorers)
+        self.subscribers = list(subscribers)
+
+    def collect(self) -> Iterator[Metric]:
+        lookups = sum(int(getattr(s, "lookup_failures", 0)) for s in self.scorers)
+        stats = [subscriber.stats for subscriber in self.subscribers]
+        for name, value, help_text in (
+            ("kvbench_router_index_lookup_failures", lookups, "Failed KV-block index lookups."),
+            (
+                "kvbench_router_kv_events_lost",
+                sum(s.lost_messages for s in stats),
+                "KV-event messages never applied (gaps no replay covered).",
+            ),
+            (
+                "kvbench_router_kv_events_apply_failures",
+                sum(s.apply_failures for s in stats),
+                "KV-event messages the index store failed to apply.",
+            ),
+            (
+                "kvbench_router_kv_events_decode_errors",
+                sum(s.decode_errors for s in stats),
+                "KV-event messages that could not be decoded.",
+            ),
+        ):
+            family = CounterMetricFamily(name, help_text)
+            family.add_metric([], value)
+            yield family

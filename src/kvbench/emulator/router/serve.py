@@ -23,7 +23,7 @@ from aiohttp import web
 from kvbench.emulator.router.build import BuiltPlugins, build_plugins
 from kvbench.emulator.router.config import EppConfig, load_config_file
 from kvbench.emulator.router.endpoints import EndpointPool
-from kvbench.emulator.router.metrics import EppMetrics
+from kvbench.emulator.router.metrics import EppMetrics, RouterDegradationCollector
 from kvbench.emulator.router.proxy import RouterProxy
 from kvbench.emulator.router.scorers import parse_duration_s
 from kvbench.errors import UserError
@@ -59,6 +59,11 @@ class Router:
             time.monotonic,
             options.replay_endpoints,
             self.pool.resolve_pod,
+        )
+        self.metrics.registry.register(
+            RouterDegradationCollector(
+                (w.scorer for w in self.plugins.scheduler.scorers), self.plugins.subscribers
+            )
         )
         self._log_file = options.decision_log.open("ab") if options.decision_log else None
         self.proxy = RouterProxy(self.pool, self.plugins.scheduler, self.metrics, self._log_file)

@@ -57,6 +57,9 @@ class SubscriberStats:
     replays: int = 0
     replayed_messages: int = 0
     unrecoverable_gaps: int = 0
+    # Messages this router never applied: sequence numbers skipped by a gap no replay covered
+    # (no replay endpoint, replay failed, or the replay buffer no longer held them).
+    lost_messages: int = 0
     apply_failures: int = 0
     restarts: int = 0
 
@@ -137,6 +140,7 @@ class KVEventSubscriber:
                 return
             if outcome != "done":
                 self.stats.gaps += 1
+                self.stats.lost_messages += seq - expected
         await self._apply(pod, model, stream, seq, frames[2])
 
     def note_model(self, model: str) -> None:
@@ -227,8 +231,10 @@ class KVEventSubscriber:
             for seq, data in messages
             if stream.last_seq is None or seq > stream.last_seq
         ]
-        if fresh and fresh[0][0] > (0 if stream.last_seq is None else stream.last_seq + 1):
+        first_missing = 0 if stream.last_seq is None else stream.last_seq + 1
+        if fresh and fresh[0][0] > first_missing:
             self.stats.unrecoverable_gaps += 1
+            self.stats.lost_messages += fresh[0][0] - first_missing
             log.warning(
                 "replay of %s starts at %d > %d: older events are lost", pod, fresh[0][0], start_seq
             )
@@ -254,7 +260,7 @@ async def request_replay(
     socket.connect(url)
     try:
         await socket.send_multipart([b"", start_seq.to_bytes(8, "big")])
-        messages = []
+        messages: list[tuple[int, bytes]] = []
         while True:
             frames = await asyncio.wait_for(socket.recv_multipart(), timeout_s)
             if frames and frames[0] == b"":
