@@ -1,0 +1,119 @@
+"""Degradation of one cell, counted from the servers' own counters (engines' and router's /metrics).
+
+A cell can "succeed" while the system under test quietly did less than it should: the LMCache
+remote store was down (lookups became misses), the router's KV-block index could not be read (it
+routed blind), KV events were lost beyond replay (its index misses blocks), an engine was ejected,
+a cache reset failed (the cell may have started warm). Each of these is a counter some server
+exports; the cell's value is the counter's increase between a scrape before the load and one after.
+
+Contract:
+- `DegradationCounts` holds one count per kind (int), or None when no source exports the counter
+  (a real vLLM has no kvbench counters: "not measured", never 0);
+- a counter that went down between the scrapes was reset (the server restarted): its increase is
+  then its value after (what it counted since the restart), never negative;
+- a source that could not be scraped before or after is listed in `unscraped_sources`; its
+  counters are left out of the sums (a failed source cannot be counted as "no degradation").
+- `failed_resets` comes from the target's reset result, not from /metrics (see `count_failed_resets`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kvbench.collect.prometheus import Sample
+
+# kind -> the counter sample names (summed over label sets and sources) that count it.
+DEGRADATION_COUNTERS: dict[str, tuple[str, ...]] = {
+    # LMCache remote tier (engines): operations that failed, and those skipped while the breaker
+    # was open (the store was known to be down).
+    "store_errors": ("kvbench:lmcache_remote_errors_total",),
+    "store_skipped": ("kvbench:lmcache_remote_skipped_total",),
+    # The router's KV-block index (llm-d precise prefix scoring).
+    "index_lookup_failures": ("kvbench_router_index_lookup_failures_total",),
+    "kv_events_lost": ("kvbench_router_kv_events_lost_total",),
+    "kv_events_apply_failures": ("kvbench_router_kv_events_apply_failures_total",),
+    # Engines taken out of routing (dead, HTTP errors, unresponsive).
+    "engine_ejections": ("kvbench_router_endpoint_ejections_total",),
+}
+
+
+@dataclass
+class DegradationCounts:
+    store_errors: int | None = None
+    store_skipped: int | None = None
+    index_lookup_failures: int | None = None
+    kv_events_lost: int | None = None
+    kv_events_apply_failures: int | None = None
+    engine_ejections: int | None = None
+    failed_resets: int | None = None
+    unscraped_sources: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def problems(self) -> dict[str, int]:
+        """The kinds that happened in the cell (count > 0)."""
+        return {
+            kind: value
+            for kind, value in self.as_dict().items()
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0
+        }
+
+
+CounterTotals = dict[str, dict[str, float]]  # source -> sample name -> sum over label sets
+
+
+def degradation_totals(scrape: Mapping[str, list[Sample] | str]) -> CounterTotals:
+    """Per source, the degradation counters it exports (a source that failed maps to {})."""
+    wanted = {name for names in DEGRADATION_COUNTERS.values() for name in names}
+    totals: CounterTotals = {}
+    for source, samples in scrape.items():
+        if isinstance(samples, str):
+            continue  # the scrape failed: the error text
+        sums: dict[str, float] = {}
+        for sample in samples:
+            if sample.name in wanted:
+                sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+        totals[source] = sums
+    return totals
+
+
+def degradation_deltas(
+    before: CounterTotals, after: CounterTotals, sources: Iterable[str]
+) -> DegradationCounts:
+    counts = DegradationCounts()
+    unscraped = sorted(s for s in sources if s not in before or s not in after)
+    counts.unscraped_sources = unscraped
+    scraped = [s for s in sources if s in before and s in after]
+    for kind, names in DEGRADATION_COUNTERS.items():
+        increases = [
+            _increase(before[source].get(name), after[source][name])
+            for source in scraped
+            for name in names
+            if name in after[source]
+        ]
+        if increases:
+            setattr(counts, kind, int(round(sum(increases))))
+    return counts
+
+
+def _increase(before: float | None, after: float) -> float:
+    if before is None or after < before:  # a new series, or the server restarted
+        return after
+    return after - before
+
+
+def count_failed_resets(components: Mapping[str, Any] | None) -> int | None:
+    """Components whose cache reset was asked for and did not happen (None: no reset asked).
+
+    `components` maps a component name to its outcome: a mapping or object with a boolean
+    `reset`, as targets report it."""
+    if not components:
+        return None
+    failed = 0
+    for outcome in components.values():
+        reset = outcome.get("reset") if isinstance(outcome, Mapping) else outcome.reset
+        failed += 0 if reset else 1
+    return failed
