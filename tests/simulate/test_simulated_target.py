@@ -60,14 +60,18 @@ def parquet_bytes(run: Path, cell_id: str, name: str) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
+    """Run a: the emulated spec switched with --target (cells in worker processes); run b: the
+    same spec written as kind simulated with one worker (every cell in process)."""
     tmp = tmp_path_factory.mktemp("sim")
-    spec = write_spec(tmp)
-    runs = []
-    for name in ("a", "b"):
-        out = tmp / name
-        assert main(["run", str(spec), "--target", "simulated", "--out", str(out)]) == 0
-        runs.append(out)
-    return runs
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    switched = write_spec(tmp / "a")
+    assert (
+        main(["run", str(switched), "--target", "simulated", "--out", str(tmp / "a" / "run")]) == 0
+    )
+    direct = write_spec(tmp / "b", target={**SPEC["target"], "kind": "simulated", "workers": 1})
+    assert main(["run", str(direct), "--out", str(tmp / "b" / "run")]) == 0
+    return [tmp / "a" / "run", tmp / "b" / "run"]
 
 
 def test_same_spec_and_seed_give_identical_requests_byte_for_byte(two_runs):

@@ -155,7 +155,11 @@ class ExperimentRunner:
         self.any_failed = False
 
     def run(self, plans: list[CellPlan]) -> int:
+        prepare = getattr(self.target, "prepare", None)  # the simulated target's worker processes
         try:
+            if prepare is not None:
+                pending = [p for p in plans if not self.store.is_done(p.cell_id)]
+                prepare(self.spec, self.spec_path.parent, pending, self._level_plan)
             for _key, group in _groups(plans):
                 pending = [p for p in group if not self.store.is_done(p.cell_id)]
                 if pending:
@@ -166,6 +170,9 @@ class ExperimentRunner:
                 f"`kvbench run {self.spec_path} --out {self.store.run_dir} --resume`"
             )
             return 130
+        finally:
+            if hasattr(self.target, "close"):
+                self.target.close()
         self.store.finish()
         self._print_summary(plans)
         return 1 if self._failed_cells(plans) else 0

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from kvbench.collect.prometheus import Sample, parse_metrics
 from kvbench.collect.scraper import sample_rows
 from kvbench.experiment import cache_state
@@ -51,8 +53,25 @@ class CellOutcome:
     events_run: int
 
 
+def registry_samples(registry: CollectorRegistry) -> list[Sample]:
+    """What parsing the registry's /metrics text would give, read off the registry directly (the
+    text exposition only formats these same names, labels and values)."""
+    return [
+        Sample(sample.name, dict(sample.labels), float(sample.value), family.name, family.type)
+        for family in registry.collect()
+        for sample in family.samples
+    ]
+
+
 def scrape(stack: SimStack) -> dict[str, list[Sample] | str]:
-    return {name: parse_metrics(page.decode()) for name, page in stack.metrics_pages().items()}
+    """Every source's samples, as the live scraper gets them: engines read off their registries,
+    the router through its /metrics text (its rendering refreshes the pool gauges)."""
+    pages: dict[str, list[Sample] | str] = {
+        f"engine-{i}": registry_samples(engine.metrics.registry)
+        for i, engine in enumerate(stack.engines)
+    }
+    pages["router"] = parse_metrics(stack.router.render_metrics().decode())
+    return pages
 
 
 class _Sampler:

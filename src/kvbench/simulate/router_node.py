@@ -22,6 +22,7 @@ from kvbench.emulator.router.build import build_plugins
 from kvbench.emulator.router.config import EppConfig
 from kvbench.emulator.router.endpoints import EndpointMetrics, EndpointPool
 from kvbench.emulator.router.events import apply_events, hash_as_uint64
+from kvbench.emulator.router.index_memory import IndexUnavailable
 from kvbench.emulator.router.index_redis import RedisIndex
 from kvbench.emulator.router.metrics import EppMetrics
 from kvbench.emulator.router.request import RouterRequest
@@ -33,6 +34,7 @@ from kvbench.simulate.events import EventLoop
 GIE_REFRESH_INTERVAL_S = 0.05
 DEFAULT_KV_EVENT_DELAY_S = 0.001
 POOL_NAME = "kvbench-pool"
+STORE_WALL_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +88,16 @@ class SimRouter:
             config, self.metrics, random.Random(seed), loop.clock, {}, self.pool.resolve_pod
         )
         self.plugins.scheduler.timer = loop.clock  # scheduling takes no virtual time
-        uses_store = any(isinstance(index, RedisIndex) for index in self.plugins.indexes)
+        uses_store = False
+        for index in self.plugins.indexes:
+            if isinstance(index, RedisIndex):
+                # Wall time is not virtual time: a round trip that is slow because this process is
+                # busy must not count as a store fault (live, the deadline guards a frozen store).
+                index.timeout_s = STORE_WALL_TIMEOUT_S
+                uses_store = True
         self.driver = CoroutineDriver(use_asyncio=uses_store)
         self._by_address = {e.address: e for e in engines}
+        self.kv_event_apply_failures = 0
         self.refresh_metrics()
 
     # ---- endpoint metrics (GIE datastore refresh)
@@ -133,7 +142,10 @@ class SimRouter:
 
         def apply() -> None:
             for index in self.plugins.indexes:
-                self.driver.run(apply_events(index, resolved, model, received))
+                try:
+                    self.driver.run(apply_events(index, resolved, model, received))
+                except IndexUnavailable:
+                    self.kv_event_apply_failures += 1  # live: counted, the batch is lost
 
         self.loop.at(planned_s + self.timing.kv_event_delay_s, apply)
 

@@ -58,12 +58,6 @@ class SimStack:
     def prompt_tokens_details(self) -> bool:
         return self.engine_args[0].enable_prompt_tokens_details
 
-    def metrics_pages(self) -> dict[str, bytes]:
-        """What every /metrics would answer now, by source name (engine-<i>, router)."""
-        pages = {f"engine-{i}": e.metrics.render() for i, e in enumerate(self.engines)}
-        pages["router"] = self.router.render_metrics()
-        return pages
-
     def close(self) -> None:
         self.router.close()
         for engine in self.engines:

@@ -200,6 +200,9 @@ class SimulatedTarget(EmulatedTarget):
     simulation): the same fields as `emulated`, so a spec switches between them unchanged."""
 
     kind: Literal["simulated"]  # type: ignore[assignment]
+    workers: int | None = Field(
+        default=None, gt=0, le=256, description="cells simulated in parallel (default: CPU count)"
+    )
 
 
 class VllmTarget(StrictModel):
@@ -425,6 +428,8 @@ def with_target_kind(spec: ExperimentSpec, kind: str) -> ExperimentSpec:
             f"fields carry over only between {' and '.join(SWITCHABLE_TARGET_KINDS)}"
         )
     fields = {**spec.target.model_dump(), "kind": kind}
+    if kind == "emulated":
+        fields.pop("workers", None)  # simulated-only
     target_cls = SimulatedTarget if kind == "simulated" else EmulatedTarget
     return spec.model_copy(update={"target": target_cls.model_validate(fields)})
 

@@ -3,44 +3,48 @@ router's scorers / picker / KV-block index) in this process, driven in virtual t
 discrete-event core in `kvbench.simulate`; Redis / Valkey stay real servers on 127.0.0.1.
 
 Contract with the runner:
-- `up` starts the scenario's store (if any) and builds the stack once to learn its facts
-  (capacities, max_model_len); `Deployment.details` has the emulated target's keys;
-- every cell runs on a freshly built stack (`run_cell`), so its caches start empty: `reset_caches`
-  flushes the store and reports the engines and router index as reset;
+- `up` learns the scenario's facts (capacities, max_model_len) from a probe stack and starts its
+  store; `Deployment.details` has the emulated target's keys;
+- every cell runs on a freshly built stack, so its caches start empty: the reset result says so
+  (and the store is flushed);
 - `run_cell` replaces the live cell (HTTP load, scraping): same records, same server-metric rows,
   same cell.json fields; times are virtual seconds from the cell's start;
-- a cell that cannot progress fails with the reason (`SimulationStalled`); Ctrl-C interrupts the
-  simulation between events, everything written so far stays valid.
+- `prepare` (called once with the pending cells) farms cells out to `workers` processes; `run_cell`
+  then writes a cell's precomputed result, in the runner's order, or simulates it in process when
+  it was not prepared (a sweep's rate steps need earlier steps' rates) or its workload differs;
+- a cell that cannot progress fails with the reason; Ctrl-C interrupts the run, what was written
+  stays valid, `--resume` finishes.
 """
 
 from __future__ import annotations
 
-import time
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from kvbench.emulator.stack import REMOTE_PAYLOAD_SCALE, EngineSettings, settings_from_spec
-from kvbench.emulator.stores import KVStoreServer, StoreUnavailable
+from kvbench.emulator.stack import REMOTE_PAYLOAD_SCALE
 from kvbench.results.layout import CellStatus, SystemUnderTest
-from kvbench.results.records import RequestRecord
 from kvbench.results.summary import CellTally
-from kvbench.simulate.cell import CellSettings, simulate_cell
+from kvbench.simulate.cell import CellSettings
 from kvbench.simulate.client import ClientTiming
 from kvbench.simulate.events import EventLoop
-from kvbench.simulate.level import SimulationStalled
 from kvbench.simulate.router_node import RouterTiming
-from kvbench.simulate.stack import DEFAULT_REMOTE_ROUND_TRIP_S, SimStack, build_stack
-from kvbench.spec.scenarios import (
-    ScenarioCatalog,
-    catalog_for_run,
-    engine_overrides,
-    store_maxmemory_bytes,
-)
-from kvbench.targets.base import Deployment, TargetError
+from kvbench.simulate.stack import DEFAULT_REMOTE_ROUND_TRIP_S, SimStack
+from kvbench.targets.base import Deployment
 from kvbench.targets.emulated import COST_MODEL
-from kvbench.targets.local_stack import _flush_store, cpu_capacity_tokens, remote_capacity_tokens
-
-STORE_BASE_BYTES = 8 * 1024 * 1024
+from kvbench.targets.local_stack import cpu_capacity_tokens, remote_capacity_tokens
+from kvbench.targets.simulated_cells import (
+    CellJob,
+    CellResult,
+    ScenarioStack,
+    WorkloadRecipe,
+    run_job,
+    workload_fingerprint,
+)
+from kvbench.workload.sizing import KvCapacities
 
 
 class SimulatedTarget:
@@ -48,7 +52,13 @@ class SimulatedTarget:
         self.spec = target_spec
         self.run_dir = Path(run_dir)
         self.seed = seed
-        self._groups: dict[str, _Group] = {}
+        self._stacks: dict[str, ScenarioStack] = {}
+        self._prepared: dict[str, Future[CellResult]] = {}
+        self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def workers(self) -> int:
+        return int(getattr(self.spec, "workers", None) or os.cpu_count() or 1)
 
     def describe(self) -> SystemUnderTest:
         spec = self.spec
@@ -87,185 +97,188 @@ class SimulatedTarget:
 
     # ---- Target protocol
     def up(self, model: str, scenario: str, scenario_params: dict[str, Any]) -> Deployment:
-        catalog = catalog_for_run(self.run_dir)
-        overrides = engine_overrides(catalog, scenario, scenario_params, model)
-        settings = settings_from_spec(self.spec, model, overrides, self.seed)
-        store = _start_store(catalog, scenario, scenario_params, settings)
-        group = _Group(catalog, scenario, dict(scenario_params), settings, store)
+        group = ScenarioStack(self._job(model, scenario, scenario_params))
+        base_url = f"simulated://{model}/{scenario}/{len(self._stacks)}"
         try:
-            probe = group.build(EventLoop(), self.spec.hardware, self.seed)
+            details = _details(group, model)
         except BaseException:
             group.stop()
             raise
-        base_url = f"simulated://{model}/{scenario}/{len(self._groups)}"
-        self._groups[base_url] = group
-        try:
-            details = _details(probe, model, settings, store)
-        finally:
-            probe.close()
-        sources = {f"engine-{i}": f"{base_url}/engine-{i}/metrics" for i in range(settings.engines)}
+        self._stacks[base_url] = group
+        engines = group.settings.engines
+        sources = {f"engine-{i}": f"{base_url}/engine-{i}/metrics" for i in range(engines)}
         sources["router"] = f"{base_url}/router/metrics"
+        store = group.store
         return Deployment(
             model=model,
             scenario=scenario,
-            served_model_name=settings.served_model_name,
+            served_model_name=group.settings.served_model_name,
             base_url=base_url,
-            api_urls=[f"{base_url}/engine-{i}" for i in range(settings.engines)],
+            api_urls=[f"{base_url}/engine-{i}" for i in range(engines)],
             metrics_sources=sources,
             pids={store.kind: store.pid} if store is not None and store.pid else {},
             details=details,
         )
 
     def reset_caches(self, deployment: Deployment) -> dict[str, Any]:
-        group = self._groups[deployment.base_url]
-        what = {"reset": True, "what": "fresh simulated engine (empty GPU prefix cache and tiers)"}
-        result: dict[str, Any] = {f"engine-{i}": dict(what) for i in range(group.settings.engines)}
-        result["router"] = {"reset": True, "what": "fresh simulated router (empty indexes)"}
-        if group.store is not None:
-            role = group.catalog.get(group.scenario).kv_store
-            result[group.store.kind] = _flush_store(
-                group.store.redis_url, role.role if role else "store"
-            )
-        return result
+        return self._stacks[deployment.base_url].reset()
 
     def down(self, deployment: Deployment) -> None:
-        group = self._groups.pop(deployment.base_url, None)
+        group = self._stacks.pop(deployment.base_url, None)
         if group is not None:
             group.stop()
+
+    # ---- parallel cells
+    def prepare(
+        self,
+        spec: Any,
+        base_dir: Path,
+        plans: list[Any],
+        level_plan_of: Callable[[Any], Any],
+    ) -> None:
+        """Start the pending cells in worker processes (runner's CellPlans, in run order)."""
+        if self.workers < 2 or len(plans) < 2:
+            return
+        capacities: dict[tuple[str, int], KvCapacities] = {}
+        jobs: list[CellJob] = []
+        for plan in plans:
+            try:
+                level_plan = level_plan_of(plan)
+            except RuntimeError:
+                continue  # a sweep's rate step: needs rates measured by earlier cells
+            key = (plan.model, plan.repeat)
+            if key not in capacities:  # the runner's rule: the model's first scenario sizes it
+                probe = ScenarioStack(
+                    self._job(plan.model, plan.scenario_name, plan.scenario_params), store=False
+                )
+                capacities[key] = KvCapacities.from_details(_details(probe, plan.model))
+            job = self._job(plan.model, plan.scenario_name, plan.scenario_params)
+            job.cell_id, job.level_plan = plan.cell_id, level_plan
+            job.settings, job.reset = _cell_settings(spec), spec.cache.reset
+            job.recipe = WorkloadRecipe(
+                spec.workload, spec.seed + plan.repeat, capacities[key], base_dir
+            )
+            jobs.append(job)
+        if len(jobs) < 2:
+            return
+        context = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=context)
+        self._prepared = {job.cell_id: self._pool.submit(run_job, job) for job in jobs}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._prepared.clear()
 
     # ---- the simulated cell
     def run_cell(
         self, inputs: Any, writer: Any, on_progress: Any = None
     ) -> tuple[CellStatus, str | None]:
         spec, info = inputs.spec, writer.info
-        group = self._groups[inputs.deployment.base_url]
-        reset_result = self.reset_caches(inputs.deployment) if spec.cache.reset else None
         if spec.load.api != "completions":
             return (
                 CellStatus.FAILED,
                 "simulated target: load.api chat is not modelled (use completions)",
             )
-        tally = CellTally()
-
-        def on_record(record: RequestRecord, phase: str | None) -> None:
-            if phase is not None:
-                record.phase = phase
-            writer.add_request(record)
-            tally.observe(record)
-            if inputs.hooks.on_record is not None:
-                inputs.hooks.on_record(record)
-
-        loop = EventLoop()
-        started = time.perf_counter()
-        # The repeat's seed (spec seed + repeat) drives NONE_HASH and router tie-breaks alike in every
-        # scenario of the repeat, as it drives the workload: scenarios stay paired, twins equal.
-        stack = group.build(loop, self.spec.hardware, inputs.level_plan.seed)
-        settings = CellSettings(
-            prime=spec.cache.prime,
-            verify=spec.cache.verify,
-            server_metrics=spec.collect.server_metrics,
-            interval_s=spec.collect.interval_s,
-            request_timeout_s=spec.load.request_timeout_s,
-        )
-        try:
-            outcome = simulate_cell(
-                loop,
-                stack,
+        result = self._prepared_result(info.cell_id, inputs.workload)
+        if result is None:
+            job = self._job(
+                inputs.deployment.model, info.scenario_name or info.scenario, info.scenario_params
+            )
+            job.cell_id, job.level_plan = info.cell_id, inputs.level_plan
+            job.settings, job.reset, job.workload = (
+                _cell_settings(spec),
+                spec.cache.reset,
                 inputs.workload,
-                inputs.level_plan,
-                info.cell_id,
-                settings,
-                reset_result,
-                on_record,
-                writer.server_metrics.extend,
-                on_progress,
             )
-        except SimulationStalled as err:
-            return CellStatus.FAILED, f"simulation stalled: {err}"
-        finally:
-            stack.close()
-        wall_s = time.perf_counter() - started
-        level = outcome.level
-        info.cache_protocol = outcome.protocol
-        info.measure_start_s = level.measure_start_s
-        info.measure_end_s = level.measure_end_s
-        info.client = {
-            "simulated": True,
-            "wall_s": wall_s,
-            "simulated_s": loop.now_s,
-            "simulated_s_per_wall_s": loop.now_s / wall_s if wall_s > 0 else None,
-            "engine_steps": outcome.num_steps,
-            "events": outcome.events_run,
-        }
-        info.summary = tally.summary(level.measure_start_s, level.measure_end_s)
-        info.sources = dict(inputs.deployment.metrics_sources)
-        info.validity = {
-            "loadgen_notes": list(level.notes),
-            "return_token_ids": True,
-            "scrape": {"scrapes_ok": {name: outcome.scrapes for name in info.sources}},
-            "scrape_failures": 0,
-            "cache_state_consistent": outcome.protocol.get("verify", {}).get("consistent"),
-            "peak_in_flight": level.peak_in_flight,
-        }
-        if tally.ok == 0:
-            return (
-                CellStatus.FAILED,
-                f"no request succeeded ({tally.failed} failed; first error: {tally.first_error})",
-            )
-        return CellStatus.OK, None
+            result = run_job(job, self._stacks[inputs.deployment.base_url])
+        return _write(result, inputs, writer)
 
+    def _prepared_result(self, cell_id: str, workload: Any) -> CellResult | None:
+        future = self._prepared.pop(cell_id, None)
+        if future is None:
+            return None
+        result = future.result()
+        if result.workload_fingerprint != workload_fingerprint(workload):
+            return None  # sized differently than the runner's workload: simulate it here
+        return result
 
-class _Group:
-    """One (model, scenario, params) of the run: its settings and its store, while it is up."""
-
-    def __init__(
-        self,
-        catalog: ScenarioCatalog,
-        scenario: str,
-        params: dict[str, Any],
-        settings: EngineSettings,
-        store: KVStoreServer | None,
-    ) -> None:
-        self.catalog, self.scenario, self.params = catalog, scenario, params
-        self.settings, self.store = settings, store
-
-    def build(self, loop: EventLoop, hardware: str, seed: int) -> SimStack:
-        store_url = self.store.url if self.store is not None else None
-        return build_stack(
-            loop, self.catalog, self.scenario, self.params, self.settings, hardware, store_url, seed
+    def _job(self, model: str, scenario: str, params: dict[str, Any]) -> CellJob:
+        return CellJob(
+            target_spec=self.spec,
+            run_dir=self.run_dir,
+            seed=self.seed,
+            model=model,
+            scenario=scenario,
+            scenario_params=dict(params),
+            cell_id="",
+            level_plan=None,  # type: ignore[arg-type]
+            settings=None,  # type: ignore[arg-type]
+            reset=True,
         )
 
-    def stop(self) -> None:
-        if self.store is not None:
-            self.store.stop()
-            self.store = None
 
-
-def _start_store(
-    catalog: ScenarioCatalog, scenario: str, params: dict[str, Any], settings: EngineSettings
-) -> KVStoreServer | None:
-    need = catalog.get(scenario).kv_store
-    if need is None:
-        return None
-    from kvbench.simulate.stack import _runtime, engine_address
-    from kvbench.spec.scenarios import render_scenario
-
-    probe = render_scenario(
-        catalog, scenario, params, _runtime(settings, engine_address(0), "redis://x:0")
+def _cell_settings(spec: Any) -> CellSettings:
+    return CellSettings(
+        prime=spec.cache.prime,
+        verify=spec.cache.verify,
+        server_metrics=spec.collect.server_metrics,
+        interval_s=spec.collect.interval_s,
+        request_timeout_s=spec.load.request_timeout_s,
     )
-    intended = store_maxmemory_bytes(probe)
-    maxmemory = int(intended * REMOTE_PAYLOAD_SCALE) + STORE_BASE_BYTES if intended else None
+
+
+def _write(result: CellResult, inputs: Any, writer: Any) -> tuple[CellStatus, str | None]:
+    """Hand a cell's records and rows to its writer and fill cell.json as a live cell does."""
+    info, tally = writer.info, CellTally()
+    for record in result.records:
+        writer.add_request(record)
+        tally.observe(record)
+        if inputs.hooks.on_record is not None:
+            inputs.hooks.on_record(record)
+    writer.server_metrics.extend(result.server_rows)
+    if result.error is not None or result.outcome is None:
+        return CellStatus.FAILED, result.error or "the simulation produced no outcome"
+    outcome, level = result.outcome, result.outcome.level
+    info.cache_protocol = outcome.protocol
+    info.measure_start_s = level.measure_start_s
+    info.measure_end_s = level.measure_end_s
+    info.client = {
+        "simulated": True,
+        "wall_s": result.wall_s,
+        "simulated_s": result.simulated_s,
+        "simulated_s_per_wall_s": result.simulated_s / result.wall_s if result.wall_s else None,
+        "engine_steps": outcome.num_steps,
+        "events": outcome.events_run,
+    }
+    info.summary = tally.summary(level.measure_start_s, level.measure_end_s)
+    info.sources = dict(inputs.deployment.metrics_sources)
+    info.validity = {
+        "loadgen_notes": list(level.notes),
+        "return_token_ids": True,
+        "scrape": {"scrapes_ok": {name: outcome.scrapes for name in info.sources}},
+        "scrape_failures": 0,
+        "cache_state_consistent": outcome.protocol.get("verify", {}).get("consistent"),
+        "peak_in_flight": level.peak_in_flight,
+    }
+    if tally.ok == 0:
+        return (
+            CellStatus.FAILED,
+            f"no request succeeded ({tally.failed} failed; first error: {tally.first_error})",
+        )
+    return CellStatus.OK, None
+
+
+def _details(group: ScenarioStack, model: str) -> dict[str, Any]:
+    """The emulated target's Deployment.details, from a probe stack of the scenario."""
+    stack: SimStack = group.build(EventLoop(), seed=0)
     try:
-        return KVStoreServer(need.kind, maxmemory_bytes=maxmemory).start()
-    except StoreUnavailable as err:
-        raise TargetError(f"{need.kind} store for {scenario} did not start: {err}") from None
-
-
-def _details(
-    stack: SimStack, model: str, settings: EngineSettings, store: KVStoreServer | None
-) -> dict[str, Any]:
-    per_engine = [e.engine.pool.num_gpu_blocks * e.engine.kv.block_size for e in stack.engines]
-    rendered = stack.rendered
+        per_engine = [e.engine.pool.num_gpu_blocks * e.engine.kv.block_size for e in stack.engines]
+        max_model_len = stack.max_model_len
+    finally:
+        stack.close()
+    settings, rendered, store = group.settings, stack.rendered, group.store
     cpu = cpu_capacity_tokens(
         rendered, model, settings.block_size or 16, settings.tensor_parallel_size
     )
@@ -275,7 +288,7 @@ def _details(
         "cpu_kv_capacity_tokens": cpu * settings.engines if cpu is not None else None,
         "cpu_kv_capacity_tokens_per_engine": cpu,
         "remote_kv_capacity_tokens": remote_capacity_tokens(rendered, model),
-        "max_model_len": stack.max_model_len,
+        "max_model_len": max_model_len,
         "engines": settings.engines,
         "tensor_parallel_size": settings.tensor_parallel_size,
         "pids": {store.kind: store.pid} if store is not None and store.pid else {},

@@ -22,7 +22,7 @@ _ID_SPAN = TOKEN_ID_MAX - TOKEN_ID_MIN
 def random_token_ids(rng: np.random.Generator, count_tokens: int) -> tuple[int, ...]:
     if count_tokens <= 0:
         return ()
-    return tuple(int(t) for t in rng.integers(TOKEN_ID_MIN, TOKEN_ID_MAX, size=count_tokens))
+    return tuple(rng.integers(TOKEN_ID_MIN, TOKEN_ID_MAX, size=count_tokens).tolist())
 
 
 def prefix_token_ids(

@@ -23,7 +23,7 @@ def hashed_request(request_id: str, block_labels: list[str], block_size: int = 1
 
 
 def chunk(request: FakeRequest, computed: int, scheduled: int) -> ScheduledChunk:
-    return ScheduledChunk(request, computed, scheduled, block_ids=[])
+    return ScheduledChunk(request, computed, scheduled)
 
 
 def facts(**overrides) -> ConnectorFacts:

@@ -54,7 +54,6 @@ class ScheduledChunk:
     request: ConnectorRequest
     num_computed_tokens: int
     num_scheduled_tokens: int
-    block_ids: list[int]
 
 
 @dataclass(slots=True)

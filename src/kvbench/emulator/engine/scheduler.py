@@ -241,7 +241,7 @@ class Scheduler:
     def connector_chunks(self, plan: StepPlan) -> list[ScheduledChunk]:
         """Chunks for `connector.build_step`, after `schedule` advanced num_computed_tokens."""
         return [
-            ScheduledChunk(req, req.num_computed_tokens - num_new, num_new, self.kv.block_ids(req))
+            ScheduledChunk(req, req.num_computed_tokens - num_new, num_new)
             for req, num_new in plan.scheduled
         ]
 

@@ -1,0 +1,211 @@
+"""Simulated cells as self-contained jobs, so they can run in worker processes.
+
+A `CellJob` holds everything one cell needs (target fields, scenario, params, level plan, and the
+workload or how to rebuild it); `run_job` builds the cell's own stack (and its own store, when the
+scenario needs one), runs it in virtual time and returns a `CellResult` with every record and
+server-metric row. Cells are independent (each starts on a fresh stack, all times are the cell's
+own virtual seconds), so running them in parallel or in order gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvbench.emulator.stack import REMOTE_PAYLOAD_SCALE, EngineSettings, settings_from_spec
+from kvbench.emulator.stores import KVStoreServer, StoreUnavailable
+from kvbench.loadgen.plan import LevelPlan
+from kvbench.results.records import RequestRecord
+from kvbench.simulate.cell import CellOutcome, CellSettings, simulate_cell
+from kvbench.simulate.events import EventLoop
+from kvbench.simulate.level import SimulationStalled
+from kvbench.simulate.stack import SimStack, _runtime, build_stack, engine_address
+from kvbench.spec.scenarios import (
+    ScenarioCatalog,
+    catalog_for_run,
+    engine_overrides,
+    render_scenario,
+    store_maxmemory_bytes,
+)
+from kvbench.targets.base import TargetError
+from kvbench.targets.local_stack import _flush_store
+from kvbench.workload.build import build_workload
+from kvbench.workload.sizing import KvCapacities
+from kvbench.workload.types import Workload
+
+STORE_BASE_BYTES = 8 * 1024 * 1024
+
+
+def workload_fingerprint(workload: Workload) -> str:
+    """Identity of a workload's conversations (ids, token ids, output lengths, think times). Tuples
+    of ints and floats hash the same in every process (only str hashing is randomised)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for conversation in workload.conversations:
+        digest.update(conversation.conversation_id.encode())
+        tokens = (
+            conversation.prefix_token_ids,
+            conversation.think_time_s,
+            tuple((turn.question_token_ids, turn.output_tokens) for turn in conversation.turns),
+        )
+        digest.update(hash(tokens).to_bytes(8, "big", signed=True))
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class WorkloadRecipe:
+    """How the runner builds a (model, repeat)'s workload: rebuilt identically in a worker."""
+
+    spec: Any  # spec.experiment WorkloadSpec
+    seed: int
+    capacities: KvCapacities
+    base_dir: Path
+
+
+@dataclass
+class CellJob:
+    target_spec: Any  # spec.experiment SimulatedTarget
+    run_dir: Path
+    seed: int  # the target's seed (engines' --seed)
+    model: str
+    scenario: str
+    scenario_params: dict[str, Any]
+    cell_id: str
+    level_plan: LevelPlan
+    settings: CellSettings
+    reset: bool
+    workload: Workload | None = None  # in process: the runner's own
+    recipe: WorkloadRecipe | None = None  # in a worker: rebuilt from this
+
+
+@dataclass
+class CellResult:
+    cell_id: str
+    records: list[RequestRecord] = field(default_factory=list)
+    server_rows: list[dict] = field(default_factory=list)
+    outcome: CellOutcome | None = None
+    reset: dict[str, Any] | None = None
+    error: str | None = None  # the reason a cell could not be simulated
+    workload_fingerprint: str = ""
+    wall_s: float = 0.0
+    simulated_s: float = 0.0
+
+
+class ScenarioStack:
+    """One (model, scenario, params): engine settings and the real store, while it is up."""
+
+    def __init__(self, job: CellJob, store: bool = True) -> None:
+        self.catalog: ScenarioCatalog = catalog_for_run(job.run_dir)
+        self.scenario, self.params = job.scenario, dict(job.scenario_params)
+        overrides = engine_overrides(self.catalog, job.scenario, job.scenario_params, job.model)
+        self.settings: EngineSettings = settings_from_spec(
+            job.target_spec, job.model, overrides, job.seed
+        )
+        self.hardware: str = job.target_spec.hardware
+        self.store = self._start_store() if store else None
+
+    def _start_store(self) -> KVStoreServer | None:
+        need = self.catalog.get(self.scenario).kv_store
+        if need is None:
+            return None
+        probe = render_scenario(
+            self.catalog,
+            self.scenario,
+            self.params,
+            _runtime(self.settings, engine_address(0), "redis://x:0"),
+        )
+        intended = store_maxmemory_bytes(probe)
+        maxmemory = int(intended * REMOTE_PAYLOAD_SCALE) + STORE_BASE_BYTES if intended else None
+        try:
+            return KVStoreServer(need.kind, maxmemory_bytes=maxmemory).start()
+        except StoreUnavailable as err:
+            raise TargetError(
+                f"{need.kind} store for {self.scenario} did not start: {err}"
+            ) from None
+
+    def build(self, loop: EventLoop, seed: int) -> SimStack:
+        store_url = self.store.url if self.store is not None else None
+        return build_stack(
+            loop,
+            self.catalog,
+            self.scenario,
+            self.params,
+            self.settings,
+            self.hardware,
+            store_url,
+            seed,
+        )
+
+    def reset(self) -> dict[str, Any]:
+        """Every cell gets a freshly built stack; the store is flushed (the emulated target's reset)."""
+        what = "fresh simulated engine (empty GPU prefix cache and tiers)"
+        result: dict[str, Any] = {
+            f"engine-{i}": {"reset": True, "what": what} for i in range(self.settings.engines)
+        }
+        result["router"] = {"reset": True, "what": "fresh simulated router (empty indexes)"}
+        if self.store is not None:
+            need = self.catalog.get(self.scenario).kv_store
+            result[self.store.kind] = _flush_store(
+                self.store.redis_url, need.role if need else "store"
+            )
+        return result
+
+    def stop(self) -> None:
+        if self.store is not None:
+            self.store.stop()
+            self.store = None
+
+
+def run_job(job: CellJob, scenario_stack: ScenarioStack | None = None) -> CellResult:
+    """Run one cell. With no `scenario_stack` (a worker), one is started and stopped for the job."""
+    owned = scenario_stack is None
+    group = scenario_stack or ScenarioStack(job)
+    try:
+        return _run(job, group)
+    finally:
+        if owned:
+            group.stop()
+
+
+def _run(job: CellJob, group: ScenarioStack) -> CellResult:
+    started = time.perf_counter()
+    workload = job.workload
+    if workload is None:
+        assert job.recipe is not None
+        recipe = job.recipe
+        workload, _ = build_workload(
+            recipe.spec, recipe.seed, recipe.capacities, base_dir=recipe.base_dir
+        )
+    result = CellResult(job.cell_id, workload_fingerprint=workload_fingerprint(workload))
+    result.reset = group.reset() if job.reset else None
+
+    def on_record(record: RequestRecord, phase: str | None) -> None:
+        if phase is not None:
+            record.phase = phase
+        result.records.append(record)
+
+    loop = EventLoop()
+    # The repeat's seed (spec seed + repeat) drives NONE_HASH and router tie-breaks alike in every
+    # scenario of the repeat, as it drives the workload: scenarios stay paired, twins equal.
+    stack = group.build(loop, job.level_plan.seed)
+    try:
+        result.outcome = simulate_cell(
+            loop,
+            stack,
+            workload,
+            job.level_plan,
+            job.cell_id,
+            job.settings,
+            result.reset,
+            on_record,
+            result.server_rows.extend,
+        )
+    except SimulationStalled as err:
+        result.error = f"simulation stalled: {err}"
+    finally:
+        stack.close()
+    result.wall_s = time.perf_counter() - started
+    result.simulated_s = loop.now_s
+    return result

@@ -1,0 +1,44 @@
+"""The simulated scrape reads engine registries directly; it must give exactly the samples that
+parsing their /metrics text gives (the live scraper's path)."""
+
+from kvbench.collect.prometheus import parse_metrics
+from kvbench.emulator.api.metrics import ServerMetrics
+from kvbench.emulator.engine.build import build_engine
+from kvbench.emulator.engine.interface import EngineArgs, EngineRequest
+from kvbench.simulate.cell import registry_samples
+from kvbench.simulate.engine_node import SimEngine
+from kvbench.simulate.events import EventLoop
+
+
+def test_registry_samples_equal_the_parsed_metrics_page():
+    args = EngineArgs(
+        model="Qwen/Qwen3-0.6B",
+        hardware="L40S",
+        num_gpu_blocks_override=64,
+        max_model_len=512,
+        max_num_seqs=8,
+        kv_transfer_config={
+            "kv_connector": "OffloadingConnector",
+            "kv_role": "kv_both",
+            "kv_connector_extra_config": {"num_cpu_blocks": 64},
+        },
+    )
+    engine = build_engine(args)
+    metrics = ServerMetrics(engine.stats, "Qwen/Qwen3-0.6B", "0", 512, {"cache_dtype": "auto"})
+    loop = EventLoop()
+    node = SimEngine(loop, engine, metrics, "e:1")
+    finished = []
+    for i in range(5):
+        request = EngineRequest(f"r{i}", list(range(100, 180 + 7 * i)), 6, arrival_s=0.0)
+        node.submit(request, lambda stream, at_s, n: finished.append(stream.finished))
+    loop.run(lambda: False)
+    assert finished.count(True) == 5
+    parsed = parse_metrics(metrics.render().decode())
+    direct = registry_samples(metrics.registry)
+    as_rows = lambda samples: sorted(  # noqa: E731
+        (s.name, tuple(sorted(s.labels.items())), s.value, s.family, s.type)
+        for s in samples
+        if not s.name.endswith("_created")
+    )
+    assert as_rows(direct) == as_rows(parsed)
+    assert any(s.name == "vllm:generation_tokens_total" and s.value == 30 for s in direct)
