@@ -138,3 +138,42 @@ async def test_a_slow_endpoint_is_scored_down_not_removed(tmp_path):
         await router.stop()
         await slow.stop()
         await fast.stop()
+
+
+async def test_an_engine_slow_to_accept_is_retried_elsewhere_not_ejected(tmp_path, monkeypatch):
+    import socket
+
+    from kvbench.emulator.router import proxy
+
+    monkeypatch.setattr(proxy, "CONNECT_TIMEOUT_S", 0.3)
+    # An engine whose accept queue is full: it listens, accepts nothing, new SYNs are dropped.
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(busy.getsockname())
+        fillers.append(filler)
+    busy_url = "http://127.0.0.1:%d" % busy.getsockname()[1]
+    good = await SlowMetricsVllm(waiting=5).start()
+    router = await start_router(QUEUE_CONFIG, [busy_url, good.url], tmp_path, refresh_interval_s=60)
+    try:
+        stuck = router.pool.endpoints[0]
+        stuck.health.ready = stuck.health.ever_ready = True  # it was fine until the burst
+        async with aiohttp.ClientSession() as session:
+            status, served_by = await _post(session, router.url)
+        assert status == 200 and served_by == good.address
+        assert stuck.ready and stuck.health.ejections_total == 0 and stuck.health.slow
+        records = [json.loads(x) for x in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+        assert [(r["endpoint"], r["retries"]) for r in records] == [
+            (stuck.address, 0),  # tried first (lowest queue), did not accept in time
+            (good.address, 1),
+        ]
+    finally:
+        await router.stop()
+        await good.stop()
+        for filler in fillers:
+            filler.close()
+        busy.close()

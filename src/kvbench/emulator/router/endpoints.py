@@ -152,6 +152,10 @@ class EndpointPool:
         """The proxy could not connect to the endpoint: it is down, eject it now."""
         self._log_ejection(endpoint, endpoint.health.connect_failed(), "connection refused/reset")
 
+    def mark_slow(self, endpoint: Endpoint) -> None:
+        """The proxy's connection was not accepted in time: busy, not dead (scored down)."""
+        endpoint.health.request_timed_out()
+
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.scrape_timeout_s)
         self._session = aiohttp.ClientSession(timeout=timeout)

@@ -86,6 +86,10 @@ class EndpointHealth:
             return self._eject(EjectReason.UNRESPONSIVE)
         return None
 
+    def request_timed_out(self) -> None:
+        """A proxied connection was not accepted in time: slow until the next good scrape."""
+        self.slow = True
+
     def scrape_http_error(self) -> EjectReason | None:
         self.consecutive_successes = 0
         self.consecutive_http_failures += 1

@@ -6,8 +6,11 @@ Contract:
   through (e.g. `x-kvbench-kv-hits`) plus `x-kvbench-endpoint`, llm-d's
   `x-gateway-destination-endpoint` (both the chosen host:port) and
   `x-kvbench-router-predicted-hit-tokens`.
-- A connection error to the chosen engine ejects it and the request is rescheduled on the others
-  (before any byte went to the client); no ready endpoint -> 503.
+- A refused / reset connection to the chosen engine ejects it and the request is rescheduled on
+  the others (before any byte went to the client). A connection not accepted in time (a full
+  accept queue under a burst) marks the engine slow, not dead: the request goes to another
+  endpoint, or back to the same ones for up to CONNECT_RETRIES more rounds; no ready endpoint
+  -> 503.
 - A client that goes away mid-stream: the upstream response is closed, so the engine sees the
   disconnect and aborts the request.
 - GET /v1/models is forwarded to a ready endpoint; GET /health is 200 while one is ready; GET
@@ -46,7 +49,12 @@ _HOP_BY_HOP = {
     "te",
     "trailer",
 }  # content-encoding is end to end: bodies pass as sent
-_UPSTREAM_ERRORS = (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError, AttributeError)
+_UPSTREAM_ERRORS = (aiohttp.ClientConnectionError, OSError, AttributeError)
+# A connection the engine did not accept in time: its accept queue is full (a burst of new
+# streams), it is not down. Tried again, never ejected (the scrape loop decides about health).
+_SLOW_ERRORS = (asyncio.TimeoutError, aiohttp.ServerTimeoutError)
+CONNECT_RETRIES = 3  # extra rounds over the pool for a request whose endpoints were slow to accept
+CONNECT_TIMEOUT_S = 3.0  # past Linux's first SYN retransmit (1 s): a dropped SYN is retried once
 
 
 class RouterProxy:
@@ -79,7 +87,7 @@ class RouterProxy:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=1.0)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S)
         self.session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=False
         )
@@ -131,9 +139,13 @@ class RouterProxy:
     async def _route(
         self, request: web.Request, body: bytes, routed, started_s: float
     ) -> web.StreamResponse:
-        excluded: set[str] = set()
-        for attempt in range(len(self.pool.endpoints)):
-            candidates = [e for e in self.pool.ready_endpoints() if e.address not in excluded]
+        dead: set[str] = set()  # refused / reset for this request: ejected from the pool too
+        timed_out: set[str] = set()  # did not accept the connection in time: busy, not dead
+        for attempt in range(len(self.pool.endpoints) + CONNECT_RETRIES):
+            ready = [e for e in self.pool.ready_endpoints() if e.address not in dead]
+            # Prefer endpoints that have not timed out for this request; when all of them have,
+            # try them again (a full accept queue drains): a busy pool is not a dead one.
+            candidates = [e for e in ready if e.address not in timed_out] or ready
             if not candidates:
                 break
             decision = await self.scheduler.schedule(routed, candidates)
@@ -141,6 +153,14 @@ class RouterProxy:
             self._log_decision(decision, attempt)
             try:
                 upstream = await self._open_upstream(request, body, decision.chosen)
+            except _SLOW_ERRORS as err:
+                self.scheduler.response_complete(decision)
+                log.debug(
+                    "endpoint %s slow to accept (%s)", decision.chosen.url, type(err).__name__
+                )
+                self.pool.mark_slow(decision.chosen)
+                timed_out.add(decision.chosen.address)
+                continue
             except _UPSTREAM_ERRORS as err:
                 self.scheduler.response_complete(decision)
                 log.warning(
@@ -149,7 +169,7 @@ class RouterProxy:
                     type(err).__name__,
                 )
                 self.pool.mark_connection_error(decision.chosen)
-                excluded.add(decision.chosen.address)
+                dead.add(decision.chosen.address)
                 continue
             try:
                 return await self._stream_back(request, upstream, decision)

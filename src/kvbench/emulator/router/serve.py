@@ -89,7 +89,8 @@ class Router:
             self.proxy.make_app(), access_log=None, handler_cancellation=True
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.options.host, self.options.port)
+        # A deep accept queue: a burst of new streams waits to be accepted instead of timing out.
+        site = web.TCPSite(self._runner, self.options.host, self.options.port, backlog=4096)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
