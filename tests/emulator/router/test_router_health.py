@@ -156,7 +156,7 @@ async def test_an_engine_slow_to_accept_is_retried_elsewhere_not_ejected(tmp_pat
         filler.setblocking(False)
         filler.connect_ex(busy.getsockname())
         fillers.append(filler)
-    busy_url = "http://127.0.0.1:%d" % busy.getsockname()[1]
+    busy_url = f"http://127.0.0.1:{busy.getsockname()[1]}"
     good = await SlowMetricsVllm(waiting=5).start()
     router = await start_router(QUEUE_CONFIG, [busy_url, good.url], tmp_path, refresh_interval_s=60)
     try:
