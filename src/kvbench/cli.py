@@ -46,11 +46,17 @@ def quickstart(
     out: Path | None = typer.Option(
         None, "--out", help="Run directory (default: ./kvbench-runs/quickstart-<time>)"
     ),
+    live: bool = typer.Option(
+        False,
+        "--live",
+        help="Run on the real-time emulated stack (processes over HTTP and ZMQ) instead of the "
+        "simulated one",
+    ),
 ) -> None:
-    """Run the bundled quickstart experiment on the emulated stack, then write its report."""
+    """Run the bundled quickstart experiment (simulated stack, 3 repeats x 3 levels), then its report."""
     from kvbench.experiment.quickstart import run_quickstart
 
-    raise typer.Exit(run_quickstart(out))
+    raise typer.Exit(run_quickstart(out, live=live))
 
 
 @app.command()

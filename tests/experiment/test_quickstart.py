@@ -1,7 +1,8 @@
-"""`kvbench quickstart` end to end: the bundled experiment on the emulated stack, then the report.
+"""`kvbench quickstart` end to end: the bundled experiment, then the report.
 
-This is the suite's one long test (about 1.5-2 minutes on 2 cores): it runs exactly what a new user
-runs, all seven scenarios."""
+`kvbench quickstart --live` is the suite's one long test (about 1.5-2 minutes on 2 cores): the
+real-time emulated stack over HTTP, all seven scenarios. The default quickstart (simulated, 3 repeats
+x 3 levels) runs exactly what a new user runs first."""
 
 import json
 
@@ -37,13 +38,13 @@ def test_report_summary_keeps_the_peak_table_and_guidance():
     ]
 
 
-def test_quickstart_runs_all_seven_scenarios_and_writes_the_report(tmp_path, capsys):
+def test_quickstart_live_runs_all_seven_scenarios_and_writes_the_report(tmp_path, capsys):
     out = tmp_path / "qs"
-    assert main(["quickstart", "--out", str(out)]) == 0
+    assert main(["quickstart", "--live", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"report: {out / 'report' / 'REPORT.md'}" in printed and "Deployment guidance" in printed
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["system_under_test"]["emulated"] is True
+    assert manifest["system_under_test"]["kind"] == "emulated"
     assert [c["status"] for c in manifest["cells"]] == ["ok"] * 7
     assert {c["scenario"] for c in manifest["cells"]} == {
         "no-offload",
@@ -67,3 +68,20 @@ def test_quickstart_runs_all_seven_scenarios_and_writes_the_report(tmp_path, cap
         p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE
     ]
     assert children == []
+
+
+def test_quickstart_on_the_simulated_stack_repeats_and_recommends(tmp_path, capsys):
+    out = tmp_path / "qs-sim"
+    assert main(["quickstart", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["system_under_test"]["kind"] == "simulated"
+    cells = manifest["cells"]
+    assert len(cells) == 7 * 3 * 3 and {c["status"] for c in cells} == {"ok"}
+    assert {c["repeat"] for c in cells} == {0, 1, 2} and len({c["level"] for c in cells}) == 3
+    report = (out / "report" / "REPORT.md").read_text()
+    assert "SIMULATED" in report.splitlines()[2]
+    guidance = report.split("## Deployment guidance", 1)[1].split("\n## ", 1)[0]
+    assert "use **" in guidance  # firm (paired-repeats) evidence for a recommendation
+    assert "A/A twin check** (Qwen3-8B): ok" in report
+    assert "Deployment guidance" in printed

@@ -1,9 +1,11 @@
-"""`kvbench quickstart`: the bundled quickstart experiment on the emulated stack, then its report.
+"""`kvbench quickstart`: the bundled quickstart experiment, then its report.
 
-Runs spec/catalog/experiments/quickstart.yaml (all seven scenarios, 2 emulated engines, a working set
-larger than the GPU KV cache) into `out` (default ./kvbench-runs/quickstart-<UTC time>), builds the
-report (md, csv, png) and prints where it is plus its peak table and guidance. Returns the run's exit
-code (0 ok, 1 some cell failed, 130 interrupted).
+Runs spec/catalog/experiments/quickstart.yaml (all seven scenarios, 2 engines, a working set larger
+than the GPU KV cache; 3 repeats x 3 load levels on the simulated target, in virtual time) or, with
+`live`, quickstart-live.yaml (one repeat, one level, on the real-time emulated stack over HTTP) into
+`out` (default ./kvbench-runs/quickstart-<UTC time>), builds the report (md, csv, png) and prints
+where it is plus its peak table and guidance. Returns the run's exit code (0 ok, 1 some cell failed,
+130 interrupted).
 """
 
 from __future__ import annotations
@@ -35,12 +37,17 @@ def report_summary(report_md: str) -> list[str]:
     return lines
 
 
-def run_quickstart(out: Path | None) -> int:
+def run_quickstart(out: Path | None, live: bool = False) -> int:
     from kvbench.experiment.runner import run_experiment_cli
 
     run_dir = Path(out) if out else default_out_dir(datetime.now(UTC))
-    print(f"kvbench quickstart: 7 scenarios on an emulated stack -> {run_dir}", flush=True)
-    spec_path = resolve_experiment("quickstart")
+    how = (
+        "the real-time emulated stack (1 repeat, 1 level)"
+        if live
+        else "the simulated stack, in virtual time (3 repeats x 3 levels)"
+    )
+    print(f"kvbench quickstart: 7 scenarios on {how} -> {run_dir}", flush=True)
+    spec_path = resolve_experiment("quickstart-live" if live else "quickstart")
     code = run_experiment_cli(spec_path, run_dir)
     if code == 130:
         return code

@@ -9,7 +9,9 @@ Contract:
 - `route(request)` runs one scheduling cycle plus PreRequest and returns the decision;
   `complete(decision)` is ResponseComplete (the proxy calls it when the response ended, either way);
 - KV events of an engine step reach every KV-block index `kv_event_delay_s` after the step was
-  planned (publish, ZMQ, subscriber), in publish order, with hashes as the subscriber decodes them.
+  planned (publish, ZMQ, subscriber), in publish order, with hashes as the subscriber decodes them;
+  a Redis / Valkey index gets each step's writes in one pipelined round trip (same writes, same
+  order, see index_batch.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from kvbench.emulator.router.scheduler import Decision
 from kvbench.simulate.drive import CoroutineDriver
 from kvbench.simulate.engine_node import SimEngine
 from kvbench.simulate.events import EventLoop
+from kvbench.simulate.index_batch import apply_events_pipelined
 
 GIE_REFRESH_INTERVAL_S = 0.05
 DEFAULT_KV_EVENT_DELAY_S = 0.001
@@ -143,7 +146,10 @@ class SimRouter:
         def apply() -> None:
             for index in self.plugins.indexes:
                 try:
-                    self.driver.run(apply_events(index, resolved, model, received))
+                    if isinstance(index, RedisIndex):
+                        self.driver.run(apply_events_pipelined(index, resolved, model, received))
+                    else:
+                        self.driver.run(apply_events(index, resolved, model, received))
                 except IndexUnavailable:
                     self.kv_event_apply_failures += 1  # live: counted, the batch is lost
 

@@ -1,0 +1,55 @@
+"""A step's KV events in one pipeline leave a real Redis / Valkey index exactly as the subscriber's
+one-write-at-a-time apply does."""
+
+import asyncio
+
+import pytest
+import redis
+
+from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, BlockStored
+from kvbench.emulator.router.events import apply_events
+from kvbench.emulator.router.index_redis import RedisIndex
+from kvbench.emulator.stores import KVStoreServer
+from kvbench.simulate.index_batch import apply_events_pipelined
+
+EVENTS = [
+    BlockStored([11, 12, 13], None, [], 16, medium="GPU"),
+    BlockStored([12, 14], 11, [], 16, medium="CPU"),
+    BlockRemoved([12], medium="GPU"),
+    BlockStored([15], 13, [], 16),
+    AllBlocksCleared(),
+    BlockStored([21, 22], None, [], 16),
+    BlockRemoved([21, 99], medium="GPU"),
+]
+
+
+def index_state(url: str, model: str) -> dict:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    keys = sorted(k for k in client.keys(f"{model}@*"))
+    state = {k: sorted(client.hkeys(k)) for k in keys}
+    client.close()
+    return state
+
+
+def run_on_fresh_store(kind: str, apply) -> dict:
+    """AllBlocksCleared scans every key of the store, so each path gets a store of its own."""
+    with KVStoreServer(kind) as store:
+
+        async def replay() -> None:
+            index = RedisIndex(store.redis_url, backend_type=kind)
+            await apply(index, "pod-a:1", "m", EVENTS[:4])
+            await apply(index, "pod-b:1", "m", EVENTS[:4])
+            await apply(index, "pod-a:1", "m", EVENTS[4:])
+            await index.close()
+
+        asyncio.run(replay())
+        return index_state(store.redis_url, "m")
+
+
+@pytest.mark.parametrize("kind", ["redis", "valkey"])
+def test_pipelined_apply_writes_what_the_one_by_one_apply_writes(kind):
+    one = run_on_fresh_store(kind, apply_events)
+    batch = run_on_fresh_store(kind, apply_events_pipelined)
+    assert one == batch
+    assert one["m@22"] == ["pod-a:1@gpu"] and "m@21" not in one
+    assert one["m@12"] == ["pod-b:1@cpu"]  # pod-a cleared; pod-b's GPU entry removed, CPU kept
