@@ -15,19 +15,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kvbench.results.cell import CacheProtocol
+from kvbench.results.deployment import ComponentReset, ResetResult
 from kvbench.results.layout import (
     CELL_FILE,
     MANIFEST_FILE,
     REQUESTS_FILE,
     SERVER_METRICS_FILE,
     SYSTEM_METRICS_FILE,
+    CellIdentity,
     CellInfo,
     CellRef,
     CellStatus,
     RunManifest,
     SystemUnderTest,
     cell_dir,
-    make_cell_id,
     save_model,
 )
 from kvbench.results.records import (
@@ -64,7 +66,7 @@ class SynthCell:
     cached_tokens: int | None = 64
     reused_prefix_tokens: int = 64
     cache_protocol: dict = field(default_factory=lambda: {"reset": True, "primed": False})
-    scenario_params: dict = field(default_factory=dict)
+    swept_params: dict = field(default_factory=dict)  # part of the cell's identity and label
     endpoints: int = 1
     part_files: bool = False  # write requests.parquet as a directory of part files
     hit_share: float = (
@@ -74,8 +76,28 @@ class SynthCell:
     hit_cached_tokens: int = 240  # cached tokens of a hit (of 256 prompt tokens)
 
     @property
+    def identity(self) -> CellIdentity:
+        return CellIdentity(
+            model=self.model,
+            base_scenario=self.scenario,
+            swept_params=self.swept_params,
+            level=self.level,
+            repeat=self.repeat,
+        )
+
+    @property
     def cell_id(self) -> str:
-        return make_cell_id(self.model, self.scenario, self.level, self.repeat)
+        return self.identity.cell_id
+
+    @property
+    def label(self) -> str:
+        return self.identity.scenario_label
+
+
+def cache_protocol_of(planted: dict) -> CacheProtocol:
+    """{"reset": True}: every engine reset; {"reset": False}: no reset was done."""
+    reset = ResetResult(components={"engine-0": ComponentReset(reset=True)})
+    return CacheProtocol(reset_requested=True, reset=reset if planted.get("reset") else None)
 
 
 def write_run(
@@ -91,16 +113,9 @@ def write_run(
     refs = []
     for spec in cells:
         _write_cell(run_dir, spec, rng)
-        refs.append(
-            CellRef(
-                cell_id=spec.cell_id,
-                model=spec.model,
-                scenario=spec.scenario,
-                level=spec.level,
-                repeat=spec.repeat,
-                status=CellStatus(spec.status),
-            )
-        )
+        ref = CellRef.new(spec.identity)
+        ref.status = CellStatus(spec.status)
+        refs.append(ref)
     manifest = RunManifest(
         kvbench_version="0.0.0",
         run_name="synthetic",
@@ -121,19 +136,11 @@ def _write_cell(run_dir: Path, spec: SynthCell, rng: np.random.Generator) -> Non
     cdir = cell_dir(run_dir, spec.cell_id)
     cdir.mkdir(parents=True, exist_ok=True)
     start, end = WINDOW_START_S, WINDOW_START_S + spec.window_s
-    info = CellInfo(
-        cell_id=spec.cell_id,
-        model=spec.model,
-        scenario=spec.scenario,
-        scenario_params=spec.scenario_params,
-        level=spec.level,
-        repeat=spec.repeat,
-        status=CellStatus(spec.status),
-        measure_start_s=start,
-        measure_end_s=end,
-        cache_protocol=spec.cache_protocol,
-        error="engine crashed" if spec.status == "failed" else None,
-    )
+    info = CellInfo.new(spec.identity)
+    info.status = CellStatus(spec.status)
+    info.measure_start_s, info.measure_end_s = start, end
+    info.cache_protocol = cache_protocol_of(spec.cache_protocol)
+    info.error = "engine crashed" if spec.status == "failed" else None
     save_model(cdir / CELL_FILE, info)
     if spec.status == "failed":
         return

@@ -208,20 +208,20 @@ def test_cpu_capacity_rule_reports_a_changed_verdict(tmp_path):
     for repeat in range(3):
         cells.append(
             SynthCell(
-                scenario="native-offload@num_cpu_blocks=10000",
+                scenario="native-offload",
                 repeat=repeat,
                 noise_sd=0.01,
                 throughput_factor=0.8,
-                scenario_params={"num_cpu_blocks": 10000},
+                swept_params={"num_cpu_blocks": 10000},
             )
         )
         cells.append(
             SynthCell(
-                scenario="native-offload@num_cpu_blocks=20000",
+                scenario="native-offload",
                 repeat=repeat,
                 noise_sd=0.01,
                 throughput_factor=1.15,
-                scenario_params={"num_cpu_blocks": 20000},
+                swept_params={"num_cpu_blocks": 20000},
             )
         )
     _, _, _, _, findings, _ = analyse(write_run(tmp_path, cells))

@@ -153,7 +153,13 @@ def test_recycled_passes_of_a_conversation_form_one_cluster():
 
 def _peak_of(rows) -> Peak:
     info = CellInfo(
-        cell_id="x", model=MODEL, scenario="llm-d-redis", level=8, repeat=0, status=CellStatus.OK
+        cell_id="x",
+        model=MODEL,
+        scenario="llm-d-redis",
+        base_scenario="llm-d-redis",
+        level=8,
+        repeat=0,
+        status=CellStatus.OK,
     )
     cell = CellData(
         info=info,

@@ -28,6 +28,7 @@ def _cell(turns_and_reuse: list[tuple[int, int]], workload: dict | None = None) 
         cell_id="x",
         model="m",
         scenario="lmcache-local",
+        base_scenario="lmcache-local",
         level=50,
         repeat=0,
         status=CellStatus.OK,
@@ -42,7 +43,12 @@ def _cell(turns_and_reuse: list[tuple[int, int]], workload: dict | None = None) 
 
 
 def test_first_turns_on_unseen_prefixes_only_are_flagged_with_the_working_set():
-    capacity = {"capacity": {"working_set_tokens": 9_024_000, "gpu_kv_capacity_tokens": 311_120}}
+    capacity = {
+        "kind": "multi_turn_shared_prefix",
+        "conversations": 50,
+        "seed": 0,
+        "capacity": {"working_set_tokens": 9_024_000, "gpu_kv_capacity_tokens": 311_120},
+    }
     check = check_reuse_opportunity(_cell([(0, 0)] * 50, capacity), Thresholds())
     assert check.status == CheckStatus.FLAG
     assert "0% of 50 measured requests" in check.evidence

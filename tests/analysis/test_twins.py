@@ -112,18 +112,27 @@ def test_three_repeat_planted_effect_with_agreeing_twins_is_recommended(tmp_path
 
 def test_no_twins_is_a_skipped_check_and_labels_pair_by_suffix(tmp_path):
     data = _report(
-        tmp_path, [SynthCell(scenario="no-offload"), SynthCell(scenario="lmcache-redis@x=1")]
+        tmp_path,
+        [
+            SynthCell(scenario="no-offload"),
+            SynthCell(scenario="lmcache-redis", swept_params={"x": 1}),
+        ],
     )
     (check,) = _aa(data)
     assert check.status == CheckStatus.SKIP and check.subject == "run"
     cells = [
-        SynthCell(scenario=s)
-        for s in ("no-offload", "lmcache-redis@x=1", "lmcache-valkey@x=1", "lmcache-valkey@x=2")
+        SynthCell(scenario=s, swept_params=params)
+        for s, params in (
+            ("no-offload", {}),
+            ("lmcache-redis", {"x": 1}),
+            ("lmcache-valkey", {"x": 1}),
+            ("lmcache-valkey", {"x": 2}),
+        )
     ]
     run = load_run(write_run(tmp_path / "b", cells))
     peaks = compile_report(run).peaks
     assert [(a.scenario, b.scenario) for a, b in twin_peaks(peaks)] == [
-        ("lmcache-redis@x=1", "lmcache-valkey@x=1")
+        ("lmcache-redis+x=1", "lmcache-valkey+x=1")
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.synth import cache_protocol_of
 from kvbench.analysis.load import CellData
 from kvbench.analysis.validity import (
     CheckStatus,
@@ -39,10 +40,11 @@ def _cell(rows) -> CellData:
         cell_id="x",
         model="m",
         scenario="llm-d-redis",
+        base_scenario="llm-d-redis",
         level=8,
         repeat=0,
         status=CellStatus.OK,
-        cache_protocol={"reset": True},
+        cache_protocol=cache_protocol_of({"reset": True}),
     )
     return CellData(info=info, requests=frame, server=pd.DataFrame(), system=pd.DataFrame())
 

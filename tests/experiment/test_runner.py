@@ -60,7 +60,7 @@ def test_full_matrix_runs_with_cold_cells_and_paired_workloads(tmp_path):
         and verify["consistent"] is True
         and verify["first_use_misses"] == 2
     )
-    assert info["cache_protocol"]["reset"][server.url]["reset"] is True
+    assert info["cache_protocol"]["reset"]["components"][server.url]["reset"] is True
 
     # every scenario of a repeat sends the same conversations; repeats differ
     def prompts(cid):

@@ -20,7 +20,7 @@ def manifest():
 
 
 def info(cell_id="m__s__1__r0"):
-    return CellInfo(cell_id=cell_id, model="m", scenario="s", level=1, repeat=0)
+    return CellInfo(cell_id=cell_id, model="m", scenario="s", base_scenario="s", level=1, repeat=0)
 
 
 def record(i):
@@ -32,7 +32,11 @@ def record(i):
 def test_requests_are_appended_in_batches_of_part_files(tmp_path):
     store = RunStore.create(tmp_path / "run", manifest())
     store.register_cells(
-        [CellRef(cell_id="m__s__1__r0", model="m", scenario="s", level=1, repeat=0)]
+        [
+            CellRef(
+                cell_id="m__s__1__r0", model="m", scenario="s", base_scenario="s", level=1, repeat=0
+            )
+        ]
     )
     writer = store.start_cell(info(), batch_rows=2)
     for i in range(5):
@@ -52,7 +56,10 @@ def test_requests_are_appended_in_batches_of_part_files(tmp_path):
 def test_resume_redoes_unfinished_cells_from_scratch_and_never_reruns_ok(tmp_path):
     store = RunStore.create(tmp_path / "run", manifest())
     store.register_cells(
-        [CellRef(cell_id=c, model="m", scenario="s", level=1, repeat=0) for c in ("a", "b")]
+        [
+            CellRef(cell_id=c, model="m", scenario="s", base_scenario="s", level=1, repeat=0)
+            for c in ("a", "b")
+        ]
     )
     done = store.start_cell(info("a"))
     done.add_request(record(0))

@@ -212,6 +212,7 @@ def test_user_scenario_file_adds_and_overrides(tmp_path):
         scenarios:
           native-arc:
             description: native offload with ARC eviction
+            kind: {offload: native, routing: approximate}
             kv_transfer_config:
               kv_connector: OffloadingConnector
               kv_role: kv_both
@@ -229,14 +230,46 @@ def test_user_scenario_file_adds_and_overrides(tmp_path):
 
 def test_bad_scenario_file_names_the_field(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("scenarios:\n  x:\n    kv_store: {kind: memcached, role: lmcache-remote}\n")
+    path.write_text(
+        "scenarios:\n  x:\n    kind: {offload: lmcache-remote, routing: approximate}\n"
+        "    kv_store: {kind: memcached, role: lmcache-remote}\n"
+    )
     with pytest.raises(UserError, match=r"bad.yaml: scenarios.x.kv_store.kind"):
         load_catalog([path])
 
 
+def test_a_scenario_must_declare_its_kind(tmp_path):
+    path = tmp_path / "nokind.yaml"
+    path.write_text("scenarios:\n  x:\n    description: something\n")
+    with pytest.raises(UserError, match=r"nokind.yaml: scenarios.x.kind: Field required"):
+        load_catalog([path])
+
+
+def test_remote_offload_kind_needs_a_remote_store(tmp_path):
+    path = tmp_path / "mismatch.yaml"
+    path.write_text("scenarios:\n  x:\n    kind: {offload: lmcache-remote, routing: approximate}\n")
+    with pytest.raises(UserError, match=r"mismatch.yaml: scenarios.x: .*kind.offload"):
+        load_catalog([path])
+
+
+def test_builtin_scenarios_declare_their_kind():
+    kinds = load_catalog().kinds(["no-offload", "native-offload", "lmcache-valkey", "llm-d-redis"])
+    assert kinds["no-offload"].offload == "none" and not kinds["no-offload"].offloads
+    assert kinds["native-offload"].offload == "native"
+    assert kinds["lmcache-valkey"].offload == "lmcache-remote"
+    assert kinds["lmcache-valkey"].store == "valkey"
+    assert (
+        kinds["llm-d-redis"].routes_precisely
+        and kinds["llm-d-redis"].store_role == "kv-block-index"
+    )
+
+
 def test_unknown_placeholder_is_named(tmp_path):
     path = tmp_path / "typo.yaml"
-    path.write_text("scenarios:\n  t:\n    env: {LMCACHE_CHUNK_SIZE: '${chunk}'}\n")
+    path.write_text(
+        "scenarios:\n  t:\n    kind: {offload: none, routing: approximate}\n"
+        "    env: {LMCACHE_CHUNK_SIZE: '${chunk}'}\n"
+    )
     with pytest.raises(
         UserError, match=r"scenario t.env.LMCACHE_CHUNK_SIZE: unknown placeholder \$\{chunk\}"
     ):

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from kvbench.spec.experiment import EmulatedTarget as EmulatedSpec
-from kvbench.targets.base import TargetError
+from kvbench.targets.base import ComponentReset, TargetError
 from kvbench.targets.emulated import EmulatedTarget
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -46,11 +46,11 @@ def test_no_offload_stack_serves_through_the_router_and_leaves_nothing(tmp_path)
     try:
         assert set(deployment.pids) == {"router", "engine-0", "engine-1"}
         assert set(deployment.metrics_sources) == {"engine-0", "engine-1", "router"}
-        assert deployment.details["gpu_kv_capacity_tokens"] == 2 * 256 * 16
-        assert (
-            deployment.details["cpu_kv_capacity_tokens"] is None
-            and deployment.details["max_model_len"] == 4096
-        )
+        facts = deployment.facts
+        assert facts.gpu_kv_capacity_tokens == 2 * 256 * 16
+        assert facts.gpu_kv_capacity_tokens_per_engine == [256 * 16, 256 * 16]
+        assert facts.cpu_kv_capacity_tokens is None and facts.max_model_len == 4096
+        assert facts.kv_tiers == ["gpu"] and facts.engines == 2 and facts.router is not None
         prompt = list(range(1000, 1100))  # 100 tokens: 6 full 16-token blocks
         assert (
             complete(deployment.base_url, prompt)["usage"]["prompt_tokens_details"]["cached_tokens"]
@@ -62,10 +62,11 @@ def test_no_offload_stack_serves_through_the_router_and_leaves_nothing(tmp_path)
             == 96
         )
         reset = target.reset_caches(deployment)
-        assert reset == {
-            f"engine-{i}": {"reset": True, "what": "POST /reset_prefix_cache", "attempts": 1}
+        assert reset.components == {
+            f"engine-{i}": ComponentReset(reset=True, what="POST /reset_prefix_cache", attempts=1)
             for i in range(2)
         }
+        assert reset.metrics_sources is None  # the local stack's endpoints do not change
         assert (tmp_path / "logs" / "01-Qwen3-0.6B__no-offload" / "engine-0.log").is_file()
     finally:
         target.down(deployment)
@@ -77,16 +78,13 @@ def test_llm_d_redis_stack_feeds_the_index_and_reset_flushes_it(tmp_path):
     target = EmulatedTarget(spec(), run_dir=tmp_path, seed=3)
     deployment = target.up(MODEL, "llm-d-redis", {})
     try:
-        store = deployment.details["kv_store"]
-        assert (
-            store["kind"] == "redis"
-            and store["role"] == "kv-block-index"
-            and store["maxmemory_bytes"] is None
-        )
-        assert "--kv-events-config" in deployment.details["engine_args"]
+        store = deployment.facts.store
+        assert store is not None and store.url is not None
+        assert (store.kind, store.role, store.maxmemory_bytes) == ("redis", "kv-block-index", None)
+        assert "--kv-events-config" in deployment.facts.engine_args
         prompt = list(range(2000, 2100))
         complete(deployment.base_url, prompt)
-        index = redis.Redis.from_url(store["url"])
+        index = redis.Redis.from_url(store.url)
         deadline = time.monotonic() + 10
         while (
             index.dbsize() == 0 and time.monotonic() < deadline
@@ -100,16 +98,14 @@ def test_llm_d_redis_stack_feeds_the_index_and_reset_flushes_it(tmp_path):
             == 96
         )
         reset = target.reset_caches(deployment)
-        assert reset["redis"] == {
-            "reset": True,
-            "what": "FLUSHALL (kv-block-index)",
-            "keys_removed": keys,
-        }
+        assert reset.components["redis"] == ComponentReset(
+            reset=True, what="FLUSHALL (kv-block-index)", keys_removed=keys
+        )
         assert index.dbsize() == 0
         index.close()
         decisions = [
             json.loads(line)
-            for line in Path(deployment.details["decision_log"]).read_text().splitlines()
+            for line in Path(str(deployment.facts.decision_log_path)).read_text().splitlines()
         ]
         assert [
             d["predicted_hit_tokens"] for d in decisions if d["request_id"] != "kvbench-probe"
@@ -127,13 +123,15 @@ def test_lmcache_remote_store_is_sized_and_capacities_reported(tmp_path):
         {"kv_store_maxmemory_mb": 1024, "lmcache_max_local_cpu_size_gb": 1.0},
     )
     try:
-        details = deployment.details
+        facts = deployment.facts
         # LMCache's 1 GiB per rank over Qwen3-0.6B's 114,688 bytes per token (TP=1)
-        assert details["cpu_kv_capacity_tokens"] == 1024**3 // 114688
-        assert details["remote_kv_capacity_tokens"] == 1024**3 // 114688
+        assert facts.cpu_kv_capacity_tokens == 1024**3 // 114688
+        assert facts.remote_kv_capacity_tokens == 1024**3 // 114688
+        assert facts.kv_tiers == ["gpu", "cpu", "remote"]
         # the emulator writes 1/4096 of the true bytes: maxmemory is scaled alike (+8 MiB for keys)
-        assert details["kv_store"]["maxmemory_bytes"] == 1024**3 // 4096 + 8 * 1024 * 1024
-        assert details["engine_env"]["LMCACHE_REMOTE_URL"] == details["kv_store"]["url"]
+        assert facts.store is not None
+        assert facts.store.maxmemory_bytes == 1024**3 // 4096 + 8 * 1024 * 1024
+        assert facts.engine_env["LMCACHE_REMOTE_URL"] == facts.store.url
     finally:
         target.down(deployment)
     assert_gone(deployment.pids)

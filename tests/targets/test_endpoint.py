@@ -9,6 +9,7 @@ from kv_endpoint import KvEndpoint  # noqa: E402
 
 from kvbench.spec.experiment import EndpointTarget as EndpointSpec  # noqa: E402
 from kvbench.targets import TargetError, build_target  # noqa: E402
+from kvbench.targets.base import ComponentReset
 
 
 def target(url, **over):
@@ -20,7 +21,7 @@ def test_up_finds_model_max_len_and_metrics_sources():
         t = target(server.url + "/", metrics_urls=[server.url + "/metrics"])
         dep = t.up("Qwen/Qwen3-0.6B", "no-offload", {})
         assert dep.served_model_name == "served-x" and dep.base_url == server.url
-        assert dep.details["max_model_len"] == 512
+        assert dep.facts.max_model_len == 512
         assert dep.metrics_sources == {"metrics-0": server.url + "/metrics"}
         assert t.describe().kind == "endpoint" and t.describe().emulated is False
 
@@ -46,12 +47,13 @@ def test_reset_caches_reports_success_and_404():
         t = target(ok_server.url)
         dep = t.up("m", "s", {})
         ok_server.cache.add((1,))
-        assert t.reset_caches(dep) == {ok_server.url: {"reset": True, "http_status": 200}}
+        assert t.reset_caches(dep).components == {
+            ok_server.url: ComponentReset(
+                reset=True, what="POST /reset_prefix_cache", http_status=200
+            )
+        }
         assert ok_server.cache == set()
         t2 = target(no_reset.url)
-        result = t2.reset_caches(t2.up("m", "s", {}))[no_reset.url]
-        assert (
-            result["reset"] is False
-            and result["http_status"] == 404
-            and "not offered" in result["note"]
-        )
+        result = t2.reset_caches(t2.up("m", "s", {})).components[no_reset.url]
+        assert result.reset is False and result.http_status == 404
+        assert result.note is not None and "not offered" in result.note

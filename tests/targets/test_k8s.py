@@ -14,7 +14,11 @@ from kvbench.collect.collector import Collector, snapshot  # noqa: E402
 from kvbench.errors import UserError  # noqa: E402
 from kvbench.spec.experiment import K8sTarget as K8sSpec  # noqa: E402
 from kvbench.spec.scenarios import load_catalog  # noqa: E402
-from kvbench.targets.base import TargetError  # noqa: E402
+from kvbench.targets.base import (
+    ComponentReset,
+    KvStoreFacts,
+    TargetError,  # noqa: E402
+)
 from kvbench.targets.k8s import RESTART_ANNOTATION, K8sTarget, label_selector, vllm_port  # noqa: E402
 from kvbench.targets.k8s_manifests import committed_spec, kustomize_tree, render_manifests  # noqa: E402
 
@@ -132,11 +136,11 @@ def test_apply_creates_then_patches_and_restarts_the_epp_only_on_config_change(c
     target = make_target(kubeconfig, tmp_path)
 
     first = target.up("Qwen/Qwen3-8B", "no-offload", {})
-    assert first.details["applied"] == {
+    assert first.facts.k8s.applied == {
         "ConfigMap/llm-d-infpool-epp": "created",
         "Deployment/llm-d-model-server": "created",
     }
-    assert first.base_url == "http://gw:80" and first.details["epp_restarted"]
+    assert first.base_url == "http://gw:80" and first.facts.k8s.epp_restarted
     epp_template = api.objects[(NS, "deployments", "llm-d-infpool-epp")]["spec"]["template"]
     first_stamp = epp_template["metadata"]["annotations"][RESTART_ANNOTATION]
     # the rollout wait read the model server until the fake controller caught up (2 pending reads)
@@ -145,11 +149,11 @@ def test_apply_creates_then_patches_and_restarts_the_epp_only_on_config_change(c
 
     api.requests.clear()
     second = target.up("Qwen/Qwen3-8B", "native-offload", {})
-    assert second.details["applied"] == {
+    assert second.facts.k8s.applied == {
         "ConfigMap/llm-d-infpool-epp": "unchanged",
         "Deployment/llm-d-model-server": "patched",
     }
-    assert not second.details["epp_restarted"]
+    assert not second.facts.k8s.epp_restarted
     assert ("PATCH", "deployments", "llm-d-infpool-epp") not in api.requests
     server = api.objects[(NS, "deployments", "llm-d-model-server")]
     assert (
@@ -158,10 +162,10 @@ def test_apply_creates_then_patches_and_restarts_the_epp_only_on_config_change(c
     )
 
     third = target.up("Qwen/Qwen3-8B", "llm-d-valkey", {})
-    assert third.details["applied"]["Deployment/valkey"] == "created"
+    assert third.facts.k8s.applied["Deployment/valkey"] == "created"
     assert (
-        third.details["applied"]["ConfigMap/llm-d-infpool-epp"] == "patched"
-        and third.details["epp_restarted"]
+        third.facts.k8s.applied["ConfigMap/llm-d-infpool-epp"] == "patched"
+        and third.facts.k8s.epp_restarted
     )
     epp = api.objects[(NS, "deployments", "llm-d-infpool-epp")]
     assert (
@@ -275,7 +279,7 @@ def test_reset_resets_every_engine_pod_retrying_a_busy_one_and_restarts_the_stor
     api, kubeconfig = cluster
     target = make_target(kubeconfig, tmp_path, engines=2)
     deployment = target.up("Qwen/Qwen3-8B", "lmcache-redis", {})
-    assert deployment.details["kv_store"] == {"kind": "redis", "deployment": "redis"}
+    assert deployment.facts.store == KvStoreFacts(kind="redis", deployment="redis")
     assert pods_of(api, "llm-d-model-server-") == SERVER_PODS and pods_of(api, "redis-") == [
         "redis-g1-0"
     ]
@@ -284,7 +288,7 @@ def test_reset_resets_every_engine_pod_retrying_a_busy_one_and_restarts_the_stor
 
     result = target.reset_caches(deployment)
 
-    assert result == {
+    assert result.model_dump(exclude_defaults=True)["components"] == {
         "engine-0": {"reset": True, "what": RESET, "attempts": 1, "pod": SERVER_PODS[0]},
         "engine-1": {"reset": True, "what": RESET, "attempts": 2, "pod": SERVER_PODS[1]},
         "redis": {"reset": True, "what": "rollout restart (no persistence)"},
@@ -308,7 +312,7 @@ def test_reset_resets_every_engine_pod_retrying_a_busy_one_and_restarts_the_stor
     ]  # untouched by the reset (g2: up's restart)
 
     second = target.reset_caches(deployment)  # a second reset within the same second still restarts
-    assert second["redis"]["reset"] and pods_of(api, "redis-") == ["redis-g3-0"]
+    assert second.components["redis"].reset and pods_of(api, "redis-") == ["redis-g3-0"]
 
 
 def test_a_pod_that_stays_busy_or_lacks_dev_mode_is_reported_not_reset(cluster, tmp_path):
@@ -319,16 +323,16 @@ def test_a_pod_that_stays_busy_or_lacks_dev_mode_is_reported_not_reset(cluster, 
     pod = "llm-d-model-server-g1-0"
     api.busy_resets[pod] = 10**6
     sleeps.clear()
-    entry = target.reset_caches(deployment)["engine-0"]
-    assert (entry["reset"], entry["attempts"], entry["http_status"]) == (False, 20, 400)
-    assert "blocks are still in use" in entry["error"] and sleeps == [0.25] * 19
+    entry = target.reset_caches(deployment).components["engine-0"]
+    assert (entry.reset, entry.attempts, entry.http_status) == (False, 20, 400)
+    assert "blocks are still in use" in str(entry.error) and sleeps == [0.25] * 19
     assert api.busy_resets[pod] == 10**6 - 20
 
     # a model server whose vLLM answers 404 (no VLLM_SERVER_DEV_MODE): one attempt, with the reason
     api.objects[(NS, "pods", pod)]["spec"]["containers"][0]["name"] = "server"
-    entry = target.reset_caches(deployment)["engine-0"]
-    assert (entry["reset"], entry["attempts"], entry["http_status"]) == (False, 1, 404)
-    assert "VLLM_SERVER_DEV_MODE=1" in entry["note"]
+    entry = target.reset_caches(deployment).components["engine-0"]
+    assert (entry.reset, entry.attempts, entry.http_status) == (False, 1, 404)
+    assert "VLLM_SERVER_DEV_MODE=1" in str(entry.note)
 
 
 def test_restart_epp_on_reset_restarts_the_router(cluster, tmp_path):
@@ -336,14 +340,19 @@ def test_restart_epp_on_reset_restarts_the_router(cluster, tmp_path):
     target = make_target(kubeconfig, tmp_path, restart_epp_on_reset=True)
     deployment = target.up("Qwen/Qwen3-8B", "no-offload", {})
     epp_pods = pods_of(api, "llm-d-infpool-epp-")
+    before = dict(deployment.metrics_sources)
     result = target.reset_caches(deployment)
-    assert result["router"] == {"reset": True, "what": "rollout restart of the EPP"}
-    assert set(result) == {"engine-0", "router"}
+    assert result.components["router"] == ComponentReset(
+        reset=True, what="rollout restart of the EPP"
+    )
+    assert set(result.components) == {"engine-0", "router"}
     assert epp_pods == ["llm-d-infpool-epp-g2-0"] and pods_of(api, "llm-d-infpool-epp-") == [
         "llm-d-infpool-epp-g3-0"
     ]
-    # the cell scrapes the new EPP pod, not the one the reset replaced
-    assert deployment.metrics_sources["router"].endswith(
+    # the reset returns the new sources (the cell scrapes the new EPP pod) and mutates nothing
+    assert deployment.metrics_sources == before
+    assert result.metrics_sources is not None
+    assert result.metrics_sources["router"].endswith(
         "/pods/llm-d-infpool-epp-g3-0:9090/proxy/metrics"
     )
 

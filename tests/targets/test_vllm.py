@@ -89,10 +89,10 @@ def test_servers_taking_vllm_flags_come_up_and_are_stopped_by_pid(tmp_path):
     deployment = target.up("Qwen/Qwen3-0.6B", "no-offload", {})
     try:
         assert set(deployment.pids) == {"router", "engine-0", "engine-1"}
-        assert deployment.details["gpu_kv_capacity_tokens"] == 2 * 256 * 16
+        assert deployment.facts.gpu_kv_capacity_tokens == 2 * 256 * 16
         assert target.describe().emulated is False
         reset = target.reset_caches(deployment)
-        assert [entry["reset"] for entry in reset.values()] == [True, True]
+        assert [entry.reset for entry in reset.components.values()] == [True, True]
     finally:
         target.down(deployment)
     assert_gone(deployment.pids, timeout_s=15)
@@ -135,8 +135,8 @@ def test_real_vllm_cpu_no_offload(tmp_path):
     deployment = target.up("kvbench/tiny-qwen3", "no-offload", {})
     try:
         assert deployment.base_url == deployment.api_urls[0]  # one engine, no routing: no router
-        assert deployment.details["vllm_version"].startswith("0.32")
-        assert deployment.details["gpu_kv_capacity_tokens"] > 0
+        assert str(deployment.facts.server_version).startswith("0.32")
+        assert (deployment.facts.gpu_kv_capacity_tokens or 0) > 0
         body = json.dumps(
             {"model": "kvbench/tiny-qwen3", "prompt": list(range(10, 138)), "max_tokens": 4}
         ).encode()

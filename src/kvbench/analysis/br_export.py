@@ -149,7 +149,7 @@ def cell_report(run: RunData, cell: CellData) -> dict:
             {
                 "uid": _hash(manifest.run_name, manifest.created_at, info.cell_id),
                 "eid": _hash(manifest.run_name, manifest.created_at),
-                "cid": _hash(manifest.host.get("hostname", "localhost")) if manifest.host else None,
+                "cid": _hash(manifest.host.hostname) if manifest.host.hostname else None,
                 "pid": _hash(manifest.run_name, "kvbench-client"),
                 "time": _drop_none(
                     {
@@ -259,7 +259,7 @@ def export_run(run: RunData, out_dir: Path) -> list[Path]:
 
 def _clock_origin(manifest) -> datetime:
     """Wall-clock time of ts_s == 0: the manifest's clock_origin_unix_s, else its created_at."""
-    origin_s = getattr(manifest, "clock_origin_unix_s", None)
+    origin_s = manifest.clock_origin_unix_s
     if origin_s is not None:
         return datetime.fromtimestamp(float(origin_s), tz=UTC)
     return datetime.fromisoformat(manifest.created_at.replace("Z", "+00:00")).astimezone(UTC)

@@ -15,7 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from kvbench.analysis.load import RunData, is_offload_scenario, is_router_scenario, measure_requests
+from kvbench.analysis.load import RunData, measure_requests
 from kvbench.analysis.metrics import measure_window_s
 from kvbench.analysis.peaks import Peak, fmt_tok_s
 from kvbench.analysis.server import tier_hits
@@ -179,7 +179,7 @@ def _tier_text(peak: Peak) -> str:
 def _offload_verdicts(run: RunData, mine: list[Peak], checks: list[Check]) -> list[Finding]:
     out = []
     for peak in mine:
-        if not is_offload_scenario(peak.base_scenario) or peak.scenario == run.baseline:
+        if not run.offloads(peak.base_scenario) or peak.scenario == run.baseline:
             continue
         verdict = peak.delta.verdict
         word = {
@@ -202,7 +202,7 @@ def _offload_verdicts(run: RunData, mine: list[Peak], checks: list[Check]) -> li
 def _routing_verdicts(run: RunData, mine: list[Peak], checks: list[Check]) -> list[Finding]:
     out = []
     for peak in mine:
-        if not is_router_scenario(peak.base_scenario):
+        if not run.routes_precisely(peak.base_scenario):
             continue
         meaning = f"; {peak.delta.indicative_reason()}" if is_indicative(peak.delta.verdict) else ""
         text = f"{_short(peak.model)}: {peak.scenario} vs {run.baseline}: {peak.delta.verdict} ({peak.delta.text()}{meaning})."
@@ -216,7 +216,7 @@ def _capacity_effects(mine: list[Peak], baseline: str) -> list[Finding]:
     out = []
     by_base: dict[str, list[tuple[float, str, Peak]]] = {}
     for peak in mine:
-        params = peak.cells[0].info.scenario_params if peak.cells else {}
+        params = peak.cells[0].info.swept_params if peak.cells else {}
         capacity = [
             (k, v)
             for k, v in sorted(params.items())

@@ -8,15 +8,13 @@ metrics: see metrics.py / server.py.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from pydantic import ValidationError
 
 from kvbench.errors import UserError
+from kvbench.results.cell import CellInfo
 from kvbench.results.layout import (
     CELL_FILE,
     CELLS_DIR,
@@ -24,14 +22,10 @@ from kvbench.results.layout import (
     REQUESTS_FILE,
     SERVER_METRICS_FILE,
     SYSTEM_METRICS_FILE,
-    CellInfo,
-    CellStatus,
-    RunManifest,
 )
+from kvbench.results.manifest import CellStatus, RunManifest, ScenarioKind
+from kvbench.results.read import read_cell_info, read_manifest
 from kvbench.results.records import REQUEST_SCHEMA, SERVER_METRICS_SCHEMA, SYSTEM_METRICS_SCHEMA
-
-OFFLOAD_BASES = ("native-offload", "lmcache-local", "lmcache-redis", "lmcache-valkey")
-ROUTER_PREFIX = "llm-d"
 
 
 @dataclass
@@ -56,7 +50,7 @@ class CellData:
 
     @property
     def base_scenario(self) -> str:
-        return base_scenario(self.info)
+        return self.info.base_scenario
 
 
 @dataclass
@@ -64,6 +58,19 @@ class RunData:
     run_dir: Path
     manifest: RunManifest
     cells: list[CellData]
+    # base scenario -> what it is (see scenario_kinds); absent: unknown, neither offload nor routing
+    kinds: dict[str, ScenarioKind] = field(default_factory=dict)
+
+    def kind_of(self, base_scenario: str) -> ScenarioKind | None:
+        return self.kinds.get(base_scenario)
+
+    def offloads(self, base_scenario: str) -> bool:
+        kind = self.kind_of(base_scenario)
+        return kind is not None and kind.offloads
+
+    def routes_precisely(self, base_scenario: str) -> bool:
+        kind = self.kind_of(base_scenario)
+        return kind is not None and kind.routes_precisely
 
     @property
     def baseline(self) -> str:
@@ -81,23 +88,17 @@ class RunData:
         return sorted(seen, key=lambda s: (s != self.baseline, seen.index(s)))
 
 
-def base_scenario(info: CellInfo) -> str:
-    """The catalog scenario a cell's label derives from (`native-offload@num_cpu_blocks=20000` -> `native-offload`)."""
-    extra = info.model_extra or {}
-    explicit = extra.get("base_scenario") or info.scenario_params.get("base_scenario")
-    if explicit:
-        return str(explicit)
-    return re.split(r"[@+\[:{]", info.scenario, maxsplit=1)[0]
+def scenario_kinds(manifest: RunManifest, base_scenarios: set[str]) -> dict[str, ScenarioKind]:
+    """What each scenario is: as the run recorded it (manifest.scenario_kinds, from the catalog the
+    run used), else as the built-in catalog declares a scenario of that name (a GuideLLM import or
+    a run written before kinds were recorded). A name in neither is of unknown kind."""
+    from kvbench.spec.scenarios import load_catalog
 
-
-def is_offload_scenario(base: str) -> bool:
-    if base == "no-offload":
-        return False
-    return base in OFFLOAD_BASES or "offload" in base or base.startswith("lmcache")
-
-
-def is_router_scenario(base: str) -> bool:
-    return base.startswith(ROUTER_PREFIX)
+    kinds = dict(manifest.scenario_kinds)
+    missing = base_scenarios - kinds.keys()
+    if missing:
+        kinds.update(load_catalog().kinds(sorted(missing)))
+    return kinds
 
 
 def load_run(run_dir: Path) -> RunData:
@@ -105,12 +106,10 @@ def load_run(run_dir: Path) -> RunData:
     manifest_path = run_dir / MANIFEST_FILE
     if not manifest_path.is_file():
         raise UserError(f"{manifest_path}: no manifest.json: not a kvbench run directory")
-    try:
-        manifest = RunManifest.model_validate_json(manifest_path.read_text())
-    except (ValidationError, ValueError) as err:
-        raise UserError(f"{manifest_path}: invalid manifest: {str(err).splitlines()[0]}") from None
+    manifest = read_manifest(manifest_path)
     cells = [_load_cell(run_dir, info) for info in _cell_infos(run_dir, manifest)]
-    return RunData(run_dir=run_dir, manifest=manifest, cells=cells)
+    kinds = scenario_kinds(manifest, {cell.base_scenario for cell in cells})
+    return RunData(run_dir=run_dir, manifest=manifest, cells=cells, kinds=kinds)
 
 
 def _cell_infos(run_dir: Path, manifest: RunManifest) -> list[CellInfo]:
@@ -118,17 +117,7 @@ def _cell_infos(run_dir: Path, manifest: RunManifest) -> list[CellInfo]:
     infos: dict[str, CellInfo] = {}
     for ref in manifest.cells:
         info = _read_cell_json(run_dir / CELLS_DIR / ref.cell_id / CELL_FILE)
-        if info is None:
-            info = CellInfo(
-                cell_id=ref.cell_id,
-                model=ref.model,
-                scenario=ref.scenario,
-                level=ref.level,
-                repeat=ref.repeat,
-                status=ref.status,
-                strategy=manifest.strategy,
-            )
-        infos[ref.cell_id] = info
+        infos[ref.cell_id] = info if info is not None else CellInfo.from_ref(ref)
     cells_root = run_dir / CELLS_DIR
     if cells_root.is_dir():
         for path in sorted(cells_root.glob(f"*/{CELL_FILE}")):
@@ -140,11 +129,12 @@ def _cell_infos(run_dir: Path, manifest: RunManifest) -> list[CellInfo]:
 
 
 def _read_cell_json(path: Path) -> CellInfo | None:
+    """cell.json, or None when it is missing or unreadable (the manifest's CellRef stands in)."""
     if not path.is_file():
         return None
     try:
-        return CellInfo.model_validate(json.loads(path.read_text()))
-    except (ValidationError, ValueError):
+        return read_cell_info(path)
+    except UserError:
         return None
 
 

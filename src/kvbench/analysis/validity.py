@@ -17,8 +17,6 @@ import pandas as pd
 from kvbench.analysis.load import (
     CellData,
     RunData,
-    is_offload_scenario,
-    is_router_scenario,
     measure_requests,
 )
 from kvbench.analysis.metrics import measure_window_s, ok_requests
@@ -79,12 +77,10 @@ def run_checks(
             check_warm_cache(cell, thresholds),
             check_reuse_opportunity(cell, thresholds),
         ]
-        if is_router_scenario(cell.base_scenario):
+        if run.routes_precisely(cell.base_scenario):
             checks.append(check_routing_can_matter(cell))
     checks += check_memory_pressure(run, thresholds)
-    checks += [
-        check_tier_exercised(p) for p in peaks if is_offload_scenario(p.base_scenario) and p.cells
-    ]
+    checks += [check_tier_exercised(p) for p in peaks if run.offloads(p.base_scenario) and p.cells]
     checks.append(check_cached_tokens_reported(run))
     return checks
 
@@ -191,9 +187,9 @@ def check_errors(cell: CellData, th: Thresholds) -> Check:
 
 
 def check_warm_cache(cell: CellData, th: Thresholds) -> Check:
-    protocol = cell.info.cache_protocol or {}
+    protocol = cell.info.cache_protocol
     evidence, flagged = [], False
-    if protocol and not protocol.get("reset", False):
+    if protocol is not None and (protocol.reset is None or not protocol.reset.components):
         evidence.append("cache_protocol: no prefix-cache reset before the cell")
         flagged = True
     unexplained = unexplained_first_turn_hits(cell.requests)
@@ -338,8 +334,9 @@ def check_reuse_opportunity(cell: CellData, th: Thresholds) -> Check:
 
 
 def _working_set_text(cell: CellData) -> str:
-    capacity = (getattr(cell.info, "workload", None) or {}).get("capacity") or {}
-    working_set, gpu = capacity.get("working_set_tokens"), capacity.get("gpu_kv_capacity_tokens")
+    capacity = cell.info.workload.capacity if cell.info.workload else None
+    working_set = capacity.working_set_tokens if capacity else None
+    gpu = capacity.gpu_kv_capacity_tokens if capacity else None
     if not working_set or not gpu:
         return ""
     return f"; workload working set {working_set:,} tokens = {working_set / gpu:.1f}x the GPU KV capacity ({gpu:,})"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvbench.collect.prometheus import Sample, counter_sum
+from kvbench.results.deployment import ResetResult
 from kvbench.workload.types import Conversation, Turn, Workload
 
 COUNTERS = {
@@ -33,22 +34,15 @@ MISS_BELOW_TOKENS = (
 WARM_FRACTION = 0.5  # a primed first use "hit" when at least half of its prefix was cached
 
 
-# Components whose state steers routing but holds no KV: a router's prefix index that could not be
-# reset (llm-d's approximate index has no reset API) does not make the engines' caches warm.
-ROUTING_ONLY_COMPONENTS = ("router",)
-
-
-def expected_state(reset_result: dict[str, Any] | None, primed: bool) -> str:
+def expected_state(reset_result: ResetResult | None, primed: bool) -> str:
+    """warm after priming; cold when every component holding KV reset (a router's prefix index
+    that could not be reset does not make the engines' caches warm, see ROUTING_ONLY_COMPONENTS);
+    else unknown: no reset, or one that did not happen, and the cell may inherit a warm cache."""
     if primed:
         return "warm"
-    kv_holders = {
-        name: entry
-        for name, entry in (reset_result or {}).items()
-        if name not in ROUTING_ONLY_COMPONENTS
-    }
-    if kv_holders and all(entry.get("reset") for entry in kv_holders.values()):
+    if reset_result is not None and reset_result.kv_holders_reset():
         return "cold"
-    return "unknown"  # no reset, or a reset that did not happen: the cell may inherit a warm cache
+    return "unknown"
 
 
 def prime_conversations(workload: Workload) -> list[Conversation]:
@@ -146,10 +140,6 @@ class FirstUseTally:
             result["consistent"] = None
             result["inherited_warm_prefixes"] = len(reported) - misses
         return result
-
-
-def prefix_length_of(conv: Conversation) -> int:
-    return len(conv.prefix_token_ids)
 
 
 def _ratio(num, den):

@@ -14,10 +14,10 @@ from typing import Any
 
 from kvbench.collect.collector import Collector, snapshot
 from kvbench.experiment import cache_state
-from kvbench.results.layout import CellStatus
+from kvbench.results.cell import CacheProtocol, CellInfo, CellValidity, ScrapeStats
+from kvbench.results.manifest import CellStatus
 from kvbench.results.records import Phase, RequestRecord
 from kvbench.results.store import CellWriter
-from kvbench.results.summary import CellTally
 from kvbench.spec.experiment import ExperimentSpec
 from kvbench.targets.base import Deployment, Target
 from kvbench.workload.types import Workload
@@ -50,7 +50,6 @@ async def run_cell(inputs: CellInputs, writer: CellWriter) -> tuple[CellStatus, 
     from kvbench.loadgen.api import run_level
 
     spec, info = inputs.spec, writer.info
-    tally = CellTally()
     first_use = cache_state.FirstUseTally()
     prefix_len = {c.prefix_group: len(c.prefix_token_ids) for c in inputs.workload.conversations}
 
@@ -58,7 +57,6 @@ async def run_cell(inputs: CellInputs, writer: CellWriter) -> tuple[CellStatus, 
         if phase is not None:
             record.phase = phase
         writer.add_request(record)
-        tally.observe(record)
         first_use.observe(
             record.phase,
             record.prefix_group,
@@ -71,7 +69,7 @@ async def run_cell(inputs: CellInputs, writer: CellWriter) -> tuple[CellStatus, 
 
     protocol = await _reset_and_prime(inputs, info.cell_id, on_record, run_level)
     info.cache_protocol = protocol
-    sources = inputs.deployment.metrics_sources
+    sources = inputs.deployment.metrics_sources  # after the reset: it may have replaced them
     before = (
         cache_state.counter_snapshot(await snapshot(sources))
         if spec.cache.verify and sources
@@ -106,28 +104,28 @@ async def run_cell(inputs: CellInputs, writer: CellWriter) -> tuple[CellStatus, 
         for ts, source, metric, value in result.system_samples
     )
     if spec.cache.verify:
-        protocol["verify"] = await _verify(sources, before, first_use, protocol["expected_state"])
-    _fill_info(info, inputs, result, tally, scrape_stats)
-    if tally.ok == 0:
+        protocol.verify = await _verify(sources, before, first_use, protocol.expected_state)
+    writer.summarize(result.measure_start_s, result.measure_end_s)
+    _fill_info(info, inputs, result, scrape_stats)
+    summary = info.summary
+    if summary is None or summary.requests_ok == 0:
+        failed = summary.requests_failed if summary else 0
+        first_error = summary.first_error if summary else None
         return (
             CellStatus.FAILED,
-            f"no request succeeded ({tally.failed} failed; first error: {tally.first_error})",
+            f"no request succeeded ({failed} failed; first error: {first_error})",
         )
     return CellStatus.OK, None
 
 
-async def _reset_and_prime(
-    inputs: CellInputs, cell_id: str, on_record, run_level
-) -> dict[str, Any]:
+async def _reset_and_prime(inputs: CellInputs, cell_id: str, on_record, run_level) -> CacheProtocol:
     spec = inputs.spec
-    protocol: dict[str, Any] = {
-        "reset_requested": spec.cache.reset,
-        "prime_requested": spec.cache.prime,
-    }
-    reset_result = None
+    protocol = CacheProtocol(reset_requested=spec.cache.reset, prime_requested=spec.cache.prime)
     if spec.cache.reset:
-        reset_result = await asyncio.to_thread(inputs.target.reset_caches, inputs.deployment)
-        protocol["reset"] = reset_result
+        reset = await asyncio.to_thread(inputs.target.reset_caches, inputs.deployment)
+        if reset.metrics_sources is not None:  # the target re-listed them (restarted pods)
+            inputs.deployment.metrics_sources = reset.metrics_sources
+        protocol.reset = reset
     primes = cache_state.prime_conversations(inputs.workload) if spec.cache.prime else []
     if primes:
         from kvbench.loadgen.api import LevelPlan
@@ -147,9 +145,9 @@ async def _reset_and_prime(
             clock=inputs.clock,
             on_record=lambda r: on_record(r, Phase.PRIME.value),
         )
-        protocol["primed_prefixes"] = len(primes)
-        protocol["prime_counts"] = dict(result.counts)
-    protocol["expected_state"] = cache_state.expected_state(reset_result, primed=bool(primes))
+        protocol.primed_prefixes = len(primes)
+        protocol.prime_counts = dict(result.counts)
+    protocol.expected_state = cache_state.expected_state(protocol.reset, primed=bool(primes))
     return protocol
 
 
@@ -162,18 +160,16 @@ async def _verify(sources, before, first_use, expected: str) -> dict[str, Any]:
     return verdict
 
 
-def _fill_info(info, inputs: CellInputs, result, tally: CellTally, scrape_stats: dict) -> None:
-    info.measure_start_s = result.measure_start_s
-    info.measure_end_s = result.measure_end_s
+def _fill_info(info: CellInfo, inputs: CellInputs, result, scrape_stats: dict) -> None:
     info.client = dict(result.client_stats)
-    info.summary = tally.summary(result.measure_start_s, result.measure_end_s)
-    info.sources = dict(inputs.deployment.metrics_sources)
-    failed_scrapes = sum(scrape_stats.get("scrapes_failed", {}).values())
-    info.validity = {
-        "loadgen_notes": list(result.notes),
-        "return_token_ids": result.return_token_ids,
-        "scrape": scrape_stats,
-        "scrape_failures": failed_scrapes,
-        "cache_state_consistent": info.cache_protocol.get("verify", {}).get("consistent"),
-        "peak_in_flight": result.peak_in_flight,
-    }
+    info.sources = {name: str(url) for name, url in inputs.deployment.metrics_sources.items()}
+    scrape = ScrapeStats.model_validate(scrape_stats)
+    verify = info.cache_protocol.verify if info.cache_protocol else None
+    info.validity = CellValidity(
+        loadgen_notes=list(result.notes),
+        return_token_ids=result.return_token_ids,
+        scrape=scrape,
+        scrape_failures=sum(scrape.scrapes_failed.values()),
+        cache_state_consistent=(verify or {}).get("consistent"),
+        peak_in_flight=result.peak_in_flight,
+    )

@@ -1,9 +1,10 @@
 """Matrix expansion: models x scenarios (x scenario_params combinations) x levels x repeats.
 
 Order: model-major, then scenario (and its parameter combination), then repeat, then level, so one
-target.up() serves every level and repeat of a (model, scenario). A scenario with parameters gets
-the label `<scenario>+<k>=<v>,...` (what cell ids and tables show); the bare name and the
-parameters are kept beside it.
+target.up() serves every level and repeat of a (model, scenario). A cell's identity is
+results.manifest.CellIdentity: only the knobs the spec sweeps (more than one value) are part of it
+and of the label `<scenario>+<k>=<v>,...`; a knob given one value is applied to every cell
+(`scenario_params`) but names none.
 
 Levels: concurrencies (concurrent), req/s (constant, poisson), 1 (synchronous). For `sweep` the
 level is the sweep step k = 1..sweep_size: 1 runs synchronous, 2 throughput, k >= 3 a constant
@@ -17,45 +18,73 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvbench.errors import UserError
-from kvbench.results.layout import CellRef, format_level, make_cell_id
+from kvbench.results.manifest import CellIdentity, CellRef, format_level, scenario_label
 from kvbench.spec.experiment import ExperimentSpec
 
 ONLY_KEYS = ("model", "scenario", "level", "repeat")
 
 
 @dataclass(frozen=True)
+class ScenarioVariant:
+    """One scenario with one combination of its knobs' values."""
+
+    name: str  # the catalog scenario
+    applied_params: dict[str, Any] = field(hash=False)  # every knob it uses, one value each
+    swept_params: dict[str, Any] = field(hash=False)  # those the spec gives several values
+
+    @property
+    def label(self) -> str:
+        return scenario_label(self.name, self.swept_params)
+
+
+@dataclass(frozen=True)
 class CellPlan:
     model: str
-    scenario: str  # the label: bare scenario name, or name+params
-    scenario_name: str
-    scenario_params: dict[str, Any] = field(hash=False)
+    variant: ScenarioVariant
     level: float
     repeat: int
     strategy: str  # what this cell runs: concurrent | constant | poisson | synchronous | throughput
 
     @property
+    def identity(self) -> CellIdentity:
+        return CellIdentity(
+            model=self.model,
+            base_scenario=self.variant.name,
+            swept_params=self.variant.swept_params,
+            level=self.level,
+            repeat=self.repeat,
+        )
+
+    @property
     def cell_id(self) -> str:
-        return make_cell_id(self.model, self.scenario, self.level, self.repeat)
+        return self.identity.cell_id
+
+    @property
+    def scenario(self) -> str:
+        """The label (tables, --only)."""
+        return self.variant.label
+
+    @property
+    def scenario_name(self) -> str:
+        return self.variant.name
+
+    @property
+    def scenario_params(self) -> dict[str, Any]:
+        return self.variant.applied_params
 
     @property
     def group_key(self) -> tuple[str, str]:
         return self.model, self.scenario
 
+    def at_level(self, level: float, strategy: str) -> CellPlan:
+        return CellPlan(self.model, self.variant, level, self.repeat, strategy)
+
     def ref(self) -> CellRef:
-        return CellRef(
-            cell_id=self.cell_id,
-            model=self.model,
-            scenario=self.scenario,
-            level=self.level,
-            repeat=self.repeat,
-            scenario_name=self.scenario_name,
-            scenario_params=self.scenario_params,
-            strategy=self.strategy,
-        )
+        return CellRef.new(self.identity, self.strategy)
 
 
-def scenario_variants(spec: ExperimentSpec) -> list[tuple[str, str, dict[str, Any]]]:
-    """(label, scenario name, params) for every scenario x combination of the swept knobs it uses.
+def scenario_variants(spec: ExperimentSpec) -> list[ScenarioVariant]:
+    """Every scenario x combination of the knobs it uses.
 
     A knob a scenario does not use (num_cpu_blocks for no-offload) is not swept for it: its cells
     would be identical. For an existing endpoint, scenarios are labels only and every knob applies."""
@@ -63,12 +92,12 @@ def scenario_variants(spec: ExperimentSpec) -> list[tuple[str, str, dict[str, An
     variants = []
     for name in spec.scenarios:
         keys = sorted(k for k in spec.scenario_params if used is None or k in used(name))
+        swept = {k for k in keys if len(spec.scenario_params[k]) > 1}
         for values in itertools.product(*(spec.scenario_params[k] for k in keys)):
-            params = dict(zip(keys, values))
-            label = (
-                name if not params else name + "+" + ",".join(f"{k}={v}" for k, v in params.items())
+            applied = dict(zip(keys, values))
+            variants.append(
+                ScenarioVariant(name, applied, {k: v for k, v in applied.items() if k in swept})
             )
-            variants.append((label, name, params))
     return variants
 
 
@@ -97,9 +126,9 @@ def _sweep_step_strategy(step: int) -> str:
 def expand_cells(spec: ExperimentSpec, only: list[str] | tuple[str, ...] = ()) -> list[CellPlan]:
     filters = parse_only(only)
     plans = [
-        CellPlan(model, label, name, params, level, repeat, strategy)
+        CellPlan(model, variant, level, repeat, strategy)
         for model in spec.models
-        for label, name, params in scenario_variants(spec)
+        for variant in scenario_variants(spec)
         for repeat in range(spec.repeats)
         for level, strategy in level_strategies(spec)
     ]

@@ -25,10 +25,19 @@ from rich.console import Console
 from kvbench.errors import UserError
 from kvbench.experiment.cell_run import CellInputs, RunnerHooks, run_cell
 from kvbench.experiment.cells import CellPlan, expand_cells
-from kvbench.results.layout import CellInfo, CellStatus, RunManifest
+from kvbench.results.cell import (
+    CellInfo,
+    DeploymentRecord,
+    LevelPlanFacts,
+    WorkingSetReport,
+    WorkloadFacts,
+)
+from kvbench.results.manifest import CellStatus, RunManifest
 from kvbench.results.run_lock import RunLock
 from kvbench.results.store import RunStore, host_facts, manifest_versions, utc_now_iso
+from kvbench.results.summary import CellSummary
 from kvbench.spec.experiment import ExperimentSpec, load_spec
+from kvbench.spec.scenarios import ScenarioCatalog
 from kvbench.targets import build_target
 from kvbench.targets.base import Deployment, TargetError
 from kvbench.targets.endpoint import fetch_models, max_model_len_of
@@ -73,8 +82,9 @@ def run_experiment_cli(
     spec = load_spec(spec_path)
     if target_kind is not None:
         spec = with_target_kind(spec, target_kind)
+    catalog = catalog_for_spec(spec)  # read once; targets get it through up()
     if spec.target.kind != "endpoint":  # an existing endpoint's scenarios are labels only
-        validate_scenarios(catalog_for_spec(spec), spec.scenarios, spec.scenario_params)
+        validate_scenarios(catalog, spec.scenarios, spec.scenario_params)
     plans = expand_cells(spec, list(only))
     if dry_run or getattr(
         spec.target, "dry_run", False
@@ -88,10 +98,10 @@ def run_experiment_cli(
     console = console or Console(stderr=True)
     with RunLock(run_dir):  # one process per run directory (a second one is refused)
         target = build_target(spec.target, run_dir=run_dir, seed=spec.seed)
-        store = _open_store(spec, run_dir, resume, target.describe())
+        store = _open_store(spec, run_dir, resume, target.describe(), catalog)
         store.register_cells([p.ref() for p in plans])
         hooks = hooks or RunnerHooks()
-        runner = ExperimentRunner(spec, Path(spec_path), store, target, hooks, console)
+        runner = ExperimentRunner(spec, Path(spec_path), store, target, catalog, hooks, console)
         return runner.run(plans)
 
 
@@ -99,8 +109,11 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
-def _open_store(spec: ExperimentSpec, run_dir: Path, resume: bool, sut) -> RunStore:
+def _open_store(
+    spec: ExperimentSpec, run_dir: Path, resume: bool, sut, catalog: ScenarioCatalog
+) -> RunStore:
     snapshot = spec.model_dump(mode="json")
+    kinds = catalog.kinds(spec.scenarios)  # what each scenario is, for the analysis
     if not resume:
         manifest = RunManifest(
             kvbench_version=manifest_versions(["kvbench"])["kvbench"],
@@ -113,6 +126,8 @@ def _open_store(spec: ExperimentSpec, run_dir: Path, resume: bool, sut) -> RunSt
             strategy=spec.load.strategy,
             clock_origin_unix_s=time.time(),
             level_unit=_LEVEL_UNITS[spec.load.strategy],
+            baseline_scenario="no-offload",
+            scenario_kinds=kinds,
         )
         return RunStore.create(run_dir, manifest)
     store = RunStore.open(run_dir)
@@ -130,6 +145,7 @@ def _open_store(spec: ExperimentSpec, run_dir: Path, resume: bool, sut) -> RunSt
         store.manifest.spec = snapshot  # nothing finished yet: start over with the new spec
         store.manifest.cells = []
     store.manifest.finished_at = None
+    store.manifest.scenario_kinds = kinds
     store.save_manifest()
     return store
 
@@ -141,17 +157,19 @@ class ExperimentRunner:
         spec_path: Path,
         store: RunStore,
         target,
+        catalog: ScenarioCatalog,
         hooks: RunnerHooks,
         console: Console,
     ):
         self.spec, self.spec_path, self.store, self.target = spec, spec_path, store, target
+        self.catalog = catalog
         self.hooks, self.console = hooks, console
-        origin = getattr(store.manifest, "clock_origin_unix_s", None) or time.time()
+        origin = store.manifest.clock_origin_unix_s or time.time()
         from kvbench.loadgen.api import RunClock
 
         # seconds from the run's start, continued across --resume (wall clock bridges the processes)
         self.clock = RunClock(time.perf_counter() - (time.time() - origin))
-        self.workloads: dict[tuple[str, int], tuple[Any, dict]] = {}
+        self.workloads: dict[tuple[str, int], tuple[Any, dict[str, Any]]] = {}
         self.any_failed = False
 
     def run(self, plans: list[CellPlan]) -> int:
@@ -181,7 +199,9 @@ class ExperimentRunner:
     def _run_group(self, pending: list[CellPlan]) -> None:
         first = pending[0]
         try:
-            deployment = self.target.up(first.model, first.scenario_name, first.scenario_params)
+            deployment = self.target.up(
+                first.model, first.scenario_name, first.scenario_params, catalog=self.catalog
+            )
         except TargetError as err:
             self._fail_all(pending, f"target up failed: {err}", err.log_tail)
             return
@@ -218,7 +238,7 @@ class ExperimentRunner:
     def _workload(self, plan: CellPlan, deployment: Deployment):
         key = (plan.model, plan.repeat)
         if key not in self.workloads:
-            caps = KvCapacities.from_details(deployment.details)
+            caps = KvCapacities.from_facts(deployment.facts)
             self.workloads[key] = build_workload(
                 self.spec.workload,
                 self.spec.seed + plan.repeat,
@@ -229,7 +249,7 @@ class ExperimentRunner:
 
     def _check_lengths(self, plans: list[CellPlan], deployment: Deployment) -> None:
         """Reject (UserError) a workload whose longest conversation does not fit max_model_len."""
-        max_len = deployment.details.get("max_model_len")
+        max_len = deployment.facts.max_model_len
         if max_len is None:
             try:
                 max_len = max_model_len_of(
@@ -268,35 +288,32 @@ class ExperimentRunner:
             self.hooks.before_cell(plan)
         workload, capacity = self._workload(plan, deployment)
         info = self._info(plan)
-        info.workload = {
-            "kind": workload.kind,
-            "conversations": len(workload.conversations),
-            "seed": self.spec.seed + plan.repeat,
-            "capacity": capacity,
-        }
-        info.deployment = {
-            "base_url": deployment.base_url,
-            "served_model_name": deployment.served_model_name,
-            "details": deployment.details,
-        }
+        info.workload = WorkloadFacts(
+            kind=workload.kind,
+            conversations=len(workload.conversations),
+            seed=self.spec.seed + plan.repeat,
+            capacity=WorkingSetReport.model_validate(capacity),
+        )
+        info.deployment = DeploymentRecord(
+            base_url=deployment.base_url,
+            served_model_name=deployment.served_model_name,
+            facts=deployment.facts,
+        )
         try:
             level_plan = self._level_plan(plan)
         except RuntimeError as err:
             self.store.record_failure(info, str(err))
             return
-        info.level_plan = {
-            k: getattr(level_plan, k)
-            for k in (
-                "strategy",
-                "level",
-                "duration_s",
-                "max_requests",
-                "warmup_s",
-                "cooldown_s",
-                "max_concurrency",
-                "seed",
-            )
-        }
+        info.level_plan = LevelPlanFacts(
+            strategy=level_plan.strategy,
+            level=level_plan.level,
+            duration_s=level_plan.duration_s,
+            max_requests=level_plan.max_requests,
+            warmup_s=level_plan.warmup_s,
+            cooldown_s=level_plan.cooldown_s,
+            max_concurrency=level_plan.max_concurrency,
+            seed=level_plan.seed,
+        )
         writer = self.store.start_cell(info)
         self.console.print(f"cell {plan.cell_id}: {level_plan.strategy} {level_plan.level:g}")
         inputs = CellInputs(
@@ -367,19 +384,11 @@ class ExperimentRunner:
 
         measured = []
         for step in (1.0, 2.0):
-            ref = CellPlan(
-                plan.model,
-                plan.scenario,
-                plan.scenario_name,
-                plan.scenario_params,
-                step,
-                plan.repeat,
-                "",
-            )
+            ref = plan.at_level(step, "")
             info = self.store.read_cell(ref.cell_id)
             rate = (
-                info.summary.get("request_rate_rps")
-                if info and info.status == CellStatus.OK
+                info.summary.request_rate_rps
+                if info and info.status == CellStatus.OK and info.summary
                 else None
             )
             if not rate:
@@ -392,16 +401,7 @@ class ExperimentRunner:
         return float(rates[int(plan.level) - 1])
 
     def _info(self, plan: CellPlan) -> CellInfo:
-        return CellInfo(
-            cell_id=plan.cell_id,
-            model=plan.model,
-            scenario=plan.scenario,
-            scenario_params=plan.scenario_params,
-            level=plan.level,
-            repeat=plan.repeat,
-            strategy=plan.strategy,
-            scenario_name=plan.scenario_name,
-        )
+        return CellInfo.new(plan.identity, plan.strategy, plan.scenario_params)
 
     # ------------------------------------------------------------------ the end
     def _failed_cells(self, plans: list[CellPlan]) -> list[str]:
@@ -420,16 +420,16 @@ class ExperimentRunner:
             info = self.store.read_cell(plan.cell_id)
             if info is None:
                 continue
-            summary = info.summary
+            summary = info.summary or CellSummary()
             rows.append(
                 SummaryRow(
                     plan.cell_id,
-                    summary.get("request_rate_rps") or 0.0,
-                    summary.get("output_tokens_per_s") or 0.0,
-                    summary.get("ttft_ms_p50"),
-                    summary.get("ttft_ms_p99"),
-                    summary.get("itl_ms_p50"),
-                    summary.get("requests_failed", 0),
+                    summary.request_rate_rps or 0.0,
+                    summary.output_tokens_per_s or 0.0,
+                    summary.ttft_p50_ms,
+                    summary.ttft_p99_ms,
+                    summary.itl_p50_ms,
+                    summary.requests_failed,
                     model=plan.model,
                     scenario=plan.scenario,
                     level=plan.level,

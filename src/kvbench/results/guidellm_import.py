@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from kvbench.errors import EnvironmentFailure, UserError
+from kvbench.results.cell import CellInfo, CellValidity
 from kvbench.results.guidellm_format import (
     RATE_STRATEGIES,
     Backend,
@@ -45,17 +46,15 @@ from kvbench.results.guidellm_format import (
     Timings,
     parse_report,
 )
-from kvbench.results.layout import (
-    CellInfo,
+from kvbench.results.manifest import (
+    CellIdentity,
     CellRef,
     CellStatus,
     RunManifest,
     SystemUnderTest,
-    make_cell_id,
 )
 from kvbench.results.records import Phase, RequestRecord, RequestStatus
 from kvbench.results.store import RunStore, host_facts, manifest_versions, utc_now_iso
-from kvbench.results.summary import CellTally
 
 T = TypeVar("T")
 DEFAULT_SCENARIO = "guidellm"
@@ -160,25 +159,16 @@ def _import_benchmark(
     level = _level(config.strategy)
     repeat = seen.get((model, scenario, level), 0)
     seen[(model, scenario, level)] = repeat + 1
-    cell_id = make_cell_id(model, scenario, level, repeat)
-    store.register_cells(
-        [CellRef(cell_id=cell_id, model=model, scenario=scenario, level=level, repeat=repeat)]
-    )
-    info = CellInfo(
-        cell_id=cell_id,
-        model=model,
-        scenario=scenario,
-        level=level,
-        repeat=repeat,
-        strategy=config.strategy.type_,
-    )
+    identity = CellIdentity(model=model, base_scenario=scenario, level=level, repeat=repeat)
+    cell_id = identity.cell_id
+    store.register_cells([CellRef.new(identity, config.strategy.type_)])
+    info = CellInfo.new(identity, config.strategy.type_)
     writer = store.start_cell(info)
     start = bench.start_time
     end = bench.end_time if bench.end_time is not None else start
     measure_start = start + (bench.warmup_duration or 0.0)
     measure_end = end - (bench.cooldown_duration or 0.0)
     window = _Window(cell_id, level, run_t0, measure_start, measure_end)
-    tally = CellTally()
     groups = bench.requests
     for group, status in (
         (groups.successful, RequestStatus.OK),
@@ -186,20 +176,17 @@ def _import_benchmark(
         (groups.incomplete, RequestStatus.CANCELLED),
     ):
         for raw in group:
-            record = _record(raw, status, window)
-            writer.add_request(record)
-            tally.observe(record)
-    info.measure_start_s, info.measure_end_s = measure_start - run_t0, measure_end - run_t0
-    info.summary = tally.summary(info.measure_start_s, info.measure_end_s)
-    info.validity = {
-        "itl_available": False,
-        "source_file": str(path),
-        "guidellm_benchmark_id": config.id_,
-        "guidellm_incomplete_requests": len(groups.incomplete),
-        "note": "GuideLLM keeps no per-token times: itl_ms is empty; tpot_ms recomputed as ours. "
+            writer.add_request(_record(raw, status, window))
+    writer.summarize(measure_start - run_t0, measure_end - run_t0)
+    info.validity = CellValidity(
+        itl_available=False,
+        source_file=str(path),
+        guidellm_benchmark_id=str(config.id_) if config.id_ is not None else None,
+        guidellm_incomplete_requests=len(groups.incomplete),
+        note="GuideLLM keeps no per-token times: itl_ms is empty; tpot_ms recomputed as ours. "
         "Incomplete requests (cancelled by GuideLLM at the benchmark's end) are kept as "
         "cancelled, phase cooldown: not errors, outside the statistics",
-    }
+    )
     store.end_cell(writer, CellStatus.OK)
 
 

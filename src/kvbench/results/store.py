@@ -17,31 +17,30 @@ import shutil
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kvbench.errors import UserError
+from kvbench.results.cell import CellInfo
 from kvbench.results.layout import (
     CELL_FILE,
     MANIFEST_FILE,
     REQUESTS_FILE,
     SERVER_METRICS_FILE,
     SYSTEM_METRICS_FILE,
-    CellInfo,
-    CellRef,
-    CellStatus,
-    RunManifest,
     cell_dir,
     save_model,
 )
+from kvbench.results.manifest import CellRef, CellStatus, HostFacts, RunManifest
+from kvbench.results.read import read_cell_info, read_manifest
 from kvbench.results.records import (
     REQUEST_SCHEMA,
     SERVER_METRICS_SCHEMA,
     SYSTEM_METRICS_SCHEMA,
     RequestRecord,
 )
+from kvbench.results.summary import summarize
 
 
 def utc_now_iso() -> str:
@@ -83,11 +82,18 @@ class PartWriter:
 
 
 class CellWriter:
-    """Everything one cell writes: its three parquet datasets and its cell.json."""
+    """Everything one cell writes: its three parquet datasets and its cell.json.
+
+    A producer of cells (the runner, an importer, a simulated target) adds every request record with
+    `add_request` (all phases: prime / warmup / cooldown ones are kept and excluded from the
+    numbers), then calls `summarize(measure_start_s, measure_end_s)` once the load has ended:
+    that fills cell.json's measure window and its `CellSummary` (results/summary.py, the one place
+    a cell's numbers are computed). `RunStore.end_cell` then flushes and saves."""
 
     def __init__(self, directory: Path, info: CellInfo, batch_rows: int = 256):
         self.directory = directory
         self.info = info
+        self.records: list[RequestRecord] = []  # every record added, for the summary
         self.requests = PartWriter(directory / REQUESTS_FILE, REQUEST_SCHEMA, batch_rows)
         self.server_metrics = PartWriter(
             directory / SERVER_METRICS_FILE, SERVER_METRICS_SCHEMA, 4 * batch_rows
@@ -98,6 +104,12 @@ class CellWriter:
 
     def add_request(self, record: RequestRecord) -> None:
         self.requests.append(record.to_row())
+        self.records.append(record)
+
+    def summarize(self, measure_start_s: float | None, measure_end_s: float | None) -> None:
+        self.info.measure_start_s = measure_start_s
+        self.info.measure_end_s = measure_end_s
+        self.info.summary = summarize(self.records, measure_start_s, measure_end_s)
 
     def flush(self) -> None:
         for writer in (self.requests, self.server_metrics, self.system_metrics):
@@ -132,13 +144,7 @@ class RunStore:
         path = Path(run_dir) / MANIFEST_FILE
         if not path.is_file():
             raise UserError(f"--resume: {run_dir} holds no {MANIFEST_FILE}; nothing to resume")
-        try:
-            manifest = RunManifest.model_validate_json(path.read_text())
-        except ValueError as err:
-            raise UserError(
-                f"{path}: not a kvbench manifest ({str(err).splitlines()[0]})"
-            ) from None
-        return cls(Path(run_dir), manifest)
+        return cls(Path(run_dir), read_manifest(path, allow_migration=False))
 
     def save_manifest(self) -> None:
         save_model(self.run_dir / MANIFEST_FILE, self.manifest)
@@ -157,7 +163,7 @@ class RunStore:
 
     def read_cell(self, cell_id: str) -> CellInfo | None:
         path = cell_dir(self.run_dir, cell_id) / CELL_FILE
-        return CellInfo.model_validate_json(path.read_text()) if path.is_file() else None
+        return read_cell_info(path) if path.is_file() else None
 
     def register_cells(self, refs: list[CellRef]) -> None:
         """Add cells the manifest does not list yet (a resume with a wider --only adds, never drops)."""
@@ -216,16 +222,16 @@ def manifest_versions(packages: list[str]) -> dict[str, str]:
     return versions
 
 
-def host_facts() -> dict[str, Any]:
+def host_facts() -> HostFacts:
     import platform
 
     import psutil
 
-    return {
-        "hostname": platform.node(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count_logical": psutil.cpu_count(logical=True),
-        "cpu_count_physical": psutil.cpu_count(logical=False),
-        "memory_total_bytes": psutil.virtual_memory().total,
-    }
+    return HostFacts(
+        hostname=platform.node(),
+        platform=platform.platform(),
+        python=platform.python_version(),
+        cpu_count_logical=psutil.cpu_count(logical=True),
+        cpu_count_physical=psutil.cpu_count(logical=False),
+        memory_total_bytes=psutil.virtual_memory().total,
+    )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -24,6 +23,8 @@ from kvbench.collect.prometheus import Sample, parse_metrics
 from kvbench.collect.scraper import sample_rows
 from kvbench.experiment import cache_state
 from kvbench.loadgen.plan import LevelPlan, ProgressUpdate
+from kvbench.results.cell import CacheProtocol
+from kvbench.results.deployment import ResetResult
 from kvbench.results.records import Phase, RequestRecord
 from kvbench.simulate.client import SimClient
 from kvbench.simulate.events import EventLoop
@@ -46,7 +47,7 @@ class CellSettings:
 
 @dataclass
 class CellOutcome:
-    protocol: dict[str, Any]
+    protocol: CacheProtocol
     level: LevelOutcome
     scrapes: int
     num_steps: int
@@ -94,7 +95,7 @@ def simulate_cell(
     plan: LevelPlan,
     cell_id: str,
     settings: CellSettings,
-    reset_result: dict[str, Any] | None,
+    reset_result: ResetResult | None,
     on_record: Callable[[RequestRecord, str | None], None],
     on_server_rows: RowsSink,
     on_progress: Callable[[ProgressUpdate], None] | None = None,
@@ -108,7 +109,9 @@ def simulate_cell(
     )
     running = [True]
     stack.router.start_refresh(lambda: running[0])
-    protocol: dict[str, Any] = {"reset": reset_result} if reset_result is not None else {}
+    protocol = CacheProtocol(
+        reset_requested=reset_result is not None, prime_requested=settings.prime, reset=reset_result
+    )
     primes = cache_state.prime_conversations(workload) if settings.prime else []
     if primes:
         prime_plan = LevelPlan(
@@ -121,9 +124,9 @@ def simulate_cell(
         result = run_level(
             loop, client, primes, prime_plan, cell_id, lambda r: on_record(r, Phase.PRIME.value)
         )
-        protocol["primed_prefixes"] = len(primes)
-        protocol["prime_counts"] = dict(result.counts)
-    protocol["expected_state"] = cache_state.expected_state(reset_result, primed=bool(primes))
+        protocol.primed_prefixes = len(primes)
+        protocol.prime_counts = dict(result.counts)
+    protocol.expected_state = cache_state.expected_state(reset_result, primed=bool(primes))
     before = cache_state.counter_snapshot(scrape(stack)) if settings.verify else None
     sampler = _Sampler(loop, stack, on_server_rows)
     level_running = [True]
@@ -149,11 +152,11 @@ def simulate_cell(
     if settings.server_metrics:
         sampler.sample()  # a final sample closes the window
     if settings.verify and before is not None:
-        verdict = first_use.verdict(protocol["expected_state"])
+        verdict = first_use.verdict(protocol.expected_state)
         after = cache_state.counter_snapshot(scrape(stack))
         verdict["server_counters"] = cache_state.counter_deltas(before, after)
         verdict["failed_sources"] = after["failed_sources"]
-        protocol["verify"] = verdict
+        protocol.verify = verdict
     running[0] = False
     return CellOutcome(
         protocol,

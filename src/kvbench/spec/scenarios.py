@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kvbench.errors import UserError
+from kvbench.results.manifest import OffloadTier, Routing, ScenarioKind
 
 BUILTIN_SCENARIOS = (
     "no-offload",
@@ -75,9 +76,17 @@ class KVStoreNeed(_Strict):
     role: Literal["lmcache-remote", "kv-block-index"]
 
 
+class KindDeclaration(_Strict):
+    """What a scenario is (results.manifest.ScenarioKind without the store, which kv_store says)."""
+
+    offload: OffloadTier
+    routing: Routing
+
+
 class Scenario(_Strict):
     name: str = ""
     description: str = ""
+    kind: KindDeclaration
     kv_store: KVStoreNeed | None = None
     kv_transfer_config: dict[str, Any] | None = None
     kv_events_config: dict[str, Any] | None = None
@@ -87,6 +96,23 @@ class Scenario(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     notes: str = ""
     seed_config: str = ""  # how the seed configured it, verbatim, for the report
+
+    @model_validator(mode="after")
+    def _remote_tier_needs_its_store(self) -> Scenario:
+        remote_store = self.kv_store is not None and self.kv_store.role == "lmcache-remote"
+        if (self.kind.offload == "lmcache-remote") != remote_store:
+            raise ValueError(
+                "kind.offload is lmcache-remote exactly when kv_store.role is lmcache-remote"
+            )
+        return self
+
+    def declared_kind(self) -> ScenarioKind:
+        return ScenarioKind(
+            offload=self.kind.offload,
+            routing=self.kind.routing,
+            store=self.kv_store.kind if self.kv_store else None,
+            store_role=self.kv_store.role if self.kv_store else None,
+        )
 
 
 class ScenarioFile(_Strict):
@@ -108,6 +134,10 @@ class ScenarioCatalog:
 
     def names(self) -> list[str]:
         return list(self.scenarios)
+
+    def kinds(self, names: Iterable[str]) -> dict[str, ScenarioKind]:
+        """What each named scenario is; names the catalog does not hold are left out."""
+        return {n: self.scenarios[n].declared_kind() for n in names if n in self.scenarios}
 
 
 @dataclass(frozen=True)
@@ -192,21 +222,6 @@ def load_catalog(extra_files: Iterable[str | Path] = ()) -> ScenarioCatalog:
 
 def catalog_for_spec(spec: Any) -> ScenarioCatalog:
     return load_catalog(getattr(spec, "scenario_files", None) or ())
-
-
-def catalog_for_run(run_dir: Path | None) -> ScenarioCatalog:
-    """The catalog a run uses: built-ins plus the `scenario_files` of the spec snapshot in the run's
-    manifest.json (targets receive only their target spec, the runner writes the manifest first)."""
-    files: list[str] = []
-    manifest = Path(run_dir) / "manifest.json" if run_dir else None
-    if manifest is not None and manifest.is_file():
-        try:
-            files = list(
-                json.loads(manifest.read_text()).get("spec", {}).get("scenario_files") or []
-            )
-        except (OSError, ValueError):
-            files = []
-    return load_catalog(files)
 
 
 def validate_scenarios(

@@ -14,10 +14,19 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kvbench.results.layout import SystemUnderTest
-from kvbench.targets.base import Deployment, TargetError
+from kvbench.results.manifest import SystemUnderTest
+from kvbench.targets.base import (
+    ComponentReset,
+    Deployment,
+    DeploymentFacts,
+    ResetResult,
+    TargetError,
+)
+
+if TYPE_CHECKING:
+    from kvbench.spec.scenarios import ScenarioCatalog
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -94,15 +103,23 @@ class EndpointTarget:
             },
         )
 
-    def up(self, model: str, scenario: str, scenario_params: dict[str, Any]) -> Deployment:
+    def up(
+        self,
+        model: str,
+        scenario: str,
+        scenario_params: dict[str, Any],
+        *,
+        catalog: ScenarioCatalog | None = None,
+    ) -> Deployment:
+        """The scenario (and the catalog) are labels only: an existing server is not reconfigured."""
         cards = fetch_models(self.base_url)
         served = pick_served_model(cards, self.spec.model_name, model)
         self.server_version = self._version()
-        details: dict[str, Any] = {
-            "max_model_len": max_model_len_of(cards, served),
-            "server_version": self.server_version,
-            "note": "scenario is a label only: an endpoint target cannot reconfigure the server",
-        }
+        facts = DeploymentFacts(
+            max_model_len=max_model_len_of(cards, served),
+            server_version=self.server_version,
+            notes=["scenario is a label only: an endpoint target cannot reconfigure the server"],
+        )
         sources = {f"metrics-{i}": url for i, url in enumerate(self.spec.metrics_urls)}
         return Deployment(
             model=model,
@@ -111,7 +128,7 @@ class EndpointTarget:
             base_url=self.base_url,
             api_urls=[self.base_url],
             metrics_sources=sources,
-            details=details,
+            facts=facts,
         )
 
     def _version(self) -> str | None:
@@ -121,24 +138,23 @@ class EndpointTarget:
             return None
         return body.get("version") if status == 200 and isinstance(body, dict) else None
 
-    def reset_caches(self, deployment: Deployment) -> dict[str, Any]:
+    def reset_caches(self, deployment: Deployment) -> ResetResult:
         """POST /reset_prefix_cache on every API server; a 404/405 means the server does not offer it."""
-        results = {}
+        result = ResetResult()
+        what = "POST /reset_prefix_cache"
         for url in deployment.api_urls or [deployment.base_url]:
             try:
                 status, body = http_json("POST", url.rstrip("/") + "/reset_prefix_cache")
             except TargetError as err:
-                results[url] = {"reset": False, "error": str(err)}
+                result.components[url] = ComponentReset(reset=False, what=what, error=str(err))
                 continue
-            entry: dict[str, Any] = {"reset": status == 200, "http_status": status}
+            entry = ComponentReset(reset=status == 200, what=what, http_status=status)
             if status in (404, 405):
-                entry["note"] = (
-                    "not offered (vLLM needs VLLM_SERVER_DEV_MODE=1); the cache stays warm"
-                )
+                entry.note = "not offered (vLLM needs VLLM_SERVER_DEV_MODE=1); the cache stays warm"
             elif status != 200:
-                entry["error"] = str(body)[:200]
-            results[url] = entry
-        return results
+                entry.error = str(body)[:200]
+            result.components[url] = entry
+        return result
 
     def down(self, deployment: Deployment) -> None:
         return None  # kvbench started nothing

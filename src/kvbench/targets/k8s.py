@@ -43,9 +43,17 @@ import urllib3
 
 from kvbench.collect.scraper import MetricsSource
 from kvbench.errors import EnvironmentFailure, UserError
-from kvbench.results.layout import SystemUnderTest
-from kvbench.spec.scenarios import catalog_for_run
-from kvbench.targets.base import Deployment, TargetError
+from kvbench.results.manifest import SystemUnderTest
+from kvbench.spec.scenarios import ScenarioCatalog, load_catalog
+from kvbench.targets.base import (
+    ComponentReset,
+    Deployment,
+    DeploymentFacts,
+    K8sApplyFacts,
+    KvStoreFacts,
+    ResetResult,
+    TargetError,
+)
 from kvbench.targets.k8s_manifests import (
     MANAGED_BY,
     STORE_IMAGES,
@@ -68,7 +76,9 @@ RESET_PERMANENT_STATUSES = (
 )  # retrying cannot help (404: VLLM_SERVER_DEV_MODE unset)
 VLLM_DEFAULT_PORT = 8000
 EPP_METRICS_PORT = 9090  # GIE's EPP --metrics-port default
-EPP_NOT_RESET = {"reset": False, "what": "the EPP's approximate prefix index has no reset API"}
+EPP_NOT_RESET = ComponentReset(
+    reset=False, what="the EPP's approximate prefix index has no reset API"
+)
 
 
 def _json(response) -> dict:
@@ -350,10 +360,16 @@ class K8sTarget:
             },
         )
 
-    def up(self, model: str, scenario: str, scenario_params: dict[str, Any]) -> Deployment:
-        objects = render_manifests(
-            catalog_for_run(self.run_dir), self.spec, model, scenario, scenario_params
-        )
+    def up(
+        self,
+        model: str,
+        scenario: str,
+        scenario_params: dict[str, Any],
+        *,
+        catalog: ScenarioCatalog | None = None,
+    ) -> Deployment:
+        catalog = catalog if catalog is not None else load_catalog()
+        objects = render_manifests(catalog, self.spec, model, scenario, scenario_params)
         manifests_path = self.run_dir / "k8s" / scenario / "manifests.yaml"
         manifests_path.parent.mkdir(parents=True, exist_ok=True)
         manifests_path.write_text(dump_yaml(objects))
@@ -383,13 +399,16 @@ class K8sTarget:
             base_url=self.spec.gateway_url,
             api_urls=[self.spec.gateway_url],
             metrics_sources=self._metrics_sources(),
-            details={
-                "namespace": self.spec.namespace,
-                "applied": applied,
-                "epp_restarted": epp_changed,
-                "manifests": str(manifests_path),
-                "kv_store": {"kind": stores[0], "deployment": stores[0]} if stores else None,
-            },
+            facts=DeploymentFacts(
+                router=f"llm-d EPP (Deployment {self.spec.epp_deployment})",
+                store=KvStoreFacts(kind=stores[0], deployment=stores[0]) if stores else None,
+                k8s=K8sApplyFacts(
+                    namespace=self.spec.namespace,
+                    applied=applied,
+                    epp_restarted=epp_changed,
+                    manifests_path=str(manifests_path),
+                ),
+            ),
         )
 
     def _pods_of(self, deployment_name: str) -> list[dict]:
@@ -463,67 +482,69 @@ class K8sTarget:
                 )
             self._sleep(self.poll_interval_s)
 
-    def reset_caches(self, deployment: Deployment) -> dict[str, Any]:
-        """Per component {reset, what, ...}: engine-<i> (every serving model-server pod, listed now),
-        the scenario's store (by its kind), router. Engines first, then the store, so that an index
-        kept in the store does not keep entries of blocks the engines just dropped.
-        `deployment.metrics_sources` is re-listed afterwards: a restarted EPP (or an engine pod that
-        was replaced since `up`) has a new pod name, and the cell scrapes what is there now."""
+    def reset_caches(self, deployment: Deployment) -> ResetResult:
+        """Per component: engine-<i> (every serving model-server pod, listed now), the scenario's
+        store (by its kind), router. Engines first, then the store, so that an index kept in the
+        store does not keep entries of blocks the engines just dropped. The metrics sources are
+        re-listed afterwards and returned (`ResetResult.metrics_sources`): a restarted EPP (or an
+        engine pod that was replaced since `up`) has a new pod name, and the cell scrapes what is
+        there now."""
         pods = self._pods_of(self.spec.model_server_deployment)
-        result: dict[str, Any] = {
-            f"engine-{i}": self._reset_engine(pod) for i, pod in enumerate(pods)
-        }
+        result = ResetResult()
+        for i, pod in enumerate(pods):
+            result.components[f"engine-{i}"] = self._reset_engine(pod)
         if not pods:
-            result["model_server"] = {
-                "reset": False,
-                "what": "POST /reset_prefix_cache (pod proxy)",
-                "error": f"no serving pod of {self.spec.model_server_deployment}",
-            }
-        store = deployment.details.get("kv_store")
-        if store:
-            result[store["kind"]] = self._rollout_restart(
-                store["deployment"], "rollout restart (no persistence)"
+            result.components["model_server"] = ComponentReset(
+                reset=False,
+                what="POST /reset_prefix_cache (pod proxy)",
+                error=f"no serving pod of {self.spec.model_server_deployment}",
+            )
+        store = deployment.facts.store
+        if store is not None and store.deployment:
+            result.components[store.kind] = self._rollout_restart(
+                store.deployment, "rollout restart (no persistence)"
             )
         if self.spec.restart_epp_on_reset:
-            result["router"] = self._rollout_restart(
+            result.components["router"] = self._rollout_restart(
                 self.spec.epp_deployment, "rollout restart of the EPP"
             )
         else:
-            result["router"] = dict(EPP_NOT_RESET)
-        deployment.metrics_sources = self._metrics_sources()
+            result.components["router"] = EPP_NOT_RESET.model_copy()
+        result.metrics_sources = self._metrics_sources()
         return result
 
-    def _reset_engine(self, pod: dict) -> dict[str, Any]:
+    def _reset_engine(self, pod: dict) -> ComponentReset:
         name, port = pod["metadata"]["name"], vllm_port(pod)
         what = "POST /reset_prefix_cache (pod proxy)"
         status, body = 0, ""
+        attempt = 0
         for attempt in range(1, RESET_RETRIES + 1):
             status, body = self._objects().pod_post(name, port, "reset_prefix_cache")
             if status == 200:
-                return {"reset": True, "what": what, "attempts": attempt, "pod": name}
+                return ComponentReset(reset=True, what=what, attempts=attempt, pod=name)
             if status in RESET_PERMANENT_STATUSES:
                 break
             if attempt < RESET_RETRIES:
                 self._sleep(RESET_RETRY_INTERVAL_S)
-        entry = {
-            "reset": False,
-            "what": what,
-            "attempts": attempt,
-            "pod": name,
-            "http_status": status,
-            "error": body[-300:],
-        }
-        if status == 404:
-            entry["note"] = "vLLM serves /reset_prefix_cache only with VLLM_SERVER_DEV_MODE=1"
-        return entry
+        return ComponentReset(
+            reset=False,
+            what=what,
+            attempts=attempt,
+            pod=name,
+            http_status=status,
+            error=body[-300:],
+            note="vLLM serves /reset_prefix_cache only with VLLM_SERVER_DEV_MODE=1"
+            if status == 404
+            else None,
+        )
 
-    def _rollout_restart(self, name: str, what: str) -> dict[str, Any]:
+    def _rollout_restart(self, name: str, what: str) -> ComponentReset:
         try:
             self._restart(name)
             self._wait_rollout(name)
         except TargetError as err:
-            return {"reset": False, "what": what, "error": str(err)}
-        return {"reset": True, "what": what}
+            return ComponentReset(reset=False, what=what, error=str(err))
+        return ComponentReset(reset=True, what=what)
 
     def down(self, deployment: Deployment) -> None:
         # Nothing to stop: the next scenario patches the same Deployments (as run-benchmark.sh does).

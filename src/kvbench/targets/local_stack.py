@@ -1,14 +1,15 @@
 """What the emulated and vllm targets share: a scenario's stack on this host (emulator/stack.py),
 its capacities, cache resets and teardown.
 
-Deployment.details (contract, read by the runner and the report):
+How these targets fill DeploymentFacts (results/deployment.py):
 - gpu_kv_capacity_tokens: sum over engines of num_gpu_blocks x block_size from each engine's
   /metrics `vllm:cache_config_info`; gpu_kv_capacity_tokens_per_engine alongside;
 - cpu_kv_capacity_tokens: sum over engines of the CPU tier the scenario configures
   (OffloadingConnector num_cpu_blocks x offload block, or cpu_bytes_to_use / KV bytes per token;
   LMCache LMCACHE_MAX_LOCAL_CPU_SIZE GiB per TP rank / KV bytes per token per rank); None without one;
 - remote_kv_capacity_tokens: an LMCache remote store's size in tokens (shared by all engines);
-- max_model_len, engines, pids, kv_store, epp_config, decision_log, logs, engine_args, engine_env.
+- max_model_len (GET /v1/models), engines, tensor_parallel_size, store, engine_args, engine_env,
+  epp_config_path, decision_log_path, logs_path.
 """
 
 from __future__ import annotations
@@ -20,16 +21,25 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from kvbench.emulator.processes import StartError, http_ok
+from kvbench.emulator.processes import StartError
 from kvbench.emulator.stack import EngineLauncher, RunningStack, settings_from_spec, start_stack
 from kvbench.errors import UserError
 from kvbench.spec.scenarios import (
     RenderedScenario,
-    catalog_for_run,
+    ScenarioCatalog,
     engine_overrides,
+    load_catalog,
     store_maxmemory_bytes,
 )
-from kvbench.targets.base import Deployment, TargetError
+from kvbench.targets.base import (
+    ComponentReset,
+    Deployment,
+    DeploymentFacts,
+    KvStoreFacts,
+    KvTier,
+    ResetResult,
+    TargetError,
+)
 
 _INFO_LINE = re.compile(r"^vllm:cache_config_info\{(?P<labels>[^}]*)\}", re.MULTILINE)
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -117,8 +127,15 @@ class LocalStackTarget:
         self._ups += 1
         return self.run_dir / "logs" / f"{self._ups:02d}-{model.split('/')[-1]}__{scenario}"
 
-    def up(self, model: str, scenario: str, scenario_params: dict[str, Any]) -> Deployment:
-        catalog = catalog_for_run(self.run_dir)
+    def up(
+        self,
+        model: str,
+        scenario: str,
+        scenario_params: dict[str, Any],
+        *,
+        catalog: ScenarioCatalog | None = None,
+    ) -> Deployment:
+        catalog = catalog if catalog is not None else load_catalog()
         overrides = engine_overrides(catalog, scenario, scenario_params, model)
         settings = settings_from_spec(self.spec, model, overrides, self.seed)
         log_dir = self._log_dir(model, scenario)
@@ -138,7 +155,7 @@ class LocalStackTarget:
             raise TargetError(f"{scenario}: {err}", err.log_tail) from None
         self._stacks[stack.base_url] = stack
         try:
-            details = self._details(stack, model)
+            facts = self._facts(stack, model)
         except BaseException:
             self.down_stack(stack)
             raise
@@ -150,10 +167,13 @@ class LocalStackTarget:
             api_urls=list(stack.engine_urls),
             metrics_sources=stack.metrics_sources(),
             pids=stack.pids(),
-            details=details,
+            facts=facts,
         )
 
-    def _details(self, stack: RunningStack, model: str) -> dict[str, Any]:
+    def router_description(self) -> str:
+        return "emulated llm-d endpoint picker (kvbench emulate router)"
+
+    def _facts(self, stack: RunningStack, model: str) -> DeploymentFacts:
         per_engine = [
             gpu_capacity_tokens(fetch_text(f"{url}/metrics")[1]) for url in stack.engine_urls
         ]
@@ -161,34 +181,40 @@ class LocalStackTarget:
         cpu = cpu_capacity_tokens(
             rendered, model, settings.block_size, settings.tensor_parallel_size
         )
+        remote = remote_capacity_tokens(rendered, model)
         store = stack.store
-        return {
-            "gpu_kv_capacity_tokens": sum(per_engine)
+        tiers: list[KvTier] = ["gpu"]
+        if cpu:
+            tiers.append("cpu")
+        if rendered.kv_store is not None and rendered.kv_store.role == "lmcache-remote":
+            tiers.append("remote")
+        return DeploymentFacts(
+            gpu_kv_capacity_tokens=sum(c for c in per_engine if c is not None)
             if all(c is not None for c in per_engine)
             else None,
-            "gpu_kv_capacity_tokens_per_engine": per_engine,
-            "cpu_kv_capacity_tokens": cpu * settings.engines if cpu is not None else None,
-            "cpu_kv_capacity_tokens_per_engine": cpu,
-            "remote_kv_capacity_tokens": remote_capacity_tokens(rendered, model),
-            "max_model_len": self._max_model_len(stack.engine_urls[0]),
-            "engines": settings.engines,
-            "tensor_parallel_size": settings.tensor_parallel_size,
-            "pids": stack.pids(),
-            "kv_store": {
-                "kind": store.kind,
-                "role": rendered.kv_store.role,
-                "url": store.url,
-                "maxmemory_bytes": store.maxmemory_bytes,
-            }
+            gpu_kv_capacity_tokens_per_engine=per_engine,
+            cpu_kv_capacity_tokens=cpu * settings.engines if cpu is not None else None,
+            cpu_kv_capacity_tokens_per_engine=cpu,
+            remote_kv_capacity_tokens=remote,
+            kv_tiers=tiers,
+            max_model_len=self._max_model_len(stack.engine_urls[0]),
+            engines=settings.engines,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            router=self.router_description() if stack.router_url is not None else None,
+            store=KvStoreFacts(
+                kind=store.kind,
+                role=rendered.kv_store.role if rendered.kv_store else None,
+                url=store.url,
+                maxmemory_bytes=store.maxmemory_bytes,
+            )
             if store
             else None,
-            "scenario_params": rendered.params,
-            "engine_args": rendered.engine_args,
-            "engine_env": rendered.engine_env,
-            "epp_config": rendered.epp_config_source,
-            "decision_log": str(stack.decision_log) if stack.decision_log else None,
-            "logs": str(stack.log_dir),
-        }
+            engine_args=list(rendered.engine_args),
+            engine_env=dict(rendered.engine_env),
+            epp_config_path=rendered.epp_config_source,
+            decision_log_path=str(stack.decision_log) if stack.decision_log else None,
+            logs_path=str(stack.log_dir),
+        )
 
     @staticmethod
     def _max_model_len(engine_url: str) -> int | None:
@@ -198,17 +224,17 @@ class LocalStackTarget:
         except (ValueError, KeyError, IndexError, TypeError):
             return None
 
-    def reset_caches(self, deployment: Deployment) -> dict[str, Any]:
+    def reset_caches(self, deployment: Deployment) -> ResetResult:
         """Engines: POST /reset_prefix_cache (GPU prefix cache + the connector's local tiers).
         Store: FLUSHALL (LMCache remote tier, or the llm-d KV-block index, which would otherwise
         keep entries of blocks the engines just dropped). The router's approximate prefix index has
         no reset API (nor has llm-d's EPP) and is not reset."""
-        result: dict[str, Any] = {}
+        result = ResetResult()
         for index, url in enumerate(deployment.api_urls):
-            result[f"engine-{index}"] = _reset_engine(url)
+            result.components[f"engine-{index}"] = _reset_engine(url)
         stack = self._stacks.get(deployment.base_url)
-        if stack is not None and stack.store is not None:
-            result[stack.store.kind] = _flush_store(
+        if stack is not None and stack.store is not None and stack.rendered.kv_store is not None:
+            result.components[stack.store.kind] = _flush_store(
                 stack.store.redis_url, stack.rendered.kv_store.role
             )
         return result
@@ -223,35 +249,30 @@ class LocalStackTarget:
         self._stacks.pop(stack.base_url, None)
 
 
-def _reset_engine(url: str) -> dict[str, Any]:
+def _reset_engine(url: str) -> ComponentReset:
     import time
 
     status, body = 0, ""
+    what = "POST /reset_prefix_cache"
     for attempt in range(RESET_RETRIES):
         status, body = fetch_text(f"{url}/reset_prefix_cache", method="POST")
         if status == 200:
-            return {"reset": True, "what": "POST /reset_prefix_cache", "attempts": attempt + 1}
+            return ComponentReset(reset=True, what=what, attempts=attempt + 1)
         time.sleep(0.25)
-    return {
-        "reset": False,
-        "what": "POST /reset_prefix_cache",
-        "http_status": status,
-        "error": body[-300:],
-    }
+    return ComponentReset(
+        reset=False, what=what, attempts=RESET_RETRIES, http_status=status, error=body[-300:]
+    )
 
 
-def _flush_store(redis_url: str, role: str) -> dict[str, Any]:
+def _flush_store(redis_url: str, role: str) -> ComponentReset:
     import redis
 
+    what = f"FLUSHALL ({role})"
     try:
         client = redis.Redis.from_url(redis_url, socket_timeout=5)
-        keys_before = client.dbsize()
+        keys_before = int(client.dbsize())
         client.flushall()
         client.close()
     except redis.RedisError as err:
-        return {"reset": False, "what": f"FLUSHALL ({role})", "error": str(err)}
-    return {"reset": True, "what": f"FLUSHALL ({role})", "keys_removed": keys_before}
-
-
-def health_ok(url: str) -> bool:
-    return http_ok(f"{url}/health")
+        return ComponentReset(reset=False, what=what, error=str(err))
+    return ComponentReset(reset=True, what=what, keys_removed=keys_before)

@@ -21,7 +21,7 @@ from typing import Any
 
 from kvbench.emulator.stack import EngineSettings, clean_environment
 from kvbench.results.layout import SystemUnderTest
-from kvbench.spec.scenarios import catalog_for_run
+from kvbench.spec.scenarios import ScenarioCatalog, load_catalog
 from kvbench.targets.base import Deployment, TargetError
 from kvbench.targets.local_stack import LocalStackTarget, fetch_text
 
@@ -91,13 +91,20 @@ class VllmTarget(LocalStackTarget):
             tuple(self.spec.vllm_command), self.spec.model_path, dict(self.spec.env)
         )
 
-    def up(self, model: str, scenario: str, scenario_params: dict[str, Any]) -> Deployment:
-        catalog = catalog_for_run(self.run_dir)
+    def up(
+        self,
+        model: str,
+        scenario: str,
+        scenario_params: dict[str, Any],
+        *,
+        catalog: ScenarioCatalog | None = None,
+    ) -> Deployment:
+        catalog = catalog if catalog is not None else load_catalog()
         self.with_router = (
             self.spec.engines > 1 or catalog.get(scenario).kv_events_config is not None
         )
         try:
-            deployment = super().up(model, scenario, scenario_params)
+            deployment = super().up(model, scenario, scenario_params, catalog=catalog)
         except TargetError as err:
             reason = refusal_reason(err.log_tail)
             if reason is None:
@@ -106,7 +113,7 @@ class VllmTarget(LocalStackTarget):
         status, body = fetch_text(f"{deployment.api_urls[0]}/version")
         if status == 200:
             self._version = json.loads(body).get("version")
-            deployment.details["vllm_version"] = self._version
+            deployment.facts.server_version = self._version
         return deployment
 
     def describe(self) -> SystemUnderTest:

@@ -3,7 +3,7 @@
 Working set = unique KV tokens the workload touches: each distinct shared prefix once, plus every
 conversation's own history (questions and answers). A spec asks for
 `working_set: {capacity: gpu|cpu, factor: F}`; the target tells the capacities in tokens
-(`Deployment.details["gpu_kv_capacity_tokens"]` / `["cpu_kv_capacity_tokens"]`).
+(`DeploymentFacts.gpu_kv_capacity_tokens` / `.cpu_kv_capacity_tokens`).
 
 How the counts change (the expected per-conversation history h uses the mean lengths):
 - multi_turn_shared_prefix: target W = F x capacity. prefix_count P = round((W - N*h) / prefix_tokens)
@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kvbench.results.deployment import DeploymentFacts
 from kvbench.spec.experiment import MultiTurnSharedPrefix, SharedPrefixGroups
 from kvbench.workload.tokens import mean_count
 from kvbench.workload.types import WorkingSet
@@ -30,8 +31,8 @@ class KvCapacities:
     cpu_tokens: int | None = None
 
     @classmethod
-    def from_details(cls, details: dict[str, Any]) -> KvCapacities:
-        return cls(details.get("gpu_kv_capacity_tokens"), details.get("cpu_kv_capacity_tokens"))
+    def from_facts(cls, facts: DeploymentFacts) -> KvCapacities:
+        return cls(facts.gpu_kv_capacity_tokens, facts.cpu_kv_capacity_tokens)
 
     def get(self, which: str) -> int | None:
         return self.gpu_tokens if which == "gpu" else self.cpu_tokens
