@@ -131,7 +131,7 @@ def test_no_twins_is_a_skipped_check_and_labels_pair_by_suffix(tmp_path):
     ]
     run = load_run(write_run(tmp_path / "b", cells))
     peaks = compile_report(run).peaks
-    assert [(a.scenario, b.scenario) for a, b in twin_peaks(peaks)] == [
+    assert [(a.scenario, b.scenario) for a, b in twin_peaks(peaks, run.kinds)] == [
         ("lmcache-redis+x=1", "lmcache-valkey+x=1")
     ]
 

@@ -136,7 +136,7 @@ def test_server_metrics_have_vllm_names_labels_and_the_collect_interval(two_runs
 def test_twins_that_differ_only_in_the_store_give_the_same_numbers(two_runs):
     cells = cells_of(two_runs[0])
     redis, valkey = cells["lmcache-redis"]["summary"], cells["lmcache-valkey"]["summary"]
-    for key in ("output_tokens_per_s", "ttft_ms_mean", "tpot_ms_p50", "cached_prompt_fraction"):
+    for key in ("output_tokens_per_s", "ttft_mean_ms", "tpot_p50_ms", "cached_prompt_fraction"):
         assert redis[key] == pytest.approx(valkey[key]), key
 
 

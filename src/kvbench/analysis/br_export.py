@@ -37,7 +37,7 @@ import pandas as pd
 import yaml
 
 from kvbench.analysis.load import CellData, RunData, measure_requests
-from kvbench.analysis.metrics import latency_values_ms, measure_window_s, ok_requests
+from kvbench.analysis.metrics import measure_window_s, ok_requests
 from kvbench.analysis.server import (
     KV_USAGE,
     PREFIX_HITS,
@@ -47,6 +47,8 @@ from kvbench.analysis.server import (
     counter_increase,
     in_window,
 )
+from kvbench.results.records import Phase, RequestStatus
+from kvbench.results.summary import latency_values_ms
 
 BR_VERSION = "0.2"
 TIME_SERIES_BIN_S = 1.0
@@ -83,8 +85,8 @@ def statistics(values, units: str) -> dict | None:
     return stats
 
 
-def _rate(value: float, units: str) -> dict | None:
-    return None if math.isnan(value) else {"units": units, "mean": float(value)}
+def _rate(value: float | None, units: str) -> dict | None:
+    return None if value is None else {"units": units, "mean": float(value)}
 
 
 def _hash(*parts) -> str:
@@ -103,33 +105,39 @@ def _iso_duration(start: str | None, end: str | None) -> str | None:
 
 
 def cell_report(run: RunData, cell: CellData) -> dict:
-    info = cell.info
-    measured = measure_requests(cell)
-    ok = ok_requests(measured)
-    window = measure_window_s(cell, measured)
-    window_s = (window[1] - window[0]) if window else math.nan
-    latencies = latency_values_ms(ok)
-    out_tokens = pd.to_numeric(ok["output_tokens"], errors="coerce").to_numpy(dtype=float)
-    in_tokens = pd.to_numeric(ok["prompt_tokens"], errors="coerce").to_numpy(dtype=float)
-    e2e = pd.to_numeric(ok["e2e_ms"], errors="coerce").to_numpy(dtype=float)
+    info, summary = cell.info, cell.summary
+    window = measure_window_s(cell)
+    ok = ok_requests(measure_requests(cell))
+    ok_records = [
+        r
+        for r in cell.records
+        if r.phase == Phase.MEASURE.value and r.status == RequestStatus.OK.value
+    ]
+    latencies = latency_values_ms(ok_records)
+    out_tokens = np.asarray([r.output_tokens for r in ok_records], dtype=float)
+    in_tokens = np.asarray([r.prompt_tokens for r in ok_records], dtype=float)
+    e2e = np.asarray([math.nan if r.e2e_ms is None else r.e2e_ms for r in ok_records], dtype=float)
     ntpot = np.where(out_tokens > 0, e2e / np.where(out_tokens > 0, out_tokens, 1), np.nan)
+    total_rate = (
+        summary.prompt_tokens_per_s + summary.output_tokens_per_s
+        if summary.prompt_tokens_per_s is not None and summary.output_tokens_per_s is not None
+        else None
+    )
     aggregate = {
         "requests": _drop_none(
             {
-                "total": int(len(measured)),
-                "failures": int(len(measured) - len(ok)),
+                "total": summary.requests_ok + summary.requests_failed,
+                "failures": summary.requests_failed,
                 "input_length": statistics(in_tokens, "count"),
                 "output_length": statistics(out_tokens, "count"),
             }
         ),
         "throughput": _drop_none(
             {
-                "input_token_rate": _rate(in_tokens.sum() / window_s, "tokens/s"),
-                "output_token_rate": _rate(out_tokens.sum() / window_s, "tokens/s"),
-                "total_token_rate": _rate(
-                    (in_tokens.sum() + out_tokens.sum()) / window_s, "tokens/s"
-                ),
-                "request_rate": _rate(len(ok) / window_s, "queries/s"),
+                "input_token_rate": _rate(summary.prompt_tokens_per_s, "tokens/s"),
+                "output_token_rate": _rate(summary.output_tokens_per_s, "tokens/s"),
+                "total_token_rate": _rate(total_rate, "tokens/s"),
+                "request_rate": _rate(summary.request_rate_rps, "queries/s"),
             }
         ),
         "latency": _drop_none(

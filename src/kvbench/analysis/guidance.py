@@ -15,7 +15,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from kvbench.analysis.load import RunData, measure_requests
+from kvbench.analysis.check_names import AA_TWINS_AGREE, BOUND_CHECKS
+from kvbench.analysis.load import RunData
 from kvbench.analysis.metrics import measure_window_s
 from kvbench.analysis.peaks import Peak, fmt_tok_s
 from kvbench.analysis.server import tier_hits
@@ -24,16 +25,7 @@ from kvbench.analysis.validity import Check, CheckStatus
 
 EQUIVALENCE_MARGIN_PCT = 5.0
 CONFIRM_REPEATS = 3  # the `repeats:` value the guidance asks for to confirm an indicative result
-AA_CHECK = "A/A twins agree"  # twins.CHECK_NAME (twins imports this module's dependencies, not the reverse)
 CAPACITY_KEY = re.compile(r"cpu|size|blocks|bytes", re.IGNORECASE)
-BOUND_CHECKS = (
-    "client keeps up",
-    "emulator keeps up",
-    "memory pressure",
-    "offload tier exercised",
-    "routing can matter",
-    "reuse opportunity",
-)
 
 
 @dataclass(frozen=True)
@@ -118,7 +110,7 @@ def _aa_statement(checks: list[Check], model: str) -> list[Finding]:
     failed = [
         c
         for c in checks
-        if c.name == AA_CHECK and c.subject == model and c.status == CheckStatus.FLAG
+        if c.name == AA_TWINS_AGREE and c.subject == model and c.status == CheckStatus.FLAG
     ]
     if not failed:
         return []
@@ -164,7 +156,7 @@ def _best_scenario(run: RunData, mine: list[Peak]) -> Finding:
 
 def _tier_text(peak: Peak) -> str:
     cell = peak.cells[0]
-    tiers = tier_hits(cell, measure_window_s(cell, measure_requests(cell)))
+    tiers = tier_hits(cell, measure_window_s(cell))
     cpu, remote = tiers["cpu_hit_tokens"], tiers["remote_hit_tokens"]
     if math.isnan(cpu) and math.isnan(remote):
         return "no tier attribution"

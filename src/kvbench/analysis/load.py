@@ -9,6 +9,7 @@ metrics: see metrics.py / server.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +26,15 @@ from kvbench.results.layout import (
 )
 from kvbench.results.manifest import CellStatus, RunManifest, ScenarioKind
 from kvbench.results.read import read_cell_info, read_manifest
-from kvbench.results.records import REQUEST_SCHEMA, SERVER_METRICS_SCHEMA, SYSTEM_METRICS_SCHEMA
+from kvbench.results.records import (
+    REQUEST_SCHEMA,
+    SERVER_METRICS_SCHEMA,
+    SYSTEM_METRICS_SCHEMA,
+    Phase,
+    RequestRecord,
+    records_from_frame,
+)
+from kvbench.results.summary import CellSummary, MeasureWindow, measure_window, summarize
 
 
 @dataclass
@@ -35,6 +44,21 @@ class CellData:
     server: pd.DataFrame  # SERVER_METRICS_SCHEMA columns
     system: pd.DataFrame  # SYSTEM_METRICS_SCHEMA columns
     load_errors: list[str] = field(default_factory=list)  # unreadable files, said in the report
+
+    @cached_property
+    def records(self) -> list[RequestRecord]:
+        """The requests as records (all phases), for results.summary."""
+        return records_from_frame(self.requests)
+
+    @cached_property
+    def summary(self) -> CellSummary:
+        """The cell's numbers, from its records and cell.json's window (results.summary)."""
+        return summarize(self.records, self.info.measure_start_s, self.info.measure_end_s)
+
+    @cached_property
+    def window(self) -> MeasureWindow | None:
+        measured = [r for r in self.records if r.phase == Phase.MEASURE.value]
+        return measure_window(self.info.measure_start_s, self.info.measure_end_s, measured)
 
     @property
     def cell_id(self) -> str:

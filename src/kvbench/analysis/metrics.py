@@ -1,13 +1,8 @@
-"""Per-cell client metrics from the per-request records (measure phase only).
+"""Per-cell client metrics: complete_metrics.csv's rows, a view of each cell's CellSummary.
 
-Definitions (DESIGN.md, records.py):
-- TTFT = first token received - request sent; E2E = last token - request sent.
-- TPOT = (e2e - ttft) / (output_tokens - 1), vLLM's and inference-perf's definition; requests with
-  fewer than 2 output tokens have no TPOT. The recorded `tpot_ms` is used where present.
-- ITL = the gaps between token arrivals, pooled over all requests of the cell.
-- Throughput = tokens (or requests) of successful measure-phase requests / measure window seconds.
-  The window is cell.json's measure_start_s..measure_end_s; when absent, first send to last end.
-- Percentiles: numpy's linear interpolation between order statistics (numpy.percentile default).
+Every number here comes from `kvbench.results.summary` (definitions and the window rule are in
+CellSummary's and measure_window's docstrings); this module only lays them out as table columns
+(NaN where the summary has None) and slices the window for the single-repeat bootstrap.
 """
 
 from __future__ import annotations
@@ -18,9 +13,8 @@ import numpy as np
 import pandas as pd
 
 from kvbench.analysis.load import CellData, RunData, measure_requests
+from kvbench.results.summary import LATENCIES, PERCENTILES
 
-PERCENTILES = (50, 90, 99)
-LATENCIES = ("ttft", "tpot", "itl", "e2e")
 TPOT_DEFINITION = "TPOT = (E2E - TTFT) / (output_tokens - 1) (vLLM / inference-perf definition, excludes the first token)"
 
 
@@ -36,52 +30,19 @@ def ok_requests(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["status"] == "ok"]
 
 
-def measure_window_s(cell: CellData, measured: pd.DataFrame) -> tuple[float, float] | None:
-    """(start_s, end_s) of the measure window, or None when nothing says how long it was."""
-    info = cell.info
-    if (
-        info.measure_start_s is not None
-        and info.measure_end_s is not None
-        and info.measure_end_s > info.measure_start_s
-    ):
-        return float(info.measure_start_s), float(info.measure_end_s)
-    if measured.empty:
-        return None
-    start = pd.to_numeric(measured["sent_s"], errors="coerce").min()
-    end = pd.to_numeric(measured["end_s"], errors="coerce").max()
-    if pd.isna(start) or pd.isna(end) or end <= start:
-        return None
-    return float(start), float(end)
+def measure_window_s(cell: CellData) -> tuple[float, float] | None:
+    """(start_s, end_s) of the cell's measure window (results.summary.measure_window), or None."""
+    window = cell.window
+    return (window.start_s, window.end_s) if window is not None else None
 
 
-def tpot_values_ms(ok: pd.DataFrame) -> np.ndarray:
-    recorded = pd.to_numeric(ok["tpot_ms"], errors="coerce")
-    e2e = pd.to_numeric(ok["e2e_ms"], errors="coerce")
-    ttft = pd.to_numeric(ok["ttft_ms"], errors="coerce")
-    n_out = pd.to_numeric(ok["output_tokens"], errors="coerce")
-    computed = (e2e - ttft) / (n_out - 1)
-    computed[n_out < 2] = np.nan
-    values = recorded.where(recorded.notna(), computed)
-    return values.dropna().to_numpy(dtype=float)
-
-
-def itl_values_ms(ok: pd.DataFrame) -> np.ndarray:
-    chunks = [np.asarray(v, dtype=float) for v in ok["itl_ms"] if v is not None and len(v) > 0]
-    return np.concatenate(chunks) if chunks else np.array([], dtype=float)
-
-
-def latency_values_ms(ok: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {
-        "ttft": pd.to_numeric(ok["ttft_ms"], errors="coerce").dropna().to_numpy(dtype=float),
-        "tpot": tpot_values_ms(ok),
-        "itl": itl_values_ms(ok),
-        "e2e": pd.to_numeric(ok["e2e_ms"], errors="coerce").dropna().to_numpy(dtype=float),
-    }
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 def cell_metrics(cell: CellData) -> dict:
     """One row of complete_metrics.csv."""
-    info = cell.info
+    info, summary = cell.info, cell.summary
     row: dict = {
         "cell_id": info.cell_id,
         "model": info.model,
@@ -90,36 +51,18 @@ def cell_metrics(cell: CellData) -> dict:
         "level": info.level,
         "repeat": info.repeat,
         "status": info.status.value,
+        "requests_ok": summary.requests_ok,
+        "requests_failed": summary.requests_failed,
+        "window_s": _nan(summary.measure_window_s),
+        "request_rate_rps": _nan(summary.request_rate_rps),
+        "output_tok_s": _nan(summary.output_tokens_per_s),
+        "input_tok_s": _nan(summary.prompt_tokens_per_s),
     }
-    measured = measure_requests(cell)
-    ok = ok_requests(measured)
-    row["requests_ok"] = int(len(ok))
-    row["requests_failed"] = int(len(measured) - len(ok))
-    window = measure_window_s(cell, measured)
-    row["window_s"] = (window[1] - window[0]) if window else math.nan
-    out_tokens = (
-        float(pd.to_numeric(ok["output_tokens"], errors="coerce").sum()) if len(ok) else 0.0
-    )
-    in_tokens = float(pd.to_numeric(ok["prompt_tokens"], errors="coerce").sum()) if len(ok) else 0.0
-    has_rate = window is not None and len(measured) > 0
-    row["request_rate_rps"] = len(ok) / row["window_s"] if has_rate else math.nan
-    row["output_tok_s"] = out_tokens / row["window_s"] if has_rate else math.nan
-    row["input_tok_s"] = in_tokens / row["window_s"] if has_rate else math.nan
-    for name, values in latency_values_ms(ok).items():
-        row[f"{name}_mean_ms"] = float(values.mean()) if len(values) else math.nan
+    for name in LATENCIES:
+        row[f"{name}_mean_ms"] = _nan(summary.latency_ms(name, "mean"))
         for q in PERCENTILES:
-            row[f"{name}_p{q}_ms"] = percentile(values, q)
-    cached = (
-        pd.to_numeric(ok["cached_tokens"], errors="coerce") if len(ok) else pd.Series(dtype=float)
-    )
-    prompt = (
-        pd.to_numeric(ok["prompt_tokens"], errors="coerce") if len(ok) else pd.Series(dtype=float)
-    )
-    row["client_cached_fraction"] = (
-        float(cached.sum() / prompt[cached.notna()].sum())
-        if cached.notna().any() and prompt[cached.notna()].sum() > 0
-        else math.nan
-    )
+            row[f"{name}_p{q}_ms"] = _nan(summary.latency_ms(name, f"p{q}"))
+    row["client_cached_fraction"] = _nan(summary.cached_prompt_fraction)
     return row
 
 
@@ -135,9 +78,8 @@ def complete_metrics(run: RunData) -> pd.DataFrame:
 
 def slice_throughputs_tok_s(cell: CellData, n_slices: int = 10) -> np.ndarray:
     """Output tokens completed per equal slice of the measure window, as tok/s (for the single-repeat bootstrap)."""
-    measured = measure_requests(cell)
-    ok = ok_requests(measured)
-    window = measure_window_s(cell, measured)
+    ok = ok_requests(measure_requests(cell))
+    window = measure_window_s(cell)
     if window is None or ok.empty:
         return np.array([], dtype=float)
     start_s, end_s = window

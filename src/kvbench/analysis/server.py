@@ -211,7 +211,7 @@ def gpu_utilization_pct(cell: CellData, window) -> float:
 
 def server_row(cell: CellData) -> dict:
     """One row of pcp_metrics_peak.csv (any cell; the report uses the peak cells)."""
-    window = measure_window_s(cell, measure_requests(cell))
+    window = measure_window_s(cell)
     server = cell.server
     kv_mean, kv_max = gauge_stats(server, KV_USAGE, window)
     run_mean, _ = gauge_stats(server, RUNNING, window, combine="sum")
@@ -254,7 +254,7 @@ def server_timeseries(cell: CellData, metric: str, combine: str = "mean") -> pd.
     rows = series(cell.server, metric)
     if rows.empty:
         return pd.DataFrame(columns=["t_s", "value"])
-    window = measure_window_s(cell, measure_requests(cell))
+    window = measure_window_s(cell)
     origin = window[0] if window else float(pd.to_numeric(rows["ts_s"]).min())
     t = (pd.to_numeric(rows["ts_s"], errors="coerce") - origin).round(0)
     values = pd.to_numeric(rows["value"], errors="coerce")

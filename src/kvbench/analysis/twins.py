@@ -1,10 +1,10 @@
 """A/A twin check: do configurations that should perform the same come out the same?
 
-Twin scenarios differ only in a component that should not matter for performance (`TWIN_PAIRS`,
-keyed by base scenario name: the KV store behind LMCache's remote tier or behind the router's block
-index is Redis in one and Valkey in the other; both speak the same protocol). A label derived from
-a twin base pairs with the label that swaps the base and keeps the rest (`lmcache-redis@x=1` with
-`lmcache-valkey@x=1`).
+Twin scenarios differ only in a component that should not matter for performance: their declared
+kinds (the scenario catalog's `kind` + `kv_store`) are equal except that the KV store behind
+LMCache's remote tier or behind the router's block index is Redis in one and Valkey in the other
+(both speak the same protocol). Cells pair when they are twins with the same swept params
+(`lmcache-redis+x=1` with `lmcache-valkey+x=1`).
 
 Each twin pair is compared with exactly the method used for the baseline deltas (`compare_peaks`
 for peak throughput, `compare_latency` for TTFT mean and p50 at the highest level both ran), so a
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kvbench.analysis.check_names import AA_TWINS_AGREE
 from kvbench.analysis.latency import (
     STAT_BY_KEY,
     LatencyComparison,
@@ -32,13 +33,10 @@ from kvbench.analysis.load import RunData
 from kvbench.analysis.peaks import Peak, compare_peaks
 from kvbench.analysis.stats import Delta
 from kvbench.analysis.validity import Check, CheckStatus
+from kvbench.results.manifest import ScenarioKind
 
-TWIN_PAIRS: tuple[tuple[str, str], ...] = (
-    ("lmcache-redis", "lmcache-valkey"),
-    ("llm-d-redis", "llm-d-valkey"),
-)
 TWIN_STATS = ("ttft_mean", "ttft_p50")
-CHECK_NAME = "A/A twins agree"
+CHECK_NAME = AA_TWINS_AGREE
 THROUGHPUT_METRIC = "peak output throughput"
 
 
@@ -55,17 +53,48 @@ class TwinDelta:
         return f"{self.second} vs {self.first} {self.metric} {self.delta.text()}"
 
 
-def twin_peaks(
-    peaks: list[Peak], pairs: tuple[tuple[str, str], ...] = TWIN_PAIRS
-) -> list[tuple[Peak, Peak]]:
-    """(first, second) peaks of the same model whose labels are twins under `pairs`."""
-    by_key = {(p.model, p.scenario): p for p in peaks}
+def are_twins(first: ScenarioKind, second: ScenarioKind) -> bool:
+    """Redis (first) and Valkey (second) in the same role, everything else equal."""
+    same = first.model_copy(update={"store": None}) == second.model_copy(update={"store": None})
+    return same and first.store == "redis" and second.store == "valkey"
+
+
+def twin_pairs(kinds: dict[str, ScenarioKind]) -> list[tuple[str, str]]:
+    """(redis scenario, valkey scenario) for every twin pair among `kinds`, in their order."""
+    return [(a, b) for a, ka in kinds.items() for b, kb in kinds.items() if are_twins(ka, kb)]
+
+
+def builtin_twin_pairs() -> list[tuple[str, str]]:
+    """The twin pairs of the built-in scenario catalog (what the report's methodology names)."""
+    from kvbench.spec.scenarios import load_catalog
+
+    catalog = load_catalog()
+    return twin_pairs(catalog.kinds(catalog.names()))
+
+
+def twin_peaks(peaks: list[Peak], kinds: dict[str, ScenarioKind]) -> list[tuple[Peak, Peak]]:
+    """(first, second) peaks of the same model whose scenarios are twins (see `are_twins`) with
+    the same swept params."""
+
+    def params(peak: Peak) -> dict:
+        return peak.cells[0].info.swept_params if peak.cells else {}
+
+    pairs = twin_pairs(kinds)
     out = []
     for peak in peaks:
-        for first_base, second_base in pairs:
-            if peak.base_scenario != first_base or not peak.scenario.startswith(first_base):
+        for first, second in pairs:
+            if peak.base_scenario != first:
                 continue
-            twin = by_key.get((peak.model, second_base + peak.scenario[len(first_base) :]))
+            twin = next(
+                (
+                    p
+                    for p in peaks
+                    if p.model == peak.model
+                    and p.base_scenario == second
+                    and params(p) == params(peak)
+                ),
+                None,
+            )
             if twin is not None:
                 out.append((peak, twin))
     return out
@@ -75,11 +104,10 @@ def twin_deltas(
     run: RunData,
     peaks: list[Peak],
     rng: np.random.Generator,
-    pairs: tuple[tuple[str, str], ...] = TWIN_PAIRS,
 ) -> list[TwinDelta]:
     cells = ok_cells_by_key(run)
     out = []
-    for first, second in twin_peaks(peaks, pairs):
+    for first, second in twin_peaks(peaks, run.kinds):
         out.append(
             TwinDelta(
                 first.model,
@@ -114,9 +142,7 @@ def twin_deltas(
     return out
 
 
-def twin_checks(
-    run: RunData, twins: list[TwinDelta], pairs: tuple[tuple[str, str], ...] = TWIN_PAIRS
-) -> list[Check]:
+def twin_checks(run: RunData, twins: list[TwinDelta]) -> list[Check]:
     """One check per model with twins (FLAG / OK); one SKIP for the run when no model has any."""
     checks = []
     for model in run.models():
@@ -144,7 +170,7 @@ def twin_checks(
                 )
             )
     if not checks:
-        names = ", ".join(f"{a}/{b}" for a, b in pairs)
+        names = ", ".join(f"{a}/{b}" for a, b in builtin_twin_pairs())
         checks.append(
             Check(
                 CHECK_NAME,

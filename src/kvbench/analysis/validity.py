@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from kvbench.analysis import check_names as names
 from kvbench.analysis.load import (
     CellData,
     RunData,
@@ -88,14 +89,16 @@ def run_checks(
 def check_failed_cells(run: RunData) -> list[Check]:
     failed = [c for c in run.cells if not c.ok]
     if not failed:
-        return [Check("cells completed", CheckStatus.OK, "run", f"all {len(run.cells)} cells ok")]
+        return [
+            Check(names.CELLS_COMPLETED, CheckStatus.OK, "run", f"all {len(run.cells)} cells ok")
+        ]
     detail = "; ".join(
         f"{c.cell_id}: {c.info.status.value}" + (f" ({c.info.error})" if c.info.error else "")
         for c in failed
     )
     return [
         Check(
-            "cells completed",
+            names.CELLS_COMPLETED,
             CheckStatus.FLAG,
             "run",
             f"{len(failed)} of {len(run.cells)} cells did not finish and are left out: {detail}",
@@ -112,7 +115,7 @@ def _client_series(cell: CellData, metric: str, window) -> np.ndarray:
 
 
 def check_client_bound(cell: CellData, th: Thresholds) -> Check:
-    window = measure_window_s(cell, measure_requests(cell))
+    window = measure_window_s(cell)
     evidence, flagged = [], False
     for metric in ("dispatch_lag_ms", "event_loop_lag_ms"):
         values = _client_series(cell, metric, window)
@@ -127,12 +130,12 @@ def check_client_bound(cell: CellData, th: Thresholds) -> Check:
         flagged |= p95 >= th.client_cpu_pct
     if not evidence:
         return Check(
-            "client keeps up", CheckStatus.SKIP, cell.cell_id, "no client lag / CPU samples"
+            names.CLIENT_KEEPS_UP, CheckStatus.SKIP, cell.cell_id, "no client lag / CPU samples"
         )
     status = CheckStatus.FLAG if flagged else CheckStatus.OK
     limits = f"(limits: lag p99 {th.client_lag_p99_ms:.0f} ms, CPU {th.client_cpu_pct:.0f} %)"
     return Check(
-        "client keeps up",
+        names.CLIENT_KEEPS_UP,
         status,
         cell.cell_id,
         ("client-bound: " if flagged else "") + ", ".join(evidence) + f" {limits}",
@@ -140,18 +143,18 @@ def check_client_bound(cell: CellData, th: Thresholds) -> Check:
 
 
 def check_emulator_bound(cell: CellData, th: Thresholds) -> Check:
-    window = measure_window_s(cell, measure_requests(cell))
+    window = measure_window_s(cell)
     p99_ms = step_lag_p99_s(cell, window) * 1000
     if math.isnan(p99_ms):
         return Check(
-            "emulator keeps up",
+            names.EMULATOR_KEEPS_UP,
             CheckStatus.SKIP,
             cell.cell_id,
             "no kvbench:engine_step_lag_seconds samples",
         )
     flagged = p99_ms > th.engine_step_lag_p99_ms
     return Check(
-        "emulator keeps up",
+        names.EMULATOR_KEEPS_UP,
         CheckStatus.FLAG if flagged else CheckStatus.OK,
         cell.cell_id,
         ("emulator-bound: " if flagged else "")
@@ -163,7 +166,7 @@ def check_request_count(cell: CellData, th: Thresholds) -> Check:
     n_ok = len(ok_requests(measure_requests(cell)))
     flagged = n_ok < th.min_ok_requests
     return Check(
-        "enough requests",
+        names.ENOUGH_REQUESTS,
         CheckStatus.FLAG if flagged else CheckStatus.OK,
         cell.cell_id,
         f"{n_ok} successful measure-phase requests (minimum {th.min_ok_requests})",
@@ -173,12 +176,12 @@ def check_request_count(cell: CellData, th: Thresholds) -> Check:
 def check_errors(cell: CellData, th: Thresholds) -> Check:
     measured = measure_requests(cell)
     if measured.empty:
-        return Check("error rate", CheckStatus.SKIP, cell.cell_id, "no measure-phase requests")
+        return Check(names.ERROR_RATE, CheckStatus.SKIP, cell.cell_id, "no measure-phase requests")
     failed = measured[measured["status"] != "ok"]
     rate = len(failed) / len(measured)
     kinds = ", ".join(f"{k}: {v}" for k, v in failed["status"].value_counts().items())
     return Check(
-        "error rate",
+        names.ERROR_RATE,
         CheckStatus.FLAG if rate > th.max_error_rate else CheckStatus.OK,
         cell.cell_id,
         f"{len(failed)}/{len(measured)} failed ({rate:.1%}; limit {th.max_error_rate:.0%})"
@@ -209,13 +212,13 @@ def check_warm_cache(cell: CellData, th: Thresholds) -> Check:
         flagged |= len(bad) > 0
     if not evidence:
         return Check(
-            "cold start",
+            names.COLD_START,
             CheckStatus.SKIP,
             cell.cell_id,
             "no cache_protocol record and no first-turn cached tokens",
         )
     return Check(
-        "cold start",
+        names.COLD_START,
         CheckStatus.FLAG if flagged else CheckStatus.OK,
         cell.cell_id,
         ("warm-cache contamination: " if flagged else "") + "; ".join(evidence),
@@ -310,7 +313,7 @@ def check_reuse_opportunity(cell: CellData, th: Thresholds) -> Check:
     measured = ok_requests(measure_requests(cell))
     if measured.empty:
         return Check(
-            "reuse opportunity",
+            names.REUSE_OPPORTUNITY,
             CheckStatus.SKIP,
             cell.cell_id,
             "no successful measure-phase requests",
@@ -324,13 +327,13 @@ def check_reuse_opportunity(cell: CellData, th: Thresholds) -> Check:
     )
     if fraction < th.min_reuse_fraction:
         return Check(
-            "reuse opportunity",
+            names.REUSE_OPPORTUNITY,
             CheckStatus.FLAG,
             cell.cell_id,
             f"the workload offers almost no reuse: {evidence}; no cache or routing configuration can "
             "differ here (run longer, or use fewer prefixes / more turns)",
         )
-    return Check("reuse opportunity", CheckStatus.OK, cell.cell_id, evidence)
+    return Check(names.REUSE_OPPORTUNITY, CheckStatus.OK, cell.cell_id, evidence)
 
 
 def _working_set_text(cell: CellData) -> str:
@@ -356,14 +359,14 @@ def check_routing_can_matter(cell: CellData) -> Check:
     count = max(len(endpoints), len(engines))
     if count == 0:
         return Check(
-            "routing can matter",
+            names.ROUTING_CAN_MATTER,
             CheckStatus.SKIP,
             cell.cell_id,
             "no endpoint per request and no per-engine metrics",
         )
     flagged = count <= 1
     return Check(
-        "routing can matter",
+        names.ROUTING_CAN_MATTER,
         CheckStatus.FLAG if flagged else CheckStatus.OK,
         cell.cell_id,
         f"{count} endpoint(s) served requests"
@@ -377,21 +380,19 @@ def check_memory_pressure(run: RunData, th: Thresholds) -> list[Check]:
         cells = [c for c in run.cells if c.info.model == model and c.ok]
         maxima = []
         for cell in cells:
-            _, kv_max = gauge_stats(
-                cell.server, KV_USAGE, measure_window_s(cell, measure_requests(cell))
-            )
+            _, kv_max = gauge_stats(cell.server, KV_USAGE, measure_window_s(cell))
             if not math.isnan(kv_max):
                 maxima.append(kv_max * 100)
         if not maxima:
             checks.append(
-                Check("memory pressure", CheckStatus.SKIP, model, f"no {KV_USAGE} samples")
+                Check(names.MEMORY_PRESSURE, CheckStatus.SKIP, model, f"no {KV_USAGE} samples")
             )
             continue
         peak_pct = max(maxima)
         flagged = peak_pct < th.kv_usage_max_pct
         checks.append(
             Check(
-                "memory pressure",
+                names.MEMORY_PRESSURE,
                 CheckStatus.FLAG if flagged else CheckStatus.OK,
                 model,
                 (
@@ -408,7 +409,7 @@ def check_memory_pressure(run: RunData, th: Thresholds) -> list[Check]:
 
 def check_tier_exercised(peak: Peak) -> Check:
     cell = peak.cells[0]
-    window = measure_window_s(cell, measure_requests(cell))
+    window = measure_window_s(cell)
     tiers = tier_hits(cell, window)
     moved = offload_bytes(cell, window)
     subject = f"{peak.model_short} / {peak.scenario} @ {peak.level:g}"
@@ -417,7 +418,7 @@ def check_tier_exercised(peak: Peak) -> Check:
     known = [v for v in (cpu, remote, loaded) if not math.isnan(v)]
     if not known:
         return Check(
-            "offload tier exercised",
+            names.OFFLOAD_TIER_EXERCISED,
             CheckStatus.SKIP,
             subject,
             "no tier attribution and no offload byte counters",
@@ -432,7 +433,7 @@ def check_tier_exercised(peak: Peak) -> Check:
     if not math.isnan(stored):
         parts.append(f"GPU->CPU {stored / 1e6:.1f} MB")
     return Check(
-        "offload tier exercised",
+        names.OFFLOAD_TIER_EXERCISED,
         CheckStatus.FLAG if flagged else CheckStatus.OK,
         subject,
         ("tier never exercised: " if flagged else "")
@@ -448,17 +449,19 @@ def check_cached_tokens_reported(run: RunData) -> Check:
         total += len(ok)
         reported += int(ok["cached_tokens"].notna().sum()) if len(ok) else 0
     if total == 0:
-        return Check("cached tokens reported", CheckStatus.SKIP, "run", "no successful requests")
+        return Check(
+            names.CACHED_TOKENS_REPORTED, CheckStatus.SKIP, "run", "no successful requests"
+        )
     if reported == 0:
         return Check(
-            "cached tokens reported",
+            names.CACHED_TOKENS_REPORTED,
             CheckStatus.FLAG,
             "run",
             f"none of {total} responses carried usage.prompt_tokens_details.cached_tokens "
             "(vLLM reports it only with --enable-prompt-tokens-details); client-side hit rates are unavailable",
         )
     return Check(
-        "cached tokens reported",
+        names.CACHED_TOKENS_REPORTED,
         CheckStatus.OK,
         "run",
         f"{reported}/{total} responses reported cached tokens",

@@ -420,16 +420,10 @@ class ExperimentRunner:
             info = self.store.read_cell(plan.cell_id)
             if info is None:
                 continue
-            summary = info.summary or CellSummary()
             rows.append(
-                SummaryRow(
+                SummaryRow.from_summary(
                     plan.cell_id,
-                    summary.request_rate_rps or 0.0,
-                    summary.output_tokens_per_s or 0.0,
-                    summary.ttft_p50_ms,
-                    summary.ttft_p99_ms,
-                    summary.itl_p50_ms,
-                    summary.requests_failed,
+                    info.summary or CellSummary(),
                     model=plan.model,
                     scenario=plan.scenario,
                     level=plan.level,

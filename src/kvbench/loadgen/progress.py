@@ -1,7 +1,7 @@
 """Progress display per cell (Rich) and the end-of-run summary table.
 
 The progress bar is off when stdout is not a TTY or CI=true (plain logs stay clean). Summary rows
-come from a cell's measured records (phase == measure) over its measurement window.
+show a cell's CellSummary (results/summary.py).
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kvbench.loadgen.plan import ProgressUpdate
-from kvbench.results.records import Phase, RequestRecord, RequestStatus
+from kvbench.results.records import RequestRecord
+from kvbench.results.summary import CellSummary, summarize
 
 
 def progress_enabled(stream=None) -> bool:
@@ -86,32 +87,25 @@ class SummaryRow:
     repeat: int | None = None
     status: str = "ok"
 
+    @classmethod
+    def from_summary(cls, cell_id: str, summary: CellSummary, **cell: Any) -> SummaryRow:
+        """A row of the cell's CellSummary (results/summary.py); `cell`: model, scenario, ..."""
+        return cls(
+            cell_id,
+            summary.request_rate_rps or 0.0,
+            summary.output_tokens_per_s or 0.0,
+            summary.ttft_p50_ms,
+            summary.ttft_p99_ms,
+            summary.itl_p50_ms,
+            summary.requests_failed,
+            **cell,
+        )
+
 
 def summary_row(
     cell_id: str, records: Iterable[RequestRecord], measure_start_s: float, measure_end_s: float
 ) -> SummaryRow:
-    measured = [r for r in records if r.phase == Phase.MEASURE.value]
-    ok = [r for r in measured if r.status == RequestStatus.OK.value]
-    window_s = max(measure_end_s - measure_start_s, 1e-9)
-    if (
-        ok
-    ):  # a count-bound window ends when the last measured request is scheduled: extend to its end
-        window_s = max(window_s, max(r.end_s or 0.0 for r in ok) - measure_start_s)
-    ttfts = [r.ttft_ms for r in ok if r.ttft_ms is not None]
-    itls = [gap for r in ok for gap in r.itl_ms]
-    return SummaryRow(
-        cell_id=cell_id,
-        requests_per_s=len(ok) / window_s,
-        output_tokens_per_s=sum(r.output_tokens for r in ok) / window_s,
-        ttft_p50_ms=_pct(ttfts, 50),
-        ttft_p99_ms=_pct(ttfts, 99),
-        itl_p50_ms=_pct(itls, 50),
-        errors=len(measured) - len(ok),
-    )
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
+    return SummaryRow.from_summary(cell_id, summarize(records, measure_start_s, measure_end_s))
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kvbench.analysis.check_names import AA_TWINS_AGREE as AA_CHECK
 from kvbench.analysis.guidance import CONFIRM_REPEATS, EQUIVALENCE_MARGIN_PCT, Finding
 from kvbench.analysis.hits import HIT_SHARE_OF_PROMPT, HitSplit
 from kvbench.analysis.latency import LatencyComparison
@@ -24,8 +25,7 @@ from kvbench.analysis.stats import (
     MIN_PAIRS_FOR_BOOTSTRAP_ONLY,
     N_BOOT,
 )
-from kvbench.analysis.twins import CHECK_NAME as AA_CHECK
-from kvbench.analysis.twins import TWIN_PAIRS
+from kvbench.analysis.twins import builtin_twin_pairs
 from kvbench.analysis.validity import Check, CheckStatus, Thresholds
 from kvbench.report.figures import Skipped
 from kvbench.report.sections import hit_split_section, latency_section, routing_section
@@ -436,7 +436,7 @@ def _methodology(data: ReportData) -> list[str]:
         f"loss / lower / higher' ({INDICATIVE_MEANING}) in the CSVs and here alike; the guidance never recommends "
         "on it.",
         "- A/A twin check: twin scenarios that differ only in a store that should not matter ("
-        + ", ".join(f"{a} / {b}" for a, b in TWIN_PAIRS)
+        + ", ".join(f"{a} / {b}" for a, b in builtin_twin_pairs())
         + ") are compared with the same methods (peak "
         "throughput; TTFT mean and p50 at the highest level both ran). A significant twin difference means the "
         "intervals understate run-to-run variance: the check FLAGs the model and all its significant verdicts "

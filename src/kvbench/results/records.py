@@ -1,6 +1,6 @@
 """The per-request record: one row of `cells/<cell_id>/requests.parquet`.
 
-Contract (DESIGN.md, "Per-request record"): times are seconds from run start on a monotonic clock;
+Contract: times are seconds from run start on a monotonic clock;
 durations are milliseconds; token counts are tokens. TTFT = first token received - request sent;
 ITL = gaps between token arrivals, a chunk of k tokens counting as k gaps (each gap = chunk gap / k);
 TPOT = (e2e - ttft) / (output_tokens - 1) (vLLM / inference-perf definition).
@@ -12,7 +12,9 @@ from "zero cached tokens".
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import pyarrow as pa
 
@@ -76,6 +78,36 @@ class RequestRecord:
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))
 
+
+def records_from_frame(frame: Any) -> list[RequestRecord]:
+    """Rows of a requests.parquet DataFrame back as records (NaN / missing -> None, the field's
+    default where it has one: a file written without phases counts every request as measured)."""
+    if frame is None or len(frame) == 0:
+        return []
+    records = []
+    columns = [name for name in RECORD_FIELDS if name in frame.columns]
+    for row in frame[columns].to_dict("records"):
+        values = {key: _plain(value) for key, value in row.items()}
+        values = {key: value for key, value in values.items() if value is not None}
+        values["itl_ms"] = [float(gap) for gap in values.get("itl_ms", [])]
+        for key in _INT_FIELDS:
+            if key in values:
+                values[key] = int(values[key])
+        records.append(RequestRecord(**values))
+    return records
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item") and not hasattr(value, "__len__"):  # numpy scalar
+        return _plain(value.item())
+    return value
+
+
+_INT_FIELDS = tuple(
+    f.name for f in fields(RequestRecord) if f.type in ("int", "int | None")
+)  # pandas reads a nullable int column as float when it holds nulls
 _NULLABLE_INT = pa.int64()
 _NULLABLE_FLOAT = pa.float64()
 

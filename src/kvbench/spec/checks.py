@@ -18,7 +18,7 @@ start or requests are sent:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -44,6 +44,9 @@ _RUNTIME_STANDINS = dict(
     kv_events_bind="tcp://127.0.0.1:1",
     kv_events_replay_endpoint="tcp://127.0.0.1:1",
 )
+
+if TYPE_CHECKING:
+    from kvbench.experiment.cells import ScenarioVariant
 
 
 def check_spec(spec: ExperimentSpec, source: str, base_dir: Path | None = None) -> None:
@@ -88,11 +91,13 @@ def _check_emulated(spec: ExperimentSpec, target: EmulatedTarget, source: str) -
     _check_engine_param_bounds(spec, source)
     _check_context_fits(spec, target, source)
     for model in spec.models:
-        for label, name, params in _variants(spec):
-            _check_engine_argv(spec, target, model, label, name, params, source)
+        for variant in _variants(spec):
+            _check_engine_argv(
+                spec, target, model, variant.label, variant.name, variant.applied_params, source
+            )
 
 
-def _variants(spec: ExperimentSpec) -> list[tuple[str, str, dict[str, Any]]]:
+def _variants(spec: ExperimentSpec) -> list[ScenarioVariant]:
     from kvbench.experiment.cells import scenario_variants
 
     return scenario_variants(spec)
