@@ -177,7 +177,13 @@ class ExperimentRunner:
         try:
             if prepare is not None:
                 pending = [p for p in plans if not self.store.is_done(p.cell_id)]
-                prepare(self.spec, self.spec_path.parent, pending, self._level_plan)
+                prepare(
+                    self.spec,
+                    self.spec_path.parent,
+                    pending,
+                    self._level_plan,
+                    catalog=self.catalog,
+                )
             for _key, group in _groups(plans):
                 pending = [p for p in group if not self.store.is_done(p.cell_id)]
                 if pending:

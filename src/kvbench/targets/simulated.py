@@ -4,7 +4,7 @@ discrete-event core in `kvbench.simulate`; Redis / Valkey stay real servers on 1
 
 Contract with the runner:
 - `up` learns the scenario's facts (capacities, max_model_len) from a probe stack and starts its
-  store; `Deployment.details` has the emulated target's keys;
+  store; `Deployment.facts` as the emulated target fills them;
 - every cell runs on a freshly built stack, so its caches start empty: the reset result says so
   (and the store is flushed);
 - `run_cell` replaces the live cell (HTTP load, scraping): same records, same server-metric rows,
@@ -26,14 +26,21 @@ from pathlib import Path
 from typing import Any
 
 from kvbench.emulator.stack import REMOTE_PAYLOAD_SCALE
-from kvbench.results.layout import CellStatus, SystemUnderTest
-from kvbench.results.summary import CellTally
+from kvbench.results.cell import CellValidity, ScrapeStats
+from kvbench.results.manifest import CellStatus, SystemUnderTest
 from kvbench.simulate.cell import CellSettings
 from kvbench.simulate.client import ClientTiming
 from kvbench.simulate.events import EventLoop
 from kvbench.simulate.router_node import RouterTiming
 from kvbench.simulate.stack import DEFAULT_REMOTE_ROUND_TRIP_S, SimStack
-from kvbench.targets.base import Deployment
+from kvbench.spec.scenarios import ScenarioCatalog, load_catalog
+from kvbench.targets.base import (
+    Deployment,
+    DeploymentFacts,
+    KvStoreFacts,
+    KvTier,
+    ResetResult,
+)
 from kvbench.targets.emulated import COST_MODEL
 from kvbench.targets.local_stack import cpu_capacity_tokens, remote_capacity_tokens
 from kvbench.targets.simulated_cells import (
@@ -55,6 +62,8 @@ class SimulatedTarget:
         self._stacks: dict[str, ScenarioStack] = {}
         self._prepared: dict[str, Future[CellResult]] = {}
         self._pool: ProcessPoolExecutor | None = None
+        # The run's scenario catalog: the runner passes it to up() and prepare(); built-ins until then.
+        self._catalog: ScenarioCatalog = load_catalog()
 
     @property
     def workers(self) -> int:
@@ -96,11 +105,20 @@ class SimulatedTarget:
         )
 
     # ---- Target protocol
-    def up(self, model: str, scenario: str, scenario_params: dict[str, Any]) -> Deployment:
+    def up(
+        self,
+        model: str,
+        scenario: str,
+        scenario_params: dict[str, Any],
+        *,
+        catalog: ScenarioCatalog | None = None,
+    ) -> Deployment:
+        if catalog is not None:
+            self._catalog = catalog
         group = ScenarioStack(self._job(model, scenario, scenario_params))
         base_url = f"simulated://{model}/{scenario}/{len(self._stacks)}"
         try:
-            details = _details(group, model)
+            facts = _facts(group, model)
         except BaseException:
             group.stop()
             raise
@@ -117,10 +135,10 @@ class SimulatedTarget:
             api_urls=[f"{base_url}/engine-{i}" for i in range(engines)],
             metrics_sources=sources,
             pids={store.kind: store.pid} if store is not None and store.pid else {},
-            details=details,
+            facts=facts,
         )
 
-    def reset_caches(self, deployment: Deployment) -> dict[str, Any]:
+    def reset_caches(self, deployment: Deployment) -> ResetResult:
         return self._stacks[deployment.base_url].reset()
 
     def down(self, deployment: Deployment) -> None:
@@ -135,8 +153,11 @@ class SimulatedTarget:
         base_dir: Path,
         plans: list[Any],
         level_plan_of: Callable[[Any], Any],
+        catalog: ScenarioCatalog | None = None,
     ) -> None:
         """Start the pending cells in worker processes (runner's CellPlans, in run order)."""
+        if catalog is not None:
+            self._catalog = catalog
         if self.workers < 2 or len(plans) < 2:
             return
         capacities: dict[tuple[str, int], KvCapacities] = {}
@@ -151,7 +172,7 @@ class SimulatedTarget:
                 probe = ScenarioStack(
                     self._job(plan.model, plan.scenario_name, plan.scenario_params), store=False
                 )
-                capacities[key] = KvCapacities.from_details(_details(probe, plan.model))
+                capacities[key] = KvCapacities.from_facts(_facts(probe, plan.model))
             job = self._job(plan.model, plan.scenario_name, plan.scenario_params)
             job.cell_id, job.level_plan = plan.cell_id, level_plan
             job.settings, job.reset = _cell_settings(spec), spec.cache.reset
@@ -183,9 +204,7 @@ class SimulatedTarget:
             )
         result = self._prepared_result(info.cell_id, inputs.workload)
         if result is None:
-            job = self._job(
-                inputs.deployment.model, info.scenario_name or info.scenario, info.scenario_params
-            )
+            job = self._job(inputs.deployment.model, info.base_scenario, info.scenario_params)
             job.cell_id, job.level_plan = info.cell_id, inputs.level_plan
             job.settings, job.reset, job.workload = (
                 _cell_settings(spec),
@@ -208,6 +227,7 @@ class SimulatedTarget:
         return CellJob(
             target_spec=self.spec,
             run_dir=self.run_dir,
+            catalog=self._catalog,
             seed=self.seed,
             model=model,
             scenario=scenario,
@@ -231,10 +251,9 @@ def _cell_settings(spec: Any) -> CellSettings:
 
 def _write(result: CellResult, inputs: Any, writer: Any) -> tuple[CellStatus, str | None]:
     """Hand a cell's records and rows to its writer and fill cell.json as a live cell does."""
-    info, tally = writer.info, CellTally()
+    info = writer.info
     for record in result.records:
         writer.add_request(record)
-        tally.observe(record)
         if inputs.hooks.on_record is not None:
             inputs.hooks.on_record(record)
     writer.server_metrics.extend(result.server_rows)
@@ -242,8 +261,7 @@ def _write(result: CellResult, inputs: Any, writer: Any) -> tuple[CellStatus, st
         return CellStatus.FAILED, result.error or "the simulation produced no outcome"
     outcome, level = result.outcome, result.outcome.level
     info.cache_protocol = outcome.protocol
-    info.measure_start_s = level.measure_start_s
-    info.measure_end_s = level.measure_end_s
+    writer.summarize(level.measure_start_s, level.measure_end_s)
     info.client = {
         "simulated": True,
         "wall_s": result.wall_s,
@@ -252,29 +270,33 @@ def _write(result: CellResult, inputs: Any, writer: Any) -> tuple[CellStatus, st
         "engine_steps": outcome.num_steps,
         "events": outcome.events_run,
     }
-    info.summary = tally.summary(level.measure_start_s, level.measure_end_s)
     info.sources = dict(inputs.deployment.metrics_sources)
-    info.validity = {
-        "loadgen_notes": list(level.notes),
-        "return_token_ids": True,
-        "scrape": {"scrapes_ok": {name: outcome.scrapes for name in info.sources}},
-        "scrape_failures": 0,
-        "cache_state_consistent": outcome.protocol.get("verify", {}).get("consistent"),
-        "peak_in_flight": level.peak_in_flight,
-    }
-    if tally.ok == 0:
+    info.validity = CellValidity(
+        loadgen_notes=list(level.notes),
+        return_token_ids=True,
+        scrape=ScrapeStats(scrapes_ok={name: outcome.scrapes for name in info.sources}),
+        scrape_failures=0,
+        cache_state_consistent=(outcome.protocol.verify or {}).get("consistent"),
+        peak_in_flight=level.peak_in_flight,
+    )
+    summary = info.summary
+    if summary is None or summary.requests_ok == 0:
+        failed = summary.requests_failed if summary else 0
+        first_error = summary.first_error if summary else None
         return (
             CellStatus.FAILED,
-            f"no request succeeded ({tally.failed} failed; first error: {tally.first_error})",
+            f"no request succeeded ({failed} failed; first error: {first_error})",
         )
     return CellStatus.OK, None
 
 
-def _details(group: ScenarioStack, model: str) -> dict[str, Any]:
-    """The emulated target's Deployment.details, from a probe stack of the scenario."""
+def _facts(group: ScenarioStack, model: str) -> DeploymentFacts:
+    """What the emulated target reports, from a probe stack of the scenario."""
     stack: SimStack = group.build(EventLoop(), seed=0)
     try:
-        per_engine = [e.engine.pool.num_gpu_blocks * e.engine.kv.block_size for e in stack.engines]
+        per_engine: list[int | None] = [
+            e.engine.pool.num_gpu_blocks * e.engine.kv.block_size for e in stack.engines
+        ]
         max_model_len = stack.max_model_len
     finally:
         stack.close()
@@ -282,28 +304,31 @@ def _details(group: ScenarioStack, model: str) -> dict[str, Any]:
     cpu = cpu_capacity_tokens(
         rendered, model, settings.block_size or 16, settings.tensor_parallel_size
     )
-    return {
-        "gpu_kv_capacity_tokens": sum(per_engine),
-        "gpu_kv_capacity_tokens_per_engine": per_engine,
-        "cpu_kv_capacity_tokens": cpu * settings.engines if cpu is not None else None,
-        "cpu_kv_capacity_tokens_per_engine": cpu,
-        "remote_kv_capacity_tokens": remote_capacity_tokens(rendered, model),
-        "max_model_len": max_model_len,
-        "engines": settings.engines,
-        "tensor_parallel_size": settings.tensor_parallel_size,
-        "pids": {store.kind: store.pid} if store is not None and store.pid else {},
-        "kv_store": {
-            "kind": store.kind,
-            "role": rendered.kv_store.role if rendered.kv_store else None,
-            "url": store.url,
-            "maxmemory_bytes": store.maxmemory_bytes,
-        }
+    tiers: list[KvTier] = ["gpu"]
+    if cpu:
+        tiers.append("cpu")
+    if rendered.kv_store is not None and rendered.kv_store.role == "lmcache-remote":
+        tiers.append("remote")
+    return DeploymentFacts(
+        gpu_kv_capacity_tokens=sum(c for c in per_engine if c is not None),
+        gpu_kv_capacity_tokens_per_engine=per_engine,
+        cpu_kv_capacity_tokens=cpu * settings.engines if cpu is not None else None,
+        cpu_kv_capacity_tokens_per_engine=cpu,
+        remote_kv_capacity_tokens=remote_capacity_tokens(rendered, model),
+        kv_tiers=tiers,
+        max_model_len=max_model_len,
+        engines=settings.engines,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        router="emulated llm-d EPP scheduler in process (virtual time)",
+        store=KvStoreFacts(
+            kind=store.kind,
+            role=rendered.kv_store.role if rendered.kv_store else None,
+            url=store.url,
+            maxmemory_bytes=store.maxmemory_bytes,
+        )
         if store
         else None,
-        "scenario_params": rendered.params,
-        "engine_args": rendered.engine_args,
-        "engine_env": rendered.engine_env,
-        "epp_config": rendered.epp_config_source,
-        "decision_log": None,
-        "logs": None,
-    }
+        engine_args=list(rendered.engine_args),
+        engine_env=dict(rendered.engine_env),
+        epp_config_path=rendered.epp_config_source,
+    )

@@ -18,6 +18,7 @@ from typing import Any
 from kvbench.emulator.stack import REMOTE_PAYLOAD_SCALE, EngineSettings, settings_from_spec
 from kvbench.emulator.stores import KVStoreServer, StoreUnavailable
 from kvbench.loadgen.plan import LevelPlan
+from kvbench.results.deployment import ComponentReset, ResetResult
 from kvbench.results.records import RequestRecord
 from kvbench.simulate.cell import CellOutcome, CellSettings, simulate_cell
 from kvbench.simulate.events import EventLoop
@@ -25,7 +26,6 @@ from kvbench.simulate.level import SimulationStalled
 from kvbench.simulate.stack import SimStack, _runtime, build_stack, engine_address
 from kvbench.spec.scenarios import (
     ScenarioCatalog,
-    catalog_for_run,
     engine_overrides,
     render_scenario,
     store_maxmemory_bytes,
@@ -68,6 +68,7 @@ class WorkloadRecipe:
 class CellJob:
     target_spec: Any  # spec.experiment SimulatedTarget
     run_dir: Path
+    catalog: ScenarioCatalog  # the run's scenario catalog (the runner's, through up / prepare)
     seed: int  # the target's seed (engines' --seed)
     model: str
     scenario: str
@@ -86,7 +87,7 @@ class CellResult:
     records: list[RequestRecord] = field(default_factory=list)
     server_rows: list[dict] = field(default_factory=list)
     outcome: CellOutcome | None = None
-    reset: dict[str, Any] | None = None
+    reset: ResetResult | None = None
     error: str | None = None  # the reason a cell could not be simulated
     workload_fingerprint: str = ""
     wall_s: float = 0.0
@@ -97,7 +98,7 @@ class ScenarioStack:
     """One (model, scenario, params): engine settings and the real store, while it is up."""
 
     def __init__(self, job: CellJob, store: bool = True) -> None:
-        self.catalog: ScenarioCatalog = catalog_for_run(job.run_dir)
+        self.catalog: ScenarioCatalog = job.catalog
         self.scenario, self.params = job.scenario, dict(job.scenario_params)
         overrides = engine_overrides(self.catalog, job.scenario, job.scenario_params, job.model)
         self.settings: EngineSettings = settings_from_spec(
@@ -138,16 +139,18 @@ class ScenarioStack:
             seed,
         )
 
-    def reset(self) -> dict[str, Any]:
+    def reset(self) -> ResetResult:
         """Every cell gets a freshly built stack; the store is flushed (the emulated target's reset)."""
         what = "fresh simulated engine (empty GPU prefix cache and tiers)"
-        result: dict[str, Any] = {
-            f"engine-{i}": {"reset": True, "what": what} for i in range(self.settings.engines)
-        }
-        result["router"] = {"reset": True, "what": "fresh simulated router (empty indexes)"}
+        result = ResetResult()
+        for i in range(self.settings.engines):
+            result.components[f"engine-{i}"] = ComponentReset(reset=True, what=what)
+        result.components["router"] = ComponentReset(
+            reset=True, what="fresh simulated router (empty indexes)"
+        )
         if self.store is not None:
             need = self.catalog.get(self.scenario).kv_store
-            result[self.store.kind] = _flush_store(
+            result.components[self.store.kind] = _flush_store(
                 self.store.redis_url, need.role if need else "store"
             )
         return result
