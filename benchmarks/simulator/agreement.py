@@ -57,8 +57,12 @@ def main() -> int:
         cols = []
         for name, (kind, _) in LIMITS.items():
             r = row.get(name)
-            text = "-" if r is None else (
-                f"{r['error'] * 100:+.1f}{'pt' if kind == 'abs' else '%'} {'ok' if r['ok'] else 'OFF'}"
+            text = (
+                "-"
+                if r is None
+                else (
+                    f"{r['error'] * 100:+.1f}{'pt' if kind == 'abs' else '%'} {'ok' if r['ok'] else 'OFF'}"
+                )
             )
             cols.append(f"{text:>22}")
         print(f"{cell_id[:52]:52} " + " ".join(cols))
