@@ -56,6 +56,8 @@ class ServerProcess:
     popen: subprocess.Popen
     log_path: Path
     health_url: str | None = None
+    argv: list[str] = field(default_factory=list)  # how it was started (restart reuses them)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -109,7 +111,7 @@ class ProcessSet:
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
-        process = ServerProcess(name, popen, log_path, health_url)
+        process = ServerProcess(name, popen, log_path, health_url, list(argv), dict(env))
         self.processes.append(process)
         if not self._registered:
             atexit.register(self.stop_all)
@@ -118,6 +120,20 @@ class ProcessSet:
 
     def pids(self) -> dict[str, int]:
         return {p.name: p.pid for p in self.processes}
+
+    def restart(self, name: str, timeout_s: float, stop_timeout_s: float = 30.0) -> ServerProcess:
+        """Stop the process called `name` and start it again with the same command, environment,
+        log (appended) and health URL, in the same place of the stop order; returns once healthy
+        (else StartError, as `wait_healthy`)."""
+        index = next(i for i, p in enumerate(self.processes) if p.name == name)
+        old = self.processes[index]
+        old.stop(self.stop_signal, stop_timeout_s)
+        self.processes.pop(index)
+        new = self.spawn(name, old.argv, old.env, old.log_path, old.health_url)
+        self.processes.remove(new)
+        self.processes.insert(index, new)
+        wait_healthy([new], timeout_s)
+        return new
 
     def stop_all(self, timeout_s: float = 10.0) -> None:
         for process in reversed(self.processes):

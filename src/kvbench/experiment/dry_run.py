@@ -55,11 +55,20 @@ def _render(spec: ExperimentSpec, plan: CellPlan) -> str:
                 catalog, spec.target, plan.model, plan.scenario_name, plan.scenario_params
             )
         )
+    if spec.target.kind == "vllm":
+        from kvbench.targets.vllm import dry_run_engine_lines
+
+        engine_lines = dry_run_engine_lines(
+            spec.target, catalog, plan.model, plan.scenario_name, plan.scenario_params, spec.seed
+        )
+    else:
+        engine_lines = []
     block_size = getattr(spec.target, "block_size", 16)
     runtime = Runtime(plan.model, plan.model, block_size=block_size, **_PLACEHOLDERS)
     rendered = render_scenario(catalog, plan.scenario_name, plan.scenario_params, runtime)
     lines = [f"scenario engine flags: vllm serve {plan.model} {shlex.join(rendered.engine_args)}"]
     lines += [f"env: {name}={value}" for name, value in sorted(rendered.engine_env.items())]
+    lines += engine_lines
     if rendered.kv_store is not None:
         lines.append(f"kv store: {rendered.kv_store.kind}")
     lines.append("router config (EndpointPickerConfig):")

@@ -64,6 +64,7 @@ class DeploymentFacts(_Strict):
     remote_kv_capacity_tokens: int | None = None  # a remote store's size, shared by all engines
     kv_tiers: list[KvTier] = Field(default_factory=list)  # the tiers the scenario configures
     max_model_len: int | None = None
+    gpu_block_size: int | None = None  # tokens per GPU KV block, as the engines report it
     engines: int | None = None
     tensor_parallel_size: int | None = None
     router: str | None = None  # what routes the load, e.g. "emulated llm-d EPP"; None: no router
@@ -89,6 +90,10 @@ class ComponentReset(_Strict):
     note: str | None = None
     keys_removed: int | None = None  # a flushed store's key count before the flush
     pod: str | None = None  # the pod reset (k8s target)
+    # vllm target: how the engine got cold: "gpu" (POST /reset_prefix_cache), "external" (with
+    # reset_external=true: the connector's CPU tier too) or "restart" (the tier has no reset).
+    method: str | None = None
+    restart_s: float | None = None  # how long the engine restart took
 
 
 class ResetResult(_Strict):

@@ -57,15 +57,27 @@ def fetch_text(url: str, timeout_s: float = 5.0, method: str = "GET") -> tuple[i
         return 0, str(err)
 
 
-def gpu_capacity_tokens(metrics_text: str) -> int | None:
+def _cache_config_int(metrics_text: str, label: str) -> int | None:
     match = _INFO_LINE.search(metrics_text)
     if not match:
         return None
     labels = dict(_LABEL.findall(match.group("labels")))
     try:
-        return int(labels["num_gpu_blocks"]) * int(labels["block_size"])
+        return int(labels[label])
     except (KeyError, ValueError):
         return None
+
+
+def gpu_capacity_tokens(metrics_text: str) -> int | None:
+    blocks = _cache_config_int(metrics_text, "num_gpu_blocks")
+    block_size = gpu_block_size(metrics_text)
+    return blocks * block_size if blocks is not None and block_size is not None else None
+
+
+def gpu_block_size(metrics_text: str) -> int | None:
+    """The engine's GPU block size as it reports it (`vllm:cache_config_info{block_size}`): what
+    holds when the target left the block size to the platform."""
+    return _cache_config_int(metrics_text, "block_size")
 
 
 def _kv_bytes_per_token(model: str) -> int | None:
@@ -86,7 +98,7 @@ def cpu_capacity_tokens(
     extra = kv_config.get("kv_connector_extra_config") or {}
     per_token = _kv_bytes_per_token(model)
     if connector == "OffloadingConnector":
-        offload_block = int(extra.get("block_size", block_size))
+        offload_block = int(extra.get("block_size") or block_size)
         if extra.get("num_cpu_blocks"):
             return int(extra["num_cpu_blocks"]) * offload_block
         if extra.get("cpu_bytes_to_use") and per_token:
@@ -174,13 +186,12 @@ class LocalStackTarget:
         return "emulated llm-d endpoint picker (kvbench emulate router)"
 
     def _facts(self, stack: RunningStack, model: str) -> DeploymentFacts:
-        per_engine = [
-            gpu_capacity_tokens(fetch_text(f"{url}/metrics")[1]) for url in stack.engine_urls
-        ]
+        metrics_texts = [fetch_text(f"{url}/metrics")[1] for url in stack.engine_urls]
+        per_engine = [gpu_capacity_tokens(text) for text in metrics_texts]
         settings, rendered = stack.settings, stack.rendered
-        cpu = cpu_capacity_tokens(
-            rendered, model, settings.block_size, settings.tensor_parallel_size
-        )
+        # None when the target left it to the platform: the engine's own report, else vLLM's 16.
+        block_size = settings.block_size or gpu_block_size(metrics_texts[0]) or 16
+        cpu = cpu_capacity_tokens(rendered, model, block_size, settings.tensor_parallel_size)
         remote = remote_capacity_tokens(rendered, model)
         store = stack.store
         tiers: list[KvTier] = ["gpu"]
@@ -198,6 +209,7 @@ class LocalStackTarget:
             remote_kv_capacity_tokens=remote,
             kv_tiers=tiers,
             max_model_len=self._max_model_len(stack.engine_urls[0]),
+            gpu_block_size=block_size,
             engines=settings.engines,
             tensor_parallel_size=settings.tensor_parallel_size,
             router=self.router_description() if stack.router_url is not None else None,
@@ -230,14 +242,19 @@ class LocalStackTarget:
         keep entries of blocks the engines just dropped). The router's approximate prefix index has
         no reset API (nor has llm-d's EPP) and is not reset."""
         result = ResetResult()
-        for index, url in enumerate(deployment.api_urls):
-            result.components[f"engine-{index}"] = _reset_engine(url)
         stack = self._stacks.get(deployment.base_url)
+        for index, url in enumerate(deployment.api_urls):
+            result.components[f"engine-{index}"] = self.reset_engine(stack, index, url)
         if stack is not None and stack.store is not None and stack.rendered.kv_store is not None:
             result.components[stack.store.kind] = _flush_store(
                 stack.store.redis_url, stack.rendered.kv_store.role
             )
         return result
+
+    def reset_engine(self, stack: RunningStack | None, index: int, url: str) -> ComponentReset:
+        """One engine's reset. The emulated engine's POST /reset_prefix_cache also empties its
+        connector's tiers; the vllm target overrides this where real vLLM needs more."""
+        return reset_engine_http(url)
 
     def down(self, deployment: Deployment) -> None:
         stack = self._stacks.get(deployment.base_url)
@@ -249,14 +266,29 @@ class LocalStackTarget:
         self._stacks.pop(stack.base_url, None)
 
 
-def _reset_engine(url: str) -> ComponentReset:
+def _reset_succeeded(status: int, body: str) -> bool:
+    """vLLM answers 200 with {"success": false} while blocks are held (running requests, in-flight
+    offload transfers); older versions answer 200 with no body."""
+    if status != 200:
+        return False
+    try:
+        answer = json.loads(body) if body.strip() else {}
+    except ValueError:
+        return True
+    return not (isinstance(answer, dict) and answer.get("success") is False)
+
+
+def reset_engine_http(url: str, reset_external: bool = False) -> ComponentReset:
+    """POST /reset_prefix_cache (with `?reset_external=true`: the connector's tiers too), retried
+    while the engine still holds blocks."""
     import time
 
+    path = "/reset_prefix_cache" + ("?reset_external=true" if reset_external else "")
+    what = f"POST {path}"
     status, body = 0, ""
-    what = "POST /reset_prefix_cache"
     for attempt in range(RESET_RETRIES):
-        status, body = fetch_text(f"{url}/reset_prefix_cache", method="POST")
-        if status == 200:
+        status, body = fetch_text(f"{url}{path}", method="POST")
+        if _reset_succeeded(status, body):
             return ComponentReset(reset=True, what=what, attempts=attempt + 1)
         time.sleep(0.25)
     return ComponentReset(

@@ -15,15 +15,20 @@ A scenario the installed build cannot run fails with the reason first, then the 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import subprocess
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from kvbench.emulator.stack import EngineSettings, clean_environment
+from kvbench.emulator.processes import StartError
+from kvbench.emulator.stack import EngineSettings, RunningStack, clean_environment
 from kvbench.results.layout import SystemUnderTest
-from kvbench.spec.scenarios import ScenarioCatalog, load_catalog
-from kvbench.targets.base import Deployment, TargetError
-from kvbench.targets.local_stack import LocalStackTarget, fetch_text
+from kvbench.spec.scenarios import RenderedScenario, ScenarioCatalog, load_catalog
+from kvbench.targets.base import ComponentReset, Deployment, TargetError
+from kvbench.targets.local_stack import LocalStackTarget, fetch_text, reset_engine_http
 
 BASE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -55,6 +60,81 @@ KNOWN_REFUSALS = (
         "(vLLM 0.11-0.13) or cpu_bytes_to_use (0.14+) through scenario_params",
     ),
 )
+
+
+# vllm-project/vllm#27170 (first released in 0.12.0): POST /reset_prefix_cache?reset_external=true
+# also resets the connector's cache. OffloadingConnector implements that reset (its CPU tier is
+# emptied); LMCacheConnectorV1 does not (the base connector's no-op), so its local CPU tier
+# survives a reset and only an engine restart gives a cold cell.
+RESET_EXTERNAL_SINCE = (0, 12)
+CONNECTORS_WITH_RESET = ("OffloadingConnector",)
+
+
+def version_tuple(version: str | None) -> tuple[int, ...] | None:
+    if not version:
+        return None
+    parts: list[int] = []
+    for piece in version.split("+")[0].split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+        if not piece.isdigit():
+            break
+    return tuple(parts) or None
+
+
+def cache_reset_method(rendered: RenderedScenario, version: str | None) -> str:
+    """How a cell gets a cold cache on real vLLM: "gpu" (POST /reset_prefix_cache: the scenario has
+    no tier beyond the GPU, or a remote one the store flush empties), "external" (the same with
+    reset_external=true, which empties the connector's CPU tier), or "restart" (the engine is
+    restarted: its CPU tier has no reset in this version)."""
+    kv_config = rendered.kv_transfer_config or {}
+    connector = kv_config.get("kv_connector")
+    if connector is None:
+        return "gpu"
+    if connector == "LMCacheConnectorV1":
+        local_cpu = rendered.engine_env.get("LMCACHE_LOCAL_CPU", "True").lower() in ("true", "1")
+        if not local_cpu:
+            return "gpu"
+    parsed = version_tuple(version)
+    if connector in CONNECTORS_WITH_RESET and parsed is not None and parsed >= RESET_EXTERNAL_SINCE:
+        return "external"
+    return "restart"
+
+
+def python_of(command: list[str] | tuple[str, ...]) -> str | None:
+    """The Python interpreter a vLLM command runs under: the command itself when it is a Python,
+    else the interpreter on the `#!` line of the `vllm` script it names."""
+    first = command[0]
+    if Path(first).name.startswith("python"):
+        return first
+    path = shutil.which(first)
+    if path is None:
+        return None
+    try:
+        line = Path(path).read_bytes()[:200].split(b"\n", 1)[0].decode(errors="replace")
+    except OSError:
+        return None
+    return line[2:].strip().split()[0] if line.startswith("#!") and len(line) > 2 else None
+
+
+def missing_module(python: str, module: str, env: dict[str, str]) -> str | None:
+    """None when `module` imports under `python` with `env`; else the import error's last line."""
+    try:
+        done = subprocess.run(
+            [python, "-c", f"import {module}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"{type(err).__name__}: {err}"
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {done.returncode}"
 
 
 def refusal_reason(log_tail: str | None) -> str | None:
@@ -100,9 +180,10 @@ class VllmTarget(LocalStackTarget):
         catalog: ScenarioCatalog | None = None,
     ) -> Deployment:
         catalog = catalog if catalog is not None else load_catalog()
-        self.with_router = (
-            self.spec.engines > 1 or catalog.get(scenario).kv_events_config is not None
-        )
+        entry = catalog.get(scenario)
+        self.with_router = self.spec.engines > 1 or entry.kv_events_config is not None
+        if (entry.kv_transfer_config or {}).get("kv_connector") == "LMCacheConnectorV1":
+            self._check_lmcache(scenario)
         try:
             deployment = super().up(model, scenario, scenario_params, catalog=catalog)
         except TargetError as err:
@@ -115,6 +196,39 @@ class VllmTarget(LocalStackTarget):
             self._version = json.loads(body).get("version")
             deployment.facts.server_version = self._version
         return deployment
+
+    def _check_lmcache(self, scenario: str) -> None:
+        """LMCacheConnectorV1 imports lmcache inside the engine, after the model is loaded: check
+        first, in the engines' own interpreter and environment, so the reason comes at once."""
+        python = python_of(self.spec.vllm_command)
+        if python is None:
+            return  # cannot tell which interpreter; the engine's log will say
+        env = self.launcher().environment({})
+        error = missing_module(python, "lmcache.integration.vllm.vllm_v1_adapter", env)
+        if error is not None:
+            raise TargetError(
+                f"{scenario}: LMCacheConnectorV1 needs the lmcache package in the vLLM "
+                f"environment, built for its vLLM and torch ({python}: {error})"
+            )
+
+    def reset_engine(self, stack: RunningStack | None, index: int, url: str) -> ComponentReset:
+        if stack is None:
+            return reset_engine_http(url)
+        method = cache_reset_method(stack.rendered, self._version)
+        if method != "restart":
+            result = reset_engine_http(url, reset_external=method == "external")
+            return result.model_copy(update={"method": method})
+        started = time.monotonic()
+        try:
+            stack.processes.restart(f"engine-{index}", self.startup_timeout_s)
+        except StartError as err:
+            return ComponentReset(reset=False, what="engine restart", method=method, error=str(err))
+        return ComponentReset(
+            reset=True,
+            what="engine restart (no reset empties this connector's CPU tier in this version)",
+            method=method,
+            restart_s=round(time.monotonic() - started, 1),
+        )
 
     def describe(self) -> SystemUnderTest:
         command = " ".join(self.spec.vllm_command)
@@ -131,3 +245,41 @@ class VllmTarget(LocalStackTarget):
                 "extra_args": list(self.spec.extra_args),
             },
         )
+
+
+def dry_run_engine_lines(
+    target_spec: Any, catalog: Any, model: str, scenario: str, params: dict[str, Any], seed: int
+) -> list[str]:
+    """What `up` would start, per engine: the full command line and the environment the engine
+    gets beyond the inherited one (kvbench's fixed variables, the target's `env`, the scenario's).
+    Ports and addresses that exist only once servers start are `<...>` placeholders."""
+    import shlex
+
+    from kvbench.emulator.stack import settings_from_spec
+    from kvbench.spec.scenarios import Runtime, engine_overrides, render_scenario
+
+    overrides = engine_overrides(catalog, scenario, params, model)
+    settings = settings_from_spec(target_spec, model, overrides, seed)
+    launcher = VllmLauncher(
+        tuple(target_spec.vllm_command), target_spec.model_path, dict(target_spec.env)
+    )
+    lines: list[str] = []
+    for index in range(settings.engines):
+        runtime = Runtime(
+            model,
+            settings.served_model_name,
+            block_size=settings.routing_block_size,
+            kv_store_url="<kv-store-url>",
+            kv_store_address="<kv-store-url>",
+            pod_address=f"<engine-{index}-address>",
+            kv_events_endpoint="<router-events-endpoint>",
+            kv_events_bind="<router-events-endpoint>",
+            kv_events_replay_endpoint=f"<engine-{index}-replay-endpoint>",
+        )
+        rendered = render_scenario(catalog, scenario, params, runtime)
+        flags = settings.flags(0) + rendered.engine_args + list(settings.extra_args)
+        flags[flags.index("--port") + 1] = f"<engine-{index}-port>"
+        env = {**BASE_ENV, **launcher.env, **rendered.engine_env}
+        lines.append(f"engine-{index}: {shlex.join(launcher.command(settings, flags))}")
+        lines += [f"engine-{index} env: {name}={value}" for name, value in sorted(env.items())]
+    return lines
