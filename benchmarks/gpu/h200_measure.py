@@ -104,7 +104,9 @@ def main() -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     PROBE_SCENARIOS = {name for name in args.probe_scenarios.split(",") if name}
     targets._TARGET_CLASSES["vllm"] = f"{__name__}:ProbingVllmTarget"
-    return run_experiment_cli(Path(args.spec), OUT_DIR / "run", resume=False, only=[], dry_run=False)
+    return run_experiment_cli(
+        Path(args.spec), OUT_DIR / "run", resume=False, only=[], dry_run=False
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ A scenario the installed build cannot run fails with the reason first, then the 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -71,17 +72,10 @@ CONNECTORS_WITH_RESET = ("OffloadingConnector",)
 
 
 def version_tuple(version: str | None) -> tuple[int, ...] | None:
-    if not version:
-        return None
-    parts: list[int] = []
-    for piece in version.split("+")[0].split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-        if not piece.isdigit():
-            break
-    return tuple(parts) or None
+    """(0, 26, 0) for "0.26.0", "0.26.0+cu130" or "0.26.0rc1"; None when it does not start with a
+    number."""
+    match = re.match(r"\d+(?:\.\d+)*", version or "")
+    return tuple(int(part) for part in match.group(0).split(".")) if match else None
 
 
 def cache_reset_method(rendered: RenderedScenario, version: str | None) -> str:
