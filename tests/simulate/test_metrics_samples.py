@@ -42,3 +42,14 @@ def test_registry_samples_equal_the_parsed_metrics_page():
     )
     assert as_rows(direct) == as_rows(parsed)
     assert any(s.name == "vllm:generation_tokens_total" and s.value == 30 for s in direct)
+
+
+def test_the_approximate_scorer_hashes_the_same_bytes_from_a_truncated_prompt():
+    from kvbench.emulator.router.prefix_approx import user_input_bytes
+    from kvbench.emulator.router.request import RouterRequest
+
+    for ids in ([7] * 5000, list(range(100_000, 104_000)), [1, 22, 333] * 900):
+        request = RouterRequest("r", "m", False, prompt_token_ids=ids)
+        full = user_input_bytes(request)
+        for max_chars in (64, 1000, 16384):
+            assert user_input_bytes(request, max_chars)[:max_chars] == full[:max_chars]

@@ -351,6 +351,9 @@ class ExperimentRunner:
     def _run_with_progress(self, inputs: CellInputs, writer, plan: CellPlan):
         from kvbench.loadgen.progress import CellProgress
 
+        simulate = getattr(self.target, "run_cell", None)
+        if simulate is not None:  # the simulated target runs the whole cell in virtual time and
+            return simulate(inputs, writer, self.hooks.on_progress)  # shows the run's progress
         user_hook = self.hooks.on_progress
         with CellProgress(plan.cell_id, inputs.level_plan.max_requests) as bar:
 
@@ -360,9 +363,6 @@ class ExperimentRunner:
                     user_hook(update)
 
             inputs.hooks = RunnerHooks(self.hooks.before_cell, self.hooks.on_record, on_progress)
-            simulate = getattr(self.target, "run_cell", None)
-            if simulate is not None:  # the simulated target runs the whole cell in virtual time
-                return simulate(inputs, writer, on_progress)
             return asyncio.run(run_cell(inputs, writer))
 
     def _level_plan(self, plan: CellPlan):

@@ -51,6 +51,7 @@ from kvbench.targets.simulated_cells import (
     run_job,
     workload_fingerprint,
 )
+from kvbench.targets.simulated_progress import SimulatedRunProgress
 from kvbench.workload.sizing import KvCapacities
 
 
@@ -62,6 +63,7 @@ class SimulatedTarget:
         self._stacks: dict[str, ScenarioStack] = {}
         self._prepared: dict[str, Future[CellResult]] = {}
         self._pool: ProcessPoolExecutor | None = None
+        self._progress: SimulatedRunProgress | None = None
         # The run's scenario catalog: the runner passes it to up() and prepare(); built-ins until then.
         self._catalog: ScenarioCatalog = load_catalog()
 
@@ -158,6 +160,7 @@ class SimulatedTarget:
         """Start the pending cells in worker processes (runner's CellPlans, in run order)."""
         if catalog is not None:
             self._catalog = catalog
+        self._progress = SimulatedRunProgress(len(plans))
         if self.workers < 2 or len(plans) < 2:
             return
         capacities: dict[tuple[str, int], KvCapacities] = {}
@@ -187,6 +190,9 @@ class SimulatedTarget:
         self._prepared = {job.cell_id: self._pool.submit(run_job, job) for job in jobs}
 
     def close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -212,6 +218,8 @@ class SimulatedTarget:
                 inputs.workload,
             )
             result = run_job(job, self._stacks[inputs.deployment.base_url])
+        if self._progress is not None:
+            self._progress.cell_done(info.cell_id, result.simulated_s, result.wall_s)
         return _write(result, inputs, writer)
 
     def _prepared_result(self, cell_id: str, workload: Any) -> CellResult | None:

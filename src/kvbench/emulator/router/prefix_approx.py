@@ -40,12 +40,18 @@ def go_json(value: Any) -> bytes:
     return text.encode("utf-8")
 
 
-def user_input_bytes(request: RouterRequest) -> bytes:
+def user_input_bytes(request: RouterRequest, max_chars: int | None = None) -> bytes:
+    """The bytes the scorer hashes; with `max_chars`, at least their first `max_chars` (all the
+    scorer reads). A token id serialises to >= 2 characters with its comma, so the JSON of the
+    first max_chars // 2 + 1 ids is longer than max_chars and agrees with the full JSON there."""
     if request.is_chat:
         return go_json(request.messages)
     if request.prompt_text is not None:
         return request.prompt_text.encode("utf-8")
-    return go_json(request.prompt_token_ids)
+    token_ids = request.prompt_token_ids
+    if max_chars is not None and token_ids is not None:
+        token_ids = token_ids[: max_chars // 2 + 1]
+    return go_json(token_ids)
 
 
 def hash_prompt(
@@ -131,7 +137,7 @@ class ApproxPrefixCacheScorer:
     async def score(self, request: RouterRequest, endpoints: list[Endpoint]) -> ScorerOutput:
         block_size_chars = self.effective_block_size_chars(endpoints)
         hashes = hash_prompt(
-            user_input_bytes(request),
+            user_input_bytes(request, block_size_chars * self.max_prefix_blocks),
             request.model,
             request.cache_salt,
             block_size_chars,
