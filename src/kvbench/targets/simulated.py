@@ -21,7 +21,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,8 @@ class SimulatedTarget:
         self.run_dir = Path(run_dir)
         self.seed = seed
         self._stacks: dict[str, ScenarioStack] = {}
-        self._prepared: dict[str, Future[CellResult]] = {}
-        self._pool: ProcessPoolExecutor | None = None
+        self._prepared: dict[str, AsyncResult[CellResult]] = {}
+        self._pool: Pool | None = None
         self._progress: SimulatedRunProgress | None = None
         # The run's scenario catalog: the runner passes it to up() and prepare(); built-ins until then.
         self._catalog: ScenarioCatalog = load_catalog()
@@ -186,15 +186,21 @@ class SimulatedTarget:
         if len(jobs) < 2:
             return
         context = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(min(self.workers, len(jobs)), mp_context=context)
-        self._prepared = {job.cell_id: self._pool.submit(run_job, job) for job in jobs}
+        self._pool = context.Pool(min(self.workers, len(jobs)))
+        self._prepared = {job.cell_id: self._pool.apply_async(run_job, (job,)) for job in jobs}
 
     def close(self) -> None:
         if self._progress is not None:
             self._progress.close()
             self._progress = None
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            if any(not result.ready() for result in self._prepared.values()):
+                # interrupted (or a cell failed the run): stop the workers now; each one's store
+                # dies with it (the store servers are started to die with their parent)
+                self._pool.terminate()
+            else:
+                self._pool.close()
+            self._pool.join()
             self._pool = None
         self._prepared.clear()
 
@@ -226,7 +232,7 @@ class SimulatedTarget:
         future = self._prepared.pop(cell_id, None)
         if future is None:
             return None
-        result = future.result()
+        result = future.get()
         if result.workload_fingerprint != workload_fingerprint(workload):
             return None  # sized differently than the runner's workload: simulate it here
         return result

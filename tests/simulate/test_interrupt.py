@@ -1,0 +1,65 @@
+"""Ctrl-C during a simulated run (cells in worker processes): exit 130, finished cells kept, no
+process left behind; --resume finishes the run with the bytes an uninterrupted run writes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+from tests.simulate.test_simulated_target import SPEC, parquet_bytes
+
+from kvbench.cli import main
+
+
+def statuses(run: Path) -> dict[str, str]:
+    manifest = json.loads((run / "manifest.json").read_text())
+    return {c["cell_id"]: c["status"] for c in manifest["cells"]}
+
+
+def test_ctrl_c_keeps_finished_cells_and_resume_finishes(tmp_path):
+    spec = {
+        **SPEC,
+        "scenarios": ["no-offload", "native-offload", "lmcache-redis"],
+        "load": {**SPEC["load"], "levels": [2, 4, 8]},
+        "target": {**SPEC["target"], "kind": "simulated", "workers": 2},
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "kvbench.cli", "run", str(path), "--out", str(run)]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if (run / "manifest.json").is_file() and "ok" in statuses(run).values():
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, process.stderr.read()
+    descendants = psutil.Process(process.pid).children(recursive=True)
+    os.kill(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "--resume" in err
+    gone, alive = psutil.wait_procs(descendants, timeout=10)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    before = statuses(run)
+    assert "ok" in before.values() and set(before.values()) - {"ok"}  # some kept, some not run
+
+    assert main(["run", str(path), "--out", str(run), "--resume"]) == 0
+    assert set(statuses(run).values()) == {"ok"} and len(statuses(run)) == 9
+    fresh = tmp_path / "fresh"
+    assert main(["run", str(path), "--out", str(fresh)]) == 0
+    for cell_id in statuses(run):
+        assert parquet_bytes(run, cell_id, "requests.parquet") == parquet_bytes(
+            fresh, cell_id, "requests.parquet"
+        )
