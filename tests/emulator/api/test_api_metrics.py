@@ -5,7 +5,8 @@ from __future__ import annotations
 from emu_api_helpers import running_engine, tiny_args
 from prometheus_client.parser import text_string_to_metric_families
 
-from kvbench.emulator.api.metrics import _EngineStatsCollector, buckets_1_2_5
+from kvbench.emulator.api.metric_buckets import buckets_1_2_5
+from kvbench.emulator.api.metrics import StepWork, _EngineStatsCollector
 from kvbench.emulator.engine.interface import EngineStats
 
 PROMPT_64 = list(range(300, 364))
@@ -84,6 +85,8 @@ def test_connector_metrics_are_rendered_with_their_labels():
         {"engine": "0", "model_name": "m"},
         {},
         lambda: {"lag_max_s": 0.0, "steps": 0, "kv_events_dropped": 0},
+        StepWork(),
+        0.0,
     )
     families = {f.name: f for f in collector.collect()}
     offload = families["vllm:kv_offload_total_bytes"]

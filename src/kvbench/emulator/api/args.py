@@ -11,6 +11,7 @@ import argparse
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from kvbench.emulator.engine.interface import EngineArgs
 from kvbench.errors import UserError
@@ -34,6 +35,7 @@ class ServeOptions:
     stream_interval: int = 1  # tokens coalesced per SSE chunk (vLLM's --stream-interval)
     tokenizer_dir: str | None = None  # a local HF tokenizer folder (needs `tokenizers`)
     engine_label: str = "0"  # the `engine` label of vLLM's metrics
+    model_root: str | None = None  # /v1/models `root`: the model folder when MODEL is one
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -112,55 +114,169 @@ def _choice(flag: str, allowed: tuple):
 
 
 def _build_parser() -> _OneLineParser:
-    p = _OneLineParser(prog="kvbench emulate serve", add_help=False, allow_abbrev=False)
-    p.add_argument("model")
-    p.add_argument("--hardware", default="H100-SXM")
-    p.add_argument("--served-model-name", default=None)
-    p.add_argument(
+    p = _OneLineParser(
+        prog="kvbench emulate serve",
+        add_help=False,
+        allow_abbrev=False,
+        description="One emulated vLLM engine (vllm serve's flags and HTTP API; no GPU needed).",
+    )
+    add = p.add_argument
+    add(
+        "model",
+        help="catalog model name as vLLM takes it (e.g. Qwen/Qwen3-8B), or a model folder whose "
+        "config.json matches a catalog model (its tokenizer.json is then used)",
+    )
+    add("--hardware", default="H100-SXM", help="emulated GPU profile (default: H100-SXM)")
+    add("--served-model-name", default=None, help="name in responses (default: MODEL)")
+    add(
         "--tensor-parallel-size",
         "-tp",
         type=_positive_int("--tensor-parallel-size", B.MAX_TENSOR_PARALLEL),
         default=1,
+        help="GPUs per engine (default: 1)",
     )
-    p.add_argument(
+    add(
         "--max-num-seqs",
         "--max-num-seq",
         dest="max_num_seqs",
         type=_positive_int("--max-num-seqs", B.MAX_NUM_SEQS),
         default=None,
+        help="max running requests (default: vLLM 0.11's: 1024 on H100/H200, else 256)",
     )
-    p.add_argument(
-        "--max-num-batched-tokens", type=_positive_int("--max-num-batched-tokens"), default=None
+    add(
+        "--max-num-batched-tokens",
+        type=_positive_int("--max-num-batched-tokens"),
+        default=None,
+        help="tokens per step (default: vLLM's for the hardware and mode)",
     )
-    p.add_argument("--max-model-len", type=_positive_int("--max-model-len"), default=None)
-    p.add_argument(
-        "--gpu-memory-utilization", type=_fraction("--gpu-memory-utilization"), default=0.9
+    add(
+        "--max-model-len",
+        type=_positive_int("--max-model-len"),
+        default=None,
+        help="context length (default: the model's)",
     )
-    p.add_argument("--block-size", type=_choice("--block-size", _BLOCK_SIZES), default=16)
-    p.add_argument(
+    add(
+        "--gpu-memory-utilization",
+        type=_fraction("--gpu-memory-utilization"),
+        default=0.9,
+        help="fraction of GPU memory for weights + KV cache (default: 0.9)",
+    )
+    add(
+        "--block-size",
+        type=_choice("--block-size", _BLOCK_SIZES),
+        default=16,
+        help=f"KV block tokens, one of {', '.join(map(str, _BLOCK_SIZES))} (default: 16)",
+    )
+    add(
         "--num-gpu-blocks-override",
         type=_positive_int("--num-gpu-blocks-override", B.MAX_NUM_GPU_BLOCKS),
         default=None,
+        help="GPU KV blocks (default: from memory and --gpu-memory-utilization)",
     )
-    p.add_argument(
+    add(
         "--prefix-caching-hash-algo",
         type=_choice("--prefix-caching-hash-algo", _HASH_ALGOS),
         default="sha256",
+        help=f"block hash, one of {', '.join(_HASH_ALGOS)} (default: sha256)",
     )
-    p.add_argument(
-        "--enable-prefix-caching", dest="enable_prefix_caching", action="store_true", default=True
+    add(
+        "--enable-prefix-caching",
+        dest="enable_prefix_caching",
+        action="store_true",
+        default=True,
+        help="reuse cached prefix blocks (default: on)",
     )
-    p.add_argument("--no-enable-prefix-caching", dest="enable_prefix_caching", action="store_false")
-    p.add_argument("--enable-prompt-tokens-details", action="store_true", default=False)
-    p.add_argument("--kv-transfer-config", type=_json_object("--kv-transfer-config"), default=None)
-    p.add_argument("--kv-events-config", type=_json_object("--kv-events-config"), default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=8000)
-    p.add_argument("--stream-interval", type=_positive_int("--stream-interval"), default=1)
-    p.add_argument("--tokenizer", default=None)
-    p.add_argument("--vllm-compat", type=_choice("--vllm-compat", _VLLM_COMPAT), default="0.11")
+    add(
+        "--no-enable-prefix-caching",
+        dest="enable_prefix_caching",
+        action="store_false",
+        help="turn prefix caching off (default: off)",
+    )
+    add(
+        "--enable-prompt-tokens-details",
+        action="store_true",
+        default=False,
+        help="report usage.prompt_tokens_details.cached_tokens (default: off)",
+    )
+    add(
+        "--kv-transfer-config",
+        type=_json_object("--kv-transfer-config"),
+        default=None,
+        help="KV connector JSON, as vLLM takes it (default: none)",
+    )
+    add(
+        "--kv-events-config",
+        type=_json_object("--kv-events-config"),
+        default=None,
+        help="KV events JSON (ZMQ publisher), as vLLM takes it (default: none)",
+    )
+    add("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    add("--host", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
+    add("--port", type=_port, default=8000, help="listen port, 0 = any free (default: 8000)")
+    add(
+        "--stream-interval",
+        type=_positive_int("--stream-interval"),
+        default=1,
+        help="tokens per SSE chunk (default: 1)",
+    )
+    add(
+        "--tokenizer",
+        default=None,
+        help="folder with a Hugging Face tokenizer.json (+ tokenizer_config.json) used for text "
+        "prompts and chat templates (default: MODEL's folder if it has one, else a built-in "
+        "approximate tokenizer)",
+    )
+    add(
+        "--vllm-compat",
+        type=_choice("--vllm-compat", _VLLM_COMPAT),
+        default="0.11",
+        help=f"vLLM behaviour and response shapes, one of {', '.join(_VLLM_COMPAT)} "
+        "(default: 0.11)",
+    )
+    add("--help", "-h", action="help", help="show this help and exit")
     return p
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    """MODEL as given: a catalog name, or a local folder matched to a catalog model."""
+
+    catalog_name: str
+    folder: Path | None
+
+
+_SHAPE_KEYS = (
+    ("num_hidden_layers", "num_layers"),
+    ("hidden_size", "hidden_size"),
+    ("num_attention_heads", "num_attention_heads"),
+    ("num_key_value_heads", "num_kv_heads"),
+    ("vocab_size", "vocab_size"),
+)
+
+
+def resolve_model(model: str) -> ResolvedModel:
+    """A folder's config.json is matched to the catalog model of the same shape (layers, hidden,
+    heads, KV heads, vocabulary): its cost and memory model is the catalog's."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return ResolvedModel(model, None)
+    from kvbench.spec.catalogs import get_model, model_names
+
+    config_path = folder / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"model folder {folder}: cannot read config.json ({err})") from None
+    wanted = tuple(config.get(key) for key, _ in _SHAPE_KEYS)
+    for name in model_names():
+        profile = get_model(name)
+        if tuple(getattr(profile, attr) for _, attr in _SHAPE_KEYS) == wanted:
+            return ResolvedModel(profile.name, folder)
+    shape = ", ".join(f"{key}={value}" for (key, _), value in zip(_SHAPE_KEYS, wanted, strict=True))
+    raise UserError(
+        f"model folder {folder}: its config.json ({shape}) matches no catalog model; "
+        "pass a catalog name as MODEL and --tokenizer FOLDER"
+    )
 
 
 def engine_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -174,10 +290,14 @@ def serve_help() -> str:
 
 def parse_serve_args(argv: list[str], environ: Mapping[str, str]) -> ServeOptions:
     ns = _build_parser().parse_args(argv)
+    resolved = resolve_model(ns.model)
+    tokenizer_dir = ns.tokenizer
+    if tokenizer_dir is None and resolved.folder and (resolved.folder / "tokenizer.json").is_file():
+        tokenizer_dir = str(resolved.folder)
     engine_args = EngineArgs(
-        model=ns.model,
+        model=resolved.catalog_name,
         hardware=ns.hardware,
-        served_model_name=ns.served_model_name,
+        served_model_name=ns.served_model_name or (ns.model if resolved.folder else None),
         tensor_parallel_size=ns.tensor_parallel_size,
         max_num_seqs=ns.max_num_seqs,
         max_num_batched_tokens=ns.max_num_batched_tokens,
@@ -199,5 +319,6 @@ def parse_serve_args(argv: list[str], environ: Mapping[str, str]) -> ServeOption
         host=ns.host,
         port=ns.port,
         stream_interval=ns.stream_interval,
-        tokenizer_dir=ns.tokenizer,
+        tokenizer_dir=tokenizer_dir,
+        model_root=str(resolved.folder) if resolved.folder else None,
     )

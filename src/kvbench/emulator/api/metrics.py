@@ -2,7 +2,13 @@
 
 - Counters and gauges come from `Engine.stats()` at scrape time (the engine counts the way vLLM
   counts); request-level histograms are observed here from the driver's emulated timestamps.
-- Every vLLM series carries labels `engine` and `model_name`, as real vLLM's do.
+- Every vLLM series carries labels `engine` and `model_name`, as real vLLM's do
+  (`admission_rejections_total`: `model_name` only). The series set, types and labels are those of
+  real vLLM 0.32 on the CPU build (tests diff them against a captured page), `_created` included.
+- Series the emulator has no state for are exported at their idle values: multimodal cache
+  (`mm_cache_*` 0), sleep state (`awake` 1), deferred waiting (0), admission rejections (0).
+  `estimated_*_per_gpu_total` follow the scheduled tokens: 2 x linear params x tokens / TP
+  (flops), streamed weight bytes per step / TP (reads), KV bytes of the new tokens / TP (writes).
 - Connector metrics arrive as `"name|label=value,..." -> value`; a name ending in `_total` is a
   counter, anything else a gauge.
 - kvbench's own: `kvbench:engine_step_lag_seconds` (histogram of step start - deadline),
@@ -13,118 +19,54 @@ Each server has its own CollectorRegistry (no global state).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from kvbench.emulator.api.driver import RequestStream
+from kvbench.emulator.api.metric_buckets import (
+    ITERATION_TOKEN_BUCKETS,
+    ITL_BUCKETS_S,
+    REQUEST_LATENCY_BUCKETS_S,
+    STEP_LAG_BUCKETS_S,
+    TTFT_BUCKETS_S,
+    buckets_1_2_5,
+)
 from kvbench.emulator.engine.interface import EngineStats, StepResult
 
-TTFT_BUCKETS_S = (
-    0.001,
-    0.005,
-    0.01,
-    0.02,
-    0.04,
-    0.06,
-    0.08,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-    20.0,
-    40.0,
-    80.0,
-    160.0,
-    640.0,
-    2560.0,
-)
-ITL_BUCKETS_S = (
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.2,
-    0.3,
-    0.4,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-    20.0,
-    40.0,
-    80.0,
-)
-REQUEST_LATENCY_BUCKETS_S = (
-    0.3,
-    0.5,
-    0.8,
-    1.0,
-    1.5,
-    2.0,
-    2.5,
-    5.0,
-    10.0,
-    15.0,
-    20.0,
-    30.0,
-    40.0,
-    50.0,
-    60.0,
-    120.0,
-    240.0,
-    480.0,
-    960.0,
-    1920.0,
-    7680.0,
-)
-ITERATION_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
-STEP_LAG_BUCKETS_S = (
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.00075,
-    0.001,
-    0.0015,
-    0.002,
-    0.003,
-    0.005,
-    0.01,
-    0.02,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-)
 PROMPT_SOURCES = ("local_compute", "local_cache_hit", "external_kv_transfer")
 CACHED_SOURCES = ("device", "host", "p2p", "disk", "external_unspecified")
 FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
 _LABELS = ("engine", "model_name")
+WAITING_REASONS = ("capacity", "deferred")
+SLEEP_STATES = ("awake", "weights_offloaded", "discard_all")
+ADMISSION_REJECTION_REASONS = ("max_num_queued_reqs", "max_num_queued_tokens")
 
 
-def buckets_1_2_5(max_value: int) -> list[int]:
-    """vLLM's build_1_2_5_buckets: 1, 2, 5, 10, 20, 50, ... up to max_value."""
-    out, exponent = [], 0
-    while True:
-        for mantissa in (1, 2, 5):
-            value = mantissa * 10**exponent
-            if value > max_value:
-                return out
-            out.append(value)
-        exponent += 1
+@dataclass(slots=True)
+class StepWork:
+    """Cumulative model work estimated from scheduled tokens (the estimated_* series)."""
+
+    flops_per_gpu: float = 0.0
+    read_bytes_per_gpu: float = 0.0
+    write_bytes_per_gpu: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkModel:
+    """Per-token and per-step costs of one model on one GPU (TP shard)."""
+
+    flops_per_token: float
+    read_bytes_per_step: float
+    write_bytes_per_token: float
+
+    def add(self, work: StepWork, num_tokens: int) -> None:
+        work.flops_per_gpu += self.flops_per_token * num_tokens
+        work.read_bytes_per_gpu += self.read_bytes_per_step
+        work.write_bytes_per_gpu += self.write_bytes_per_token * num_tokens
 
 
 def _parse_connector_key(key: str) -> tuple[str, dict[str, str]]:
@@ -142,11 +84,15 @@ class _EngineStatsCollector:
         labels: dict[str, str],
         cache_info: dict[str, str],
         driver_stats: Callable[[], dict[str, float]],
+        work: StepWork,
+        created_s: float,
     ) -> None:
         self._stats = stats
         self._labels = labels
         self._cache_info = cache_info
         self._driver_stats = driver_stats
+        self._work = work
+        self._created_s = created_s
 
     def _gauge(
         self, name: str, doc: str, value: float, extra: dict[str, str] | None = None
@@ -163,11 +109,38 @@ class _EngineStatsCollector:
         family = CounterMetricFamily(name, doc, labels=names)
         items = values.items() if isinstance(values, dict) else [((), values)]
         for extra, value in items:
-            family.add_metric(list(self._labels.values()) + list(extra), value)
+            family.add_metric(
+                list(self._labels.values()) + list(extra), value, created=self._created_s
+            )
+        return family
+
+    def _gauges(self, name: str, doc: str, label: str, values: dict[str, float]) -> Metric:
+        family = GaugeMetricFamily(name, doc, labels=[*self._labels, label])
+        for key, value in values.items():
+            family.add_metric([*self._labels.values(), key], value)
         return family
 
     def collect(self) -> Iterable[Metric]:
         s = self._stats()
+        work = self._work
+        yield self._counter(
+            "vllm:estimated_flops_per_gpu",
+            "Estimated number of floating point operations per GPU (for Model Flops "
+            "Utilization calculations).",
+            work.flops_per_gpu,
+        )
+        yield self._counter(
+            "vllm:estimated_read_bytes_per_gpu",
+            "Estimated number of bytes read from memory per GPU (for Model Flops Utilization "
+            "calculations).",
+            work.read_bytes_per_gpu,
+        )
+        yield self._counter(
+            "vllm:estimated_write_bytes_per_gpu",
+            "Estimated number of bytes written to memory per GPU (for Model Flops Utilization "
+            "calculations).",
+            work.write_bytes_per_gpu,
+        )
         yield self._gauge(
             "vllm:num_requests_running",
             "Number of requests in model execution batches.",
@@ -177,6 +150,19 @@ class _EngineStatsCollector:
             "vllm:num_requests_waiting",
             "Number of requests waiting to be processed.",
             s.num_requests_waiting,
+        )
+        yield self._gauges(
+            "vllm:num_requests_waiting_by_reason",
+            "Number of requests waiting to be processed, by reason.",
+            "reason",
+            {"capacity": s.num_requests_waiting, "deferred": 0.0},
+        )
+        yield self._gauges(
+            "vllm:engine_sleep_state",
+            "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is "
+            "awake; weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep level 2.",
+            "sleep_state",
+            {"awake": 1.0, "weights_offloaded": 0.0, "discard_all": 0.0},
         )
         yield self._gauge(
             "vllm:kv_cache_usage_perc",
@@ -189,9 +175,16 @@ class _EngineStatsCollector:
             "num_gpu_blocks": str(s.num_gpu_blocks),
             "kv_cache_size_tokens": str(s.block_size * s.num_gpu_blocks),
         }
-        yield self._gauge(
-            "vllm:cache_config_info", "Information of the LLMEngine CacheConfig", 1.0, info
+        labels = {**self._labels, **info}
+        if "_block_size_resolved" in info:  # vLLM 0.32's labels: engine, no model_name
+            del labels["model_name"]
+        family = GaugeMetricFamily(
+            "vllm:cache_config_info",
+            "Information of the LLMEngine CacheConfig",
+            labels=list(labels),
         )
+        family.add_metric(list(labels.values()), 1.0)
+        yield family
         yield from self._counters(s)
         yield from self._connector_metrics(s.connector_metrics)
         yield from self._driver_metrics()
@@ -219,6 +212,16 @@ class _EngineStatsCollector:
             "External prefix cache hits from KV connector "
             "cross-instance cache sharing, in terms of number of cached tokens.",
             s.external_prefix_cache_hits,
+        )
+        yield c(
+            "vllm:mm_cache_queries",
+            "Multi-modal cache queries, in terms of number of queried items.",
+            0,
+        )
+        yield c(
+            "vllm:mm_cache_hits",
+            "Multi-modal cache hits, in terms of number of cached items.",
+            0,
         )
         yield c(
             "vllm:num_preemptions",
@@ -250,13 +253,23 @@ class _EngineStatsCollector:
         yield c(
             "vllm:generation_tokens", "Number of generation tokens processed.", s.generation_tokens
         )
-        reasons = {(r,): s.request_success.get(r, 0) for r in FINISH_REASONS}
+        reasons: dict[tuple, float] = {(r,): s.request_success.get(r, 0) for r in FINISH_REASONS}
         yield c(
             "vllm:request_success",
             "Count of successfully processed requests.",
             reasons,
             "finished_reason",
         )
+        rejections = CounterMetricFamily(
+            "vllm:admission_rejections",
+            "Requests rejected at admission (queue limits).",
+            labels=["model_name", "reason"],
+        )
+        for reason in ADMISSION_REJECTION_REASONS:
+            rejections.add_metric(
+                [self._labels["model_name"], reason], 0.0, created=self._created_s
+            )
+        yield rejections
 
     def _connector_metrics(self, metrics: dict[str, float]) -> Iterable[Metric]:
         by_name: dict[str, list[tuple[dict[str, str], float]]] = {}
@@ -305,13 +318,20 @@ class ServerMetrics:
         max_model_len: int,
         cache_info: dict[str, str],
         kv_events_dropped: Callable[[], int] = lambda: 0,
+        work_model: WorkModel | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         labels = {"engine": engine_label, "model_name": model_name}
         self.lag_max_s = 0.0
         self.num_steps = 0
         self._kv_events_dropped = kv_events_dropped
-        self.registry.register(_EngineStatsCollector(stats, labels, cache_info, self._driver_stats))
+        self._work_model = work_model
+        self.work = StepWork()
+        self.registry.register(
+            _EngineStatsCollector(
+                stats, labels, cache_info, self._driver_stats, self.work, time.time()
+            )
+        )
         token_buckets = buckets_1_2_5(max_model_len)
         hist = self._histogram
         self._ttft = hist(
@@ -380,6 +400,24 @@ class ServerMetrics:
             token_buckets,
             labels,
         )
+        self._max_generation_tokens = hist(
+            "vllm:request_max_num_generation_tokens",
+            "Histogram of maximum number of requested generation tokens.",
+            token_buckets,
+            labels,
+        )
+        self._params_n = hist(
+            "vllm:request_params_n",
+            "Histogram of the n request parameter.",
+            (1, 2, 5, 10, 20),
+            labels,
+        )
+        self._request_preemptions = hist(
+            "vllm:request_num_preemptions",
+            "Number of preemptions per request.",
+            buckets_1_2_5(max_model_len),
+            labels,
+        )
         self._kv_computed = hist(
             "vllm:request_prefill_kv_computed_tokens",
             "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
@@ -421,6 +459,13 @@ class ServerMetrics:
             self.lag_max_s = lag_s
         if result.num_scheduled_tokens:
             self._iteration_tokens.observe(result.num_scheduled_tokens)
+            if self._work_model is not None:
+                self._work_model.add(self.work, result.num_scheduled_tokens)
+
+    def observe_request_group(self, n: int, max_generation_tokens: int) -> None:
+        """One prompt of a finished HTTP request: its `n` and its longest choice's tokens."""
+        self._params_n.observe(n)
+        self._max_generation_tokens.observe(max_generation_tokens)
 
     def observe_itl(self, gaps_s: list[float]) -> None:
         for gap in gaps_s:
@@ -434,6 +479,7 @@ class ServerMetrics:
         self._prompt_tokens.observe(stream.num_prompt_tokens)
         self._generation_tokens.observe(num_output)
         self._params_max_tokens.observe(stream.request.max_tokens)
+        self._request_preemptions.observe(stream.num_preemptions)
         if stream.scheduled_s is None or stream.first_token_s is None:
             return  # aborted before it produced a token
         last_token_s = stream.last_token_s or stream.first_token_s

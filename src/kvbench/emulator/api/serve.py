@@ -13,15 +13,16 @@ import signal
 import sys
 
 from kvbench.emulator.api.args import ServeOptions, parse_serve_args, serve_help
-from kvbench.emulator.api.server import EngineServer, start_server
+from kvbench.emulator.api.server import EngineServer, start_server, with_tokenizer
 from kvbench.errors import UserError
 
 
 async def _serve(options: ServeOptions) -> None:
     from kvbench.emulator.engine.build import build_engine
 
+    options, tokenizer = with_tokenizer(options)
     engine = build_engine(options.engine_args)
-    server = EngineServer(engine, options)
+    server = EngineServer(engine, options, tokenizer=tokenizer)
     try:
         handle = await start_server(server, options.host, options.port)
     except OSError as err:
@@ -39,7 +40,7 @@ async def _serve(options: ServeOptions) -> None:
 
 def _run(coro) -> None:
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
     except ImportError:
         asyncio.run(coro)
         return

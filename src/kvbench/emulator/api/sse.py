@@ -1,31 +1,35 @@
-"""Server-sent-event chunks and full response bodies, shaped like vLLM's.
+"""Server-sent-event chunks shaped like vLLM's (key sets per --vllm-compat profile, see
+responses.py). A chunk carries one choice (`index`); n > 1 and prompt lists interleave chunks.
 
 Hot path: a stream's constant JSON (id, object, created, model) is serialized once into a byte
-prefix; each chunk only serializes its text and token ids (orjson).
+prefix; each chunk serializes only its choice and tail (orjson).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
+from kvbench.emulator.api.responses import ResponseShape
+
 DONE = b"data: [DONE]\n\n"
-_NULL = b"null"
-
-
-def _json(value) -> bytes:
-    return orjson.dumps(value)
 
 
 class StreamEncoder:
     def __init__(
         self,
+        shape: ResponseShape,
         chat: bool,
         response_id: str,
         created: int,
         model: str,
         return_token_ids: bool,
-        prompt_token_ids: list[int],
+        include_usage: bool,
     ) -> None:
+        self.shape = shape
+        # vLLM puts the fingerprint on a choice's finish chunk only when no usage chunk follows
+        self._finish_fingerprint = None if include_usage else shape.system_fingerprint
         self.chat = chat
         self.return_token_ids = return_token_ids
         head = {
@@ -34,130 +38,79 @@ class StreamEncoder:
             "created": created,
             "model": model,
         }
-        self._head = _json(head)[:-1]  # without the closing brace
-        self._prompt_ids = _json(prompt_token_ids) if return_token_ids else _NULL
+        self._head = b"data: " + orjson.dumps(head)[:-1] + b","  # without the closing brace
 
-    def role_chunk(self) -> bytes:
-        """Chat only: vLLM's first chunk announces the assistant role with empty content."""
-        top = b',"prompt_token_ids":' + self._prompt_ids if self.return_token_ids else b""
-        return (
-            b"data: "
-            + self._head
-            + b',"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
-            b'"logprobs":null,"finish_reason":null}]' + top + b"}\n\n"
-        )
+    def _chunk(self, tail: dict[str, Any]) -> bytes:
+        return self._head + orjson.dumps(tail)[1:] + b"\n\n"
+
+    def role_chunk(
+        self, index: int, usage: dict[str, Any] | None, prompt_token_ids: list[int] | None
+    ) -> bytes:
+        """Chat only: vLLM's first chunk of a choice announces the assistant role."""
+        tail: dict[str, Any] = {
+            "choices": [
+                {
+                    "index": index,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        }
+        if usage is not None:
+            tail["usage"] = usage
+        if self.shape.v032_fields:
+            tail["prompt_token_ids"] = prompt_token_ids if self.return_token_ids else None
+            tail["prompt_text"] = None
+        elif self.return_token_ids:
+            tail["prompt_token_ids"] = prompt_token_ids
+        return self._chunk(tail)
 
     def token_chunk(
-        self, text: str, token_ids: list[int], finish_reason: str | None, first: bool
+        self,
+        index: int,
+        text: str,
+        token_ids: list[int],
+        finish_reason: str | None,
+        logprobs: dict[str, Any] | None,
+        usage: dict[str, Any] | None,
+        prompt_token_ids: list[int] | None,
     ) -> bytes:
-        fr = _NULL if finish_reason is None else b'"' + finish_reason.encode() + b'"'
-        ids = _json(token_ids) if self.return_token_ids else _NULL
+        """One choice's new text. `prompt_token_ids`: set on a completion choice's first chunk
+        when the client asked for them (return_token_ids, or echo on 0.32)."""
+        ids = token_ids if self.return_token_ids else None
+        v032 = self.shape.v032_fields
+        choice: dict[str, Any]
         if self.chat:
-            tail = b',"token_ids":' + ids if self.return_token_ids else b""
-            return (
-                b"data: "
-                + self._head
-                + b',"choices":[{"index":0,"delta":{"content":'
-                + _json(text)
-                + b'},"logprobs":null,"finish_reason":'
-                + fr
-                + tail
-                + b"}]}\n\n"
-            )
-        prompt_ids = self._prompt_ids if first else _NULL
-        return (
-            b"data: "
-            + self._head
-            + b',"choices":[{"index":0,"text":'
-            + _json(text)
-            + b',"logprobs":null,"finish_reason":'
-            + fr
-            + b',"stop_reason":null,"prompt_token_ids":'
-            + prompt_ids
-            + b',"token_ids":'
-            + ids
-            + b"}]}\n\n"
-        )
+            choice = {
+                "index": index,
+                "delta": {"content": text},
+                "logprobs": logprobs,
+                "finish_reason": finish_reason,
+            }
+            if finish_reason is not None and v032:
+                choice["stop_reason"] = None
+            if v032 or self.return_token_ids:
+                choice["token_ids"] = ids
+        else:
+            choice = {
+                "index": index,
+                "text": text,
+                "logprobs": logprobs,
+                "finish_reason": finish_reason,
+                "stop_reason": None,
+                "prompt_token_ids": prompt_token_ids,
+                "token_ids": ids,
+            }
+        tail: dict[str, Any] = {"choices": [choice]}
+        if usage is not None:
+            tail["usage"] = usage
+        elif finish_reason is not None and self._finish_fingerprint is not None:
+            tail["system_fingerprint"] = self._finish_fingerprint
+        return self._chunk(tail)
 
-    def usage_chunk(self, usage: dict) -> bytes:
-        return b"data: " + self._head + b',"choices":[],"usage":' + _json(usage) + b"}\n\n"
-
-
-def completion_body(
-    response_id: str,
-    created: int,
-    model: str,
-    text: str,
-    finish_reason: str | None,
-    prompt_token_ids: list[int] | None,
-    token_ids: list[int] | None,
-    usage: dict,
-) -> bytes:
-    choice = {
-        "index": 0,
-        "text": text,
-        "logprobs": None,
-        "finish_reason": finish_reason,
-        "stop_reason": None,
-        "token_ids": token_ids,
-        "prompt_logprobs": None,
-        "prompt_token_ids": prompt_token_ids,
-    }
-    return _json(
-        {
-            "id": response_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [choice],
-            "service_tier": None,
-            "system_fingerprint": None,
-            "usage": usage,
-            "kv_transfer_params": None,
-        }
-    )
-
-
-def chat_body(
-    response_id: str,
-    created: int,
-    model: str,
-    text: str,
-    finish_reason: str | None,
-    prompt_token_ids: list[int] | None,
-    token_ids: list[int] | None,
-    usage: dict,
-) -> bytes:
-    message = {
-        "role": "assistant",
-        "content": text,
-        "refusal": None,
-        "annotations": None,
-        "audio": None,
-        "function_call": None,
-        "tool_calls": [],
-        "reasoning_content": None,
-    }
-    choice = {
-        "index": 0,
-        "message": message,
-        "logprobs": None,
-        "finish_reason": finish_reason,
-        "stop_reason": None,
-        "token_ids": token_ids,
-    }
-    return _json(
-        {
-            "id": response_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [choice],
-            "service_tier": None,
-            "system_fingerprint": None,
-            "usage": usage,
-            "prompt_logprobs": None,
-            "prompt_token_ids": prompt_token_ids,
-            "kv_transfer_params": None,
-        }
-    )
+    def usage_chunk(self, usage: dict[str, Any]) -> bytes:
+        tail: dict[str, Any] = {"choices": [], "usage": usage}
+        if self.shape.system_fingerprint is not None:
+            tail["system_fingerprint"] = self.shape.system_fingerprint
+        return self._chunk(tail)

@@ -234,5 +234,12 @@ def build_engine(
     hasher = BlockHasher(hash_fn, root_hash, args.block_size if hashing_on else 0)
     cost = CostModel(model, hardware, args.tensor_parallel_size, cost_params)
     return EmulatedEngine(
-        scheduler, pool, kv, cost, hasher, model.vocab_size, max_model_len, connector
+        scheduler,
+        pool,
+        kv,
+        cost,
+        hasher,
+        args.generated_vocab_size or model.vocab_size,
+        max_model_len,
+        connector,
     )

@@ -184,3 +184,6 @@ class EngineArgs:
     seed: int = 0
     # Behaviour profile (engine/compat.py): "0.11" (the seeds' vLLM) or "0.32" (the parity peer).
     vllm_compat: str = "0.11"
+    # Generated token ids are drawn from [0, generated_vocab_size) (the served tokenizer's ordinary
+    # vocabulary, so streamed ids decode to text); None: the model catalog's vocab_size.
+    generated_vocab_size: int | None = None
