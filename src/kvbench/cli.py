@@ -125,7 +125,8 @@ def import_guidellm_cmd(
 
 @emulate_app.command("serve", context_settings=_PASSTHROUGH)
 def emulate_serve(ctx: typer.Context) -> None:
-    """One emulated vLLM engine: `kvbench emulate serve MODEL [vllm serve flags] [--hardware H]`."""
+    """One emulated vLLM engine: `kvbench emulate serve MODEL [vllm serve flags] [--hardware H]`
+    (default hardware: H100-SXM; `kvbench emulate serve --help` lists every flag and default)."""
     from kvbench.emulator.api.serve import main as serve_main
 
     raise typer.Exit(serve_main(list(ctx.args)))
@@ -133,7 +134,8 @@ def emulate_serve(ctx: typer.Context) -> None:
 
 @emulate_app.command("router", context_settings=_PASSTHROUGH)
 def emulate_router(ctx: typer.Context) -> None:
-    """The emulated llm-d endpoint picker: `--config EPP.yaml --endpoint URL [--endpoint URL ...]`."""
+    """The emulated llm-d endpoint picker: `--config EPP.yaml --endpoint URL [--endpoint URL ...]`
+    (`kvbench emulate router --help` lists every flag and default)."""
     from kvbench.emulator.router.serve import main as router_main
 
     raise typer.Exit(router_main(list(ctx.args)))

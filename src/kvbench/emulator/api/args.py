@@ -190,7 +190,7 @@ def _build_parser() -> _OneLineParser:
         "--no-enable-prefix-caching",
         dest="enable_prefix_caching",
         action="store_false",
-        help="turn prefix caching off (default: off)",
+        help="turn prefix caching off (default: prefix caching on)",
     )
     add(
         "--enable-prompt-tokens-details",

@@ -130,16 +130,34 @@ class _ArgParser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str]) -> tuple[EppConfig, RouterOptions]:
-    parser = _ArgParser(prog="kvbench emulate router")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--endpoint", action="append", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--refresh-metrics-interval", default="50ms")
-    parser.add_argument("--decision-log")
-    parser.add_argument("--replay-endpoint", action="append", default=[])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pool-name", default="kvbench-pool")
+    parser = _ArgParser(
+        prog="kvbench emulate router",
+        description="The emulated llm-d endpoint picker (EPP) in front of emulated or real engines.",
+    )
+    add = parser.add_argument
+    add("--config", required=True, help="llm-d EndpointPickerConfig YAML (required)")
+    add(
+        "--endpoint",
+        action="append",
+        required=True,
+        help="engine URL http://HOST:PORT; repeat per engine (required)",
+    )
+    add("--host", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
+    add("--port", type=int, default=8000, help="listen port, 0 = any free (default: 8000)")
+    add(
+        "--refresh-metrics-interval",
+        default="50ms",
+        help="how often each engine's /metrics is scraped (default: 50ms)",
+    )
+    add("--decision-log", help="write one JSON line per routing decision here (default: none)")
+    add(
+        "--replay-endpoint",
+        action="append",
+        default=[],
+        help="POD=tcp://HOST:PORT KV-event replay socket of an engine; repeatable (default: none)",
+    )
+    add("--seed", type=int, default=0, help="tie-break seed of the picker (default: 0)")
+    add("--pool-name", default="kvbench-pool", help="InferencePool name (default: kvbench-pool)")
     args = parser.parse_args(argv)
     for url in args.endpoint:
         if not url.startswith(("http://", "https://")):
