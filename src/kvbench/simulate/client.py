@@ -23,8 +23,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kvbench.emulator.api import protocol as proto
 from kvbench.emulator.api.driver import RequestStream
+from kvbench.emulator.api.responses import UsageCounts, response_shape, usage_body
 from kvbench.emulator.engine.interface import EngineRequest
 from kvbench.emulator.router.request import RouterRequest
 from kvbench.emulator.router.scheduler import Decision
@@ -35,6 +35,8 @@ from kvbench.results.records import Phase, RequestRecord, RequestStatus
 from kvbench.simulate.engine_node import SimEngine
 from kvbench.simulate.events import EventLoop
 from kvbench.simulate.router_node import SimRouter
+
+_USAGE_SHAPE = response_shape("0.11")  # the simulated client reads counts only
 
 TurnDone = Callable[[ConversationState, bool], None]
 
@@ -189,13 +191,14 @@ class LevelSender:
             return
         flight.outcome.output_token_ids = list(stream.output_token_ids)
         flight.outcome.token_ids_returned = True
-        flight.outcome.usage = proto.usage(
+        counts = UsageCounts(
             stream.num_prompt_tokens,
             len(stream.output_token_ids),
             stream.num_cached_tokens,
             stream.hits,
-            self.client.prompt_tokens_details,
-            False,
+        )  # the usage chunk of a streamed completion, as the engine server sends it
+        flight.outcome.usage = usage_body(
+            _USAGE_SHAPE, counts, self.client.prompt_tokens_details, chat=False, final_chunk=True
         )
         flight.outcome.done_seen = True
         self.loop.at(arrival_s, lambda: self._finish(flight, arrival_s))

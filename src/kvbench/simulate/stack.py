@@ -125,8 +125,9 @@ def build_stack(
             remote_timer=ModelledRoundTrips(remote_round_trip_s),
         )
         model_name = args.served_model_name or args.model
+        max_model_len = resolve_max_model_len(engine, args)
         metrics = ServerMetrics(
-            engine.stats, model_name, "0", resolve_max_model_len(engine, args), _cache_info(args)
+            engine.stats, model_name, "0", max_model_len, _cache_info(args, engine, max_model_len)
         )
         engines.append(SimEngine(loop, engine, metrics, address))
         all_args.append(args)
