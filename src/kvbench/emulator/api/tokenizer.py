@@ -209,11 +209,15 @@ class IncrementalDecoder:
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._tokenizer = tokenizer
+        # the built-in tokenizer decodes each id alone: no window needed (the hot path)
+        self._stateless = isinstance(tokenizer, BuiltinTokenizer)
         self._ids: list[int] = []
         self._prefix_offset = 0
         self._read_offset = 0
 
     def push(self, token_ids: list[int]) -> str:
+        if self._stateless:
+            return self._tokenizer.decode(token_ids)
         self._ids.extend(token_ids)
         decode = self._tokenizer.decode
         sent = decode(self._ids[self._prefix_offset : self._read_offset])
