@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from kvbench.errors import EnvironmentFailure, RunFailed, UserError, one_line
+from kvbench.errors import EnvironmentFailure, UserError, one_line
 from kvbench.termination import SIGINT_EXIT, SIGTERM_EXIT, TerminationAsInterrupt
 
 try:  # typer >= 0.29 vendors click
@@ -176,9 +176,6 @@ def _main(argv: list[str] | None) -> int:
     except EnvironmentFailure as err:
         typer.echo(f"kvbench: error: {one_line(str(err))}", err=True)
         return EnvironmentFailure.exit_code
-    except RunFailed as err:
-        typer.echo(f"kvbench: {err}", err=True)
-        return RunFailed.exit_code
     except KeyboardInterrupt:
         typer.echo("kvbench: interrupted", err=True)
         return SIGINT_EXIT

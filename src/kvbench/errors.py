@@ -20,12 +20,6 @@ class EnvironmentFailure(Exception):
     exit_code = 1
 
 
-class RunFailed(Exception):
-    """A run finished but some cells failed (CLI exit code 1)."""
-
-    exit_code = 1
-
-
 def one_line(message: str) -> str:
     """The message as printed: control characters (a newline in a user's value) shown escaped, so a
     message is always exactly one line whatever the input held."""

@@ -62,7 +62,7 @@ async def test_connection_refused_is_recorded_not_raised():
     assert [r.status for r in records] == ["error", "error"]
     assert all(r.error.startswith("connection refused") for r in records)
     assert any("probe failed" in note for note in result.notes)
-    assert endpoint.return_token_ids is None  # a failed probe decides nothing
+    assert result.probed is None and endpoint.return_token_ids is None  # nothing decided
 
 
 async def test_cancel_records_in_flight_as_cancelled(start_mock):

@@ -9,6 +9,7 @@ from kvbench.errors import UserError
 from kvbench.loadgen.api import LevelPlan, sweep_rates
 from kvbench.loadgen.history import synthesize_answer
 from kvbench.loadgen.schedule import poisson_arrivals
+from kvbench.results.records import Phase
 
 
 async def test_multi_token_chunks_are_counted_as_tokens(start_mock):
@@ -46,7 +47,9 @@ async def test_history_is_synthesized_when_server_returns_no_ids(start_mock):
     mock = await start_mock(return_token_ids=False)
     endpoint = mock.endpoint()
     result, records = await run(endpoint, [conversation("a", questions=2)], single_pass())
-    assert endpoint.return_token_ids is False  # probed once, remembered for the next level
+    assert result.probed is not None and result.probed.return_token_ids is False
+    assert endpoint.return_token_ids is None  # the config given is not changed
+    assert endpoint.with_capabilities(result.probed).return_token_ids is False  # next level
     assert [r.prompt_tokens for r in records] == [6, 11]
     assert all(r.history_synthesized for r in records)
     assert any("client-synthesized" in note for note in result.notes)
@@ -197,7 +200,8 @@ async def test_min_tokens_dropped_when_refused(start_mock):
     mock = await start_mock(min_tokens=False)
     endpoint = mock.endpoint()
     result, [record] = await run(endpoint, [conversation("A")], single_pass())
-    assert record.status == "ok" and endpoint.send_min_tokens is False
+    assert record.status == "ok" and result.probed is not None
+    assert result.probed.min_tokens is False
 
 
 def test_sweep_rates_follows_guidellm():
@@ -258,3 +262,15 @@ async def test_chat_without_question_text_is_refused_before_sending(start_mock):
     with pytest.raises(UserError, match="question_text"):
         await run(mock.endpoint(api="chat"), [conversation("a")], single_pass())
     assert mock.server.state.requests == 0
+
+
+async def test_a_prime_level_decides_its_records_phase_and_leaves_the_endpoint_as_given(start_mock):
+    mock = await start_mock()
+    endpoint = mock.endpoint()
+    plan = LevelPlan("concurrent", 1, None, 2, record_phase=Phase.PRIME)
+    result, records = await run(endpoint, [conversation("a"), conversation("b")], plan)
+    assert [r.phase for r in records] == ["prime", "prime"]
+    assert result.probed is not None and endpoint.return_token_ids is None
+    again = endpoint.with_capabilities(result.probed)
+    second, _ = await run(again, [conversation("c")], single_pass())
+    assert second.probed is None  # the learned answer was given: no second probe

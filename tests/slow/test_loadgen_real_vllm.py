@@ -152,7 +152,7 @@ async def test_records_against_real_vllm(vllm_server):
         clock=RunClock(),
         on_record=records.append,
     )
-    assert result.return_token_ids is True and endpoint.return_token_ids is True
+    assert result.return_token_ids is True and result.probed is not None
     assert [r.status for r in records] == ["ok", "ok"], [r.error for r in records]
     first, second = records
     assert first.prompt_tokens == PREFIX_TOKENS + QUESTION_TOKENS

@@ -466,13 +466,3 @@ def check_cached_tokens_reported(run: RunData) -> Check:
         "run",
         f"{reported}/{total} responses reported cached tokens",
     )
-
-
-def flagged(checks: list[Check], name: str, subject: str | None = None) -> list[Check]:
-    return [
-        c
-        for c in checks
-        if c.status == CheckStatus.FLAG
-        and c.name == name
-        and (subject is None or c.subject == subject)
-    ]

@@ -39,7 +39,9 @@ class CellInputs:
     spec: ExperimentSpec
     target: Target
     deployment: Deployment
-    endpoint: Any  # loadgen EndpointConfig
+    # loadgen EndpointConfig; run_cell replaces it with one that holds what a probe learned, and
+    # the runner hands that one to the group's next cell (so later cells skip the probe).
+    endpoint: Any
     clock: Any  # loadgen RunClock
     workload: Workload
     level_plan: Any  # loadgen LevelPlan
@@ -53,9 +55,7 @@ async def run_cell(inputs: CellInputs, writer: CellWriter) -> tuple[CellStatus, 
     first_use = cache_state.FirstUseTally()
     prefix_len = {c.prefix_group: len(c.prefix_token_ids) for c in inputs.workload.conversations}
 
-    def on_record(record: RequestRecord, phase: str | None = None) -> None:
-        if phase is not None:
-            record.phase = phase
+    def on_record(record: RequestRecord) -> None:
         writer.add_request(record)
         first_use.observe(
             record.phase,
@@ -97,6 +97,7 @@ async def run_cell(inputs: CellInputs, writer: CellWriter) -> tuple[CellStatus, 
             on_record=on_record,
             on_progress=inputs.hooks.on_progress,
         )
+        inputs.endpoint = inputs.endpoint.with_capabilities(result.probed)
     finally:
         scrape_stats = await asyncio.to_thread(collector.stop)
     writer.system_metrics.extend(
@@ -136,6 +137,7 @@ async def _reset_and_prime(inputs: CellInputs, cell_id: str, on_record, run_leve
             None,
             len(primes),
             seed=inputs.level_plan.seed,
+            record_phase=Phase.PRIME,
         )
         result = await run_level(
             inputs.endpoint,
@@ -143,8 +145,9 @@ async def _reset_and_prime(inputs: CellInputs, cell_id: str, on_record, run_leve
             plan,
             cell_id=cell_id,
             clock=inputs.clock,
-            on_record=lambda r: on_record(r, Phase.PRIME.value),
+            on_record=on_record,
         )
+        inputs.endpoint = inputs.endpoint.with_capabilities(result.probed)
         protocol.primed_prefixes = len(primes)
         protocol.prime_counts = dict(result.counts)
     protocol.expected_state = cache_state.expected_state(protocol.reset, primed=bool(primes))

@@ -220,7 +220,7 @@ class ExperimentRunner:
             endpoint = self._endpoint(deployment)
             self._check_lengths(pending, deployment)
             for plan in pending:
-                self._run_cell(plan, deployment, endpoint)
+                endpoint = self._run_cell(plan, deployment, endpoint)
         finally:
             self.target.down(deployment)
 
@@ -289,7 +289,8 @@ class ExperimentRunner:
                 )
 
     # ------------------------------------------------------------------ one cell
-    def _run_cell(self, plan: CellPlan, deployment: Deployment, endpoint) -> None:
+    def _run_cell(self, plan: CellPlan, deployment: Deployment, endpoint):
+        """Run one cell; returns the endpoint config for the next cell (with what a probe learned)."""
         if self.hooks.before_cell is not None:
             self.hooks.before_cell(plan)
         workload, capacity = self._workload(plan, deployment)
@@ -309,7 +310,7 @@ class ExperimentRunner:
             level_plan = self._level_plan(plan)
         except RuntimeError as err:
             self.store.record_failure(info, str(err))
-            return
+            return endpoint
         info.level_plan = LevelPlanFacts(
             strategy=level_plan.strategy,
             level=level_plan.level,
@@ -347,6 +348,7 @@ class ExperimentRunner:
         self.store.end_cell(writer, status, error)
         if status != CellStatus.OK:
             self.console.print(f"[red]cell {plan.cell_id} failed[/red]: {error}")
+        return inputs.endpoint
 
     def _run_with_progress(self, inputs: CellInputs, writer, plan: CellPlan):
         from kvbench.loadgen.progress import CellProgress

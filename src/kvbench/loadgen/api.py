@@ -127,7 +127,7 @@ async def run_level(
     notes: list[str] = []
     ok_with_cache = _CachedTokensSeen(on_record)
     async with OpenAIClient(endpoint.base_url, _connection_limit(plan)) as client:
-        caps, probe_note = await resolve_capabilities(client, endpoint, conversations)
+        caps, probe_note, probed = await resolve_capabilities(client, endpoint, conversations)
         if probe_note:
             notes.append(probe_note)
         start_perf = time.perf_counter()
@@ -151,6 +151,7 @@ async def run_level(
             on_record=ok_with_cache,
             on_progress=on_progress,
             level_start_perf=start_perf,
+            record_phase=plan.record_phase,
         )
         monitor.start()
         try:
@@ -169,6 +170,7 @@ async def run_level(
         system_samples=monitor.samples,
         notes=notes,
         return_token_ids=caps.return_token_ids,
+        probed=caps if probed else None,
         sent=executor.sent,
         peak_in_flight=executor.peak_in_flight,
     )

@@ -37,21 +37,24 @@ def probe_prompt_ids(conversations: list[Conversation]) -> list[int]:
 
 async def resolve_capabilities(
     client: OpenAIClient, endpoint: EndpointConfig, conversations: list[Conversation]
-) -> tuple[Capabilities, str | None]:
-    """(capabilities, a note when the probe failed). Writes a successful answer back to `endpoint`."""
+) -> tuple[Capabilities, str | None, bool]:
+    """(capabilities, a note when the probe failed, whether a probe decided them). `endpoint` is
+    not changed: the caller keeps a decided answer (`EndpointConfig.with_capabilities`)."""
     if endpoint.send_min_tokens is not None and endpoint.return_token_ids is not None:
-        return Capabilities(endpoint.return_token_ids, endpoint.send_min_tokens), None
+        return Capabilities(endpoint.return_token_ids, endpoint.send_min_tokens), None, False
     for with_min_tokens in (True, False):
         outcome = await _probe_once(client, endpoint, conversations, with_min_tokens)
         if outcome.status == RequestStatus.OK.value:
-            if endpoint.return_token_ids is None:
-                endpoint.return_token_ids = outcome.token_ids_returned
-            endpoint.send_min_tokens = with_min_tokens
-            return Capabilities(endpoint.return_token_ids, with_min_tokens), None
+            returns_ids = (
+                outcome.token_ids_returned
+                if endpoint.return_token_ids is None
+                else endpoint.return_token_ids
+            )
+            return Capabilities(returns_ids, with_min_tokens), None, True
         if outcome.http_status != 400:
             break
     note = f"capability probe failed ({outcome.error}); sending without return_token_ids/min_tokens"
-    return Capabilities(bool(endpoint.return_token_ids), False), note
+    return Capabilities(bool(endpoint.return_token_ids), False), note, False
 
 
 async def _probe_once(

@@ -42,8 +42,11 @@ class TurnExecutor:
         on_record: Callable[[RequestRecord], None],
         on_progress: Callable[[ProgressUpdate], None] | None,
         level_start_perf: float,
+        record_phase: Phase | None = None,
     ) -> None:
         self._client = client
+        # A level that only primes the cache: every record is `record_phase`, whatever the window.
+        self._record_phase = record_phase
         self._endpoint = endpoint
         self._caps = caps
         self._cell_id = cell_id
@@ -109,7 +112,7 @@ class TurnExecutor:
             conversation_id=state.conversation_id,
             turn_index=turn_index,
             cell_id=self._cell_id,
-            phase=phase.value,
+            phase=(self._record_phase or phase).value,
             scheduled_s=scheduled_perf - self._t0,
             prompt_tokens=prompt_tokens,
             prefix_group=state.conversation.prefix_group,

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kvbench.results.records import Phase
+
+if TYPE_CHECKING:
+    from kvbench.loadgen.transport import Capabilities
 
 STRATEGIES = ("concurrent", "constant", "poisson", "synchronous", "throughput")
 APIS = ("completions", "chat")
@@ -16,10 +23,19 @@ class EndpointConfig:
     api: str = "completions"  # or "chat"
     stream: bool = True
     request_timeout_s: float = 600.0
-    # None: probe the server once; run_level writes the answer back here so later levels skip it.
+    # None: probe the server once per run_level; a caller keeps a probe's answer for later levels
+    # with `with_capabilities(result.probed)` (run_level never changes the config it is given).
     return_token_ids: bool | None = None
     # Whether to send `min_tokens` (vLLM accepts it); None: learned by the same probe.
     send_min_tokens: bool | None = None
+
+    def with_capabilities(self, caps: Capabilities | None) -> EndpointConfig:
+        """This config with a probe's answer filled in (unchanged when `caps` is None)."""
+        if caps is None:
+            return self
+        return dataclasses.replace(
+            self, return_token_ids=caps.return_token_ids, send_min_tokens=caps.min_tokens
+        )
 
 
 @dataclass
@@ -32,6 +48,9 @@ class LevelPlan:
     cooldown_s: float = 0.0
     max_concurrency: int | None = None
     seed: int = 0
+    # Set for a level that only primes the cache: its records carry this phase (decided here, once;
+    # nothing rewrites a record's phase afterwards). None: the window decides (warmup/measure/...).
+    record_phase: Phase | None = None
 
 
 class RunClock:
@@ -67,5 +86,6 @@ class LevelResult:
         default_factory=list
     )  # e.g. "conversations cycled", "no cached tokens"
     return_token_ids: bool = False
+    probed: Capabilities | None = None  # what this level's probe decided (None: no probe decided)
     sent: int = 0
     peak_in_flight: int = 0

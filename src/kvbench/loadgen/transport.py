@@ -188,13 +188,6 @@ class OpenAIClient:
                 payload = await resp.read()
                 _take_full_body(outcome, payload, time.perf_counter())
 
-    async def get_json(self, path: str, timeout_s: float) -> dict:
-        assert self._session is not None
-        async with asyncio.timeout(timeout_s):
-            async with self._session.get(self._base_url + path) as resp:
-                resp.raise_for_status()
-                return orjson.loads(await resp.read())
-
 
 def connect_error_message(err: aiohttp.ClientConnectorError) -> str:
     refused = isinstance(err.os_error, ConnectionRefusedError)

@@ -96,7 +96,7 @@ def simulate_cell(
     cell_id: str,
     settings: CellSettings,
     reset_result: ResetResult | None,
-    on_record: Callable[[RequestRecord, str | None], None],
+    on_record: Callable[[RequestRecord], None],
     on_server_rows: RowsSink,
     on_progress: Callable[[ProgressUpdate], None] | None = None,
 ) -> CellOutcome:
@@ -120,10 +120,9 @@ def simulate_cell(
             None,
             len(primes),
             seed=plan.seed,
+            record_phase=Phase.PRIME,
         )
-        result = run_level(
-            loop, client, primes, prime_plan, cell_id, lambda r: on_record(r, Phase.PRIME.value)
-        )
+        result = run_level(loop, client, primes, prime_plan, cell_id, on_record)
         protocol.primed_prefixes = len(primes)
         protocol.prime_counts = dict(result.counts)
     protocol.expected_state = cache_state.expected_state(reset_result, primed=bool(primes))
@@ -143,7 +142,7 @@ def simulate_cell(
             record.cached_tokens,
             prefix_len.get(record.prefix_group, 0),
         )
-        on_record(record, None)
+        on_record(record)
 
     level = run_level(
         loop, client, workload.conversations, plan, cell_id, measured_record, on_progress

@@ -82,8 +82,14 @@ class SimClient:
         self.in_flight = 0
         self.peak_in_flight = 0
 
-    def level(self, cell_id: str, level: float, on_record: Callable[[RequestRecord], None]):
-        return LevelSender(self, cell_id, level, on_record)
+    def level(
+        self,
+        cell_id: str,
+        level: float,
+        on_record: Callable[[RequestRecord], None],
+        record_phase: Phase | None = None,
+    ) -> LevelSender:
+        return LevelSender(self, cell_id, level, on_record, record_phase)
 
 
 class LevelSender:
@@ -95,8 +101,10 @@ class LevelSender:
         cell_id: str,
         level: float,
         on_record: Callable[[RequestRecord], None],
+        record_phase: Phase | None = None,
     ) -> None:
         self.client = client
+        self.record_phase = record_phase  # a prime level: every record's phase (LevelPlan)
         self.loop = client.loop
         self.cell_id = cell_id
         self.level = level
@@ -120,7 +128,7 @@ class LevelSender:
             conversation_id=state.conversation_id,
             turn_index=turn_index,
             cell_id=self.cell_id,
-            phase=phase.value,
+            phase=(self.record_phase or phase).value,
             scheduled_s=scheduled_s,
             prompt_tokens=len(prompt_ids),
             prefix_group=state.conversation.prefix_group,

@@ -65,7 +65,7 @@ def run_level(
     )
     source = ConversationSource(conversations, cycle=window.cycles, seed=plan.seed)
     progress = _Progress(cell_id, start_s, loop, on_record, on_progress)
-    sender = client.level(cell_id, plan.level, progress.record)
+    sender = client.level(cell_id, plan.level, progress.record, plan.record_phase)
     strategy = build_strategy(
         loop, sender, window, source, plan.strategy, plan.level, plan.max_concurrency, plan.seed
     )

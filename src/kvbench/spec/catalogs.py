@@ -164,7 +164,3 @@ def get_hardware(name: str) -> HardwareProfile:
 
 def model_names() -> list[str]:
     return sorted({p.name for p in _catalog("models").values()})
-
-
-def hardware_names() -> list[str]:
-    return sorted({p.name for p in _catalog("hardware").values()})

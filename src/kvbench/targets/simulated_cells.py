@@ -184,11 +184,6 @@ def _run(job: CellJob, group: ScenarioStack) -> CellResult:
     result = CellResult(job.cell_id, workload_fingerprint=workload_fingerprint(workload))
     result.reset = group.reset() if job.reset else None
 
-    def on_record(record: RequestRecord, phase: str | None) -> None:
-        if phase is not None:
-            record.phase = phase
-        result.records.append(record)
-
     loop = EventLoop()
     # The repeat's seed (spec seed + repeat) drives NONE_HASH and router tie-breaks alike in every
     # scenario of the repeat, as it drives the workload: scenarios stay paired, twins equal.
@@ -202,7 +197,7 @@ def _run(job: CellJob, group: ScenarioStack) -> CellResult:
             job.cell_id,
             job.settings,
             result.reset,
-            on_record,
+            result.records.append,
             result.server_rows.extend,
         )
     except SimulationStalled as err:

@@ -95,10 +95,6 @@ class Request:
     def num_output_tokens(self) -> int:
         return len(self.all_token_ids) - len(self.prompt_token_ids)
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status is RequestStatus.FINISHED
-
     def output_token_ids(self) -> Sequence[int]:
         return self.all_token_ids[len(self.prompt_token_ids) :]
 
