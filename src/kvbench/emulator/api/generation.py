@@ -170,7 +170,8 @@ class Generation:
     async def complete(self) -> dict[str, Any]:
         for choice in self.choices:
             while (batch := await choice.stream.next_tokens()) is not None:
-                choice.text_parts.append(choice.decoder.push(batch))
+                final = choice.stream.finished and not choice.stream.has_pending
+                choice.text_parts.append(choice.decoder.push(batch, final))
         self._observe_groups()
         p = self.params
         results = []
@@ -264,7 +265,7 @@ class Generation:
         self, encoder: StreamEncoder, choice: Choice, batch: list[int], finish: str | None
     ) -> bytes:
         p = self.params
-        text = choice.decoder.push(batch)
+        text = choice.decoder.push(batch, final=finish is not None)
         logprobs = None
         if choice.completion_logprobs is not None:
             start = len(choice.completion_logprobs.tokens)

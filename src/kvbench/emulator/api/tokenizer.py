@@ -215,14 +215,15 @@ class IncrementalDecoder:
         self._prefix_offset = 0
         self._read_offset = 0
 
-    def push(self, token_ids: list[int]) -> str:
+    def push(self, token_ids: list[int], final: bool = False) -> str:
+        """The new text of `token_ids`; `final` flushes what an incomplete sequence held back."""
         if self._stateless:
             return self._tokenizer.decode(token_ids)
         self._ids.extend(token_ids)
         decode = self._tokenizer.decode
         sent = decode(self._ids[self._prefix_offset : self._read_offset])
         window = decode(self._ids[self._prefix_offset :])
-        if len(window) > len(sent) and not window.endswith("\ufffd"):
+        if len(window) > len(sent) and (final or not window.endswith("\ufffd")):
             self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
             return window[len(sent) :]
         return ""
