@@ -107,6 +107,38 @@ def report(
     typer.echo(f"report: {report_dir}")
 
 
+@app.command()
+def calibrate(
+    out: Path = typer.Option(..., "--out", help="Hardware profile YAML to write"),
+    url: list[str] = typer.Option([], "--url", help="A running vLLM server to probe (repeatable)"),
+    spec: Path | None = typer.Option(None, "--spec", help="A spec with a vllm target to start"),
+    probe: list[Path] = typer.Option([], "--probe", help="Probe files to fit (JSON lines)"),
+    base: str = typer.Option("H200", "--base", help="Hardware profile whose rates are kept"),
+    name: str | None = typer.Option(None, "--name", help="Name of the written profile"),
+    quick: bool = typer.Option(False, "--quick", help="Fewer operating points"),
+) -> None:
+    """Probe real vLLM, fit the emulator's cost model, write a hardware profile (`hardware: PATH`)."""
+    from kvbench.calibrate.command import run_calibrate
+
+    report = run_calibrate(out, list(url), spec, list(probe), base, name, quick)
+    errors = ", ".join(f"{k} {v:.1%}" for k, v in report.errors.items())
+    typer.echo(f"profile: {out} (fit error: {errors})")
+
+
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="A kvbench run directory (e.g. real vLLM)"),
+    run_b: Path = typer.Argument(..., help="Another run directory (e.g. emulated)"),
+    out: Path | None = typer.Option(None, "--out", help="Directory for compare.md/.csv/.png"),
+) -> None:
+    """The same cells of two runs side by side, with per-metric differences."""
+    from kvbench.compare import write_comparison
+
+    report_dir = write_comparison(run_a, run_b, out)
+    typer.echo((report_dir / "compare.md").read_text())
+    typer.echo(f"compare: {report_dir}")
+
+
 @import_app.command("guidellm")
 def import_guidellm_cmd(
     files: list[str] = typer.Argument(

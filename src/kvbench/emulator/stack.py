@@ -102,6 +102,9 @@ class EmulatedLauncher:
     hardware: str = "H100-SXM"
 
     def command(self, settings: EngineSettings, flags: list[str]) -> list[str]:
+        hardware = self.hardware
+        if hardware.endswith((".yaml", ".yml")):  # a profile file: absolute for the child
+            hardware = str(Path(hardware).resolve())
         return [
             sys.executable,
             "-m",
@@ -110,9 +113,21 @@ class EmulatedLauncher:
             "serve",
             settings.model,
             "--hardware",
-            self.hardware,
+            hardware,
+            *self.compat_flags([*flags, *settings.extra_args]),
             *flags,
         ]
+
+    def compat_flags(self, flags: list[str]) -> list[str]:
+        """`--vllm-compat` of the vLLM release a calibrated profile was measured with, unless the
+        flags choose one: an emulated run then follows the real one it is compared with."""
+        if "--vllm-compat" in flags:
+            return []
+        from kvbench.emulator.engine.compat import compat_for_version
+        from kvbench.spec.catalogs import get_hardware
+
+        version = get_hardware(self.hardware).vllm_version
+        return ["--vllm-compat", compat_for_version(version)] if version else []
 
     def environment(self, scenario_env: dict[str, str]) -> dict[str, str]:
         return {**clean_environment(), "PYTHONUNBUFFERED": "1", **scenario_env}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -95,6 +96,14 @@ class HardwareProfile:
     tp_link_bytes_per_s: float  # GPU<->GPU, each way (NVLink, or PCIe where there is none)
     source: str = ""
     aliases: tuple[str, ...] = ()
+    # Cost-model factors measured with this GPU (`kvbench calibrate`): CostParams field -> value,
+    # as a tuple of pairs (the profile stays hashable); empty: the cost model's defaults.
+    cost_model: tuple[tuple[str, float | bool], ...] = ()
+    vllm_version: str | None = None  # the vLLM release the cost-model factors were measured with
+
+    @property
+    def cost_overrides(self) -> dict[str, float | bool]:
+        return dict(self.cost_model)
 
     @property
     def hbm_bytes(self) -> int:
@@ -115,6 +124,8 @@ def _build(cls: type, entry: dict[str, Any], filename: str) -> Any:
         )
     values = dict(entry)
     values["aliases"] = tuple(values.get("aliases", ()))
+    if cls is HardwareProfile:
+        values["cost_model"] = _cost_model_pairs(values.get("cost_model") or {}, filename, entry)
     for f in fields(cls):  # YAML reads "8.0e14" (no exponent sign) as a string
         if f.type == "float" and isinstance(values.get(f.name), str):
             try:
@@ -127,6 +138,49 @@ def _build(cls: type, entry: dict[str, Any], filename: str) -> Any:
         return cls(**values)
     except TypeError as err:
         raise UserError(f"{filename}: entry {entry.get('name')!r}: {err}") from None
+
+
+def _cost_model_pairs(
+    mapping: Any, filename: str, entry: dict[str, Any]
+) -> tuple[tuple[str, float | bool], ...]:
+    from kvbench.emulator.engine.cost_model import CostParams
+
+    if not isinstance(mapping, dict):
+        raise UserError(f"{filename}: entry {entry.get('name')!r}: cost_model must be a mapping")
+    known = {f.name: f for f in fields(CostParams)}
+    pairs: list[tuple[str, float | bool]] = []
+    for key, value in sorted(mapping.items()):
+        if key not in known:
+            raise UserError(
+                f"{filename}: entry {entry.get('name')!r}: cost_model.{key} is not a cost-model "
+                f"factor; known: {', '.join(sorted(known))}"
+            )
+        if isinstance(value, bool):
+            pairs.append((key, value))
+            continue
+        try:
+            pairs.append((key, float(value)))
+        except (TypeError, ValueError):
+            raise UserError(
+                f"{filename}: entry {entry.get('name')!r}: cost_model.{key} is not a number"
+            ) from None
+    return tuple(pairs)
+
+
+def load_hardware_file(path: Path) -> HardwareProfile:
+    """A hardware profile from its own YAML file (what `kvbench calibrate` writes): one catalog
+    entry, either bare or as the only item of a `hardware:` list."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"hardware: cannot read profile {path}: {err}") from None
+    if isinstance(data, dict) and isinstance(data.get("hardware"), list):
+        if len(data["hardware"]) != 1:
+            raise UserError(f"hardware: {path} must hold exactly one profile")
+        data = data["hardware"][0]
+    if not isinstance(data, dict):
+        raise UserError(f"hardware: {path} is not a hardware profile mapping")
+    return _build(HardwareProfile, data, str(path))
 
 
 @cache
@@ -159,6 +213,9 @@ def get_model(name: str) -> ModelProfile:
 
 
 def get_hardware(name: str) -> HardwareProfile:
+    """A catalog name or alias, or the path of a profile file (a name ending in .yaml / .yml)."""
+    if name.endswith((".yaml", ".yml")):
+        return load_hardware_file(Path(name))
     return _lookup("hardware", name, "--hardware")
 
 

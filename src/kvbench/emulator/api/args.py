@@ -22,7 +22,7 @@ _ENV_PREFIXES = ("LMCACHE_", "VLLM_")
 _ENV_NAMES = ("PYTHONHASHSEED", "KVBENCH_KV_EVENTS_FORMAT")
 _BLOCK_SIZES = B.VLLM_BLOCK_SIZES  # vLLM's BlockSize literal
 _HASH_ALGOS = ("sha256", "sha256_cbor", "xxhash", "xxhash_cbor")
-_VLLM_COMPAT = ("0.11", "0.32")  # behaviour profiles (emulator/engine/compat.py)
+_VLLM_COMPAT = ("0.11", "0.26", "0.32")  # behaviour profiles (emulator/engine/compat.py)
 
 
 @dataclass(slots=True)

@@ -174,10 +174,15 @@ def check_engine_args(
     return CheckedEngineArgs(args, model, hardware, batched, max_model_len, num_gpu_blocks)
 
 
+def cost_params_for(hardware: HardwareProfile) -> CostParams:
+    """The cost-model factors of a hardware profile: its calibrated overrides on the defaults."""
+    return dataclasses.replace(CostParams(), **hardware.cost_overrides)
+
+
 def build_engine(
     args: EngineArgs,
     urandom: Callable[[int], bytes] = os.urandom,
-    cost_params: CostParams = CostParams(),
+    cost_params: CostParams | None = None,
     count_preempted_separately: bool = True,
     check_invariants: bool = True,
     remote_timer: Callable[[], float] = time.perf_counter,
@@ -189,6 +194,8 @@ def build_engine(
     `remote_timer` times an LMCache remote store's round trips (the simulated target passes a
     modelled one so the round trips cost virtual time, not wall time)."""
     compat = compat_profile(args.vllm_compat, count_preempted_separately)
+    if cost_params is None:  # the hardware profile's calibrated factors, else the defaults
+        cost_params = cost_params_for(get_hardware(args.hardware))
     checked = check_engine_args(args, cost_params)
     args, model, hardware = checked.args, checked.model, checked.hardware
     batched, max_model_len = checked.max_num_batched_tokens, checked.max_model_len
@@ -226,13 +233,25 @@ def build_engine(
         count_preempted_separately=compat.count_preempted_separately,
         count_lookups_at_admission=compat.count_lookups_at_admission,
     )
-    limits = SchedulerLimits(args.max_num_seqs, batched, max_model_len, args.block_size)
+    limits = SchedulerLimits(
+        args.max_num_seqs,
+        batched,
+        max_model_len,
+        args.block_size,
+        request_overhead_s=cost_params.request_overhead_s,
+    )
     scheduler = Scheduler(limits, kv, connector, check_invariants=check_invariants)
     # vLLM hashes blocks when prefix caching is on or a connector needs the hashes.
     hashing_on = args.enable_prefix_caching or connector is not None
     root_hash = none_hash(hash_fn, args.env, urandom, unseeded_seed=compat.unseeded_none_hash_seed)
     hasher = BlockHasher(hash_fn, root_hash, args.block_size if hashing_on else 0)
-    cost = CostModel(model, hardware, args.tensor_parallel_size, cost_params)
+    cost = CostModel(
+        model,
+        hardware,
+        args.tensor_parallel_size,
+        cost_params,
+        with_connector=connector is not None,
+    )
     return EmulatedEngine(
         scheduler,
         pool,

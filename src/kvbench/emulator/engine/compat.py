@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from kvbench.errors import UserError
 
-VLLM_COMPAT_VERSIONS = ("0.11", "0.32")
+VLLM_COMPAT_VERSIONS = ("0.11", "0.26", "0.32")
 DEFAULT_NONE_HASH_SEED = (
     "vllm-none-hash"  # vLLM >= #51875: the root seed when PYTHONHASHSEED is unset
 )
@@ -53,6 +53,17 @@ def compat_profile(version: str, count_preempted_separately: bool = True) -> Vll
             unseeded_none_hash_seed=None,
             count_preempted_separately=count_preempted_separately,
         )
+    if version == "0.26":
+        # vLLM 0.26.0 (read from its wheel): #42656 is in (block_pool.free_blocks prepends blocks
+        # without a hash), lookups are still counted in get_computed_blocks (#48860 not in), and
+        # NONE_HASH is os.urandom(32) without PYTHONHASHSEED (#51875 not in).
+        return VllmCompat(
+            version,
+            free_uncached_first=True,
+            count_lookups_at_admission=False,
+            unseeded_none_hash_seed=None,
+            count_preempted_separately=True,
+        )
     if version == "0.32":
         return VllmCompat(
             version,
@@ -62,3 +73,20 @@ def compat_profile(version: str, count_preempted_separately: bool = True) -> Vll
             count_preempted_separately=True,
         )
     raise UserError(f"--vllm-compat: {version!r} is not one of {', '.join(VLLM_COMPAT_VERSIONS)}")
+
+
+def compat_for_version(vllm_version: str) -> str:
+    """The behaviour profile closest to a real vLLM version: the newest profile not newer than it
+    (versions before 0.26 get "0.11", the oldest profile)."""
+    import re
+
+    match = re.match(r"(\d+)\.(\d+)", vllm_version)
+    if match is None:
+        raise UserError(f"vllm_version: {vllm_version!r} is not a vLLM version")
+    wanted = (int(match.group(1)), int(match.group(2)))
+    best = VLLM_COMPAT_VERSIONS[0]
+    for profile in VLLM_COMPAT_VERSIONS:
+        major, minor = (int(part) for part in profile.split("."))
+        if (major, minor) <= wanted:
+            best = profile
+    return best

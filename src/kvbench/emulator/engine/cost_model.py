@@ -8,8 +8,16 @@ Step time, per GPU of a tensor-parallel group of size tp:
   memory_s       = streamed_weight_bytes / (B x weight_eff)
                    + kv_bytes_per_token x (kv_tokens_read + kv_tokens_written) / (B x kv_eff)   (/ tp)
   allreduce_s    = 2 x layers x (latency + 2 (tp-1)/tp x num_tokens x hidden x 2 B / tp_link)  (tp>1)
-  step_s         = max(compute_s, memory_s) + allreduce_s + step_overhead + per_req_overhead x reqs
+  gpu_s          = max(compute_s, memory_s) + allreduce_s
+  cpu_s          = step_overhead + per_req_overhead x reqs (+ connector_step_overhead with a connector)
+  step_s         = gpu_s + cpu_s                       (cpu_overlap off: the 0.11-era engine loop)
+                 = max(gpu_s, cpu_s)                   (cpu_overlap on: async scheduling, the CPU
+                                                        work of a step hides under the GPU's)
+                 + prefill_request_overhead x requests that start their prompt this step
+                 + stored_bytes / store_stall_bytes_per_s   (offload stores that hold the step)
 A connector's synchronous transfer time is added by the engine (StepTransfer.blocking_s).
+Outside the steps, a new request waits request_overhead_s (API server, engine-core IPC, scheduling
+delay) before the scheduler may take it.
 F, B: the hardware profile's achievable bf16 FLOP/s and HBM bytes/s.
 
 Calibration (benchmarks/emulator/cost_model_gpu_measure.py on the project's H100, torch 2.11, Qwen3-8B
@@ -44,6 +52,13 @@ class CostParams:
     step_overhead_s: float = 0.0015  # scheduler, input prep, launch, sampler: fixed per step
     per_request_overhead_s: float = 2e-6  # per scheduled request (metadata, sampling)
     allreduce_latency_s: float = 6e-6  # per all-reduce call (vLLM custom all-reduce class)
+    # Measured against real vLLM (kvbench calibrate); the defaults leave the model as it was.
+    cpu_overlap: bool = False  # async scheduling: a step takes max(GPU, CPU), not their sum
+    request_overhead_s: float = 0.0  # arrival -> schedulable (API server, IPC, scheduling)
+    prefill_request_overhead_s: float = 0.0  # per request starting its prompt in a step
+    connector_step_overhead_s: float = 0.0  # a KV connector's per-step CPU work
+    connector_prefill_overhead_s: float = 0.0  # per prefill start with a connector (lookups)
+    store_stall_bytes_per_s: float = 0.0  # offload stores hold the step at this rate; 0: never
     # CUDA context, NCCL/cuBLAS workspaces, CUDA graphs. Calibrated on the one published count we
     # have: vLLM reported 9,271 GPU blocks for Qwen3-32B, TP 2 on H100 80GB, gpu_memory_utilization
     # 0.65 (llm-d guides/tiered-prefix-cache/cpu README, benchmark appendix).
@@ -57,11 +72,19 @@ class StepCost:
     compute_s: float
     memory_s: float
     allreduce_s: float
-    overhead_s: float
+    overhead_s: float  # the step's CPU work (scheduler, input prep, launch, sampler, connector)
+    cpu_overlap: bool = False
+    serial_s: float = 0.0  # work that holds the step in any mode (prefill starts)
+
+    @property
+    def gpu_s(self) -> float:
+        return max(self.compute_s, self.memory_s) + self.allreduce_s
 
     @property
     def duration_s(self) -> float:
-        return max(self.compute_s, self.memory_s) + self.allreduce_s + self.overhead_s
+        if self.cpu_overlap:
+            return max(self.gpu_s, self.overhead_s) + self.serial_s
+        return self.gpu_s + self.overhead_s + self.serial_s
 
 
 class CostModel:
@@ -71,8 +94,10 @@ class CostModel:
         hardware: HardwareProfile,
         tensor_parallel_size: int = 1,
         params: CostParams = CostParams(),
+        with_connector: bool = False,
     ) -> None:
         self.model = model
+        self.with_connector = with_connector
         self.hardware = hardware
         self.tp = tensor_parallel_size
         self.params = params
@@ -115,10 +140,25 @@ class CostModel:
                 / self.hardware.tp_link_bytes_per_s
             )
             allreduce_s = self._num_allreduces * per_call_s
-        overhead_s = (
-            self.params.step_overhead_s + self.params.per_request_overhead_s * work.num_reqs
-        )
-        return StepCost(compute_s, memory_s, allreduce_s, overhead_s)
+        params = self.params
+        overhead_s = params.step_overhead_s + params.per_request_overhead_s * work.num_reqs
+        if self.with_connector:
+            overhead_s += params.connector_step_overhead_s
+        prefill_start_s = params.prefill_request_overhead_s
+        if self.with_connector:
+            prefill_start_s += params.connector_prefill_overhead_s
+        serial_s = prefill_start_s * work.num_prefill_starts
+        return StepCost(compute_s, memory_s, allreduce_s, overhead_s, params.cpu_overlap, serial_s)
+
+    def store_stall_s(self, stored_bytes: int) -> float:
+        """How long a step's offload stores hold it (0 unless calibrated)."""
+        rate = self.params.store_stall_bytes_per_s
+        return stored_bytes / rate if rate > 0 and stored_bytes else 0.0
+
+    def idle_step_s(self) -> float:
+        """A step that schedules nothing: the engine loop's own turn."""
+        extra = self.params.connector_step_overhead_s if self.with_connector else 0.0
+        return self.params.step_overhead_s + extra
 
     def step_duration_s(self, work: StepWork) -> float:
         return self.step_cost(work).duration_s

@@ -117,13 +117,12 @@ class EmulatedEngine:
         plan = self.scheduler.schedule(now_s)
         blocking_s = 0.0
         if self.connector is not None:
-            blocking_s = self.connector.build_step(
-                self.scheduler.connector_chunks(plan), now_s
-            ).blocking_s
+            transfer = self.connector.build_step(self.scheduler.connector_chunks(plan), now_s)
+            blocking_s = transfer.blocking_s + self.cost.store_stall_s(transfer.stored_bytes)
         if plan.scheduled:
             duration_s = self.cost.step_duration_s(plan.work) + blocking_s
         else:  # nothing to run (e.g. every request waits for a KV load): an idle engine-loop turn
-            duration_s = self.cost.params.step_overhead_s + blocking_s
+            duration_s = self.cost.idle_step_s() + blocking_s
         outputs = self._postprocess(plan, now_s)
         return StepResult(
             duration_s=duration_s,

@@ -35,6 +35,7 @@ class StepWork:
     attended_pairs: int = 0  # sum over new tokens of the context each attends to (causal)
     kv_tokens_read: int = 0  # context tokens whose K,V the attention reads
     num_kv_tokens_written: int = 0
+    num_prefill_starts: int = 0  # requests whose first prompt chunk runs in this step
 
 
 @dataclass(slots=True)
@@ -53,6 +54,7 @@ class SchedulerLimits:
     max_num_batched_tokens: int
     max_model_len: int
     block_size: int
+    request_overhead_s: float = 0.0  # a new request is schedulable this long after its arrival
 
 
 class Scheduler:
@@ -131,6 +133,12 @@ class Scheduler:
         skipped: list[Request] = []
         while self.waiting and budget > 0 and len(self.running) < self.limits.max_num_seqs:
             req = self.waiting[0]
+            if (
+                req.num_preemptions == 0
+                and req.status is RequestStatus.WAITING
+                and req.arrival_s + self.limits.request_overhead_s > now_s
+            ):
+                break  # still in the API server / on its way to the engine core (FCFS: all later too)
             if req.status is RequestStatus.WAITING_FOR_REMOTE_KVS and not self._finish_remote_load(
                 req
             ):
@@ -229,6 +237,8 @@ class Scheduler:
         plan.scheduled.append((req, num_new))
         work = plan.work
         context = req.num_computed_tokens
+        if req.num_output_tokens == 0 and context - max(req.num_cached_tokens, 0) <= 0:
+            work.num_prefill_starts += 1
         work.num_reqs += 1
         work.num_tokens += num_new
         work.attended_pairs += num_new * context + num_new * (num_new + 1) // 2

@@ -1,0 +1,351 @@
+"""From probe measurements (calibrate/probe.py) to the cost model's factors (CostParams).
+
+Each factor is fitted against the cost model's own prediction for the probe's operating points,
+over every model probed (one hardware profile serves every model size):
+- decode (ITL at batch B, context C, no connector): `weight_memory_efficiency`,
+  `kv_memory_efficiency`, `step_overhead_s`, `per_request_overhead_s`, with `cpu_overlap` on
+  (vLLM's async scheduling: a step takes max(GPU work, CPU work));
+- prefill (one request at a time, the engine's own prefill time from
+  vllm:request_prefill_time_seconds): `linear_efficiency`, `attention_efficiency`,
+  `prefill_request_overhead_s`;
+- outside the engine: `request_overhead_s` = client TTFT - (queue + prefill) of lone requests
+  (API server, engine-core IPC, the first token's way back);
+- the offload connector (the same points with and without it): `connector_step_overhead_s` from
+  low-batch ITL, `connector_prefill_overhead_s` and `store_stall_bytes_per_s` from prefill time
+  against the bytes stored, and the host link from vllm:kv_offload_load_bytes / _load_time.
+Grid searches, minimising the mean squared relative error; each fit reports its error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import itertools
+import json
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kvbench.emulator.engine.cost_model import CostModel, CostParams
+from kvbench.emulator.engine.scheduler import StepWork
+from kvbench.spec.catalogs import HardwareProfile, ModelProfile, get_model
+
+DECODE_SKIP_TOKENS = 4  # the first gaps of a stream overlap other requests' prefills
+
+
+@dataclass
+class ProbeRun:
+    """One probe of one server (a model with or without a connector)."""
+
+    model: str
+    scenario: str
+    has_cpu_tier: bool
+    points: list[dict[str, Any]]
+    server_version: str | None = None
+
+
+@dataclass(frozen=True)
+class DecodePoint:
+    model: str
+    batch: int
+    context_tokens: int
+    itl_s: float
+
+
+@dataclass(frozen=True)
+class PrefillPoint:
+    model: str
+    prompt_tokens: int
+    prefill_s: float  # engine side: scheduled -> first token
+    ttft_s: float  # client side
+    queue_s: float
+
+
+@dataclass
+class FitReport:
+    params: CostParams
+    host_link_bytes_per_s: float | None
+    errors: dict[str, float] = field(default_factory=dict)  # fit -> mean |relative error|
+    points: dict[str, int] = field(default_factory=dict)
+    vllm_version: str | None = None
+
+
+def read_probe(path: Path) -> ProbeRun:
+    opener = gzip.open if path.suffix == ".gz" else open
+    header: dict[str, Any] = {}
+    points: list[dict[str, Any]] = []
+    with opener(path, "rt") as lines:
+        for line in lines:
+            record = json.loads(line)
+            if record["kind"] == "server":
+                header = record
+            elif not record.get("skipped"):
+                points.append(record)
+    details = header.get("details") or {}
+    return ProbeRun(
+        model=header["model"],
+        scenario=header["scenario"],
+        has_cpu_tier=bool(header["server"]["has_cpu_tier"]),
+        points=points,
+        server_version=details.get("server_version") or details.get("vllm_version"),
+    )
+
+
+def _mean(deltas: dict[str, float], family: str) -> float:
+    count = deltas.get(f"{family}_count", 0.0)
+    return deltas.get(f"{family}_sum", 0.0) / count if count else 0.0
+
+
+def decode_points(run: ProbeRun) -> list[DecodePoint]:
+    found = []
+    for point in run.points:
+        if point["phase"] != "decode":
+            continue
+        gaps = [
+            later - earlier
+            for request in point["requests"]
+            if request["status"] == "ok"
+            for earlier, later in itertools.pairwise(request["token_s"][DECODE_SKIP_TOKENS:])
+            if later > earlier
+        ]
+        if gaps:
+            params = point["params"]
+            found.append(
+                DecodePoint(
+                    run.model, params["batch"], params["prompt_tokens"], statistics.median(gaps)
+                )
+            )
+    return found
+
+
+def prefill_points(run: ProbeRun) -> list[PrefillPoint]:
+    found = []
+    for point in run.points:
+        if point["phase"] != "prefill":
+            continue
+        ok = [r for r in point["requests"] if r["status"] == "ok" and r["first_token_s"]]
+        if not ok:
+            continue
+        deltas = point["server_deltas"]
+        found.append(
+            PrefillPoint(
+                run.model,
+                point["params"]["prompt_tokens"],
+                _mean(deltas, "vllm:request_prefill_time_seconds"),
+                statistics.median(r["first_token_s"] - r["sent_s"] for r in ok),
+                _mean(deltas, "vllm:request_queue_time_seconds"),
+            )
+        )
+    return found
+
+
+def _decode_work(batch: int, context: int) -> StepWork:
+    tokens = context + DECODE_SKIP_TOKENS * 4  # mid-stream: a few dozen tokens past the prompt
+    return StepWork(
+        num_reqs=batch,
+        num_tokens=batch,
+        num_sampled=batch,
+        attended_pairs=batch * tokens,
+        kv_tokens_read=batch * tokens,
+        num_kv_tokens_written=batch,
+    )
+
+
+def _prefill_work(prompt_tokens: int) -> StepWork:
+    return StepWork(
+        num_reqs=1,
+        num_tokens=prompt_tokens,
+        num_sampled=1,
+        attended_pairs=prompt_tokens * (prompt_tokens + 1) // 2,
+        kv_tokens_read=prompt_tokens,
+        num_kv_tokens_written=prompt_tokens,
+        num_prefill_starts=1,
+    )
+
+
+def _rel_error(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    return np.mean(((predicted - measured) / measured) ** 2, axis=-1)
+
+
+def fit_decode(
+    points: list[DecodePoint], hardware: HardwareProfile, base: CostParams
+) -> tuple[CostParams, float]:
+    measured = np.array([p.itl_s for p in points])
+    overheads = np.linspace(0.0, 4e-3, 81)[:, None, None]
+    per_request = np.linspace(0.0, 80e-6, 81)[None, :, None]
+    batches = np.array([p.batch for p in points])[None, None, :]
+    best: tuple[float, CostParams] | None = None
+    for weight_eff, kv_eff in itertools.product(
+        np.linspace(0.5, 1.0, 11), np.linspace(0.1, 1.0, 10)
+    ):
+        trial = dataclasses.replace(
+            base, weight_memory_efficiency=float(weight_eff), kv_memory_efficiency=float(kv_eff)
+        )
+        gpu = np.array(
+            [
+                CostModel(get_model(p.model), hardware, 1, trial)
+                .step_cost(_decode_work(p.batch, p.context_tokens))
+                .gpu_s
+                for p in points
+            ]
+        )[None, None, :]
+        predicted = np.maximum(gpu, overheads + per_request * batches)
+        errors = _rel_error(predicted, measured)
+        i, j = np.unravel_index(np.argmin(errors), errors.shape)
+        if best is None or errors[i, j] < best[0]:
+            best = (
+                float(errors[i, j]),
+                dataclasses.replace(
+                    trial,
+                    cpu_overlap=True,
+                    step_overhead_s=float(overheads[i, 0, 0]),
+                    per_request_overhead_s=float(per_request[0, j, 0]),
+                ),
+            )
+    assert best is not None
+    return best[1], _mean_abs_error(best[1], hardware, points)
+
+
+def _mean_abs_error(params: CostParams, hardware: HardwareProfile, points: list[DecodePoint]):
+    errors = []
+    for p in points:
+        cost = CostModel(get_model(p.model), hardware, 1, params)
+        errors.append(
+            abs(cost.step_duration_s(_decode_work(p.batch, p.context_tokens)) / p.itl_s - 1)
+        )
+    return float(np.mean(errors))
+
+
+def fit_prefill(
+    points: list[PrefillPoint], hardware: HardwareProfile, params: CostParams
+) -> tuple[CostParams, float]:
+    measured = np.array([p.prefill_s for p in points])
+    overheads = np.linspace(0.0, 30e-3, 301)[:, None]
+    best: tuple[float, CostParams] | None = None
+    for linear_eff, attn_eff in itertools.product(
+        np.linspace(0.3, 1.0, 15), np.linspace(0.2, 1.0, 9)
+    ):
+        trial = dataclasses.replace(
+            params,
+            linear_efficiency=float(linear_eff),
+            attention_efficiency=float(attn_eff),
+            prefill_request_overhead_s=0.0,
+        )
+        steps = np.array(
+            [
+                CostModel(get_model(p.model), hardware, 1, trial)
+                .step_cost(_prefill_work(p.prompt_tokens))
+                .duration_s
+                for p in points
+            ]
+        )[None, :]
+        errors = _rel_error(steps + overheads, measured)
+        i = int(np.argmin(errors))
+        if best is None or errors[i] < best[0]:
+            best = (
+                float(errors[i]),
+                dataclasses.replace(trial, prefill_request_overhead_s=float(overheads[i, 0])),
+            )
+    assert best is not None
+    fitted = best[1]
+    predicted = [
+        CostModel(get_model(p.model), hardware, 1, fitted)
+        .step_cost(_prefill_work(p.prompt_tokens))
+        .duration_s
+        for p in points
+    ]
+    error = float(np.mean([abs(a / p.prefill_s - 1) for a, p in zip(predicted, points)]))
+    return fitted, error
+
+
+def request_overhead_s(points: Iterable[PrefillPoint]) -> float:
+    outside = [p.ttft_s - p.queue_s - p.prefill_s for p in points]
+    return max(0.0, statistics.median(outside)) if outside else 0.0
+
+
+def fit_connector(
+    plain: list[ProbeRun], offload: list[ProbeRun], params: CostParams
+) -> tuple[CostParams, float | None, int]:
+    """Connector factors from (no-connector, connector) probes of the same models."""
+    step_deltas: list[float] = []
+    rows: list[tuple[float, float]] = []  # (stored bytes, extra prefill seconds)
+    for with_tier in offload:
+        base = next((run for run in plain if run.model == with_tier.model), None)
+        if base is None:
+            continue
+        before = {(p.batch, p.context_tokens): p.itl_s for p in decode_points(base)}
+        for point in decode_points(with_tier):
+            key = (point.batch, point.context_tokens)
+            if point.batch <= 4 and key in before:
+                step_deltas.append(point.itl_s - before[key])
+        before_prefill = {p.prompt_tokens: p.prefill_s for p in prefill_points(base)}
+        per_token = get_model(with_tier.model).kv_bytes_per_token
+        for prefill in prefill_points(with_tier):
+            if prefill.prompt_tokens in before_prefill:
+                extra = prefill.prefill_s - before_prefill[prefill.prompt_tokens]
+                rows.append((prefill.prompt_tokens * per_token, extra))
+    updates: dict[str, float] = {}
+    if step_deltas:
+        updates["connector_step_overhead_s"] = max(0.0, statistics.median(step_deltas))
+    if len(rows) >= 2:
+        stored_bytes = np.array([r[0] for r in rows])
+        extra_s = np.array([r[1] for r in rows])
+        slope, intercept = np.polyfit(stored_bytes, extra_s, 1)
+        updates["connector_prefill_overhead_s"] = max(0.0, float(intercept))
+        updates["store_stall_bytes_per_s"] = float(1.0 / slope) if slope > 0 else 0.0
+    fitted = dataclasses.replace(
+        params,
+        connector_step_overhead_s=updates.get(
+            "connector_step_overhead_s", params.connector_step_overhead_s
+        ),
+        connector_prefill_overhead_s=updates.get(
+            "connector_prefill_overhead_s", params.connector_prefill_overhead_s
+        ),
+        store_stall_bytes_per_s=updates.get(
+            "store_stall_bytes_per_s", params.store_stall_bytes_per_s
+        ),
+    )
+    return fitted, _host_link(offload), len(rows)
+
+
+def _host_link(offload: list[ProbeRun]) -> float | None:
+    loaded = seconds = 0.0
+    for run in offload:
+        for point in run.points:
+            deltas = point["server_deltas"]
+            loaded += deltas.get("vllm:kv_offload_load_bytes_total", 0.0)
+            seconds += deltas.get("vllm:kv_offload_load_time_total", 0.0)
+    return loaded / seconds if seconds > 0 and loaded > 0 else None
+
+
+def fit_profile(runs: list[ProbeRun], hardware: HardwareProfile) -> FitReport:
+    plain = [run for run in runs if not run.has_cpu_tier]
+    offload = [run for run in runs if run.has_cpu_tier]
+    decode = [p for run in plain for p in decode_points(run)]
+    prefill = [p for run in plain for p in prefill_points(run)]
+    if not decode or not prefill:
+        from kvbench.errors import UserError
+
+        raise UserError(
+            "calibrate: the probes hold no decode or prefill points without a connector"
+        )
+    params, decode_error = fit_decode(decode, hardware, CostParams())
+    params, prefill_error = fit_prefill(prefill, hardware, params)
+    params = dataclasses.replace(params, request_overhead_s=request_overhead_s(prefill))
+    params, host_link, connector_rows = fit_connector(plain, offload, params)
+    versions = {run.server_version for run in runs if run.server_version}
+    return FitReport(
+        params=params,
+        host_link_bytes_per_s=host_link,
+        errors={"decode_itl": decode_error, "prefill_time": prefill_error},
+        points={"decode": len(decode), "prefill": len(prefill), "connector": connector_rows},
+        vllm_version=sorted(versions)[-1] if versions else None,
+    )
+
+
+def model_profiles(runs: list[ProbeRun]) -> list[ModelProfile]:
+    return [get_model(name) for name in sorted({run.model for run in runs})]

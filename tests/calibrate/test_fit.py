@@ -1,0 +1,98 @@
+"""The fit recovers the cost-model factors that produced a probe, and reads the shipped H200 probes."""
+
+import dataclasses
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from kvbench.calibrate.fit import (
+    DecodePoint,
+    PrefillPoint,
+    _decode_work,
+    fit_decode,
+    read_probe,
+    request_overhead_s,
+)
+from kvbench.emulator.engine.cost_model import CostModel, CostParams
+from kvbench.spec.catalogs import get_hardware, get_model
+
+REPO = Path(__file__).resolve().parents[2]
+H200 = get_hardware("H200")
+
+
+def test_decode_fit_recovers_overheads_and_overlap_from_cost_model_points():
+    truth = dataclasses.replace(
+        CostParams(),
+        cpu_overlap=True,
+        step_overhead_s=1.5e-3,
+        per_request_overhead_s=40e-6,
+        weight_memory_efficiency=0.8,
+        kv_memory_efficiency=0.6,
+    )
+    points = []
+    for model in ("Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B"):
+        cost = CostModel(get_model(model), H200, 1, truth)
+        for batch in (1, 4, 16, 64, 256):
+            for context in (128, 4096):
+                itl = cost.step_duration_s(_decode_work(batch, context))
+                points.append(DecodePoint(model, batch, context, itl))
+    fitted, error = fit_decode(points, H200, CostParams())
+    assert error < 0.02
+    assert fitted.cpu_overlap
+    assert fitted.step_overhead_s == pytest.approx(1.5e-3, abs=0.1e-3)
+    assert fitted.per_request_overhead_s == pytest.approx(40e-6, abs=3e-6)
+    assert fitted.weight_memory_efficiency == pytest.approx(0.8, abs=0.05)
+
+
+def test_request_overhead_is_what_lone_requests_spend_outside_queue_and_prefill():
+    points = [
+        PrefillPoint("m", 64, prefill_s=0.009, ttft_s=0.0125, queue_s=0.0005),
+        PrefillPoint("m", 1024, prefill_s=0.020, ttft_s=0.0235, queue_s=0.0005),
+        PrefillPoint("m", 4096, prefill_s=0.030, ttft_s=0.0400, queue_s=0.0),  # an outlier
+    ]
+    assert request_overhead_s(points) == pytest.approx(0.003)
+    assert request_overhead_s([]) == 0.0
+
+
+def test_read_probe_skips_skipped_points_and_reads_gzip(tmp_path):
+    path = tmp_path / "p.jsonl.gz"
+    with gzip.open(path, "wt") as sink:
+        server = {"has_cpu_tier": True}
+        sink.write(
+            json.dumps(
+                {
+                    "kind": "server",
+                    "model": "Qwen/Qwen3-8B",
+                    "scenario": "native-offload",
+                    "details": {"server_version": "0.26.0"},
+                    "server": server,
+                }
+            )
+            + "\n"
+        )
+        sink.write(json.dumps({"kind": "point", "phase": "decode", "skipped": "too big"}) + "\n")
+        sink.write(json.dumps({"kind": "point", "phase": "prefill", "skipped": None}) + "\n")
+    run = read_probe(path)
+    assert (run.model, run.scenario, run.has_cpu_tier, run.server_version) == (
+        "Qwen/Qwen3-8B",
+        "native-offload",
+        True,
+        "0.26.0",
+    )
+    assert [p["phase"] for p in run.points] == ["prefill"]
+
+
+def test_shipped_h200_probes_hold_decode_and_prefill_points_of_both_models():
+    from kvbench.calibrate.fit import decode_points, prefill_points
+
+    runs = [
+        read_probe(p)
+        for p in sorted((REPO / "benchmarks/results/gpu-h200").glob("probe-*.jsonl.gz"))
+    ]
+    plain = {run.model: run for run in runs if not run.has_cpu_tier}
+    assert set(plain) == {"Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B"}
+    assert all(run.server_version == "0.26.0" for run in runs)
+    for run in plain.values():
+        assert decode_points(run) and prefill_points(run)

@@ -1,0 +1,114 @@
+"""Cost-model factors measured on real vLLM: CPU/GPU overlap, prefill starts, the connector's own
+cost, the time a request spends before the scheduler sees it; profiles from files; compat mapping."""
+
+import dataclasses
+
+import pytest
+
+from kvbench.emulator.engine.compat import compat_for_version
+from kvbench.emulator.engine.cost_model import CostModel, CostParams
+from kvbench.emulator.engine.scheduler import StepWork
+from kvbench.errors import UserError
+from kvbench.spec.catalogs import get_hardware, get_model
+
+MODEL = get_model("Qwen/Qwen3-0.6B")
+H200 = get_hardware("H200")
+DECODE = StepWork(
+    num_reqs=8,
+    num_tokens=8,
+    num_sampled=8,
+    attended_pairs=8 * 200,
+    kv_tokens_read=8 * 200,
+    num_kv_tokens_written=8,
+)
+
+
+def test_overlap_takes_the_larger_of_gpu_and_cpu_work_not_their_sum():
+    params = dataclasses.replace(CostParams(), step_overhead_s=2e-3, per_request_overhead_s=0.0)
+    serial = CostModel(MODEL, H200, 1, params).step_cost(DECODE)
+    overlapped = CostModel(MODEL, H200, 1, dataclasses.replace(params, cpu_overlap=True)).step_cost(
+        DECODE
+    )
+    assert serial.duration_s == pytest.approx(serial.gpu_s + 2e-3)
+    assert overlapped.duration_s == pytest.approx(max(serial.gpu_s, 2e-3))
+    assert overlapped.duration_s < serial.duration_s
+
+
+def test_connector_costs_apply_only_with_a_connector():
+    params = dataclasses.replace(
+        CostParams(),
+        connector_step_overhead_s=0.5e-3,
+        connector_prefill_overhead_s=4e-3,
+        prefill_request_overhead_s=1e-3,
+        store_stall_bytes_per_s=1e10,
+    )
+    prefill = dataclasses.replace(DECODE, num_prefill_starts=2)
+    plain = CostModel(MODEL, H200, 1, params)
+    offload = CostModel(MODEL, H200, 1, params, with_connector=True)
+    assert offload.step_duration_s(DECODE) - plain.step_duration_s(DECODE) == pytest.approx(0.5e-3)
+    extra = offload.step_duration_s(prefill) - plain.step_duration_s(prefill)
+    assert extra == pytest.approx(0.5e-3 + 2 * 4e-3)
+    assert plain.step_duration_s(prefill) - plain.step_duration_s(DECODE) == pytest.approx(2e-3)
+    assert offload.store_stall_s(10**8) == pytest.approx(0.01)
+    assert CostModel(MODEL, H200, 1, CostParams()).store_stall_s(10**8) == 0.0
+
+
+def test_a_fresh_request_waits_request_overhead_before_it_is_scheduled():
+    from kvbench.emulator.api.args import parse_serve_args
+    from kvbench.emulator.engine.build import build_engine
+    from kvbench.emulator.engine.interface import EngineRequest
+
+    options = parse_serve_args(["Qwen/Qwen3-0.6B", "--hardware", "H200-vLLM-0.26"], {})
+    engine = build_engine(options.engine_args)
+    overhead = engine.scheduler.limits.request_overhead_s
+    assert overhead > 0  # the calibrated profile carries it
+    engine.add_request(EngineRequest("r", list(range(100, 164)), 4, arrival_s=10.0))
+    assert engine.step(10.0).num_scheduled_tokens == 0
+    assert engine.step(10.0 + overhead + 1e-6).num_scheduled_tokens == 64
+
+
+def test_hardware_profile_from_a_file_and_its_bad_keys(tmp_path):
+    good = tmp_path / "h.yaml"
+    good.write_text(
+        "name: mine\nbf16_flops_per_s: 8.0e14\nhbm_gib: 80\nhbm_bytes_per_s: 3.0e12\n"
+        "host_link_bytes_per_s: 5.0e10\ntp_link_bytes_per_s: 4.5e11\nvllm_version: 0.26.0\n"
+        "cost_model: {step_overhead_s: 0.002, cpu_overlap: true}\n"
+    )
+    profile = get_hardware(str(good))
+    assert profile.cost_overrides == {"step_overhead_s": 0.002, "cpu_overlap": True}
+    from kvbench.emulator.engine.build import cost_params_for
+
+    assert cost_params_for(profile).step_overhead_s == 0.002
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text().replace("step_overhead_s", "step_overhed_s"))
+    with pytest.raises(UserError, match="cost_model.step_overhed_s"):
+        get_hardware(str(bad))
+    with pytest.raises(UserError, match="cannot read profile"):
+        get_hardware(str(tmp_path / "missing.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("version", "profile"),
+    [
+        ("0.26.0", "0.26"),
+        ("0.28.1", "0.26"),
+        ("0.32.0", "0.32"),
+        ("0.11.2", "0.11"),
+        ("0.9.0", "0.11"),
+    ],
+)
+def test_compat_follows_the_real_version(version, profile):
+    assert compat_for_version(version) == profile
+
+
+def test_emulated_launcher_passes_the_profiles_vllm_version():
+    from kvbench.emulator.stack import EmulatedLauncher, EngineSettings
+
+    settings = EngineSettings(model="Qwen/Qwen3-0.6B", served_model_name="Qwen/Qwen3-0.6B")
+    argv = EmulatedLauncher(hardware="H200-vLLM-0.26").command(settings, ["--port", "1"])
+    assert argv[argv.index("--vllm-compat") + 1] == "0.26"
+    chosen = EmulatedLauncher(hardware="H200-vLLM-0.26").command(
+        settings, ["--vllm-compat", "0.32"]
+    )
+    assert chosen.count("--vllm-compat") == 1
+    assert "--vllm-compat" not in EmulatedLauncher(hardware="H200").command(settings, [])
