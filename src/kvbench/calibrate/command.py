@@ -48,7 +48,7 @@ def _server_of(url: str) -> tuple[ProbeServer, dict]:
     model = json.loads(body)["data"][0]["id"]
     metrics = fetch_text(f"{url}/metrics")[1]
     version = fetch_text(f"{url}/version")
-    offload = "vllm:kv_offload" in metrics or "external_prefix_cache" in metrics
+    offload = "vllm:kv_offload" in metrics  # OffloadingConnector's own metrics
     server = ProbeServer(url, model, gpu_capacity_tokens(metrics), None, offload)
     header = {
         "model": model,

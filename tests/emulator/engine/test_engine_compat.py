@@ -163,7 +163,7 @@ def test_pythonhashseed_wins_in_both_profiles(vllm_compat):
 
 
 def test_unknown_profile_names_the_flag():
-    with pytest.raises(UserError, match=r"^--vllm-compat: '0.20' is not one of 0.11, 0.32$"):
+    with pytest.raises(UserError, match=r"^--vllm-compat: '0.20' is not one of 0.11, 0.26, 0.32$"):
         make_engine(vllm_compat="0.20")
 
 
@@ -172,3 +172,14 @@ def test_serve_flag_reaches_engine_args():
     assert parse_serve_args(["m", "--vllm-compat", "0.32"], {}).engine_args.vllm_compat == "0.32"
     with pytest.raises(UserError, match="^--vllm-compat: "):
         parse_serve_args(["m", "--vllm-compat=0.2"], {})
+
+
+def test_0_26_frees_uncached_first_counts_lookups_early_and_draws_a_random_none_hash():
+    # vLLM 0.26.0's wheel: #42656 in, #48860 and #51875 not yet
+    engine = build_engine(
+        make_args(env={}, prefix_caching_hash_algo="sha256_cbor", vllm_compat="0.26"),
+        urandom=_fake_urandom,
+    )
+    assert engine.pool.free_uncached_first is True
+    assert engine.kv.count_lookups_at_admission is False
+    assert engine.hasher.root_hash == b"\x01" * 32  # os.urandom(32), as 0.11
