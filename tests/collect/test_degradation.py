@@ -1,12 +1,14 @@
 """Degradation counts of a cell from the servers' counters scraped before and after its load."""
 
 from kvbench.collect.degradation import (
-    DegradationCounts,
     count_failed_resets,
     degradation_deltas,
     degradation_totals,
+    measure_degradation,
 )
 from kvbench.collect.prometheus import parse_metrics
+from kvbench.results.cell import DegradationCounts
+from kvbench.results.deployment import ComponentReset, ResetResult
 
 ENGINE_BEFORE = """
 # TYPE kvbench:lmcache_remote_errors counter
@@ -75,4 +77,18 @@ def test_a_vllm_without_kvbench_counters_measures_nothing():
 
 def test_failed_resets_are_counted_from_the_reset_result():
     assert count_failed_resets(None) is None
-    assert count_failed_resets({"engine-0": {"reset": True}, "store": {"reset": False}}) == 1
+    reset = ResetResult(
+        components={
+            "engine-0": ComponentReset(reset=True),
+            "engine-1": ComponentReset(reset=False, error="HTTP 503"),
+            "router": ComponentReset(reset=False, note="approximate index: no reset API"),
+        }
+    )
+    assert count_failed_resets(reset) == 1  # the router holds no KV: not counted
+
+
+def test_measure_degradation_combines_scrapes_and_the_reset():
+    counts = measure_degradation(
+        scrape(engine=ENGINE_BEFORE), scrape(engine=ENGINE_AFTER), ResetResult()
+    )
+    assert counts.store_errors == 10 and counts.failed_resets is None

@@ -16,6 +16,7 @@ import pandas as pd
 
 from kvbench.errors import UserError
 from kvbench.results.cell import CellInfo
+from kvbench.results.integrity import request_row_problems
 from kvbench.results.layout import (
     CELL_FILE,
     CELLS_DIR,
@@ -137,29 +138,42 @@ def load_run(run_dir: Path) -> RunData:
 
 
 def _cell_infos(run_dir: Path, manifest: RunManifest) -> list[CellInfo]:
-    """cell.json where present (it is the fuller record), else the manifest's CellRef."""
+    """cell.json where present (it is the fuller record), else the manifest's CellRef. A cell.json
+    that exists but cannot be read (truncated, binary, not the schema) makes the cell failed, with
+    the problem as its error: it is named in the report and no number is computed from it."""
     infos: dict[str, CellInfo] = {}
     for ref in manifest.cells:
-        info = _read_cell_json(run_dir / CELLS_DIR / ref.cell_id / CELL_FILE)
-        infos[ref.cell_id] = info if info is not None else CellInfo.from_ref(ref)
+        path = run_dir / CELLS_DIR / ref.cell_id / CELL_FILE
+        info, problem = _read_cell_json(path)
+        if info is None:
+            info = CellInfo.from_ref(ref)
+            if problem is not None:
+                _mark_damaged(info, [f"{CELL_FILE}: {problem}"])
+        infos[ref.cell_id] = info
     cells_root = run_dir / CELLS_DIR
     if cells_root.is_dir():
         for path in sorted(cells_root.glob(f"*/{CELL_FILE}")):
             if path.parent.name not in infos:
-                info = _read_cell_json(path)
+                info, _ = _read_cell_json(path)
                 if info is not None:
                     infos[info.cell_id] = info
     return list(infos.values())
 
 
-def _read_cell_json(path: Path) -> CellInfo | None:
-    """cell.json, or None when it is missing or unreadable (the manifest's CellRef stands in)."""
+def _read_cell_json(path: Path) -> tuple[CellInfo | None, str | None]:
+    """(cell.json, None), or (None, what is wrong with it); (None, None) when it is missing."""
     if not path.is_file():
-        return None
+        return None, None
     try:
-        return read_cell_info(path)
-    except UserError:
-        return None
+        return read_cell_info(path), None
+    except UserError as err:
+        return None, str(err).removeprefix(f"{path}: ")
+
+
+def _mark_damaged(info: CellInfo, problems: list[str]) -> None:
+    """In memory only: the files on disk stay as they are (a --resume redoes the cell)."""
+    info.status = CellStatus.FAILED
+    info.error = "run files damaged: " + "; ".join(problems)
 
 
 def _load_cell(run_dir: Path, info: CellInfo) -> CellData:
@@ -168,6 +182,14 @@ def _load_cell(run_dir: Path, info: CellInfo) -> CellData:
     requests = _read_parquet(cdir / REQUESTS_FILE, REQUEST_SCHEMA.names, errors)
     server = _read_parquet(cdir / SERVER_METRICS_FILE, SERVER_METRICS_SCHEMA.names, errors)
     system = _read_parquet(cdir / SYSTEM_METRICS_FILE, SYSTEM_METRICS_SCHEMA.names, errors)
+    if info.status == CellStatus.OK:
+        requests_ok = info.summary.requests_ok if info.summary is not None else None
+        problems = errors + (
+            [] if errors else request_row_problems(requests, info.cell_id, requests_ok)
+        )
+        if problems:
+            _mark_damaged(info, problems)
+            errors = problems
     return CellData(info=info, requests=requests, server=server, system=system, load_errors=errors)
 
 

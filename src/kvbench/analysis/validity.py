@@ -80,10 +80,17 @@ def run_checks(
         ]
         if run.routes_precisely(cell.base_scenario):
             checks.append(check_routing_can_matter(cell))
+        checks += check_degradation(cell)
     checks += check_memory_pressure(run, thresholds)
     checks += [check_tier_exercised(p) for p in peaks if run.offloads(p.base_scenario) and p.cells]
     checks.append(check_cached_tokens_reported(run))
     return checks
+
+
+def check_degradation(cell: CellData) -> list[Check]:
+    from kvbench.analysis.degradation_checks import check_degradation as degradation_checks
+
+    return degradation_checks(cell)
 
 
 def check_failed_cells(run: RunData) -> list[Check]:

@@ -13,16 +13,18 @@ Contract:
   then its value after (what it counted since the restart), never negative;
 - a source that could not be scraped before or after is listed in `unscraped_sources`; its
   counters are left out of the sums (a failed source cannot be counted as "no degradation").
-- `failed_resets` comes from the target's reset result, not from /metrics (see `count_failed_resets`).
+- `failed_resets` comes from the target's reset result, not from /metrics (`count_failed_resets`);
+- the counts are recorded in cell.json (`validity.degradation`, results/cell.py) and each kind that
+  happened is a FLAG validity check (analysis/degradation_checks.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from kvbench.collect.prometheus import Sample
+from kvbench.results.cell import DegradationCounts
+from kvbench.results.deployment import ROUTING_ONLY_COMPONENTS, ResetResult
 
 # kind -> the counter sample names (summed over label sets and sources) that count it.
 DEGRADATION_COUNTERS: dict[str, tuple[str, ...]] = {
@@ -37,29 +39,6 @@ DEGRADATION_COUNTERS: dict[str, tuple[str, ...]] = {
     # Engines taken out of routing (dead, HTTP errors, unresponsive).
     "engine_ejections": ("kvbench_router_endpoint_ejections_total",),
 }
-
-
-@dataclass
-class DegradationCounts:
-    store_errors: int | None = None
-    store_skipped: int | None = None
-    index_lookup_failures: int | None = None
-    kv_events_lost: int | None = None
-    kv_events_apply_failures: int | None = None
-    engine_ejections: int | None = None
-    failed_resets: int | None = None
-    unscraped_sources: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def problems(self) -> dict[str, int]:
-        """The kinds that happened in the cell (count > 0)."""
-        return {
-            kind: value
-            for kind, value in self.as_dict().items()
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0
-        }
 
 
 CounterTotals = dict[str, dict[str, float]]  # source -> sample name -> sum over label sets
@@ -105,15 +84,30 @@ def _increase(before: float | None, after: float) -> float:
     return after - before
 
 
-def count_failed_resets(components: Mapping[str, Any] | None) -> int | None:
-    """Components whose cache reset was asked for and did not happen (None: no reset asked).
+def count_failed_resets(reset: ResetResult | None) -> int | None:
+    """KV-holding components whose cache reset did not happen (None: no reset was attempted).
 
-    `components` maps a component name to its outcome: a mapping or object with a boolean
-    `reset`, as targets report it."""
-    if not components:
+    A routing-only component (a router whose approximate index has no reset API) holds no KV: its
+    reset is not counted either way."""
+    if reset is None or not reset.components:
         return None
-    failed = 0
-    for outcome in components.values():
-        reset = outcome.get("reset") if isinstance(outcome, Mapping) else outcome.reset
-        failed += 0 if reset else 1
-    return failed
+    return sum(
+        0 if outcome.reset else 1
+        for name, outcome in reset.components.items()
+        if name not in ROUTING_ONLY_COMPONENTS
+    )
+
+
+def measure_degradation(
+    scrape_before: Mapping[str, list[Sample] | str],
+    scrape_after: Mapping[str, list[Sample] | str],
+    reset: ResetResult | None,
+) -> DegradationCounts:
+    """The cell's degradation from one scrape of every source before its load and one after."""
+    counts = degradation_deltas(
+        degradation_totals(scrape_before),
+        degradation_totals(scrape_after),
+        sorted(set(scrape_before) | set(scrape_after)),
+    )
+    counts.failed_resets = count_failed_resets(reset)
+    return counts

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvbench.collect.collector import Collector, snapshot
+from kvbench.collect.degradation import measure_degradation
 from kvbench.experiment import cache_state
 from kvbench.results.cell import CacheProtocol, CellInfo, CellValidity, ScrapeStats
 from kvbench.results.manifest import CellStatus
@@ -70,11 +71,8 @@ async def run_cell(inputs: CellInputs, writer: CellWriter) -> tuple[CellStatus, 
     protocol = await _reset_and_prime(inputs, info.cell_id, on_record, run_level)
     info.cache_protocol = protocol
     sources = inputs.deployment.metrics_sources  # after the reset: it may have replaced them
-    before = (
-        cache_state.counter_snapshot(await snapshot(sources))
-        if spec.cache.verify and sources
-        else None
-    )
+    scrape_before = await snapshot(sources) if sources else {}
+    before = cache_state.counter_snapshot(scrape_before) if spec.cache.verify and sources else None
     writer.save()
     collector = Collector(
         sources,
@@ -104,10 +102,13 @@ async def run_cell(inputs: CellInputs, writer: CellWriter) -> tuple[CellStatus, 
         {"ts_s": ts, "source": source, "metric": metric, "value": float(value)}
         for ts, source, metric, value in result.system_samples
     )
+    scrape_after = await snapshot(sources) if sources else {}
     if spec.cache.verify:
-        protocol.verify = await _verify(sources, before, first_use, protocol.expected_state)
+        protocol.verify = _verify(scrape_after, before, first_use, protocol.expected_state)
     writer.summarize(result.measure_start_s, result.measure_end_s)
     _fill_info(info, inputs, result, scrape_stats)
+    # What the system could not do during the load, from its own counters (FLAG checks).
+    info.validity.degradation = measure_degradation(scrape_before, scrape_after, protocol.reset)
     summary = info.summary
     if summary is None or summary.requests_ok == 0:
         failed = summary.requests_failed if summary else 0
@@ -154,10 +155,10 @@ async def _reset_and_prime(inputs: CellInputs, cell_id: str, on_record, run_leve
     return protocol
 
 
-async def _verify(sources, before, first_use, expected: str) -> dict[str, Any]:
+def _verify(scrape_after, before, first_use, expected: str) -> dict[str, Any]:
     verdict = first_use.verdict(expected)
     if before is not None:
-        after = cache_state.counter_snapshot(await snapshot(sources))
+        after = cache_state.counter_snapshot(scrape_after)
         verdict["server_counters"] = cache_state.counter_deltas(before, after)
         verdict["failed_sources"] = after["failed_sources"]
     return verdict

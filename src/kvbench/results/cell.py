@@ -86,6 +86,26 @@ class ScrapeStats(_Strict):
     collector_error: str | None = None
 
 
+class DegradationCounts(_Strict):
+    """What the system under test could not do during the cell's load, counted from the servers'
+    own counters (collect/degradation.py). None: not measured (no source exports the counter),
+    never "0"."""
+
+    store_errors: int | None = None  # LMCache remote-store operations that failed
+    store_skipped: int | None = None  # ... skipped while the store was known down (breaker open)
+    index_lookup_failures: int | None = None  # router KV-block index lookups that failed
+    kv_events_lost: int | None = None  # KV-event messages the router never applied
+    kv_events_apply_failures: int | None = None  # ... the index store failed to apply
+    engine_ejections: int | None = None  # engines the router took out of routing
+    failed_resets: int | None = None  # KV-holding components whose cache reset did not happen
+    unscraped_sources: list[str] = Field(default_factory=list)  # not counted: scrape failed
+
+    def problems(self) -> dict[str, int]:
+        """The kinds that happened in the cell (count > 0)."""
+        values = self.model_dump(exclude={"unscraped_sources"})
+        return {kind: value for kind, value in values.items() if value}
+
+
 class CellValidity(_Strict):
     """What the writer already knows about the cell's trustworthiness (analysis adds its checks)."""
 
@@ -100,6 +120,7 @@ class CellValidity(_Strict):
     guidellm_benchmark_id: str | None = None
     guidellm_incomplete_requests: int | None = None  # cancelled by GuideLLM at the end
     note: str | None = None
+    degradation: DegradationCounts | None = None  # None: the writer measured none
 
 
 class CellInfo(IdentityFields):
