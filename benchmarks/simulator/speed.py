@@ -1,0 +1,90 @@
+"""Simulator speed: wall time, simulated seconds per wall second and peak memory for
+- `quickstart` (the bundled quickstart: 7 scenarios x 3 levels x 3 repeats; goal < 10 s a cell),
+- `cluster` (benchmarks/simulator/cluster.yaml: 64 engines, precise routing, 2,000 concurrent
+  conversations, 120 s; goal < 2 min and < 4 GiB),
+- `eval` (the seed evaluation llm-d-kvcache-eval, 224 cells; goal < 20 min on 2 cores),
+each on the simulated target (cells in worker processes as the target's `workers` says).
+Prints a line per case and writes benchmarks/results/simulator_speed.json (merged per case).
+
+    .venv/bin/python benchmarks/simulator/speed.py [quickstart] [cluster] [eval] [--only K=V ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import yaml
+from runs import RESULTS_DIR, read_cells, run_spec, save
+
+HERE = Path(__file__).resolve().parent
+CASES = {
+    "quickstart": "quickstart",
+    "cluster": str(HERE / "cluster.yaml"),
+    "eval": "llm-d-kvcache-eval",
+}
+
+
+def spec_for(case: str, work: Path, cluster_duration_s: float | None) -> str:
+    """The case's spec; the cluster cell with another duration when asked (a shorter smoke)."""
+    if case != "cluster" or cluster_duration_s is None:
+        return CASES[case]
+    spec = yaml.safe_load(Path(CASES[case]).read_text())
+    spec["load"]["duration_s"] = cluster_duration_s
+    path = work / f"cluster-{cluster_duration_s:g}s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def measure(case: str, work: Path, only: list[str], cluster_duration_s: float | None) -> dict:
+    spec = spec_for(case, work, cluster_duration_s)
+    timing = run_spec(spec, work / case, "simulated", only)
+    cells = read_cells(timing.run_dir)
+    walls = sorted((c.get("client") or {}).get("wall_s") or 0.0 for c in cells.values())
+    result = {
+        "spec": spec,
+        "only": only,
+        "exit_code": timing.exit_code,
+        "cells": timing.cells,
+        "cells_ok": sum(c["status"] == "ok" for c in cells.values()),
+        "wall_s": timing.wall_s,
+        "simulated_s": timing.simulated_s,
+        "simulated_s_per_wall_s": timing.simulated_s / timing.wall_s if timing.wall_s else None,
+        "cell_wall_s_max": walls[-1] if walls else None,
+        "cell_wall_s_median": walls[len(walls) // 2] if walls else None,
+        "peak_rss_mib": timing.peak_rss_mib,
+    }
+    print(
+        f"{case}: {result['cells_ok']}/{result['cells']} cells ok in {timing.wall_s:.1f} s wall, "
+        f"{timing.simulated_s:,.0f} simulated s ({result['simulated_s_per_wall_s']:.1f} per wall s), "
+        f"slowest cell {result['cell_wall_s_max']:.1f} s, peak RSS {timing.peak_rss_mib:,.0f} MiB"
+    )
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases", nargs="*", default=["quickstart", "cluster"])
+    parser.add_argument("--only", action="append", default=[])
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--cluster-duration-s", type=float, default=None)
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="kvbench-sim-speed-"))
+    path = RESULTS_DIR / "simulator_speed.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    for case in args.cases:
+        key = (
+            case
+            if not (case == "cluster" and args.cluster_duration_s)
+            else (f"cluster-{args.cluster_duration_s:g}s")
+        )
+        results[key] = measure(case, work, args.only, args.cluster_duration_s)
+        save("simulator_speed", results)
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
