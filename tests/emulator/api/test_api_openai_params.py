@@ -134,6 +134,7 @@ REFUSED = [
     ("structured_outputs", {"json": {}}),
     ("suffix", "x"),
     ("priority", 3),
+    ("return_tokens_as_token_ids", True),
 ]
 
 

@@ -2,7 +2,8 @@
 
 Completions: a text prompt is encoded with the tokenizer's special tokens (BOS where the model has
 one); a token-id prompt is taken as is and checked against the vocabulary. Chat: the messages are
-rendered with the chat template (generation prompt on) and encoded without special tokens.
+rendered with the chat template (generation prompt on) and encoded without special tokens. A
+request's `add_special_tokens` overrides either default, as in vLLM.
 `truncate_prompt_tokens` then keeps the last k tokens; each prompt gets its own max_tokens (vLLM
 derives the default from the prompt's length).
 
@@ -25,12 +26,14 @@ def tokenize_prompts(
             text = tokenizer.render_chat(chat_input.messages, chat_input.template_kwargs)
         except ValueError as err:
             raise proto.ApiError(str(err), param="messages") from None
-        prompts: list[tuple[list[int], str | None]] = [(tokenizer.encode(text, False), None)]
+        special = proto.bool_field(body, "add_special_tokens", False)
+        prompts: list[tuple[list[int], str | None]] = [(tokenizer.encode(text, special), None)]
     else:
         prompts = []
+        special = proto.bool_field(body, "add_special_tokens", True)
         for prompt in proto.completion_prompts(body):
             if isinstance(prompt, str):
-                prompts.append((tokenizer.encode(prompt, True), prompt))
+                prompts.append((tokenizer.encode(prompt, special), prompt))
             else:
                 proto.check_token_ids(prompt, max_token_id)
                 prompts.append((list(prompt), None))

@@ -7,7 +7,8 @@ What is modelled: text, token-id and batched prompts (completions), chat message
 tokenizer's chat template, `n`, `echo` (completions), `logprobs` / `top_logprobs`, `max_tokens` /
 `max_completion_tokens`, `min_tokens`, `ignore_eos`, `seed`, `stream` with `stream_options`
 (`include_usage`, `continuous_usage_stats`), `return_token_ids`, `truncate_prompt_tokens`,
-`cache_salt`, `kv_transfer_params`, `chat_template_kwargs`, `add_generation_prompt`.
+`cache_salt`, `kv_transfer_params`, `chat_template_kwargs`, `add_generation_prompt`,
+`add_special_tokens`.
 Sampling knobs that change which tokens a model picks but never how many or how fast
 (`temperature`, `top_p`, `top_k`, `min_p`, penalties, `logit_bias`) are range-checked as vLLM does
 and accepted: the emulator's tokens are synthetic either way. Anything else that would change the
@@ -211,6 +212,7 @@ UNMODELLED: dict[str, Callable[[Any], bool]] = {
     "documents": _set,
     "audio": _set,
     "modalities": lambda v: v not in (None, ["text"]),
+    "return_tokens_as_token_ids": _set,
 }
 
 
