@@ -20,7 +20,7 @@ from kvbench.termination import SIGINT_EXIT, SIGTERM_EXIT, TerminationAsInterrup
 try:  # typer >= 0.29 vendors click
     from typer._click.exceptions import ClickException as _ClickException
 except ImportError:  # pragma: no cover - older typer depends on click
-    from click import ClickException as _ClickException
+    from click import ClickException as _ClickException  # type: ignore[no-redef]
 
 app = typer.Typer(
     name="kvbench",

@@ -94,6 +94,8 @@ def _hash(*parts) -> str:
 
 
 def _iso_duration(start: str | None, end: str | None) -> str | None:
+    if start is None or end is None:
+        return None
     try:
         seconds = (
             datetime.fromisoformat(end.replace("Z", "+00:00"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kvbench.analysis.check_names import AA_TWINS_AGREE, BOUND_CHECKS
@@ -36,7 +37,7 @@ class Finding:
 
 
 def build_findings(
-    run: RunData, peaks: list[Peak], checks: list[Check], twins: list = ()
+    run: RunData, peaks: list[Peak], checks: list[Check], twins: Sequence = ()
 ) -> list[Finding]:
     """`twins`: `twins.TwinDelta`s (the A/A comparisons); their throughput rows give the Redis vs Valkey findings."""
     found: list[Finding] = []

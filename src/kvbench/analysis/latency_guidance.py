@@ -18,6 +18,8 @@ the p50 as context only. Rules:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kvbench.analysis.guidance import CONFIRM_REPEATS, Finding
 from kvbench.analysis.hits import HitSplit, shift_sentence
 from kvbench.analysis.latency import STAT_BY_KEY, LatencyComparison, select
@@ -52,7 +54,7 @@ def _significant(c: LatencyComparison) -> bool:
 
 
 def latency_findings(
-    comparisons: list[LatencyComparison], baseline: str, splits: list[HitSplit] = ()
+    comparisons: list[LatencyComparison], baseline: str, splits: Sequence[HitSplit] = ()
 ) -> list[Finding]:
     out: list[Finding] = []
     split_of = {(h.model, h.scenario): h for h in splits}

@@ -59,23 +59,32 @@ def label_value(labels_json, key: str):
         return None
 
 
-def counter_increase(
-    frame: pd.DataFrame,
-    metric: str,
-    window: tuple[float, float] | None,
-    by_label: str | None = None,
-) -> dict | float:
-    """Increase of a counter over the window, summed over sources/series; per label value if by_label."""
+def counter_increase(frame: pd.DataFrame, metric: str, window: tuple[float, float] | None) -> float:
+    """Increase of a counter over the window, summed over sources/series (NaN: no series)."""
+    totals = _increases(frame, metric, window, None)
+    return totals.get("all", math.nan)
+
+
+def counter_increase_by(
+    frame: pd.DataFrame, metric: str, window: tuple[float, float] | None, by_label: str
+) -> dict:
+    """Increase of a counter over the window per value of label `by_label` ({}: no series)."""
+    return _increases(frame, metric, window, by_label)
+
+
+def _increases(
+    frame: pd.DataFrame, metric: str, window: tuple[float, float] | None, by_label: str | None
+) -> dict:
     rows = series(frame, metric)
     if rows.empty:
-        return {} if by_label else math.nan
+        return {}
     rows = rows.assign(ts=pd.to_numeric(rows["ts_s"], errors="coerce")).sort_values("ts")
     totals: dict = {}
     for (_, labels), group in rows.groupby(["source", "labels"], sort=False, dropna=False):
         increase = _series_increase(group, window)
         key = label_value(labels, by_label) if by_label else "all"
         totals[key] = totals.get(key, 0.0) + increase
-    return totals if by_label else totals.get("all", math.nan)
+    return totals
 
 
 def _series_increase(group: pd.DataFrame, window: tuple[float, float] | None) -> float:
@@ -111,7 +120,7 @@ def gauge_stats(
 
 def histogram_quantile(frame: pd.DataFrame, metric: str, q: float, window) -> float:
     """Quantile from `<metric>_bucket` increases over the window (linear inside a bucket, as Prometheus does)."""
-    buckets = counter_increase(frame, f"{metric}_bucket", window, by_label="le")
+    buckets = counter_increase_by(frame, f"{metric}_bucket", window, "le")
     if not buckets:
         return math.nan
     edges = sorted((float(le), count) for le, count in buckets.items() if le is not None)
@@ -155,7 +164,7 @@ def tier_hits(cell: CellData, window) -> dict:
             ),
             "tier_source": "per-request tier tokens",
         }
-    by_source = counter_increase(cell.server, CACHED_BY_SOURCE, window, by_label="source")
+    by_source = counter_increase_by(cell.server, CACHED_BY_SOURCE, window, "source")
     if by_source:
         return {
             "gpu_hit_tokens": by_source.get("device", 0.0),
@@ -183,9 +192,7 @@ def tier_hits(cell: CellData, window) -> dict:
 def offload_bytes(cell: CellData, window) -> dict:
     by_type: dict = {}
     for name in OFFLOAD_BYTES:
-        for key, value in counter_increase(
-            cell.server, name, window, by_label="transfer_type"
-        ).items():
+        for key, value in counter_increase_by(cell.server, name, window, "transfer_type").items():
             by_type[key] = by_type.get(key, 0.0) + value
     store = counter_increase(cell.server, OFFLOAD_STORE_BYTES, window)
     load = counter_increase(cell.server, OFFLOAD_LOAD_BYTES, window)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats as sps
@@ -128,7 +129,8 @@ def t_interval(values, confidence: float = CONFIDENCE) -> Interval:
     return Interval(mean, mean - half, mean + half, n)
 
 
-def _pct(ratio: float | np.ndarray) -> float | np.ndarray:
+def _pct(ratio: Any) -> Any:
+    """(ratio - 1) in percent, elementwise for an array of bootstrap ratios."""
     return (ratio - 1.0) * 100.0
 
 

@@ -75,7 +75,9 @@ class GpuSampler:
 def open_gpu_sampler(now_s: Callable[[], float], nvml: Any = None) -> GpuSampler | None:
     if nvml is None:
         try:
-            import pynvml as nvml  # type: ignore[import-not-found]
+            import pynvml
+
+            nvml = pynvml
         except ImportError:
             return None
     try:

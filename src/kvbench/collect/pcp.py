@@ -59,6 +59,7 @@ class PcpSampler:
         self._thread.start()
 
     def _read(self) -> None:
+        assert self.process.stdout is not None  # started with stdout=PIPE
         reader = csv.reader(self.process.stdout)
         header = next(reader, None)
         if header is None:

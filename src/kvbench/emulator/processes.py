@@ -170,7 +170,7 @@ def wait_healthy(
                     f"(log: {process.log_path})",
                     log_tail(process.log_path),
                 )
-            if http_ok(process.health_url):
+            if process.health_url is not None and http_ok(process.health_url):
                 waiting.remove(process)
         if waiting and clock() >= deadline:
             first = waiting[0]

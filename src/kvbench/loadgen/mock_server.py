@@ -207,7 +207,7 @@ class _Reply:
         config = server.config
         self.ids_wanted = bool(body.get("return_token_ids")) and config.return_token_ids
         self.n_tokens = int(body.get("max_tokens") or 16)
-        self.usage = {
+        self.usage: dict[str, object] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": self.n_tokens,
             "total_tokens": prompt_tokens + self.n_tokens,

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich import box
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from kvbench.loadgen.plan import ProgressUpdate
@@ -38,7 +45,7 @@ class CellProgress:
         self._total = total_requests
         self._enabled = progress_enabled() if enabled is None else enabled
         self._progress: Progress | None = None
-        self._task_id = None
+        self._task_id: TaskID | None = None
 
     def __enter__(self) -> CellProgress:
         if self._enabled:
@@ -57,7 +64,7 @@ class CellProgress:
         return self
 
     def update(self, update: ProgressUpdate) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task_id is not None:
             self._progress.update(
                 self._task_id,
                 completed=update.done,
@@ -143,10 +150,10 @@ def render_summary_table(rows: Iterable[SummaryRow]) -> Table:
         table.add_column(name, justify="right")
     for row in rows:
         note = "" if row.status == "ok" else f" ({row.status})"
-        lead = [row.model.split("/")[-1]] if show_model else []
+        lead = [(row.model or "").split("/")[-1]] if show_model else []
         if described:
             lead += [
-                row.scenario + note,
+                (row.scenario or "") + note,
                 f"{row.level:g}" + (f" r{row.repeat}" if show_repeat else ""),
             ]
         else:

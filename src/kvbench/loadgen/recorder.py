@@ -1,6 +1,6 @@
 """Turn a `RequestOutcome` into a `RequestRecord`, and track reuse distance at send time.
 
-Definitions (DESIGN.md "Per-request record"):
+Definitions (results/records.py states the record contract):
 - TTFT = first token received - request sent; e2e = end ([DONE] or failure) - sent.
 - ITL: one value per output token after the first. A chunk of k tokens that arrived `gap` after
   the previous chunk gives k values of gap/k; the k-1 extra tokens of the *first* chunk arrived

@@ -49,8 +49,9 @@ async def wait_all_or_cancel(tasks: set[asyncio.Task] | list[asyncio.Task]) -> N
         await cancel_and_wait(tasks)
         raise
     for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
 
 
 async def cancel_and_wait(tasks: set[asyncio.Task] | list[asyncio.Task]) -> None:

@@ -187,7 +187,8 @@ FLAG_ROWS_PER_CHECK = (
 def _flag_rows(flags: list[Check]) -> list[list[str]]:
     """The first flags of each check in full, then one row counting the rest, so a large matrix
     (the seed evaluation has 224 cells) keeps its validity section readable."""
-    rows, shown = [], Counter()
+    rows: list[list[str]] = []
+    shown: Counter[str] = Counter()
     for check in flags:
         shown[check.name] += 1
         if shown[check.name] <= FLAG_ROWS_PER_CHECK:

@@ -77,7 +77,7 @@ class ModelProfile:
 
     @property
     def weight_bytes(self) -> int:
-        linear_bits = self.weight_bits
+        linear_bits: float = self.weight_bits
         if self.quant_group_size:
             linear_bits += (16 + 4) / self.quant_group_size
         norms = (2 * self.num_layers + 1) * self.hidden_size + 2 * self.num_layers * self.head_dim

@@ -109,7 +109,8 @@ class KubeObjects:
         self.host = api_client.configuration.host
         apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
         self._core = core
-        self._ops = {
+        # kind -> (read, create, patch) of the kubernetes client (untyped)
+        self._ops: dict[str, tuple[Any, Any, Any]] = {
             "Deployment": (
                 apps.read_namespaced_deployment,
                 apps.create_namespaced_deployment,
@@ -176,7 +177,8 @@ class KubeObjects:
             response = self._core.connect_post_namespaced_pod_proxy_with_path(
                 f"{pod}:{port}", self.namespace, path, _preload_content=False, _request_timeout=10
             )
-            return response.status, response.data.decode("utf-8", "replace")
+            reply: Any = response  # the urllib3 response (_preload_content=False)
+            return reply.status, reply.data.decode("utf-8", "replace")
         except self._api_exception as err:
             return err.status or 0, str(err.body or err.reason)
         except Exception as err:  # urllib3 connection errors

@@ -46,7 +46,7 @@ def size_multi_turn(
     spec: MultiTurnSharedPrefix, caps: KvCapacities
 ) -> tuple[MultiTurnSharedPrefix, list[str]]:
     target = _target_tokens(spec.working_set, caps)
-    if target is None:
+    if target is None or spec.working_set is None:
         return spec, _unknown_note(spec.working_set)
     history = conversation_history_tokens(spec)
     convs, prefixes = spec.conversations, spec.prefix_count
@@ -77,7 +77,7 @@ def size_groups(
     spec: SharedPrefixGroups, caps: KvCapacities
 ) -> tuple[SharedPrefixGroups, list[str]]:
     target = _target_tokens(spec.working_set, caps)
-    if target is None:
+    if target is None or spec.working_set is None:
         return spec, _unknown_note(spec.working_set)
     per_group = spec.system_prompt_len + spec.num_prompts_per_group * (
         spec.question_len + spec.output_len

@@ -20,7 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from kvbench.emulator.engine.hashing import to_event_hash
-from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
+from kvbench.emulator.engine.interface import (
+    AllBlocksCleared,
+    BlockHash,
+    BlockRemoved,
+    BlockStored,
+    KVEvent,
+)
 
 
 class KVBlock:
@@ -53,13 +59,14 @@ class FreeBlockQueue:
 
     def popleft(self) -> KVBlock:
         block = self.head.next_free
-        if block is self.tail:
+        if block is self.tail or block is None:
             raise ValueError("no free blocks")
         self.remove(block)
         return block
 
     def remove(self, block: KVBlock) -> None:
         prev, nxt = block.prev_free, block.next_free
+        assert prev is not None and nxt is not None, "remove: the block is not in the free queue"
         prev.next_free = nxt
         nxt.prev_free = prev
         block.prev_free = block.next_free = None
@@ -67,6 +74,7 @@ class FreeBlockQueue:
 
     def append(self, block: KVBlock) -> None:
         last = self.tail.prev_free
+        assert last is not None  # the head sentinel at least
         last.next_free = block
         block.prev_free = last
         block.next_free = self.tail
@@ -82,6 +90,7 @@ class FreeBlockQueue:
         head = self.head
         for block in reversed(blocks):
             first = head.next_free
+            assert first is not None  # the tail sentinel at least
             block.prev_free = head
             block.next_free = first
             first.prev_free = block
@@ -90,8 +99,9 @@ class FreeBlockQueue:
 
     def block_ids(self) -> list[int]:
         """Free block ids head (next evicted) to tail; for tests and debugging."""
-        ids, block = [], self.head.next_free
-        while block is not self.tail:
+        ids: list[int] = []
+        block = self.head.next_free
+        while block is not None and block is not self.tail:
             ids.append(block.block_id)
             block = block.next_free
         return ids
@@ -146,13 +156,13 @@ class BlockPool:
         return blocks
 
     def _evict_cached(self, block: KVBlock) -> None:
-        holders = self.cached.get(block.block_hash)
+        block_hash = block.block_hash
+        assert block_hash is not None  # only cached blocks are evicted
+        holders = self.cached.get(block_hash)
         if holders is not None and holders.pop(block.block_id, None) is not None:
             if not holders:
-                del self.cached[block.block_hash]
-            self.events.append(
-                BlockRemoved(block_hashes=[to_event_hash(block.block_hash)], medium="GPU")
-            )
+                del self.cached[block_hash]
+            self.events.append(BlockRemoved(block_hashes=[to_event_hash(block_hash)], medium="GPU"))
         block.block_hash = None
 
     def touch(self, blocks: Iterable[KVBlock]) -> None:
@@ -203,7 +213,7 @@ class BlockPool:
         """Give blocks [num_cached_blocks, num_full_blocks) their hashes; one BlockStored per call."""
         if num_cached_blocks >= num_full_blocks:
             return
-        new_hashes: list[int] = []
+        new_hashes: list[BlockHash] = []
         for i in range(num_cached_blocks, num_full_blocks):
             block, block_hash = blocks[i], block_hashes[i]
             if block.is_null:

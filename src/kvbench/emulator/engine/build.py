@@ -43,6 +43,12 @@ def default_max_num_seqs(hardware: HardwareProfile) -> int:
     return 1024 if _large_gpu(hardware) else 256
 
 
+def _max_num_seqs(args: EngineArgs) -> int:
+    """max_num_seqs once check_engine_args resolved vLLM's default (None) for the hardware."""
+    assert args.max_num_seqs is not None, "check_engine_args resolves max_num_seqs first"
+    return args.max_num_seqs
+
+
 def _check_args(args: EngineArgs, model: ModelProfile) -> None:
     if args.block_size not in BLOCK_SIZES:
         raise UserError(
@@ -54,8 +60,8 @@ def _check_args(args: EngineArgs, model: ModelProfile) -> None:
             f"--tensor-parallel-size: {tp} does not divide the {model.num_attention_heads} "
             f"attention heads of {model.name}"
         )
-    if args.max_num_seqs < 1:
-        raise UserError(f"--max-num-seqs: must be >= 1, got {args.max_num_seqs}")
+    if _max_num_seqs(args) < 1:
+        raise UserError(f"--max-num-seqs: must be >= 1, got {_max_num_seqs(args)}")
     if not 0.0 < args.gpu_memory_utilization <= 1.0:
         raise UserError(
             f"--gpu-memory-utilization: must be in (0, 1], got {args.gpu_memory_utilization}"
@@ -77,9 +83,9 @@ def _batched_tokens(args: EngineArgs, hardware: HardwareProfile) -> int:
         value = default_max_num_batched_tokens(hardware)
     if value < 1:
         raise UserError(f"--max-num-batched-tokens: must be >= 1, got {value}")
-    if value < args.max_num_seqs:
+    if value < _max_num_seqs(args):
         raise UserError(
-            f"--max-num-batched-tokens: {value} is smaller than --max-num-seqs {args.max_num_seqs}"
+            f"--max-num-batched-tokens: {value} is smaller than --max-num-seqs {_max_num_seqs(args)}"
         )
     return value
 
@@ -112,7 +118,7 @@ def _num_gpu_blocks(
             args.block_size,
             args.gpu_memory_utilization,
             batched,
-            args.max_num_seqs,
+            _max_num_seqs(args),
             params,
         )
         if num_blocks < 2:
@@ -234,7 +240,7 @@ def build_engine(
         count_lookups_at_admission=compat.count_lookups_at_admission,
     )
     limits = SchedulerLimits(
-        args.max_num_seqs,
+        _max_num_seqs(args),
         batched,
         max_model_len,
         args.block_size,

@@ -172,6 +172,7 @@ class EmulatedEngine:
 
     # ---- internals
     def _poll_connector(self, now_s: float) -> None:
+        assert self.connector is not None  # called only with a connector
         poll = self.connector.poll(now_s)
         self.scheduler.finished_loading.update(poll.finished_loading)
         for request_id in poll.finished_storing:
@@ -225,8 +226,10 @@ class EmulatedEngine:
             self.scheduler.remove_running(set(finished_ids))
             for request_id in finished_ids:
                 req = self.requests.pop(request_id)
-                self.counters.request_success[req.finish_reason.value] = (
-                    self.counters.request_success.get(req.finish_reason.value, 0) + 1
+                assert req.finish_reason is not None  # set when the request finished
+                reason = req.finish_reason.value
+                self.counters.request_success[reason] = (
+                    self.counters.request_success.get(reason, 0) + 1
                 )
                 self._release(req, now_s)
         return outputs

@@ -159,7 +159,7 @@ class Engine(Protocol):
 
 @dataclass(slots=True)
 class EngineArgs:
-    """Everything `kvbench emulate serve` takes (the `vllm serve` flags DESIGN.md lists, plus the
+    """Everything `kvbench emulate serve` takes (the `vllm serve` flags it models, plus the
     hardware profile and the process environment the connectors read). Built by the API layer's
     flag parser; consumed by `kvbench.emulator.engine.build.build_engine`."""
 

@@ -24,6 +24,7 @@ from kvbench.emulator.router.scorers import (
     KVCacheUtilizationScorer,
     LoadAwareScorer,
     QueueScorer,
+    Scorer,
     parse_duration_s,
 )
 from kvbench.emulator.router.subscriber import KVEventSubscriber
@@ -113,7 +114,7 @@ def _build_approx(spec: PluginSpec, clock: Callable[[], float]) -> ApproxPrefixC
     )
 
 
-_SIMPLE_BUILDERS = {
+_SIMPLE_BUILDERS: dict[str, Callable[[PluginSpec, Callable[[], float]], Scorer]] = {
     "queue-scorer": lambda spec, clock: QueueScorer(spec.name),
     "kv-cache-utilization-scorer": lambda spec, clock: KVCacheUtilizationScorer(spec.name),
     "load-aware-scorer": lambda spec, clock: LoadAwareScorer(

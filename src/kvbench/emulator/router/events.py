@@ -18,7 +18,7 @@ engine's blocks predicted forever, so kvbench follows HEAD.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -127,7 +127,8 @@ async def apply_events(index: KVBlockIndex, pod: str, model: str, events: list[K
     """Apply one batch in order. Raises IndexUnavailable if the store fails part-way."""
     for event in events:
         if isinstance(event, BlockStored):
-            await index.add(model, list(event.block_hashes), [PodEntry(pod, tier_of(event.medium))])
+            hashes = cast(list[int], list(event.block_hashes))  # published as ints
+            await index.add(model, hashes, [PodEntry(pod, tier_of(event.medium))])
         elif isinstance(event, BlockRemoved):
             entry = [PodEntry(pod, tier_of(event.medium))]
             for block_hash in event.block_hashes:

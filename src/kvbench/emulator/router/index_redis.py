@@ -156,7 +156,11 @@ class RedisIndex:
 
     async def _clear_pod(self, pod: str) -> None:
         async for key in self.client.scan_iter(match="*@*", count=1000):
-            fields = [f for f in await self.client.hkeys(key) if PodEntry.from_field(f).pod == pod]
+            fields = [
+                f
+                for f in await self.client.hkeys(key)
+                if PodEntry.from_field(f if isinstance(f, str) else f.decode()).pod == pod
+            ]
             if fields:
                 await self.client.hdel(key, *fields)
 

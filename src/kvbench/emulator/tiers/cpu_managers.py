@@ -56,7 +56,7 @@ class CPUBlockAllocator:
 
     def allocate(self, count: int) -> list[int]:
         assert count <= self.num_free(), "allocate() beyond capacity"
-        ids = []
+        ids: list[int] = []
         while self._free_ids and len(ids) < count:
             ids.append(self._free_ids.pop())
         while len(ids) < count:

@@ -190,6 +190,7 @@ class LMCacheConnector:
 
     def _read_remote(self, chunks: list[Chunk], now_s: float) -> float:
         """Real GETs of every rank's keys, write-back to CPU; returns the seconds the step waits."""
+        assert self.remote is not None  # a remote tier is configured
         keys = [k for c in chunks for k in self.rank_keys(c)]
         result = self.remote.get(keys, now_s)
         self._account_remote("get", result)
@@ -259,7 +260,8 @@ class LMCacheConnector:
         return saved_tokens
 
     def _write_remote(self, chunks: list[Chunk], now_s: float) -> None:
-        entries = []
+        assert self.remote is not None  # a remote tier is configured
+        entries: list[RemoteEntry] = []
         for c in chunks:
             payload = bytes(
                 max(1, int(self._rank_bytes(c.num_tokens) * self.config.remote_payload_scale))

@@ -12,8 +12,10 @@ remote_payload_scale, remote_network_bytes_per_s, remote_timeout_ms, remote_retr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import yaml
@@ -114,7 +116,7 @@ class LMCacheConfig:
 _TYPES = {f.name: f.type for f in fields(LMCacheConfig)}
 
 
-def _coerce(key: str, value: object, source: str) -> object:
+def _coerce(key: str, value: Any, source: str) -> object:
     kind = _TYPES[key]
     try:
         if value is None and "None" in kind:
@@ -139,7 +141,7 @@ def _coerce(key: str, value: object, source: str) -> object:
         raise UserError(f"{source}: {value!r} is not a valid {kind}") from None
 
 
-def _merge(raw: dict, source_of: callable, into: dict) -> None:
+def _merge(raw: dict, source_of: Callable[[str], str], into: dict) -> None:
     for key, value in raw.items():
         source = source_of(key)
         if key in _TYPES and key not in _KVBENCH_DEFAULTS:

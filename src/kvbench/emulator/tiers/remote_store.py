@@ -72,8 +72,8 @@ class RemoteKVStore:
         self.retry_interval_s = retry_interval_s
         self._timer = timer
         self._client = redis.Redis(
-            host=parsed.hostname,
-            port=parsed.port,
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 6379,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
@@ -95,7 +95,7 @@ class RemoteKVStore:
     def available(self, now_s: float) -> bool:
         return self._retry_at_s is None or now_s >= self._retry_at_s
 
-    def _run(self, now_s: float, fill: Callable[[redis.client.Pipeline], None]) -> RemoteResult:
+    def _run(self, now_s: float, fill: Callable[[redis.client.Pipeline], object]) -> RemoteResult:
         if not self.available(now_s):
             return RemoteResult(False, 0.0, skipped=True)
         start = self._timer()
