@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from kvbench.errors import EnvironmentFailure, UserError, one_line
 from kvbench.termination import SIGINT_EXIT, SIGTERM_EXIT, TerminationAsInterrupt
 
+_ClickException: Any  # click's usage-error class, wherever this typer keeps it
 try:  # typer >= 0.29 vendors click
-    from typer._click.exceptions import ClickException as _ClickException
+    from typer._click.exceptions import ClickException as _VendoredClickException
+
+    _ClickException = _VendoredClickException
 except ImportError:  # pragma: no cover - older typer depends on click
-    from click import ClickException as _ClickException  # type: ignore[no-redef]
+    from click import ClickException as _PlainClickException
+
+    _ClickException = _PlainClickException
 
 app = typer.Typer(
     name="kvbench",

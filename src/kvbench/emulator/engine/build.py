@@ -13,6 +13,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 from kvbench.emulator.engine.block_pool import BlockPool
 from kvbench.emulator.engine.compat import compat_profile
@@ -182,7 +183,8 @@ def check_engine_args(
 
 def cost_params_for(hardware: HardwareProfile) -> CostParams:
     """The cost-model factors of a hardware profile: its calibrated overrides on the defaults."""
-    return dataclasses.replace(CostParams(), **hardware.cost_overrides)
+    overrides: dict[str, Any] = dict(hardware.cost_overrides)  # names checked by the catalog
+    return dataclasses.replace(CostParams(), **overrides)
 
 
 def build_engine(
