@@ -74,6 +74,7 @@ class SynthCell:
     )
     hit_ttft_ms: float = 20.0  # TTFT of a hit (misses use ttft_ms)
     hit_cached_tokens: int = 240  # cached tokens of a hit (of 256 prompt tokens)
+    wave_size: int = 0  # > 0: requests sent and finished in lock-step waves of this many
 
     @property
     def identity(self) -> CellIdentity:
@@ -174,6 +175,10 @@ def _requests(spec: SynthCell, rng: np.random.Generator, start: float, end: floa
         np.linspace(start, end, n_ok + 2)[1:-1]
         + rng.uniform(-0.2, 0.2, n_ok) * spec.window_s / n_ok
     )
+    if spec.wave_size:  # whole waves, 1 ms apart inside a wave
+        waves = np.arange(n_ok) // spec.wave_size
+        wave_gap_s = spec.window_s / (waves[-1] + 2)
+        ends = start + (waves + 1) * wave_gap_s + (np.arange(n_ok) % spec.wave_size) * 1e-3
     rows = []
     for i, end_s in enumerate(ends):
         is_hit = int((i + 1) * spec.hit_share) > int(i * spec.hit_share)

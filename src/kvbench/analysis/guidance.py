@@ -20,6 +20,7 @@ from kvbench.analysis.check_names import AA_TWINS_AGREE, BOUND_CHECKS
 from kvbench.analysis.load import RunData
 from kvbench.analysis.metrics import measure_window_s
 from kvbench.analysis.peaks import Peak, fmt_tok_s
+from kvbench.analysis.phrases import change_phrase, join_names
 from kvbench.analysis.server import tier_hits
 from kvbench.analysis.stats import equivalence, is_indicative
 from kvbench.analysis.validity import Check, CheckStatus
@@ -100,7 +101,7 @@ def _keep_baseline_text(model: str, mine: list[Peak], baseline: str) -> str:
     if hints:
         best = hints[0]
         text += (
-            f" Indicative: {best.scenario} raises peak output throughput by {best.delta.text()} in this run "
+            f" Indicative: {best.scenario} {change_phrase(best.delta, 'peak output throughput')} in this run "
             f"({best.delta.indicative_reason()}); confirm with repeats: {CONFIRM_REPEATS}."
         )
     return text
@@ -129,6 +130,14 @@ def _short(model: str) -> str:
 def _best_scenario(run: RunData, mine: list[Peak]) -> Finding:
     best = max(mine, key=lambda p: p.throughput.mean)
     model = best.model
+    tied = [p for p in mine if fmt_tok_s(p.throughput) == fmt_tok_s(best.throughput)]
+    if len(tied) > 1:
+        return Finding(
+            "best scenario",
+            model,
+            f"{_short(model)}: {join_names([p.scenario for p in tied])} tie for the highest peak "
+            f"output throughput ({fmt_tok_s(best.throughput)} tok/s at level {best.level:g}).",
+        )
     if best.scenario == run.baseline:
         return Finding(
             "best scenario",

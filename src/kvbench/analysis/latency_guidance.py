@@ -24,7 +24,8 @@ from kvbench.analysis.guidance import CONFIRM_REPEATS, Finding
 from kvbench.analysis.hits import HitSplit, shift_sentence
 from kvbench.analysis.latency import STAT_BY_KEY, LatencyComparison, select
 from kvbench.analysis.peaks import Peak, peak_of
-from kvbench.analysis.stats import is_indicative
+from kvbench.analysis.phrases import change_phrase, count_phrase
+from kvbench.analysis.stats import EVIDENCE_PAIRED, is_indicative
 
 RULE_STAT = "ttft_mean"
 CONTEXT_STAT = "ttft_p50"
@@ -112,13 +113,20 @@ def _precision_note(common: list[LatencyComparison], baseline: str) -> str | Non
     if not loose:
         return None
     moves = ", ".join(f"{c.scenario} {_label(c.stat)} {c.delta.delta_pct:+.0f}%" for c in loose)
-    sizes = sorted({c.delta.n for c in loose})
     return (
         f"{_short(loose[0].model)}: TTFT point estimates move a lot ({moves} vs {baseline}) but none of these "
-        f"is significant: the intervals rest on {loose[0].repeats} repeat(s) with "
-        f"{sizes[0]}{'-' + str(sizes[-1]) if len(sizes) > 1 else ''} conversations per cell "
+        f"is significant: the intervals rest on {_sample_size(loose)} "
         f"({loose[0].delta.method.split(' (')[0]}); more repeats or a longer measure window are needed to tell."
     )
+
+
+def _sample_size(rows: list[LatencyComparison]) -> str:
+    """What the intervals' n counts: repeat pairs (paired evidence) or conversations per cell."""
+    sizes = sorted({c.delta.n for c in rows})
+    span = f"{sizes[0]}" + (f"-{sizes[-1]}" if len(sizes) > 1 else "")
+    if rows[0].delta.evidence == EVIDENCE_PAIRED:
+        return f"{span} repeat pair{'s' if sizes[-1] != 1 else ''} per scenario"
+    return f"{count_phrase(rows[0].repeats, 'repeat')} with {span} conversations per cell"
 
 
 def latency_guidance(
@@ -132,10 +140,10 @@ def latency_guidance(
         if not common:
             continue
         head = f"{_short(model)}, latency (TTFT mean) at level {common[0].level:g}"
-        best = _best_ttft_reduction(common, "lower")
+        best = best_ttft_reduction(common, "lower")
         if best is not None:
             text = (
-                f"{head}: **{best.scenario}** lowers TTFT mean significantly by {best.delta.text()} "
+                f"{head}: **{best.scenario}** significantly {change_phrase(best.delta, 'TTFT mean')} "
                 f"({best.value_ms:.1f} vs {best.base_value_ms:.1f} ms{_p50_context(common, best)}) without a "
                 "significant TPOT or E2E increase"
                 + _throughput_clause(peak_of(peaks, model, best.scenario))
@@ -148,7 +156,7 @@ def latency_guidance(
 
 
 def _keep_baseline(head: str, common: list[LatencyComparison], baseline: str) -> str:
-    hint = _best_ttft_reduction(common, "indicative lower")
+    hint = best_ttft_reduction(common, "indicative lower")
     raised = [
         c for c in common if c.stat in TTFT_STATS and _significant(c) and c.delta.delta_pct > 0
     ]
@@ -158,7 +166,7 @@ def _keep_baseline(head: str, common: list[LatencyComparison], baseline: str) ->
         + (
             ": "
             + "; ".join(
-                f"{c.scenario} raised {_label(c.stat)} by {c.delta.text()} ({c.verdict})"
+                f"{c.scenario} {change_phrase(c.delta, _label(c.stat), 'raised', 'lowered')} ({c.verdict})"
                 for c in raised
             )
             if raised
@@ -168,7 +176,7 @@ def _keep_baseline(head: str, common: list[LatencyComparison], baseline: str) ->
     )
     if hint is not None:
         text += (
-            f" Indicative: {hint.scenario} lowers TTFT mean by {hint.delta.text()} ({hint.value_ms:.1f} vs "
+            f" Indicative: {hint.scenario} {change_phrase(hint.delta, 'TTFT mean')} ({hint.value_ms:.1f} vs "
             f"{hint.base_value_ms:.1f} ms{_p50_context(common, hint)}) in this run ({hint.delta.indicative_reason()}); "
             f"confirm with repeats: {CONFIRM_REPEATS}."
         )
@@ -180,7 +188,7 @@ def _p50_context(common: list[LatencyComparison], chosen: LatencyComparison) -> 
     return f"; p50 {rows[0].value_ms:.1f} vs {rows[0].base_value_ms:.1f} ms" if rows else ""
 
 
-def _best_ttft_reduction(common: list[LatencyComparison], verdict: str) -> LatencyComparison | None:
+def best_ttft_reduction(common: list[LatencyComparison], verdict: str) -> LatencyComparison | None:
     """The largest TTFT-mean reduction with exactly `verdict` ('lower' or 'indicative lower') among
     scenarios whose TPOT p50 and E2E p50 are not significantly higher (firm or indicative)."""
     candidates = []

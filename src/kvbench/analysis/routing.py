@@ -1,6 +1,6 @@
 """Routing view of the peak cells, from the per-request records.
 
-- per endpoint: successful measure-phase requests, their share, and the prefix hit rate
+- per endpoint: successful measure-phase requests, their share, and the cached-token share
   (sum cached_tokens / sum prompt_tokens over requests that reported cached tokens);
 - router prediction (router scenarios, where records carry `router_predicted_hit_tokens`):
   predicted hit tokens vs the cached tokens the engine reported, per request. Matched tokens =
@@ -13,16 +13,40 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pandas as pd
 
-from kvbench.analysis.load import measure_requests
+from kvbench.analysis.load import CellData, measure_requests
 from kvbench.analysis.metrics import ok_requests
 from kvbench.analysis.peaks import Peak
 
 
+def engine_names(cell: CellData) -> dict[str, str]:
+    """Stable engine names (`engine-0`, ...) by the address each engine served on in this cell.
+
+    Ports are ephemeral and change every cell; the names come from the cell's metric sources
+    (`engine-0` -> `http://127.0.0.1:37093/metrics`), so `127.0.0.1:37093` -> `engine-0`."""
+    names = {}
+    for source, url in cell.info.sources.items():
+        if source.startswith("engine"):
+            address = urlsplit(url).netloc
+            if address:
+                names[address] = source
+    return names
+
+
+def _named_endpoints(frame: pd.DataFrame, cell: CellData) -> pd.DataFrame:
+    names = engine_names(cell)
+    address = frame["endpoint"].astype("object")
+    return frame.assign(
+        endpoint_url=address,
+        endpoint=address.map(lambda a: names.get(a, a) if isinstance(a, str) else a),
+    )
+
+
 def _ok_frame(peak: Peak) -> pd.DataFrame:
-    frames = [ok_requests(measure_requests(c)) for c in peak.cells]
+    frames = [_named_endpoints(ok_requests(measure_requests(c)), c) for c in peak.cells]
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -44,6 +68,7 @@ def endpoint_table(peaks: list[Peak]) -> pd.DataFrame:
                     "scenario": peak.scenario,
                     "level": peak.level,
                     "endpoint": endpoint,
+                    "endpoint_urls": ", ".join(sorted(set(group["endpoint_url"].dropna()))),
                     "requests": len(group),
                     "request_share_pct": 100.0 * len(group) / total,
                     "prompt_tokens": float(prompt.sum()),
@@ -104,7 +129,7 @@ def routing_sentence(
     top = mine.loc[mine["request_share_pct"].idxmax()]
     text = (
         f"{scenario}: endpoint {top['endpoint']} served {top['request_share_pct']:.0f} % of "
-        f"{int(mine['requests'].sum())} requests (hit rate there {top['hit_rate_pct']:.1f} %)"
+        f"{int(mine['requests'].sum())} requests (cached-token share there {top['hit_rate_pct']:.1f} %)"
     )
     pred = (
         predictions[(predictions["model"] == model) & (predictions["scenario"] == scenario)]

@@ -30,6 +30,9 @@ from kvbench.analysis.server import (
     step_lag_p99_s,
     tier_hits,
 )
+from kvbench.analysis.waves import CHECK_NAME as WAVES_CHECK
+from kvbench.analysis.waves import MIN_EVENTS as WAVES_MIN_EVENTS
+from kvbench.analysis.waves import wave_evidence
 
 
 class CheckStatus(str, enum.Enum):
@@ -77,6 +80,7 @@ def run_checks(
             check_errors(cell, thresholds),
             check_warm_cache(cell, thresholds),
             check_reuse_opportunity(cell, thresholds),
+            check_synchronized_load(cell),
         ]
         if run.routes_precisely(cell.base_scenario):
             checks.append(check_routing_can_matter(cell))
@@ -91,6 +95,24 @@ def check_degradation(cell: CellData) -> list[Check]:
     from kvbench.analysis.degradation_checks import check_degradation as degradation_checks
 
     return degradation_checks(cell)
+
+
+def check_synchronized_load(cell: CellData) -> Check:
+    """Requests sent and finished in lock-step waves (analysis/waves.py says how it is told)."""
+    found = wave_evidence(cell)
+    if found is None:
+        return Check(
+            WAVES_CHECK, CheckStatus.SKIP, cell.cell_id, f"fewer than {WAVES_MIN_EVENTS} requests"
+        )
+    if not found.synchronized:
+        return Check(WAVES_CHECK, CheckStatus.OK, cell.cell_id, found.text())
+    return Check(
+        WAVES_CHECK,
+        CheckStatus.FLAG,
+        cell.cell_id,
+        found.text() + ": the streams ran in lock-step, so completions came in whole waves; "
+        "stagger the streams' starts (load.stagger_s) or vary lengths or think times",
+    )
 
 
 def check_failed_cells(run: RunData) -> list[Check]:

@@ -320,6 +320,7 @@ class ExperimentRunner:
             cooldown_s=level_plan.cooldown_s,
             max_concurrency=level_plan.max_concurrency,
             seed=level_plan.seed,
+            stagger_s=level_plan.stagger_s,
         )
         writer = self.store.start_cell(info)
         self.console.print(f"cell {plan.cell_id}: {level_plan.strategy} {level_plan.level:g}")
@@ -385,6 +386,7 @@ class ExperimentRunner:
             cooldown_s=load.cooldown_s,
             max_concurrency=load.max_concurrency,
             seed=seed,
+            stagger_s=load.effective_stagger_s(),
         )
 
     def _sweep_rate(self, plan: CellPlan) -> float:

@@ -100,7 +100,7 @@ async def _run_strategy(ctx: LevelContext, plan: LevelPlan, start_perf: float) -
     if plan.strategy == "synchronous":
         await run_concurrent(ctx, 1)
     elif plan.strategy == "concurrent":
-        await run_concurrent(ctx, int(plan.level))
+        await run_concurrent(ctx, int(plan.level), plan.stagger_s, plan.seed)
     elif plan.strategy == "throughput":
         slots = iter(lambda: start_perf, None)  # every slot due at once
         await run_rate(ctx, slots, int(plan.max_concurrency or plan.level), schedule_is_slot=False)

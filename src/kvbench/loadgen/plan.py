@@ -51,6 +51,10 @@ class LevelPlan:
     # Set for a level that only primes the cache: its records carry this phase (decided here, once;
     # nothing rewrites a record's phase afterwards). None: the window decides (warmup/measure/...).
     record_phase: Phase | None = None
+    # concurrent: stream i sends its first request stagger_offsets_s(...)[i] seconds after the level
+    # starts (seeded uniform offsets in [0, stagger_s)), so fixed-length streams do not run in
+    # lock-step waves. 0 = every stream starts at once.
+    stagger_s: float = 0.0
 
 
 class RunClock:

@@ -2,7 +2,9 @@
 
 - concurrent(N): N conversations in flight; a conversation's turns run one after another with its
   think time between them; when one ends the next conversation (list order) starts. synchronous is
-  concurrent(1).
+  concurrent(1). With `stagger_s` > 0 stream i starts after a seeded offset drawn uniformly from
+  [0, stagger_s) (stream 0 at 0): N identical streams started together would otherwise be sent,
+  batched and finished together, in waves, for the whole level.
 - constant(rate) / poisson(rate, seed): request slots at the rate; each slot takes the oldest
   follow-up turn that is ready (its previous turn finished + think time has passed), else starts
   the next conversation. So the request rate is the level, and conversations interleave. An
@@ -61,14 +63,28 @@ async def cancel_and_wait(tasks: set[asyncio.Task] | list[asyncio.Task]) -> None
         await asyncio.wait(tasks)
 
 
-async def run_concurrent(ctx: LevelContext, conversations_in_flight: int) -> None:
+def stagger_offsets_s(streams: int, stagger_s: float, seed: int) -> list[float]:
+    """Start offsets of `streams` streams: 0 for the first, seeded uniform [0, stagger_s) for the rest
+    (sorted, so stream index order is start order). All 0 when stagger_s <= 0 or one stream."""
+    if streams <= 1 or stagger_s <= 0:
+        return [0.0] * max(streams, 0)
+    rng = random.Random(f"stagger:{seed}")
+    return [0.0] + sorted(rng.uniform(0.0, stagger_s) for _ in range(streams - 1))
+
+
+async def run_concurrent(
+    ctx: LevelContext, conversations_in_flight: int, stagger_s: float = 0.0, seed: int = 0
+) -> None:
+    start_perf = time.perf_counter()
+    offsets = stagger_offsets_s(conversations_in_flight, stagger_s, seed)
     workers = [
-        asyncio.ensure_future(_conversation_worker(ctx)) for _ in range(conversations_in_flight)
+        asyncio.ensure_future(_conversation_worker(ctx, start_perf + offset)) for offset in offsets
     ]
     await wait_all_or_cancel(workers)
 
 
-async def _conversation_worker(ctx: LevelContext) -> None:
+async def _conversation_worker(ctx: LevelContext, first_send_perf: float) -> None:
+    await sleep_until(first_send_perf)
     while True:
         scheduled = time.perf_counter()
         if ctx.window.phase_at(scheduled) is None:

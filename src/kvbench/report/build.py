@@ -30,8 +30,10 @@ from kvbench.analysis.twins import downgrade, failed_models, twin_checks, twin_d
 from kvbench.analysis.validity import Thresholds, run_checks
 from kvbench.errors import UserError
 from kvbench.report import figures, figures_latency, figures_server
+from kvbench.report.data import ReportData
 from kvbench.report.html import write_html
-from kvbench.report.markdown import ReportData, render
+from kvbench.report.markdown import render
+from kvbench.report.run_facts import reproduce_command, write_spec_snapshot
 from kvbench.results.layout import REPORT_DIR
 
 FORMATS = ("md", "csv", "png", "html", "br")
@@ -50,6 +52,7 @@ def build_report(run_dir: Path, formats: list[str], thresholds: Thresholds = Thr
     report_dir = run_dir / REPORT_DIR
     report_dir.mkdir(parents=True, exist_ok=True)
     data = compile_report(run, thresholds)
+    data.reproduce = reproduce_command(run, write_spec_snapshot(run, report_dir))
     if "csv" in formats:
         write_csvs(data, report_dir)
     if "png" in formats or "html" in formats:
@@ -107,6 +110,7 @@ def compile_report(run: RunData, thresholds: Thresholds = Thresholds()) -> Repor
         routing_sentences=sentences,
         router_scorers=scorers,
         hit_splits=splits,
+        twins=twins,
     )
 
 

@@ -1,22 +1,16 @@
-"""REPORT.md: header (system under test first), validity checks, findings and guidance, peak table,
-figures, server metrics, per-model details, methodology."""
+"""REPORT.md, in reading order: the answer first (verdict table and recommended configuration per
+model), key findings, what was run, validity checks; then throughput, latency, prefix hits, Redis
+vs Valkey, routing and server metrics, each with its figures beside its text; per-model details,
+detailed findings and guidance, limitations, methodology and the reproduce command."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import pandas as pd
-
-from kvbench.analysis.check_names import AA_TWINS_AGREE as AA_CHECK
-from kvbench.analysis.guidance import CONFIRM_REPEATS, EQUIVALENCE_MARGIN_PCT, Finding
-from kvbench.analysis.hits import HIT_SHARE_OF_PROMPT, HitSplit
-from kvbench.analysis.latency import LatencyComparison
-from kvbench.analysis.load import RunData
+from kvbench.analysis.guidance import CONFIRM_REPEATS, EQUIVALENCE_MARGIN_PCT
+from kvbench.analysis.hits import HIT_SHARE_OF_PROMPT
 from kvbench.analysis.metrics import TPOT_DEFINITION
-from kvbench.analysis.peaks import Peak, fmt_tok_s
+from kvbench.analysis.peaks import fmt_tok_s
 from kvbench.analysis.stats import (
     CONFIDENCE,
     EVIDENCE_PAIRED,
@@ -26,70 +20,35 @@ from kvbench.analysis.stats import (
     N_BOOT,
 )
 from kvbench.analysis.twins import builtin_twin_pairs
-from kvbench.analysis.validity import Check, CheckStatus, Thresholds
-from kvbench.report.figures import Skipped
+from kvbench.report.answer import answer_section, key_findings
+from kvbench.report.closing import limitations_section, redis_valkey_section, reproduce_section
+from kvbench.report.data import ReportData
+from kvbench.report.figure_text import figure_block, figure_blocks
 from kvbench.report.sections import hit_split_section, latency_section, routing_section
+from kvbench.report.setup_section import setup_section
+from kvbench.report.tables import md_table as _table
+from kvbench.report.tables import num as _num
+from kvbench.report.validity_section import validity_section
 
-FIGURE_CAPTIONS = {
-    "peak_throughput_all_scenarios.png": "Peak output throughput per model and scenario",
-    "latency_comparison_all.png": "TTFT and TPOT at each scenario's peak",
-    "performance_delta_heatmap_all.png": "Peak-throughput delta vs baseline (n.s. = not significant)",
-    "pcp_kv_cache_usage.png": "GPU KV-cache usage over the peak cells",
-    "pcp_request_queues.png": "Running and waiting requests at peak",
-    "pcp_prefix_cache_hits.png": "Prefix-cache hit rate and tier shares at peak",
-    "pcp_memory_usage.png": "Server process memory over the peak cells",
-    "pcp_correlation_heatmap.png": "Correlation between server metrics and performance",
-    "ttft_by_turn.png": "TTFT by conversation turn",
-    "ttft_by_reused_prefix.png": "TTFT by reused-prefix length",
-    "ttft_delta_heatmap.png": "TTFT delta vs baseline at the common load level (n.s. = not significant)",
-    "ttft_by_reuse_distance.png": "TTFT by reuse distance (seconds since the reused prefix was last sent)",
-}
+__all__ = ["ReportData", "render"]
 
-
-@dataclass
-class ReportData:
-    run: RunData
-    metrics: pd.DataFrame
-    level_summary: pd.DataFrame
-    peaks: list[Peak]
-    server_peak: pd.DataFrame
-    checks: list[Check]
-    findings: list[Finding]
-    guidance: list[Finding]
-    thresholds: Thresholds
-    figures: list[Path | Skipped] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)  # other files written (CSV, BR)
-    latency: list[LatencyComparison] = field(default_factory=list)
-    routing_endpoints: pd.DataFrame = field(default_factory=pd.DataFrame)
-    routing_predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
-    routing_sentences: list[str] = field(default_factory=list)
-    router_scorers: dict[str, str] = field(
-        default_factory=dict
-    )  # "model|scenario" -> scorers with weights
-    hit_splits: list[HitSplit] = field(default_factory=list)
-
-
-def _num(value, fmt: str = "{:.1f}") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return fmt.format(value)
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
-    return lines
+THROUGHPUT_RULE = (
+    "Throughput = output tokens of successful measure-phase requests / measure-window seconds "
+    "(the same number in every output of kvbench)."
+)
 
 
 def render(data: ReportData) -> str:
     sections = [
         _header(data),
-        _validity(data),
-        _findings(data),
+        answer_section(data),
+        key_findings(data),
+        setup_section(data),
+        validity_section(data),
         _peak_section(data),
-        latency_section(data.latency, data.run.baseline),
+        latency_section(data.latency, data.run.baseline) + _latency_figures(data),
         hit_split_section(data.hit_splits, data.run.baseline),
-        _figures(data),
+        redis_valkey_section(data),
         routing_section(
             data.routing_endpoints,
             data.routing_predictions,
@@ -98,9 +57,23 @@ def render(data: ReportData) -> str:
         ),
         _server_section(data),
         _details(data),
+        _findings(data),
+        limitations_section(data),
         _methodology(data),
+        reproduce_section(data),
     ]
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
+
+
+def _latency_figures(data: ReportData) -> list[str]:
+    names = (
+        "latency_comparison_all.png",
+        "ttft_delta_heatmap.png",
+        "ttft_by_turn.png",
+        "ttft_by_reused_prefix.png",
+        "ttft_by_reuse_distance.png",
+    )
+    return [""] + [line for name in names for line in figure_block(data, name)]
 
 
 def _emulation_notes(details: dict) -> list[str]:
@@ -135,88 +108,18 @@ def _header(data: ReportData) -> list[str]:
     else:
         nature = "measured on the system described"
     statuses = Counter(c.info.status.value for c in data.run.cells)
+    cells = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     return [
         f"# kvbench report: {m.run_name}",
         "",
         f"**System under test:** {sut.description} (kind `{sut.kind}`). **{nature}.**",
         "",
         *_emulation_notes(sut.details),
-        f"- Run: `{m.run_name}`, started {m.created_at}, finished {m.finished_at or 'not recorded (interrupted?)'}",
-        f"- Cells: {len(data.run.cells)} in total, "
-        + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())),
-        f"- Models: {', '.join(data.run.models()) or 'none'}; scenarios: {', '.join(data.run.scenarios()) or 'none'}",
-        f"- Baseline scenario: `{data.run.baseline}`; load strategy `{m.strategy}` "
-        f"(level = {'concurrent streams' if m.strategy == 'concurrent' else 'requests per second'})",
-        f"- kvbench {m.kvbench_version}",
+        f"- Run `{m.run_name}`: {len(data.run.cells)} cells ({cells}); models "
+        f"{', '.join(m_.split('/')[-1] for m_ in data.run.models()) or 'none'}; baseline "
+        f"`{data.run.baseline}`; started {m.created_at}, finished "
+        f"{m.finished_at or 'not recorded (interrupted?)'}; kvbench {m.kvbench_version}.",
     ]
-
-
-def _validity(data: ReportData) -> list[str]:
-    lines = (
-        ["## Validity checks", ""]
-        + _aa_lines(data.checks)
-        + [
-            "",
-            "Checks on whether this run could show a difference at all. FLAG rows qualify every number below.",
-        ]
-    )
-    flags = [
-        c for c in data.checks if c.status == CheckStatus.FLAG and c.name != AA_CHECK
-    ]  # A/A: shown above
-    if flags:
-        lines += [""] + _table(["check", "subject", "evidence"], _flag_rows(flags))
-    else:
-        lines += ["", "No check flagged a problem."]
-    by_name: dict[str, Counter] = {}
-    for c in data.checks:
-        by_name.setdefault(c.name, Counter())[c.status.value] += 1
-    lines += ["", "Summary per check:"]
-    for name, counts in by_name.items():
-        lines.append(f"- {name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    skipped = {c.name: c.evidence for c in data.checks if c.status == CheckStatus.SKIP}
-    for name, why in skipped.items():
-        lines.append(f'  - {name} skipped where data was absent, e.g. "{why}"')
-    return lines
-
-
-FLAG_ROWS_PER_CHECK = (
-    3  # beyond this, one summary row per check; every row is in validity_checks.csv
-)
-
-
-def _flag_rows(flags: list[Check]) -> list[list[str]]:
-    """The first flags of each check in full, then one row counting the rest, so a large matrix
-    (the seed evaluation has 224 cells) keeps its validity section readable."""
-    rows: list[list[str]] = []
-    shown: Counter[str] = Counter()
-    for check in flags:
-        shown[check.name] += 1
-        if shown[check.name] <= FLAG_ROWS_PER_CHECK:
-            rows.append([f"**FLAG** {check.name}", check.subject, check.evidence])
-    for name, count in shown.items():
-        if count > FLAG_ROWS_PER_CHECK:
-            rest = count - FLAG_ROWS_PER_CHECK
-            rows.append(
-                [
-                    f"**FLAG** {name}",
-                    f"{rest} more",
-                    f"the same check flagged {rest} more subjects: see `validity_checks.csv`",
-                ]
-            )
-    return rows
-
-
-def _aa_lines(checks: list[Check]) -> list[str]:
-    """The A/A twin check first: it says whether the intervals below can be trusted at all."""
-    aa = [c for c in checks if c.name == AA_CHECK]
-    lines = []
-    for c in aa:
-        mark = {CheckStatus.FLAG: "**FLAG**", CheckStatus.OK: "ok", CheckStatus.SKIP: "skipped"}[
-            c.status
-        ]
-        subject = "" if c.subject == "run" else f" ({c.subject.split('/')[-1]})"
-        lines.append(f"- **A/A twin check**{subject}: {mark}: {c.evidence}.")
-    return lines
 
 
 def _single_repeat(data: ReportData) -> bool:
@@ -226,13 +129,13 @@ def _single_repeat(data: ReportData) -> bool:
 
 
 def _findings(data: ReportData) -> list[str]:
-    lines = ["## Findings", ""]
+    lines = ["## Findings in detail", ""]
     lines += [f"- *{f.rule}*: {f.text}" for f in data.findings] or [
         "- No findings: no successful cell."
     ]
     lines += [
         "",
-        "## Deployment guidance",
+        "## Deployment guidance in detail",
         "",
         "Rules: for throughput, recommend a scenario only for a significant throughput gain at its peak; "
         "for latency, only for a significant reduction of the TTFT **mean** at the common load level without "
@@ -276,42 +179,35 @@ def _peak_section(data: ReportData) -> list[str]:
         "## Peak throughput",
         "",
         f"Output tok/s at each scenario's best load level: mean over repeats [{pct} % CI]; delta vs "
-        f"`{data.run.baseline}` at its own peak [{pct} % CI]. Data: `peak_throughput_all.csv`.",
+        f"`{data.run.baseline}` at its own peak [{pct} % CI]. {THROUGHPUT_RULE} "
+        "Data: `peak_throughput_all.csv`.",
         "",
     ]
-    return lines + (
-        _table(
-            [
-                "Model",
-                "Scenario",
-                "Peak tok/s",
-                "Level",
-                "Repeats",
-                "vs baseline",
-                "Verdict",
-                "Evidence",
-            ],
-            rows,
-        )
-        if rows
-        else ["No successful cell."]
+    if not rows:
+        return lines + ["No successful cell."] + [""] + _throughput_figures(data)
+    table = _table(
+        [
+            "Model",
+            "Scenario",
+            "Peak tok/s",
+            "Level",
+            "Repeats",
+            "vs baseline",
+            "Verdict",
+            "Evidence",
+        ],
+        rows,
     )
+    return lines + table + [""] + _throughput_figures(data)
 
 
-def _figures(data: ReportData) -> list[str]:
-    lines = ["## Figures", ""]
-    for item in data.figures:
-        if isinstance(item, Skipped):
-            continue
-        caption = (
-            FIGURE_CAPTIONS.get(item.name)
-            or f"Throughput vs load: {item.stem.replace('throughput_curve_', '').replace('_all', '')}"
-        )
-        lines += [f"![{caption}]({item.name})", f"*{caption}*", ""]
-    skipped = [f for f in data.figures if isinstance(f, Skipped)]
-    if skipped:
-        lines += ["Figures not drawn:"] + [f"- `{s.name}`: {s.reason}" for s in skipped]
-    return lines
+def _throughput_figures(data: ReportData) -> list[str]:
+    return (
+        figure_block(data, "peak_throughput_all_scenarios.png")
+        + figure_blocks(data, "throughput_curve_")
+        + figure_blocks(data, "throughput_bars_")
+        + figure_block(data, "performance_delta_heatmap_all.png")
+    )
 
 
 def _server_section(data: ReportData) -> list[str]:
@@ -341,12 +237,17 @@ def _server_section(data: ReportData) -> list[str]:
         for r in rows_df.itertuples()
     ]
     lines += [
-        "Means over the measure window of the first repeat at each peak (all repeats in `pcp_metrics_peak.csv`). "
-        "Hit rate from counter increases; tier shares from per-request tier tokens where reported, else "
-        "`vllm:prompt_tokens_cached_by_source`.",
+        "Means over the measure window of the first repeat at each peak (all repeats in "
+        "`pcp_metrics_peak.csv`). Columns: KV % = GPU KV-cache usage (`vllm:kv_cache_usage_perc`); "
+        "**Prefix-cache hit %** = the engines' own counters, hit tokens / queried tokens "
+        "(`vllm:prefix_cache_hits` / `vllm:prefix_cache_queries`), over every lookup including "
+        "recomputed blocks, so it differs from the per-request hit share above; **CPU / remote "
+        "share %** = share of hit tokens served by that tier (per-request tier tokens where "
+        "reported, else `vllm:prompt_tokens_cached_by_source`); GPU→CPU / CPU→GPU MB = bytes the "
+        "offload connector moved.",
         "",
     ]
-    return lines + _table(
+    table = _table(
         [
             "Model",
             "Scenario",
@@ -355,7 +256,7 @@ def _server_section(data: ReportData) -> list[str]:
             "KV max %",
             "Running",
             "Waiting",
-            "Hit %",
+            "Prefix-cache hit %",
             "CPU share %",
             "Remote share %",
             "GPU→CPU MB",
@@ -365,13 +266,25 @@ def _server_section(data: ReportData) -> list[str]:
         ],
         rows,
     )
+    figures = [
+        line
+        for name in (
+            "pcp_kv_cache_usage.png",
+            "pcp_request_queues.png",
+            "pcp_prefix_cache_hits.png",
+            "pcp_memory_usage.png",
+            "pcp_correlation_heatmap.png",
+        )
+        for line in figure_block(data, name)
+    ]
+    return lines + table + [""] + figures
 
 
 def _details(data: ReportData) -> list[str]:
     lines = ["## Per-model details", ""]
     summary = data.level_summary
     if summary.empty:
-        return lines + ["No successful cell."]
+        return lines + ["No successful cell."] + _cell_table(data)
     for model, group in summary.groupby("model"):
         rows = [
             [
@@ -403,7 +316,37 @@ def _details(data: ReportData) -> list[str]:
             )
             + [""]
         )
-    return lines
+    return lines + _cell_table(data)
+
+
+def _cell_table(data: ReportData) -> list[str]:
+    """Every cell with its status, measure window and the engines' addresses in that cell."""
+    rows = []
+    for cell in data.run.cells:
+        info = cell.info
+        window = (
+            f"{info.measure_end_s - info.measure_start_s:.1f}"
+            if info.measure_start_s is not None and info.measure_end_s is not None
+            else "n/a"
+        )
+        engines = ", ".join(
+            f"{name} {url.removesuffix('/metrics')}"
+            for name, url in sorted(info.sources.items())
+            if name.startswith("engine")
+        )
+        rows.append([info.cell_id, info.status.value, window, engines or "n/a", info.error or ""])
+    if not rows:
+        return []
+    return (
+        [
+            "### Cells",
+            "",
+            "Engines are named `engine-N` everywhere; their addresses changed per cell:",
+            "",
+        ]
+        + _table(["Cell", "Status", "Window s", "Engines", "Error"], rows)
+        + [""]
+    )
 
 
 def _methodology(data: ReportData) -> list[str]:

@@ -103,8 +103,9 @@ def hit_split_section(splits: list[HitSplit], baseline: str) -> list[str]:
     if not splits:
         return lines + ["No split: no latency comparison."]
     lines += [
-        f"Same cells as the table above (common level, repeats pooled). Hit = cached tokens >= "
-        f"{HIT_SHARE_OF_PROMPT:.0%} of the prompt; requests without reported cached tokens are 'unknown'. A "
+        f"Same cells as the table above (common level, repeats pooled). **Hit request** = a request "
+        f"whose cached tokens cover >= {HIT_SHARE_OF_PROMPT:.0%} of its prompt; **hit share %** = hit "
+        "requests / requests with known cached tokens; requests without reported cached tokens are 'unknown'. A "
         "TTFT change comes from more hits (share), faster hits or faster misses. Data: `ttft_hits_misses.csv`.",
         "",
     ]
@@ -152,8 +153,10 @@ def routing_section(
     if endpoints.empty:
         return lines + ["No per-request endpoint recorded: no routing view."]
     lines += [
-        "Peak cells, successful measure-phase requests. Hit rate = cached tokens / prompt tokens of the requests "
-        "served there. Data: `routing_endpoints.csv`, `routing_predictions.csv`.",
+        "Peak cells, successful measure-phase requests. **Cached-token share %** = cached tokens / "
+        "prompt tokens of the requests an engine served (engines are named `engine-N`; their "
+        "addresses per cell are in the Cells table). Data: `routing_endpoints.csv`, "
+        "`routing_predictions.csv`.",
         "",
     ]
     lines += [f"- {s}" for s in sentences] + [""]
@@ -170,7 +173,16 @@ def routing_section(
         for r in endpoints.itertuples()
     ]
     lines += _table(
-        ["Model", "Scenario", "Level", "Endpoint", "Requests", "Share %", "Hit rate %"], rows
+        [
+            "Model",
+            "Scenario",
+            "Level",
+            "Engine",
+            "Requests",
+            "Request share %",
+            "Cached-token share %",
+        ],
+        rows,
     )
     if not predictions.empty:
         lines += [

@@ -59,6 +59,9 @@ class LevelPlanFacts(_Strict):
     cooldown_s: float = 0.0
     max_concurrency: int | None = None
     seed: int = 0
+    # concurrent: streams' first requests spread over this many seconds (seeded); None = a run
+    # made before streams were staggered (all at once)
+    stagger_s: float | None = None
 
 
 class DeploymentRecord(_Strict):

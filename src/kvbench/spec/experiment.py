@@ -132,6 +132,9 @@ WorkloadSpec = Annotated[
 # ----------------------------------------------------------------------------- load
 
 
+DEFAULT_STAGGER_S = 1.0  # stagger window when neither stagger_s nor warmup_s is set
+
+
 class LoadSpec(StrictModel):
     """How requests are offered. `levels` are concurrencies (concurrent) or rates in req/s."""
 
@@ -155,6 +158,19 @@ class LoadSpec(StrictModel):
     )
     api: Literal["completions", "chat"] = "completions"
     stream: bool = True
+    stagger_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="concurrent: spread the streams' first requests over this many seconds "
+        "(seeded uniform offsets) so identical streams do not run in lock-step waves; "
+        "null = the warm-up length when warmup_s > 0, else 1 s; 0 = all streams start at once",
+    )
+
+    def effective_stagger_s(self) -> float:
+        """The stagger window the concurrent strategy uses (see `stagger_s`)."""
+        if self.stagger_s is not None:
+            return self.stagger_s
+        return self.warmup_s if self.warmup_s > 0 else DEFAULT_STAGGER_S
 
     @model_validator(mode="after")
     def _needs_a_stop(self) -> LoadSpec:
