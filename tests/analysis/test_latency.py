@@ -62,7 +62,7 @@ def test_single_repeat_planted_minus_30_percent_ttft_is_indicative_and_not_recom
         "keep **no-offload** for TTFT too" in guidance.text
         and "**lmcache-local**" not in guidance.text
     )
-    assert "Indicative: lmcache-local lowers TTFT mean by -29." in guidance.text
+    assert "Indicative: lmcache-local lowers TTFT mean by 29." in guidance.text
     assert "in this run (1 repeat per side); confirm with repeats: 3." in guidance.text
     assert guidance.text.endswith("confirm with repeats: 3.")
     (finding,) = latency_findings(comparisons, run.baseline)
@@ -86,7 +86,7 @@ def test_three_repeat_planted_ttft_reduction_is_recommended(tmp_path):
     c = _one(comparisons, "lmcache-local", "ttft_mean")
     assert (c.verdict, c.delta.evidence) == ("lower", "paired-repeats")
     (guidance,) = latency_guidance(comparisons, peaks, run.baseline)
-    assert "**lmcache-local** lowers TTFT mean significantly by -29." in guidance.text
+    assert "**lmcache-local** significantly lowers TTFT mean by 29." in guidance.text
     assert -35 < c.delta.low_pct < c.delta.high_pct < -25
     assert "Indicative" not in guidance.text
 

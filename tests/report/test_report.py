@@ -190,9 +190,12 @@ def test_full_report_on_synthetic_run(tmp_path):
     assert "EMULATED" in text.splitlines()[2]
     assert "1 failed" in text and "## Validity checks" in text and "## Deployment guidance" in text
     assert (
-        text.index("## Validity checks")
-        < text.index("## Findings")
+        text.index("## Answer")
+        < text.index("## Key findings")
+        < text.index("## What was run")
+        < text.index("## Validity checks")
         < text.index("## Peak throughput")
+        < text.index("## Findings in detail")
     )
     for name in (
         "peak_throughput_all_scenarios.png",
@@ -233,9 +236,9 @@ def test_guidellm_like_run_without_server_metrics_reports(tmp_path):
     report = build_report(run_dir, ["md", "csv", "png"])
     text = (report / "REPORT.md").read_text()
     assert "No server metrics in this run" in text
-    assert "`pcp_kv_cache_usage.png`: no vllm:kv_cache_usage_perc samples" in text
+    assert "Figure `pcp_kv_cache_usage.png` not drawn: no vllm:kv_cache_usage_perc samples" in text
     assert "FLAG** cached tokens reported" in text
-    assert "memory pressure: 1 skipped" in text
+    assert "memory pressure (Qwen/Qwen3-8B): skipped: no vllm:kv_cache_usage_perc samples" in text
     assert (report / "peak_throughput_all_scenarios.png").exists()
 
 
@@ -253,7 +256,7 @@ def test_run_without_any_successful_cell_still_reports(tmp_path, cells):
     report = build_report(write_run(tmp_path, cells), ["md", "csv", "png", "html", "br"])
     text = (report / "REPORT.md").read_text()
     assert "## Peak throughput" in text and "No successful cell." in text
-    assert "`peak_throughput_all_scenarios.png`: no successful cell" in text
+    assert "Figure `peak_throughput_all_scenarios.png` not drawn: no successful cell" in text
 
 
 def test_single_repeat_report_states_the_evidence_rule_and_the_same_verdicts_as_the_csvs(tmp_path):
@@ -312,7 +315,7 @@ def test_header_states_the_lmcache_remote_payload_scale_of_an_emulated_stack():
 
 def test_validity_table_shows_three_flags_per_check_and_counts_the_rest():
     from kvbench.analysis.validity import Check, CheckStatus
-    from kvbench.report.markdown import _flag_rows
+    from kvbench.report.validity_section import flag_rows as _flag_rows
 
     flags = [Check("reuse opportunity", CheckStatus.FLAG, f"cell{i}", "0% reuse") for i in range(5)]
     flags.append(Check("client keeps up", CheckStatus.FLAG, "cell9", "client-bound"))

@@ -159,7 +159,11 @@ def answer_section(data: ReportData) -> list[str]:
 
 
 def key_findings(data: ReportData) -> list[str]:
-    lines = ["## Key findings", ""]
+    sentences = key_finding_sentences(data)
+    return ["## Key findings", ""] + ([f"- {s}" for s in sentences] or ["- No successful cell."])
+
+
+def key_finding_sentences(data: ReportData) -> list[str]:
     sentences: list[str] = []
     for model in dict.fromkeys(p.model for p in data.peaks):
         sentences += _throughput_sentences(data, model)
@@ -171,7 +175,7 @@ def key_findings(data: ReportData) -> list[str]:
             "Each scenario ran once: every significant result is indicative until repeated "
             "(`repeats: 3` measures run-to-run variance)."
         )
-    return lines + ([f"- {s}" for s in sentences] or ["- No successful cell."])
+    return sentences
 
 
 def _throughput_sentences(data: ReportData, model: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""`kvbench report RUN_DIR --format md,csv,png,html,br`: compile the analysis and write the report dir.
+"""`kvbench report RUN_DIR --format md,csv,png,html,json,br`: compile the analysis and write the report dir.
 
 Deterministic: the bootstrap RNG is seeded from the run's spec seed (0 when absent), so rebuilding a
 report from the same run directory gives the same numbers.
@@ -36,7 +36,7 @@ from kvbench.report.markdown import render
 from kvbench.report.run_facts import reproduce_command, write_spec_snapshot
 from kvbench.results.layout import REPORT_DIR
 
-FORMATS = ("md", "csv", "png", "html", "br")
+FORMATS = ("md", "csv", "png", "html", "json", "br")
 
 
 def build_report(run_dir: Path, formats: list[str], thresholds: Thresholds = Thresholds()) -> Path:
@@ -62,6 +62,13 @@ def build_report(run_dir: Path, formats: list[str], thresholds: Thresholds = Thr
     if "br" in formats:
         br_export.export_run(run, report_dir / "br")
         data.outputs.append("br")
+    if "json" in formats:
+        from kvbench.report.answer import key_finding_sentences
+        from kvbench.report.summary_json import build_summary
+
+        summary = build_summary(data, key_finding_sentences(data))
+        (report_dir / "summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
+        data.outputs.append("json")
     text = render(data)
     if "md" in formats:
         (report_dir / "REPORT.md").write_text(text)

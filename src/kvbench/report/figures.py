@@ -13,10 +13,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from kvbench.analysis.load import measure_requests  # noqa: E402
 from kvbench.analysis.metrics import ok_requests  # noqa: E402
 from kvbench.analysis.peaks import Peak, level_summary  # noqa: E402
+from kvbench.report.figures_delta import draw_delta_grid  # noqa: E402
 
 DPI = 110
 
@@ -29,9 +31,20 @@ class Skipped:
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")  # keeps a legend placed outside the axes
     plt.close(fig)
     return path
+
+
+def legend_outside(ax) -> None:
+    """The legend right of the axes, never over the data."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def _whisker(interval) -> float:
+    """Half-width of the 95 % interval over repeats; 0 where one repeat gives no interval."""
+    return 0.0 if math.isnan(interval.high) else interval.high - interval.mean
 
 
 def _scenario_colors(scenarios: list[str]) -> dict[str, tuple]:
@@ -46,7 +59,10 @@ def peak_throughput_bars(peaks: list[Peak], scenarios: list[str], out: Path) -> 
     models = sorted({p.model for p in peaks})
     colors = _scenario_colors(scenarios)
     width = 0.8 / max(1, len(scenarios))
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(models) * max(1, len(scenarios)) / 3), 4.5))
+    one_repeat = all(p.throughput.n < 2 for p in peaks)
+    fig, ax = plt.subplots(
+        figsize=(max(7, 1.8 * len(models) * max(1, len(scenarios)) / 3 + 2), 4.5)
+    )
     for j, scenario in enumerate(scenarios):
         xs, ys, errs = [], [], []
         for i, model in enumerate(models):
@@ -55,57 +71,94 @@ def peak_throughput_bars(peaks: list[Peak], scenarios: list[str], out: Path) -> 
                 continue
             xs.append(i + j * width)
             ys.append(peak.throughput.mean)
-            half = (
-                (peak.throughput.high - peak.throughput.mean)
-                if not math.isnan(peak.throughput.high)
-                else 0.0
-            )
-            errs.append(half)
-        ax.bar(xs, ys, width, yerr=errs, capsize=3, label=scenario, color=colors[scenario])
+            errs.append(_whisker(peak.throughput))
+        ax.bar(
+            xs,
+            ys,
+            width,
+            yerr=None if one_repeat else errs,
+            capsize=3,
+            label=scenario,
+            color=colors[scenario],
+        )
     ax.set_xticks([i + width * (len(scenarios) - 1) / 2 for i in range(len(models))])
     ax.set_xticklabels([m.split("/")[-1] for m in models])
     ax.set_ylabel("peak output throughput (tok/s)")
-    ax.set_title("Peak output throughput by scenario (error bars: 95 % CI over repeats)")
-    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(
+        "Peak output throughput by scenario"
+        + (" (one repeat: no interval)" if one_repeat else " (whiskers: 95 % CI over repeats)")
+    )
+    legend_outside(ax)
     return _save(fig, out / name)
 
 
 def throughput_curves(
     metrics: pd.DataFrame, scenarios: list[str], out: Path
 ) -> list[Path | Skipped]:
+    """Per model: throughput vs load with 95 % whiskers; with one load level, bars with whiskers
+    (a 'curve' of single dots says nothing)."""
     summary = level_summary(metrics)
     if summary.empty:
         return [Skipped("throughput_curve_<model>_all.png", "no successful cell")]
     colors = _scenario_colors(scenarios)
     written: list[Path | Skipped] = []
     for model, group in summary.groupby("model"):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        short = model.split("/")[-1]
+        if group["level"].nunique() == 1:
+            written.append(
+                _throughput_bars(group, scenarios, colors, out / f"throughput_bars_{short}.png")
+            )
+            continue
+        fig, ax = plt.subplots(figsize=(8, 4.5))
         for scenario in scenarios:
             rows = group[group["scenario"] == scenario].sort_values("level")
             if rows.empty:
                 continue
-            ax.plot(
+            half = (rows["output_tok_s_ci_high"] - rows["output_tok_s_mean"]).fillna(0.0)
+            ax.errorbar(
                 rows["level"],
                 rows["output_tok_s_mean"],
+                yerr=half if half.gt(0).any() else None,
                 marker="o",
+                capsize=3,
                 label=scenario,
                 color=colors[scenario],
             )
-            if rows["output_tok_s_ci_low"].notna().any():
-                ax.fill_between(
-                    rows["level"],
-                    rows["output_tok_s_ci_low"],
-                    rows["output_tok_s_ci_high"],
-                    alpha=0.15,
-                    color=colors[scenario],
-                )
         ax.set_xlabel("load level")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("output throughput (tok/s)")
-        short = model.split("/")[-1]
-        ax.set_title(f"{short}: throughput vs load, all scenarios")
-        ax.legend(fontsize=8)
+        ax.set_title(f"{short}: throughput vs load (whiskers: 95 % CI over repeats)")
+        legend_outside(ax)
         written.append(_save(fig, out / f"throughput_curve_{short}_all.png"))
     return written
+
+
+def _throughput_bars(group: pd.DataFrame, scenarios: list[str], colors: dict, path: Path) -> Path:
+    rows = group.set_index("scenario")
+    present = [s for s in scenarios if s in rows.index]
+    means = [float(rows.loc[s, "output_tok_s_mean"]) for s in present]
+    half = [
+        float(rows.loc[s, "output_tok_s_ci_high"] - rows.loc[s, "output_tok_s_mean"])
+        for s in present
+    ]
+    has_interval = not all(math.isnan(h) for h in half)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(present) + 2), 4.5))
+    ax.bar(
+        range(len(present)),
+        means,
+        yerr=[0.0 if math.isnan(h) else h for h in half] if has_interval else None,
+        capsize=4,
+        color=[colors[s] for s in present],
+    )
+    ax.set_xticks(range(len(present)), present, rotation=30, ha="right")
+    ax.set_ylim(0, max(means) * 1.15 if means else 1)
+    level = float(group["level"].iloc[0])
+    ax.set_ylabel("output throughput (tok/s)")
+    ax.set_title(
+        f"{group['model'].iloc[0].split('/')[-1]} at level {level:g}"
+        + (" (whiskers: 95 % CI over repeats)" if has_interval else " (one repeat: no interval)")
+    )
+    return _save(fig, path)
 
 
 def latency_comparison(
@@ -140,7 +193,7 @@ def latency_comparison(
             f"{metric.upper()} at each scenario's peak"
             + (" (vLLM TPOT)" if metric == "tpot" else "")
         )
-    axes[0].legend(fontsize=8)
+    legend_outside(axes[1])
     return _save(fig, out / name)
 
 
@@ -151,20 +204,12 @@ def delta_heatmap(peaks: list[Peak], baseline: str, out: Path) -> Path | Skipped
         return Skipped(name, f"no scenario with a delta against the baseline {baseline}")
     models = sorted({p.model for p in others})
     scenarios = list(dict.fromkeys(p.scenario for p in others))
-    grid = np.full((len(models), len(scenarios)), np.nan)
-    for p in others:
-        grid[models.index(p.model), scenarios.index(p.scenario)] = p.delta.delta_pct
-    limit = max(5.0, float(np.nanmax(np.abs(grid))))
-    fig, ax = plt.subplots(figsize=(1.6 * len(scenarios) + 2, 0.8 * len(models) + 2))
-    image = ax.imshow(grid, cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
-    for p in others:
-        i, j = models.index(p.model), scenarios.index(p.scenario)
-        mark = "" if p.delta.significant else "\n(n.s.)"
-        ax.text(j, i, f"{p.delta.delta_pct:+.1f}%{mark}", ha="center", va="center", fontsize=8)
+    cells = {(models.index(p.model), scenarios.index(p.scenario)): p.delta for p in others}
+    fig, ax = plt.subplots(figsize=(1.6 * len(scenarios) + 3, 0.8 * len(models) + 2))
+    draw_delta_grid(ax, fig, cells, (len(models), len(scenarios)), "RdYlGn")
     ax.set_xticks(range(len(scenarios)), scenarios, rotation=30, ha="right")
     ax.set_yticks(range(len(models)), [m.split("/")[-1] for m in models])
-    ax.set_title(f"Peak throughput delta vs {baseline} (n.s. = interval contains 0)")
-    fig.colorbar(image, ax=ax, label="delta %")
+    ax.set_title(f"Peak throughput delta vs {baseline} (higher is better)")
     return _save(fig, out / name)
 
 
@@ -184,7 +229,13 @@ def ttft_by_turn(peaks: list[Peak], scenarios: list[str], out: Path) -> Path | S
     if data.empty or data["turn_index"].nunique() < 2:
         return Skipped(name, "requests carry fewer than two distinct turn indices")
     return _ttft_lines(
-        data, "turn_index", "turn index", scenarios, out / name, "TTFT p50 by turn (peak cells)"
+        data,
+        "turn_index",
+        "turn index",
+        scenarios,
+        out / name,
+        "TTFT p50 by turn (peak cells)",
+        integer_x=True,
     )
 
 
@@ -223,6 +274,7 @@ def _ttft_lines(
     title: str,
     min_per_point: int = 1,
     log_x: bool = False,
+    integer_x: bool = False,
 ) -> Path:
     """TTFT p50 per value of `key`, one line per scenario, one panel per model; a point needs
     `min_per_point` requests."""
@@ -245,8 +297,12 @@ def _ttft_lines(
             )
         if log_x:
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:.2g}"))
+        if integer_x:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{model}: {title}", fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("TTFT p50 (ms)")
-    axes[0][0].legend(fontsize=8)
+    legend_outside(axes[0][-1])
     return _save(fig, path)

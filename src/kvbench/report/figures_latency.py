@@ -10,6 +10,7 @@ import pandas as pd
 from kvbench.analysis.latency import LatencyComparison, select
 from kvbench.analysis.peaks import Peak
 from kvbench.report.figures import Skipped, _peak_requests, _save, _ttft_lines, plt
+from kvbench.report.figures_delta import draw_delta_grid
 
 N_DISTANCE_BINS = 6
 MIN_PER_POINT = 3
@@ -58,20 +59,13 @@ def ttft_delta_heatmap(comparisons: list[LatencyComparison], out: Path) -> Path 
         for model in dict.fromkeys(c.model for c in common)
         for stat, label in HEATMAP_STATS
     ]
-    grid = np.full((len(rows), len(scenarios)), np.nan)
     cells = {}
     for i, (model, stat, _) in enumerate(rows):
         for c in select(common, model=model, stat=stat):
-            grid[i, scenarios.index(c.scenario)] = c.delta.delta_pct
             cells[(i, scenarios.index(c.scenario))] = c
-    limit = max(5.0, float(np.nanmax(np.abs(grid)))) if np.isfinite(grid).any() else 5.0
-    fig, ax = plt.subplots(figsize=(1.6 * len(scenarios) + 2.5, 0.7 * len(rows) + 2))
-    image = ax.imshow(
-        grid, cmap="RdYlGn_r", vmin=-limit, vmax=limit, aspect="auto"
-    )  # green = lower latency
-    for (i, j), c in cells.items():
-        mark = "" if c.delta.significant else "\n(n.s.)"
-        ax.text(j, i, f"{c.delta.delta_pct:+.1f}%{mark}", ha="center", va="center", fontsize=8)
+    fig, ax = plt.subplots(figsize=(1.6 * len(scenarios) + 3.5, 0.7 * len(rows) + 2))
+    deltas = {key: c.delta for key, c in cells.items()}
+    draw_delta_grid(ax, fig, deltas, (len(rows), len(scenarios)), "RdYlGn_r")  # green = lower
     ax.set_xticks(range(len(scenarios)), scenarios, rotation=30, ha="right")
     ax.set_yticks(
         range(len(rows)),
@@ -82,8 +76,7 @@ def ttft_delta_heatmap(comparisons: list[LatencyComparison], out: Path) -> Path 
         fontsize=8,
     )
     ax.set_title(
-        "TTFT delta vs baseline at the common load level (lower is better; n.s. = interval contains 0)",
+        "TTFT delta vs baseline at the common load level (lower is better)",
         fontsize=9,
     )
-    fig.colorbar(image, ax=ax, label="delta %")
     return _save(fig, out / name)

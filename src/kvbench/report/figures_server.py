@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 
 from kvbench.analysis.peaks import Peak  # noqa: E402
 from kvbench.analysis.server import KV_USAGE, RSS, RUNNING, WAITING, server_timeseries  # noqa: E402
-from kvbench.report.figures import Skipped, _save, _scenario_colors  # noqa: E402
+from kvbench.report.figures import Skipped, _save, _scenario_colors, legend_outside  # noqa: E402
 
 CORRELATION_COLUMNS = {
     "output_tok_s": "output tok/s",
@@ -61,7 +61,7 @@ def _timeseries_figure(
         ax.set_title(f"{model.split('/')[-1]} (peak cells; 0 = measure start)", fontsize=9)
         ax.set_xlabel("seconds")
         ax.set_ylabel(ylabel)
-    axes[0][0].legend(fontsize=8)
+    legend_outside(axes[0][-1])
     return _save(fig, out / name)
 
 
@@ -129,7 +129,7 @@ def _grouped_bars(
     )
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     return _save(fig, path)
 
 

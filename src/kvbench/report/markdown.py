@@ -214,9 +214,15 @@ def _server_section(data: ReportData) -> list[str]:
     lines = ["## Server metrics at peak", ""]
     rows_df = data.server_peak
     if rows_df.empty or not rows_df["has_server_metrics"].any():
-        return lines + [
-            "No server metrics in this run (e.g. an imported GuideLLM run): server-side checks were skipped."
-        ]
+        return (
+            lines
+            + [
+                "No server metrics in this run (e.g. an imported GuideLLM run): server-side checks "
+                "were skipped.",
+                "",
+            ]
+            + _server_figures(data)
+        )
     rows = [
         [
             r.model.split("/")[-1],
@@ -266,18 +272,18 @@ def _server_section(data: ReportData) -> list[str]:
         ],
         rows,
     )
-    figures = [
-        line
-        for name in (
-            "pcp_kv_cache_usage.png",
-            "pcp_request_queues.png",
-            "pcp_prefix_cache_hits.png",
-            "pcp_memory_usage.png",
-            "pcp_correlation_heatmap.png",
-        )
-        for line in figure_block(data, name)
-    ]
-    return lines + table + [""] + figures
+    return lines + table + [""] + _server_figures(data)
+
+
+def _server_figures(data: ReportData) -> list[str]:
+    names = (
+        "pcp_kv_cache_usage.png",
+        "pcp_request_queues.png",
+        "pcp_prefix_cache_hits.png",
+        "pcp_memory_usage.png",
+        "pcp_correlation_heatmap.png",
+    )
+    return [line for name in names for line in figure_block(data, name)]
 
 
 def _details(data: ReportData) -> list[str]:

@@ -107,6 +107,8 @@ def _workload(data: ReportData, all_setups: list[ScenarioSetup]) -> list[str]:
         )
     if first is not None and first.conversations is not None:
         lines.append(f"- Conversations per cell: {first.conversations:,}.")
+    if len(lines) == 2:
+        lines.append("- Not recorded in this run directory.")
     return lines + [""]
 
 
