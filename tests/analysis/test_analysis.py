@@ -104,7 +104,10 @@ def test_single_repeat_gain_is_indicative_and_not_recommended(tmp_path):
     )
     (deployment,) = guidance
     assert "keep **no-offload**" in deployment.text and "use **" not in deployment.text
-    assert "Indicative: native-offload raises peak output throughput by 9." in deployment.text and "(+9." in deployment.text
+    assert (
+        "Indicative: native-offload raises peak output throughput by 9." in deployment.text
+        and "(+9." in deployment.text
+    )
     assert deployment.text.endswith("confirm with repeats: 3.")
 
 

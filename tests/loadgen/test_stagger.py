@@ -2,7 +2,7 @@
 
 from tests.loadgen.conftest import conversation, run, single_pass
 
-from kvbench.loadgen.strategies import stagger_offsets_s
+from kvbench.loadgen.schedule import stagger_offsets_s
 from kvbench.spec.experiment import LoadSpec
 
 

@@ -136,3 +136,19 @@ def test_warmup_and_cooldown_phases_follow_the_window():
     assert phases[:2] == [(0.0, "warmup"), (0.5, "warmup")]
     assert {p for s, p in phases if 1.0 <= s < 3.0} == {"measure"}
     assert {p for s, p in phases if s >= 3.0} == {"cooldown"}
+
+
+def test_concurrent_streams_start_at_the_seeded_stagger_offsets():
+    from kvbench.loadgen.schedule import stagger_offsets_s
+
+    loop = EventLoop()
+    sender = FixedTimeSender(loop, 10.0)  # every stream still busy with its first request
+    win = LevelWindow(
+        start_perf=0.0, duration_s=None, max_requests=None, warmup_s=0.0, cooldown_s=0.0
+    )
+    source = ConversationSource(conversations(3, 1), cycle=win.cycles, seed=1)
+    built = build_strategy(loop, sender, win, source, "concurrent", 3, None, seed=3, stagger_s=2.0)
+    built.start()
+    loop.run(lambda: built.done and sender.in_flight == 0)
+    assert [sent for _, _, _, sent, _ in sender.sent] == stagger_offsets_s(3, 2.0, seed=3)
+    assert sender.sent[-1][3] > 0  # the streams did not all start at once

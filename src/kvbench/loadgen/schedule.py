@@ -28,6 +28,15 @@ def poisson_arrivals(start_s: float, rate_per_s: float, seed: int) -> Iterator[f
         slot += rng.expovariate(rate_per_s)
 
 
+def stagger_offsets_s(streams: int, stagger_s: float, seed: int) -> list[float]:
+    """Start offsets of `streams` streams: 0 for the first, seeded uniform [0, stagger_s) for the rest
+    (sorted, so stream index order is start order). All 0 when stagger_s <= 0 or one stream."""
+    if streams <= 1 or stagger_s <= 0:
+        return [0.0] * max(streams, 0)
+    rng = random.Random(f"stagger:{seed}")
+    return [0.0] + sorted(rng.uniform(0.0, stagger_s) for _ in range(streams - 1))
+
+
 class ReadyTurns:
     """Follow-up turns waiting for their ready time, oldest first; `running` = turns in flight
     (kept here, not read off the task set: a task leaves that set only after its done callback)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from kvbench.loadgen.executor import TurnExecutor
 from kvbench.loadgen.history import ConversationSource, ConversationState
-from kvbench.loadgen.schedule import ReadyTurns
+from kvbench.loadgen.schedule import ReadyTurns, stagger_offsets_s
 from kvbench.loadgen.window import LevelWindow
 
 
@@ -61,15 +61,6 @@ async def cancel_and_wait(tasks: set[asyncio.Task] | list[asyncio.Task]) -> None
         task.cancel()
     if tasks:
         await asyncio.wait(tasks)
-
-
-def stagger_offsets_s(streams: int, stagger_s: float, seed: int) -> list[float]:
-    """Start offsets of `streams` streams: 0 for the first, seeded uniform [0, stagger_s) for the rest
-    (sorted, so stream index order is start order). All 0 when stagger_s <= 0 or one stream."""
-    if streams <= 1 or stagger_s <= 0:
-        return [0.0] * max(streams, 0)
-    rng = random.Random(f"stagger:{seed}")
-    return [0.0] + sorted(rng.uniform(0.0, stagger_s) for _ in range(streams - 1))
 
 
 async def run_concurrent(

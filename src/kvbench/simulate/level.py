@@ -67,7 +67,15 @@ def run_level(
     progress = _Progress(cell_id, start_s, loop, on_record, on_progress)
     sender = client.level(cell_id, plan.level, progress.record, plan.record_phase)
     strategy = build_strategy(
-        loop, sender, window, source, plan.strategy, plan.level, plan.max_concurrency, plan.seed
+        loop,
+        sender,
+        window,
+        source,
+        plan.strategy,
+        plan.level,
+        plan.max_concurrency,
+        plan.seed,
+        plan.stagger_s,
     )
     strategy.start()
     quiet_s = stall_after_s(plan, conversations, client.request_timeout_s)

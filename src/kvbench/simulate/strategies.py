@@ -4,7 +4,7 @@ loadgen/window.py, loadgen/history.py):
 
 - concurrent(N) / synchronous: N conversation workers; a worker runs its conversation's turns one
   after another with the think time between them, then takes the next conversation (list order);
-  scheduled = when the turn became ready.
+  scheduled = when the turn became ready. Workers start at the plan's seeded stagger offsets.
 - constant / poisson: one turn per arrival slot (the oldest ready follow-up, else the next
   conversation); `max_concurrency` caps turns in flight (a slot waits for a free one); a slot with
   nothing to send waits for a turn to finish or become ready and goes late (scheduled stays the
@@ -20,7 +20,12 @@ import itertools
 from collections.abc import Iterator
 
 from kvbench.loadgen.history import ConversationSource, ConversationState
-from kvbench.loadgen.schedule import ReadyTurns, constant_arrivals, poisson_arrivals
+from kvbench.loadgen.schedule import (
+    ReadyTurns,
+    constant_arrivals,
+    poisson_arrivals,
+    stagger_offsets_s,
+)
 from kvbench.loadgen.window import LevelWindow
 from kvbench.simulate.client import LevelSender
 from kvbench.simulate.events import EventLoop
@@ -34,14 +39,21 @@ class ConcurrentStrategy:
         window: LevelWindow,
         source: ConversationSource,
         streams: int,
+        offsets_s: list[float] | None = None,
     ) -> None:
         self.loop, self.sender, self.window, self.source = loop, sender, window, source
         self.streams = streams
         self.workers_left = streams
+        # stream i starts offsets_s[i] after start() (loadgen/schedule.py stagger_offsets_s)
+        self.offsets_s = offsets_s or [0.0] * streams
 
     def start(self) -> None:
-        for _ in range(self.streams):
-            self._next_conversation()
+        start_s = self.loop.now_s
+        for offset_s in self.offsets_s:
+            if offset_s <= 0:
+                self._next_conversation()
+            else:
+                self.loop.at(start_s + offset_s, self._next_conversation)
 
     @property
     def done(self) -> bool:
@@ -184,12 +196,15 @@ def build_strategy(
     level: float,
     max_concurrency: int | None,
     seed: int,
+    stagger_s: float = 0.0,
 ) -> Strategy:
     start_s = loop.now_s
     if strategy == "synchronous":
         return ConcurrentStrategy(loop, sender, window, source, 1)
     if strategy == "concurrent":
-        return ConcurrentStrategy(loop, sender, window, source, int(level))
+        streams = int(level)
+        offsets = stagger_offsets_s(streams, stagger_s, seed)
+        return ConcurrentStrategy(loop, sender, window, source, streams, offsets)
     if strategy == "throughput":
         slots = itertools.repeat(start_s)
         cap = int(max_concurrency or level)
