@@ -50,7 +50,7 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_
 @app.command()
 def quickstart(
     out: Path | None = typer.Option(
-        None, "--out", help="Run directory (default: ./kvbench-runs/quickstart-<time>)"
+        None, "--out", help="Run directory [default: ./kvbench-runs/quickstart-<UTC time>]"
     ),
     live: bool = typer.Option(
         False,
@@ -68,49 +68,106 @@ def quickstart(
 @app.command()
 def run(
     spec: Path = typer.Argument(
-        ..., help="Experiment spec (YAML), or the name of a bundled experiment"
+        ...,
+        help="Experiment spec (YAML), or the name of a bundled experiment (e.g. quickstart); "
+        "fields: `kvbench spec --reference`",
     ),
-    out: Path | None = typer.Option(None, "--out", help="Run directory"),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Run directory [default: the spec's output_dir, else ./kvbench-runs/<name>-<UTC time>]",
+    ),
     resume: bool = typer.Option(
-        False, "--resume", help="Finish only the cells that are missing in --out"
+        False,
+        "--resume",
+        help="Finish only the cells missing in --out; finished cells are kept [default: off]",
     ),
     only: list[str] = typer.Option(
-        [], "--only", help="Restrict the matrix: KEY=VALUE (model, scenario, level, repeat)"
+        [],
+        "--only",
+        help="Restrict the matrix, repeatable: KEY=VALUE with KEY model, scenario, level or "
+        "repeat [default: every cell]",
     ),
     dry_run: bool = typer.Option(
         False,
         "--dry-run",
-        help="Print the cells and each scenario's configuration "
-        "(k8s: the manifests); start nothing",
+        help="Print the cells, the estimated duration and each engine's full settings "
+        "(command line, environment, router config; k8s: the manifests); start nothing "
+        "[default: off]",
     ),
     target: str | None = typer.Option(
         None,
         "--target",
         help="Run on another target kind where the spec's target fields carry over "
-        "(simulated <-> emulated)",
+        "(simulated <-> emulated) [default: the spec's target.kind]",
+    ),
+    no_report: bool = typer.Option(
+        False,
+        "--no-report",
+        help="Do not build the report at the end (build it later: kvbench report RUN_DIR) "
+        "[default: the report is built and its path printed]",
     ),
 ) -> None:
-    """Run an experiment: every cell of models x scenarios x levels x repeats."""
+    """Run an experiment: every cell of models x scenarios x levels x repeats, then its report.
+
+    Prints each cell as [i/N] with its rates and the ETA; results are written as the run goes."""
     from kvbench.experiment.runner import run_experiment_cli
 
     raise typer.Exit(
-        run_experiment_cli(spec, out, resume=resume, only=only, dry_run=dry_run, target_kind=target)
+        run_experiment_cli(
+            spec,
+            out,
+            resume=resume,
+            only=only,
+            dry_run=dry_run,
+            target_kind=target,
+            report=not no_report,
+        )
     )
 
 
 @app.command()
 def report(
-    run_dir: Path = typer.Argument(..., help="A kvbench run directory"),
+    run_dir: Path = typer.Argument(..., help="A kvbench run directory (holds manifest.json)"),
     format: str = typer.Option(
-        "md,csv,png", "--format", help="Comma-separated: md, csv, png, html, br"
+        "md,csv,png,html,json",
+        "--format",
+        help="Comma-separated outputs: md (REPORT.md), csv (tables), png (figures), html "
+        "(REPORT.html, self-contained), json (summary.json), br (Benchmark Report v0.2 per cell)",
     ),
 ) -> None:
-    """(Re)build the report of a run."""
+    """(Re)build the report of a run into RUN_DIR/report and print where it is."""
     from kvbench.report.build import build_report
 
     formats = [part.strip() for part in format.split(",") if part.strip()]
     report_dir = build_report(run_dir, formats)
     typer.echo(f"report: {report_dir}")
+    for name in ("REPORT.md", "REPORT.html", "summary.json"):
+        if (report_dir / name).is_file():
+            typer.echo(f"  {report_dir / name}")
+
+
+@app.command("spec")
+def spec_reference(
+    reference: bool = typer.Option(
+        False,
+        "--reference",
+        help="Print the reference of every experiment-spec field (types, units, defaults, an "
+        "example per workload kind) as Markdown, as in docs/spec.md [default: off]",
+    ),
+    summary: bool = typer.Option(
+        False,
+        "--summary-reference",
+        help="Print the field-by-field reference of report/summary.json, as in "
+        "docs/summary-json.md [default: off]",
+    ),
+) -> None:
+    """References generated from kvbench's own models, so they cannot drift from the code."""
+    from kvbench.spec.reference import spec_reference_markdown, summary_reference_markdown
+
+    if not reference and not summary:
+        raise typer.BadParameter("give --reference or --summary-reference", param_hint="spec")
+    typer.echo(spec_reference_markdown() if reference else summary_reference_markdown(), nl=False)
 
 
 @app.command()
@@ -152,7 +209,7 @@ def import_guidellm_cmd(
         help="GuideLLM result JSON files; SCENARIO=FILE labels a file's "
         "configuration (e.g. no-offload=a.json native-offload=b.json)",
     ),
-    out: Path = typer.Option(..., "--out", help="Run directory to create"),
+    out: Path = typer.Option(..., "--out", help="Run directory to create (required)"),
 ) -> None:
     """Turn GuideLLM result JSON into a kvbench run directory."""
     from kvbench.results.guidellm_import import import_guidellm

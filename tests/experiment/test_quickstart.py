@@ -12,29 +12,31 @@ from kvbench.cli import main
 from kvbench.experiment.quickstart import report_summary
 
 REPORT = """# kvbench report: quickstart
-## Findings
-- something
-## Peak throughput
-Output tok/s ...
-| Model | Scenario |
+**System under test:** ...
+## Answer
+### Qwen3-8B
+| Scenario | Peak |
 |---|---|
-| Qwen3-8B | no-offload |
-## Deployment guidance
-Rule: ...
-- Qwen3-8B: keep **no-offload**
-## Latency
-| not | this |
+| no-offload (baseline) | 176.0 |
+**Recommended configuration: no-offload**: no scenario gained.
+Verdicts: ...
+## Key findings
+- Qwen3-8B: no scenario changed peak output throughput significantly.
+## What was run
+- not this
 """
 
 
-def test_report_summary_keeps_the_peak_table_and_guidance():
+def test_report_summary_keeps_the_answer_and_the_key_findings():
     assert report_summary(REPORT) == [
-        "Peak throughput",
-        "| Model | Scenario |",
+        "Answer",
+        "### Qwen3-8B",
+        "| Scenario | Peak |",
         "|---|---|",
-        "| Qwen3-8B | no-offload |",
-        "Deployment guidance",
-        "- Qwen3-8B: keep **no-offload**",
+        "| no-offload (baseline) | 176.0 |",
+        "**Recommended configuration: no-offload**: no scenario gained.",
+        "Key findings",
+        "- Qwen3-8B: no scenario changed peak output throughput significantly.",
     ]
 
 
@@ -42,7 +44,10 @@ def test_quickstart_live_runs_all_seven_scenarios_and_writes_the_report(tmp_path
     out = tmp_path / "qs"
     assert main(["quickstart", "--live", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"report: {out / 'report' / 'REPORT.md'}" in printed and "Deployment guidance" in printed
+    assert (
+        f"report: {out / 'report' / 'REPORT.md'}" in printed
+        and "Recommended configuration" in printed
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["system_under_test"]["kind"] == "emulated"
     assert [c["status"] for c in manifest["cells"]] == ["ok"] * 7

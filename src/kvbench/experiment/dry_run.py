@@ -8,8 +8,6 @@ apply: for `k8s` the rendered llm-d manifests (what `kubectl apply` would get), 
 
 from __future__ import annotations
 
-import shlex
-
 from rich.console import Console
 
 from kvbench.experiment.cells import CellPlan
@@ -27,9 +25,18 @@ _PLACEHOLDERS = dict(
 
 
 def print_dry_run(spec: ExperimentSpec, plans: list[CellPlan], out: Console) -> int:
+    from kvbench.experiment.estimate import estimate_run
+
     out.print(
         f"# {spec.name}: {len(plans)} cells on target `{spec.target.kind}` (dry run: nothing started)"
     )
+    estimate = estimate_run(spec, plans)
+    note = (
+        " (what the same cells take live; the simulated target runs in virtual time, far faster)"
+        if spec.target.kind == "simulated"
+        else ""
+    )
+    out.print(f"estimated duration: {estimate.text()}{note}", highlight=False, markup=False)
     for plan in plans:
         out.print(
             f"cell {plan.cell_id}  strategy={plan.strategy} level={plan.level:g}", highlight=False
@@ -66,7 +73,20 @@ def _render(spec: ExperimentSpec, plan: CellPlan) -> str:
     block_size = getattr(spec.target, "block_size", 16)
     runtime = Runtime(plan.model, plan.model, block_size=block_size, **_PLACEHOLDERS)
     rendered = render_scenario(catalog, plan.scenario_name, plan.scenario_params, runtime)
-    lines = [f"scenario engine flags: vllm serve {plan.model} {shlex.join(rendered.engine_args)}"]
+    from kvbench.report.run_facts import engine_command
+    from kvbench.spec.scenarios import engine_overrides
+
+    target = spec.target.model_dump(mode="json")
+    overrides = engine_overrides(catalog, plan.scenario_name, plan.scenario_params, plan.model)
+    engines = int(overrides.get("engines", target.get("engines", 1)) or 1)
+    tp = int(overrides.get("tensor_parallel_size", target.get("tensor_parallel_size", 1)) or 1)
+    hardware = target.get("hardware") or "the host's GPUs"
+    lines = [
+        f"engines: {engines} x TP={tp} on {hardware}"
+        + (" (behind the router)" if engines > 1 or spec.target.kind != "vllm" else ""),
+        "engine command: "
+        + engine_command(plan.model, target, list(rendered.engine_args), overrides),
+    ]
     lines += [f"env: {name}={value}" for name, value in sorted(rendered.engine_env.items())]
     lines += engine_lines
     if rendered.kv_store is not None:

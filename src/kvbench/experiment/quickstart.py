@@ -3,8 +3,8 @@
 Runs spec/catalog/experiments/quickstart.yaml (all seven scenarios, 2 engines, a working set larger
 than the GPU KV cache; 3 repeats x 3 load levels on the simulated target, in virtual time) or, with
 `live`, quickstart-live.yaml (one repeat, one level, on the real-time emulated stack over HTTP) into
-`out` (default ./kvbench-runs/quickstart-<UTC time>), builds the report (md, csv, png) and prints
-where it is plus its peak table and guidance. Returns the run's exit code (0 ok, 1 some cell failed,
+`out` (default ./kvbench-runs/quickstart-<UTC time>), builds the report (md, csv, png, html,
+json) and prints where it is plus its answer and key findings. Returns the run's exit code (0 ok, 1 some cell failed,
 130 interrupted).
 """
 
@@ -15,8 +15,7 @@ from pathlib import Path
 
 from kvbench.spec.scenarios import resolve_experiment
 
-REPORT_FORMATS = ["md", "csv", "png"]
-SUMMARY_SECTIONS = ("## Peak throughput", "## Deployment guidance")
+SUMMARY_SECTIONS = ("## Answer", "## Key findings")
 
 
 def default_out_dir(now: datetime) -> Path:
@@ -24,7 +23,8 @@ def default_out_dir(now: datetime) -> Path:
 
 
 def report_summary(report_md: str) -> list[str]:
-    """The table rows and bullets of the report's peak-throughput and guidance sections."""
+    """The opening of the report: the answer's verdict tables and recommendations, and the key
+    findings (section titles, table rows, bullets and the 'Recommended configuration' lines)."""
     lines, keep = [], False
     for line in report_md.splitlines():
         if line.startswith("## "):
@@ -32,7 +32,7 @@ def report_summary(report_md: str) -> list[str]:
             if keep:
                 lines.append(line[3:])
             continue
-        if keep and line.startswith(("|", "- ")):
+        if keep and line.startswith(("|", "- ", "**Recommended", "### ")):
             lines.append(line)
     return lines
 
@@ -48,17 +48,14 @@ def run_quickstart(out: Path | None, live: bool = False) -> int:
     )
     print(f"kvbench quickstart: 7 scenarios on {how} -> {run_dir}", flush=True)
     spec_path = resolve_experiment("quickstart-live" if live else "quickstart")
-    code = run_experiment_cli(spec_path, run_dir)
+    code = run_experiment_cli(spec_path, run_dir, report=False)
     if code == 130:
         return code
-    try:
-        from kvbench.report.build import build_report
-    except ImportError as err:
-        print(f"report: skipped ({err}); the run is in {run_dir}")
-        return code
-    report_dir = Path(build_report(run_dir, REPORT_FORMATS))
+    from kvbench.report.build import DEFAULT_FORMATS, build_report
+
+    report_dir = Path(build_report(run_dir, list(DEFAULT_FORMATS)))
     report_md = report_dir / "REPORT.md"
-    print(f"\nrun:    {run_dir}\nreport: {report_md}")
+    print(f"\nrun:    {run_dir}\nreport: {report_md}\nhtml:   {report_dir / 'REPORT.html'}")
     if report_md.is_file():
         for line in report_summary(report_md.read_text()):
             print(line)

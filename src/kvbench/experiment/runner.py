@@ -25,6 +25,7 @@ from rich.console import Console
 from kvbench.errors import UserError
 from kvbench.experiment.cell_run import CellInputs, RunnerHooks, run_cell
 from kvbench.experiment.cells import CellPlan, expand_cells
+from kvbench.experiment.run_progress import RunProgress
 from kvbench.results.cell import (
     CellInfo,
     DeploymentRecord,
@@ -74,7 +75,10 @@ def run_experiment_cli(
     console: Console | None = None,
     dry_run: bool = False,
     target_kind: str | None = None,
+    report: bool = True,
 ) -> int:
+    """Run the experiment; then, unless `report` is False or the run was interrupted, build its
+    report (REPORT_FORMATS) and print where it is on stdout. Returns the exit code."""
     from kvbench.spec.experiment import with_target_kind
     from kvbench.spec.scenarios import catalog_for_spec, resolve_experiment, validate_scenarios
 
@@ -102,7 +106,19 @@ def run_experiment_cli(
         store.register_cells([p.ref() for p in plans])
         hooks = hooks or RunnerHooks()
         runner = ExperimentRunner(spec, Path(spec_path), store, target, catalog, hooks, console)
-        return runner.run(plans)
+        code = runner.run(plans)
+    if report and code != 130:
+        write_report(run_dir)
+    return code
+
+
+def write_report(run_dir: Path) -> Path:
+    """Build the run's report and print where it is (stdout: the one thing a script may capture)."""
+    from kvbench.report.build import DEFAULT_FORMATS, build_report
+
+    report_dir = build_report(run_dir, list(DEFAULT_FORMATS))
+    print(f"report: {report_dir / 'REPORT.md'} (also REPORT.html, summary.json)", flush=True)
+    return report_dir
 
 
 def _stamp() -> str:
@@ -171,9 +187,12 @@ class ExperimentRunner:
         self.clock = RunClock(time.perf_counter() - (time.time() - origin))
         self.workloads: dict[tuple[str, int], tuple[Any, dict[str, Any]]] = {}
         self.any_failed = False
+        self.progress = RunProgress(console, 0, 0)  # sized in run()
 
     def run(self, plans: list[CellPlan]) -> int:
         prepare = getattr(self.target, "prepare", None)  # the simulated target's worker processes
+        done = sum(1 for p in plans if self.store.is_done(p.cell_id))
+        self.progress = RunProgress(self.console, len(plans), done)
         try:
             if prepare is not None:
                 pending = [p for p in plans if not self.store.is_done(p.cell_id)]
@@ -226,6 +245,7 @@ class ExperimentRunner:
 
     def _fail_all(self, plans: list[CellPlan], error: str, log_tail: str | None) -> None:
         self.console.print(f"[red]failed[/red] {plans[0].model} / {plans[0].scenario}: {error}")
+        self.progress.position += len(plans)
         for plan in plans:
             self.store.record_failure(self._info(plan), error, log_tail)
 
@@ -310,6 +330,8 @@ class ExperimentRunner:
             level_plan = self._level_plan(plan)
         except RuntimeError as err:
             self.store.record_failure(info, str(err))
+            self.progress.position += 1
+            self.console.print(f"[red]cell {plan.cell_id} failed[/red]: {err}")
             return endpoint
         info.level_plan = LevelPlanFacts(
             strategy=level_plan.strategy,
@@ -323,7 +345,7 @@ class ExperimentRunner:
             stagger_s=level_plan.stagger_s,
         )
         writer = self.store.start_cell(info)
-        self.console.print(f"cell {plan.cell_id}: {level_plan.strategy} {level_plan.level:g}")
+        self.progress.cell_started(plan, f"{level_plan.strategy} {level_plan.level:g}")
         inputs = CellInputs(
             self.spec,
             self.target,
@@ -347,8 +369,7 @@ class ExperimentRunner:
         except Exception as err:  # noqa: BLE001 - one cell's fault must not stop the matrix
             status, error = CellStatus.FAILED, f"{type(err).__name__}: {err}"
         self.store.end_cell(writer, status, error)
-        if status != CellStatus.OK:
-            self.console.print(f"[red]cell {plan.cell_id} failed[/red]: {error}")
+        self.progress.cell_finished(self.store.read_cell(plan.cell_id))
         return inputs.endpoint
 
     def _run_with_progress(self, inputs: CellInputs, writer, plan: CellPlan):
@@ -362,6 +383,7 @@ class ExperimentRunner:
 
             def on_progress(update) -> None:
                 bar.update(update)
+                self.progress.live(update)
                 if user_hook is not None:
                     user_hook(update)
 

@@ -59,6 +59,7 @@ class TurnExecutor:
         self._reuse = ReuseTracker()
         self._sequence = itertools.count()
         self.counts: Counter[str] = Counter()
+        self.output_tokens = 0  # of successful requests, for the live tok/s
         self.in_flight = 0
         self.peak_in_flight = 0
         self.sent = 0
@@ -157,6 +158,8 @@ class TurnExecutor:
             answer_ids = outcome.output_token_ids
         state.finish_turn(ok, answer_ids, "".join(outcome.output_text_parts), record.output_tokens)
         self.counts[record.status] += 1
+        if ok:
+            self.output_tokens += record.output_tokens
         self._on_record(record)
         if self._on_progress is not None:
             self._on_progress(self.progress())
@@ -170,4 +173,5 @@ class TurnExecutor:
             errors=done - self.counts[RequestStatus.OK.value],
             in_flight=self.in_flight,
             elapsed_s=time.perf_counter() - self._level_start_perf,
+            output_tokens=self.output_tokens,
         )

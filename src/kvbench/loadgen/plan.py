@@ -75,6 +75,7 @@ class ProgressUpdate:
     errors: int  # error + timeout + cancelled
     in_flight: int
     elapsed_s: float
+    output_tokens: int = 0  # output tokens of the successful requests so far (0: not counted)
 
 
 @dataclass

@@ -37,6 +37,7 @@ from kvbench.report.run_facts import reproduce_command, write_spec_snapshot
 from kvbench.results.layout import REPORT_DIR
 
 FORMATS = ("md", "csv", "png", "html", "json", "br")
+DEFAULT_FORMATS = ("md", "csv", "png", "html", "json")  # what `kvbench run` / `report` write
 
 
 def build_report(run_dir: Path, formats: list[str], thresholds: Thresholds = Thresholds()) -> Path:

@@ -99,16 +99,22 @@ def _capacity(
     return TierCapacity(tier, tokens, each, nbytes)
 
 
-def engine_command(model: str, target: dict[str, Any], scenario_args: list[str]) -> str:
+def engine_command(
+    model: str,
+    target: dict[str, Any],
+    scenario_args: list[str],
+    overrides: dict[str, Any] | None = None,
+) -> str:
     """The engine's command line: `vllm serve MODEL` (`kvbench emulate serve MODEL --hardware H` on
     the emulated target), the target's engine flags as the local stacks pass them (host, port and
-    seed differ per engine and are left out), then the scenario's own flags."""
+    seed differ per engine and are left out; `overrides` = the scenario's engine settings), then
+    the scenario's own flags."""
     flags: list[str] = []
     program = "kvbench emulate serve" if target.get("kind") == "emulated" else "vllm serve"
     if target.get("kind") in ("emulated", "vllm"):
         from kvbench.emulator.stack import settings_from_spec
 
-        settings = settings_from_spec(SimpleNamespace(**target), model, {}, 0)
+        settings = settings_from_spec(SimpleNamespace(**target), model, overrides or {}, 0)
         flags = _drop_flag_values(
             settings.flags(0), ("--host", "--port", "--seed", "--served-model-name")
         )
