@@ -89,4 +89,4 @@ def test_quickstart_on_the_simulated_stack_repeats_and_recommends(tmp_path, caps
     guidance = report.split("## Deployment guidance", 1)[1].split("\n## ", 1)[0]
     assert "use **" in guidance  # firm (paired-repeats) evidence for a recommendation
     assert "A/A twin check** (Qwen3-8B): ok" in report
-    assert "Deployment guidance" in printed
+    assert "Recommended configuration: " in printed and "Key findings" in printed

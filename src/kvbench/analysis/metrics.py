@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from kvbench.analysis.load import CellData, RunData, measure_requests
-from kvbench.results.summary import LATENCIES, PERCENTILES
+from kvbench.analysis.load import CellData, RunData
+from kvbench.results.summary import LATENCIES, PERCENTILES, tokens_in_window
 
 TPOT_DEFINITION = "TPOT = (E2E - TTFT) / (output_tokens - 1) (vLLM / inference-perf definition, excludes the first token)"
 
@@ -77,16 +77,12 @@ def complete_metrics(run: RunData) -> pd.DataFrame:
 
 
 def slice_throughputs_tok_s(cell: CellData, n_slices: int = 10) -> np.ndarray:
-    """Output tokens completed per equal slice of the measure window, as tok/s (for the single-repeat bootstrap)."""
-    ok = ok_requests(measure_requests(cell))
-    window = measure_window_s(cell)
-    if window is None or ok.empty:
+    """Output tok/s per equal slice of the measure window (for the single-repeat bootstrap), by the
+    same rule as the cell's throughput (results.summary.tokens_in_window: tokens by arrival time)."""
+    window = cell.window
+    if window is None or window.duration_s <= 0:
         return np.array([], dtype=float)
-    start_s, end_s = window
-    width_s = (end_s - start_s) / n_slices
-    ends = pd.to_numeric(ok["end_s"], errors="coerce").to_numpy(dtype=float)
-    tokens = pd.to_numeric(ok["output_tokens"], errors="coerce").to_numpy(dtype=float)
-    index = np.clip(np.floor((ends - start_s) / width_s), 0, n_slices - 1)
-    index = np.where(np.isnan(index), 0, index).astype(int)
-    per_slice = np.bincount(index, weights=tokens, minlength=n_slices)
-    return per_slice / width_s
+    counts = tokens_in_window(cell.records, window, n_slices)
+    if not counts.any():
+        return np.array([], dtype=float)
+    return counts / (window.duration_s / n_slices)

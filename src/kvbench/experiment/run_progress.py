@@ -92,9 +92,10 @@ def cell_result_text(info: CellInfo | None) -> str:
     if info.status.value != "ok":
         return f"{info.status.value}: {info.error or 'no error recorded'}"
     s = info.summary
-    ttft = s.get("ttft_ms_p50")
+    if s is None:
+        return "ok (no summary recorded)"
+    ttft = "-" if s.ttft_p50_ms is None else f"{s.ttft_p50_ms:.1f} ms"
     return (
-        f"ok: {s.get('request_rate_rps') or 0:.2f} req/s, {s.get('output_tokens_per_s') or 0:,.1f} "
-        f"output tok/s, TTFT p50 {'-' if ttft is None else f'{ttft:.1f} ms'}, "
-        f"{s.get('requests_failed', 0)} failed"
+        f"ok: {s.request_rate_rps or 0:.2f} req/s, {s.output_tokens_per_s or 0:,.1f} output "
+        f"tok/s, TTFT p50 {ttft}, {s.requests_failed} failed"
     )

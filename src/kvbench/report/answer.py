@@ -190,11 +190,14 @@ def _throughput_sentences(data: ReportData, model: str) -> list[str]:
             f"(all {count_phrase(len(others), 'interval')} contain 0)."
         ]
     out = []
-    for p in sorted(significant, key=lambda p: -p.delta.delta_pct):
-        qualifier = " (indicative)" if p.delta.indicative else ""
+    for group in _same_delta(sorted(significant, key=lambda p: -p.delta.delta_pct)):
+        first = group[0]
+        qualifier = " (indicative)" if first.delta.indicative else ""
+        verb = change_phrase(first.delta, "peak output throughput")
+        if len(group) > 1:  # "raises" -> "raise" for a plural subject
+            verb = verb.replace("raises", "raise", 1).replace("lowers", "lower", 1)
         out.append(
-            f"{short}: {p.scenario} {change_phrase(p.delta, 'peak output throughput')} vs "
-            f"{baseline}{qualifier}."
+            f"{short}: {join_names([p.scenario for p in group])} {verb} vs {baseline}{qualifier}."
         )
     rest = len(others) - len(significant)
     if rest:
@@ -219,13 +222,29 @@ def _ttft_sentences(data: ReportData, model: str) -> list[str]:
             f"{short}: no scenario changed the TTFT mean significantly at level {rows[0].level:g}."
         ]
     out = []
-    for c in sorted(significant, key=lambda c: c.delta.delta_pct):
+    for group in _same_delta(sorted(significant, key=lambda c: c.delta.delta_pct)):
+        c = group[0]
         qualifier = " (indicative)" if c.delta.indicative else ""
+        verb = change_phrase(c.delta, "the TTFT mean")
+        if len(group) > 1:
+            verb = verb.replace("raises", "raise", 1).replace("lowers", "lower", 1)
         out.append(
-            f"{short}: {c.scenario} {change_phrase(c.delta, 'the TTFT mean')} at level {c.level:g}: "
+            f"{short}: {join_names([x.scenario for x in group])} {verb} at level {c.level:g}: "
             f"{c.value_ms:.1f} ms vs {c.base_value_ms:.1f} ms{qualifier}."
         )
     return out
+
+
+def _same_delta(rows: list) -> list[list]:
+    """Consecutive rows whose delta prints the same (twins that came out alike) as one group, so
+    one sentence names them together instead of repeating itself."""
+    groups: list[list] = []
+    for row in rows:
+        if groups and groups[-1][0].delta.text() == row.delta.text():
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
 
 
 def _capacity_sentences(data: ReportData, model: str) -> list[str]:

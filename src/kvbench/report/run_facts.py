@@ -19,6 +19,8 @@ from typing import Any
 
 from kvbench.analysis.load import CellData, RunData
 from kvbench.errors import UserError
+from kvbench.results.cell import WorkingSetReport
+from kvbench.results.deployment import DeploymentFacts, KvStoreFacts
 from kvbench.spec.catalogs import get_model
 
 GB = 1e9
@@ -110,17 +112,19 @@ def engine_command(
     seed differ per engine and are left out; `overrides` = the scenario's engine settings), then
     the scenario's own flags."""
     flags: list[str] = []
-    program = "kvbench emulate serve" if target.get("kind") == "emulated" else "vllm serve"
-    if target.get("kind") in ("emulated", "vllm"):
+    emulated = target.get("kind") in ("emulated", "simulated")
+    program = "kvbench emulate serve" if emulated else "vllm serve"
+    if target.get("kind") in ("emulated", "simulated", "vllm"):
         from kvbench.emulator.stack import settings_from_spec
 
         settings = settings_from_spec(SimpleNamespace(**target), model, overrides or {}, 0)
         flags = _drop_flag_values(
             settings.flags(0), ("--host", "--port", "--seed", "--served-model-name")
         )
-        if target.get("kind") == "emulated":
+        if emulated:
             flags += ["--hardware", str(target.get("hardware"))]
-    return " ".join([program, model, shlex.join(flags), shlex.join(scenario_args)]).strip()
+    parts = [program, model, shlex.join(flags), shlex.join(scenario_args)]
+    return " ".join(part for part in parts if part)
 
 
 def _drop_flag_values(flags: list[str], names: tuple[str, ...]) -> list[str]:
@@ -140,81 +144,70 @@ def scenario_setup(cell: CellData, target: dict[str, Any] | None = None) -> Scen
     """The setup one cell ran (the first cell of a (model, scenario) stands for all its cells);
     `target` = the spec snapshot's target section."""
     target = target or {}
-    deployment = cell.info.model_extra.get("deployment") if cell.info.model_extra else None
-    details: dict[str, Any] = (deployment or {}).get("details", {}) or {}
-    engines = int(details.get("engines") or 1)
+    record = cell.info.deployment
+    facts = record.facts if record is not None else DeploymentFacts()
+    engines = int(facts.engines or 1)
     per_token = kv_bytes_per_token(cell.info.model)
     capacities = [
         _capacity(
             "GPU",
-            details.get("gpu_kv_capacity_tokens"),
-            details.get("gpu_kv_capacity_tokens_per_engine"),
+            facts.gpu_kv_capacity_tokens,
+            facts.gpu_kv_capacity_tokens_per_engine,
             engines,
             per_token,
         ),
         _capacity(
             "CPU",
-            details.get("cpu_kv_capacity_tokens"),
-            details.get("cpu_kv_capacity_tokens_per_engine"),
+            facts.cpu_kv_capacity_tokens,
+            facts.cpu_kv_capacity_tokens_per_engine,
             engines,
             per_token,
         ),
-        _capacity("remote", details.get("remote_kv_capacity_tokens"), None, 1, per_token),
+        _capacity("remote", facts.remote_kv_capacity_tokens, None, 1, per_token),
     ]
-    args = [str(a) for a in details.get("engine_args", [])]
+    workload = cell.info.workload
     return ScenarioSetup(
         model=cell.info.model,
         scenario=cell.info.scenario,
-        engine_command=engine_command(cell.info.model, target, args),
-        engine_env={str(k): str(v) for k, v in (details.get("engine_env") or {}).items()},
-        router_config_path=_rendered_router_config(details),
-        kv_store=_kv_store_text(details.get("kv_store")),
+        engine_command=engine_command(cell.info.model, target, [str(a) for a in facts.engine_args]),
+        engine_env=dict(facts.engine_env),
+        router_config_path=_rendered_router_config(facts),
+        kv_store=_kv_store_text(facts.store),
         engines=_engine_urls(cell),
         capacities=[c for c in capacities if c.tokens is not None],
-        scenario_params=dict(cell.info.scenario_params),
-        working_set=_working_set(cell),
-        conversations=_int_or_none((_workload(cell) or {}).get("conversations")),
+        scenario_params=dict(cell.info.swept_params),
+        working_set=_working_set(workload.capacity) if workload is not None else None,
+        conversations=workload.conversations if workload is not None else None,
     )
 
 
-def _rendered_router_config(details: dict[str, Any]) -> str | None:
+def _rendered_router_config(facts: DeploymentFacts) -> str | None:
     """The EPP config as the router read it (placeholders filled: `<logs>/epp-config.yaml`), else
     the catalog template it came from."""
-    logs = details.get("logs")
-    if logs and (Path(logs) / "epp-config.yaml").is_file():
-        return str(Path(logs) / "epp-config.yaml")
-    return details.get("epp_config")
+    if facts.logs_path and (Path(facts.logs_path) / "epp-config.yaml").is_file():
+        return str(Path(facts.logs_path) / "epp-config.yaml")
+    return facts.epp_config_path
 
 
-def _workload(cell: CellData) -> dict[str, Any] | None:
-    extra = cell.info.model_extra or {}
-    value = extra.get("workload")
-    return value if isinstance(value, dict) else None
-
-
-def _working_set(cell: CellData) -> WorkingSet | None:
-    capacity = (_workload(cell) or {}).get("capacity")
-    if not isinstance(capacity, dict):
+def _working_set(capacity: WorkingSetReport) -> WorkingSet | None:
+    if capacity.working_set_tokens is None:
         return None
     return WorkingSet(
-        unique_prefix_tokens=_int_or_none(capacity.get("unique_prefix_tokens")),
-        history_tokens=_int_or_none(capacity.get("history_tokens")),
-        working_set_tokens=_int_or_none(capacity.get("working_set_tokens")),
-        over_gpu=capacity.get("working_set_over_gpu"),
-        over_cpu=capacity.get("working_set_over_cpu"),
+        unique_prefix_tokens=capacity.unique_prefix_tokens,
+        history_tokens=capacity.history_tokens,
+        working_set_tokens=capacity.working_set_tokens,
+        over_gpu=capacity.working_set_over_gpu,
+        over_cpu=capacity.working_set_over_cpu,
     )
 
 
-def _kv_store_text(store: Any) -> str | None:
-    if not isinstance(store, dict) or not store.get("kind"):
+def _kv_store_text(store: KvStoreFacts | None) -> str | None:
+    if store is None:
         return None
-    text = str(store["kind"])
-    role = store.get("role")
-    limit = store.get("maxmemory_bytes")
-    extras = [str(role)] if role else []
-    if isinstance(limit, (int, float)):
-        extras.append(f"maxmemory {limit / 1e6:.1f} MB")
-    return text + (f" ({', '.join(extras)})" if extras else "")
+    extras = [store.role] if store.role else []
+    if store.maxmemory_bytes is not None:
+        extras.append(f"maxmemory {store.maxmemory_bytes / 1e6:.1f} MB")
+    return store.kind + (f" ({', '.join(extras)})" if extras else "")
 
 
 def _engine_urls(cell: CellData) -> dict[str, str]:
@@ -248,10 +241,9 @@ def load_facts(run: RunData) -> LoadFacts:
         for c in run.cells
         if c.ok and c.info.measure_start_s is not None and c.info.measure_end_s is not None
     ]
-    extra = run.manifest.model_extra or {}
     return LoadFacts(
         strategy=run.manifest.strategy,
-        level_unit=str(extra.get("level_unit") or ""),
+        level_unit=run.manifest.level_unit or "",
         levels=sorted({float(c.info.level) for c in run.cells}),
         duration_s=load.get("duration_s"),
         requests_per_level=load.get("requests_per_level"),

@@ -32,18 +32,17 @@ def setup_section(data: ReportData) -> list[str]:
 def _system(data: ReportData) -> list[str]:
     m = data.run.manifest
     sut = m.system_under_test
-    host = m.host or {}
+    host = m.host
     lines = ["### System under test", "", f"- Kind `{sut.kind}` (described at the top)."]
-    shown = {k: v for k, v in sut.details.items() if isinstance(v, (str, int, float, bool))}
+    shown = {k: v for k, v in (sut.details or {}).items() if isinstance(v, (str, int, float, bool))}
     if shown:
         lines.append("- " + "; ".join(f"{k}: {v}" for k, v in shown.items()) + ".")
-    if host:
-        memory = host.get("memory_total_bytes")
+    if host.hostname:
+        memory = host.memory_total_bytes
         lines.append(
-            f"- Load generator host: {host.get('hostname', '?')}, "
-            f"{host.get('cpu_count_logical', '?')} logical CPUs"
-            + (f", {memory / 1e9:.1f} GB memory" if isinstance(memory, (int, float)) else "")
-            + f", {host.get('platform', '')}, Python {host.get('python', '?')}."
+            f"- Load generator host: {host.hostname}, {host.cpu_count_logical or '?'} logical CPUs"
+            + (f", {memory / 1e9:.1f} GB memory" if memory else "")
+            + f", {host.platform or ''}, Python {host.python or '?'}."
         )
     if m.versions:
         lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()) + ".")

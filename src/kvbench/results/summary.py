@@ -53,12 +53,57 @@ def measure_window(
     return MeasureWindow(float(min(sends)), float(max(ends)))
 
 
+def token_arrivals_s(record: RequestRecord) -> np.ndarray:
+    """Run-clock seconds at which each output token of `record` arrived: the first token at
+    first_token_s (else sent_s + ttft), then one per inter-token gap (a chunk of k tokens is k gaps,
+    the first k-1 of them 0). Without a full ITL list (an imported run), the tokens after the first
+    are spread evenly up to end_s. Empty when the record has no token times."""
+    n = int(record.output_tokens or 0)
+    first = record.first_token_s
+    if first is None and record.ttft_ms is not None:
+        first = record.sent_s + record.ttft_ms / 1000.0
+    if n <= 0 or first is None or math.isnan(first):
+        return np.array([], dtype=float)
+    gaps = record.itl_ms
+    if len(gaps) == n - 1:
+        return first + np.concatenate([[0.0], np.cumsum(np.asarray(gaps, dtype=float)) / 1000.0])
+    end = record.end_s if record.end_s is not None and not math.isnan(record.end_s) else first
+    return np.linspace(first, max(end, first), n) if n > 1 else np.array([first])
+
+
+def tokens_in_window(
+    records: Iterable[RequestRecord], window: MeasureWindow, n_slices: int = 1
+) -> np.ndarray:
+    """THE throughput rule: output tokens of successful requests (any phase) by the time they
+    arrived, counted in `n_slices` equal slices of the window; tokens outside it do not count. A
+    request that runs across an edge of the window contributes the tokens inside it, so requests
+    that finish in lock-step waves cannot quantize the rate (counting whole requests at their end
+    would jump by one wave at a time)."""
+    counts = np.zeros(n_slices, dtype=float)
+    width_s = window.duration_s / n_slices
+    if width_s <= 0:
+        return counts
+    for record in records:
+        if record.status != RequestStatus.OK.value:
+            continue
+        times = token_arrivals_s(record)
+        inside = times[(times >= window.start_s) & (times <= window.end_s)]
+        if len(inside):
+            index = np.minimum(((inside - window.start_s) / width_s).astype(int), n_slices - 1)
+            counts += np.bincount(index, minlength=n_slices)
+    return counts
+
+
 class CellSummary(BaseModel):
     """One cell's client-side numbers (measure phase only; prime / warmup / cooldown requests are
     counted in `requests_other_phases` and nothing else).
 
-    - Rates = successful measured requests (or their tokens) / `measure_window_s` (see
-      `measure_window` for the one window rule); None without a window.
+    - Rates over `measure_window_s` (see `measure_window` for the one window rule); None without
+      a window. request_rate_rps and prompt_tokens_per_s: successful measured requests (and their
+      prompt tokens) / window. output_tokens_per_s: output tokens that ARRIVED inside the window
+      (`tokens_in_window`: by each token's arrival time, any phase) / window, so waves of
+      requests finishing together cannot quantize it. `output_tokens` stays the measured
+      requests' total.
     - Latencies over successful measured requests: TTFT = first token - sent; E2E = last token -
       sent; TPOT = the recorded value, else (e2e - ttft) / (output_tokens - 1) for >= 2 tokens;
       ITL = every inter-token gap, pooled. Percentiles: numpy's default (linear interpolation).
@@ -108,7 +153,8 @@ def summarize(
     """The one place a cell's numbers are computed (see CellSummary for the definitions)."""
     measured: list[RequestRecord] = []
     other_phases: dict[str, int] = {}
-    for record in records:
+    all_records = list(records)
+    for record in all_records:
         if record.phase == Phase.MEASURE.value:
             measured.append(record)
         else:
@@ -137,7 +183,11 @@ def summarize(
         first_error=(failed[0].error or failed[0].status) if failed else None,
         measure_window_s=window_s,
         request_rate_rps=rate(len(ok)),
-        output_tokens_per_s=rate(output_tokens),
+        output_tokens_per_s=(
+            float(tokens_in_window(all_records, window).sum()) / window_s
+            if window is not None and window_s and measured
+            else None
+        ),
         prompt_tokens_per_s=rate(prompt_tokens),
         output_tokens=output_tokens,
         prompt_tokens=prompt_tokens,
