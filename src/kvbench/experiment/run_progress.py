@@ -51,6 +51,7 @@ class RunProgress:
             f"@ {plan.level:g} r{plan.repeat}: {what}",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
 
     def live(self, update: ProgressUpdate) -> None:
@@ -58,7 +59,9 @@ class RunProgress:
         if not self._live_lines or now - self._last_beat < HEARTBEAT_S:
             return
         self._last_beat = now
-        self.console.print(f"    {live_text(update)}", highlight=False, markup=False)
+        self.console.print(
+            f"    {live_text(update)}", highlight=False, markup=False, soft_wrap=True
+        )
 
     def cell_finished(self, info: CellInfo | None) -> None:
         self.finished_here += 1
@@ -70,7 +73,9 @@ class RunProgress:
             if left and eta is not None
             else "last cell"
         )
-        self.console.print(f"    {cell_result_text(info)}; {tail}", highlight=False, markup=False)
+        self.console.print(
+            f"    {cell_result_text(info)}; {tail}", highlight=False, markup=False, soft_wrap=True
+        )
 
 
 def live_text(update: ProgressUpdate) -> str:

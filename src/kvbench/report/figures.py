@@ -110,13 +110,15 @@ def throughput_curves(
             )
             continue
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        for scenario in scenarios:
+        span = float(group["level"].max() - group["level"].min())
+        for j, scenario in enumerate(scenarios):
             rows = group[group["scenario"] == scenario].sort_values("level")
             if rows.empty:
                 continue
             half = (rows["output_tok_s_ci_high"] - rows["output_tok_s_mean"]).fillna(0.0)
+            dodge = (j - (len(scenarios) - 1) / 2) * 0.008 * span  # twins that agree stay visible
             ax.errorbar(
-                rows["level"],
+                rows["level"] + dodge,
                 rows["output_tok_s_mean"],
                 yerr=half if half.gt(0).any() else None,
                 marker="o",

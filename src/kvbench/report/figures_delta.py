@@ -56,6 +56,8 @@ def draw_delta_grid(
     ax.imshow(image, aspect="auto")
     for (i, j), delta in cells.items():
         mark = evidence_mark(delta)
+        r, g, b, _ = image[i, j]
+        dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
         ax.text(
             j,
             i,
@@ -63,6 +65,7 @@ def draw_delta_grid(
             ha="center",
             va="center",
             fontsize=8,
+            color="white" if dark else "black",
         )
     mappable = cm.ScalarMappable(norm=mcolors.Normalize(vmin=-limit, vmax=limit), cmap=cmap)
     fig.colorbar(mappable, ax=ax, label="delta % (full: firm, pale: indicative, grey: n.s.)")
