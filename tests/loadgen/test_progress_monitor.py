@@ -15,7 +15,12 @@ from kvbench.results.records import RequestRecord
 
 
 def _record(phase, status, ttft, out, end_s, itl):
+    # the tokens arrive just before end_s (the ITL gaps end there), so the throughput rule (tokens
+    # by arrival time inside the window) sees them where the request ended
+    first_token_s = end_s - sum(itl) / 1000.0
     return RequestRecord(
+        sent_s=first_token_s - (ttft or 0.0) / 1000.0,
+        first_token_s=first_token_s,
         request_id="r",
         conversation_id="c",
         turn_index=0,
@@ -35,7 +40,7 @@ def test_summary_row_uses_measured_records_only():
         _record("measure", "ok", 10.0, 4, 1.5, [1.0, 2.0, 3.0]),
         _record("measure", "ok", 30.0, 6, 2.0, [5.0]),
         _record("measure", "error", None, 0, 2.5, []),
-        _record("cooldown", "ok", 99.0, 40, 3.0, []),
+        _record("cooldown", "ok", 99.0, 40, 3.5, []),
     ]
     row = summary_row("cell-a", records, measure_start_s=1.0, measure_end_s=3.0)
     assert row.requests_per_s == pytest.approx(2 / 2.0)
