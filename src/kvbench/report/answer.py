@@ -251,14 +251,14 @@ def _capacity_sentences(data: ReportData, model: str) -> list[str]:
     setup = next((s for s in setups(data.run) if s.model == model and s.working_set), None)
     if setup is None or setup.working_set is None or setup.working_set.working_set_tokens is None:
         return []
-    ws = setup.working_set
+    ws_tokens = setup.working_set.working_set_tokens
     gpu = next((c for c in setup.capacities if c.tier == "GPU"), None)
-    if gpu is None or gpu.tokens is None:
+    if gpu is None or not gpu.tokens:
         return []
-    ratio = ws.working_set_tokens / gpu.tokens
+    ratio = ws_tokens / gpu.tokens
     fits = "does not fit" if ratio > 1 else "fits"
     return [
-        f"{model.split('/')[-1]}: the workload's working set ({ws.working_set_tokens:,} tokens) is "
+        f"{model.split('/')[-1]}: the workload's working set ({ws_tokens:,} tokens) is "
         f"{ratio:.2f}x the GPU KV cache ({gpu.tokens:,} tokens over all engines): it {fits} on "
         "the GPU"
         + (

@@ -302,7 +302,7 @@ def spec_reference_markdown() -> str:
 def summary_reference_markdown() -> str:
     from kvbench.report import summary_json as S
 
-    models = [
+    models: list[type[BaseModel]] = [
         S.ReportSummary,
         S.ModelSummary,
         S.Recommendation,
