@@ -185,7 +185,8 @@ class SimulatedTarget:
             jobs.append(job)
         if len(jobs) < 2:
             return
-        context = multiprocessing.get_context("spawn")
+        # fork: no resource-tracker process outlives the pool (spawn would leave one per parent)
+        context = multiprocessing.get_context("fork")
         self._pool = context.Pool(min(self.workers, len(jobs)))
         self._prepared = {job.cell_id: self._pool.apply_async(run_job, (job,)) for job in jobs}
 
