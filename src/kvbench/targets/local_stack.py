@@ -23,6 +23,7 @@ from typing import Any
 
 from kvbench.emulator.processes import StartError
 from kvbench.emulator.stack import EngineLauncher, RunningStack, settings_from_spec, start_stack
+from kvbench.emulator.stores import KVStoreServer
 from kvbench.errors import UserError
 from kvbench.spec.scenarios import (
     RenderedScenario,
@@ -111,6 +112,18 @@ def cpu_capacity_tokens(
         gib_per_rank = float(env.get("LMCACHE_MAX_LOCAL_CPU_SIZE", "5.0"))
         return int(gib_per_rank * 1024**3 // (per_token / tp))
     return None
+
+
+def kv_store_facts(rendered: RenderedScenario, store: KVStoreServer | None) -> KvStoreFacts | None:
+    """The facts of the local Redis / Valkey server a scenario runs with (None: no store)."""
+    if store is None:
+        return None
+    return KvStoreFacts(
+        kind=store.kind,
+        role=rendered.kv_store.role if rendered.kv_store else None,
+        url=store.url,
+        maxmemory_bytes=store.maxmemory_bytes,
+    )
 
 
 def remote_capacity_tokens(rendered: RenderedScenario, model: str) -> int | None:
@@ -213,14 +226,7 @@ class LocalStackTarget:
             engines=settings.engines,
             tensor_parallel_size=settings.tensor_parallel_size,
             router=self.router_description() if stack.router_url is not None else None,
-            store=KvStoreFacts(
-                kind=store.kind,
-                role=rendered.kv_store.role if rendered.kv_store else None,
-                url=store.url,
-                maxmemory_bytes=store.maxmemory_bytes,
-            )
-            if store
-            else None,
+            store=kv_store_facts(rendered, store),
             engine_args=list(rendered.engine_args),
             engine_env=dict(rendered.engine_env),
             epp_config_path=rendered.epp_config_source,

@@ -37,12 +37,15 @@ from kvbench.spec.scenarios import ScenarioCatalog, load_catalog
 from kvbench.targets.base import (
     Deployment,
     DeploymentFacts,
-    KvStoreFacts,
     KvTier,
     ResetResult,
 )
 from kvbench.targets.emulated import COST_MODEL
-from kvbench.targets.local_stack import cpu_capacity_tokens, remote_capacity_tokens
+from kvbench.targets.local_stack import (
+    cpu_capacity_tokens,
+    kv_store_facts,
+    remote_capacity_tokens,
+)
 from kvbench.targets.simulated_cells import (
     CellJob,
     CellResult,
@@ -335,14 +338,7 @@ def _facts(group: ScenarioStack, model: str) -> DeploymentFacts:
         engines=settings.engines,
         tensor_parallel_size=settings.tensor_parallel_size,
         router="emulated llm-d EPP scheduler in process (virtual time)",
-        store=KvStoreFacts(
-            kind=store.kind,
-            role=rendered.kv_store.role if rendered.kv_store else None,
-            url=store.url,
-            maxmemory_bytes=store.maxmemory_bytes,
-        )
-        if store
-        else None,
+        store=kv_store_facts(rendered, store),
         engine_args=list(rendered.engine_args),
         engine_env=dict(rendered.engine_env),
         epp_config_path=rendered.epp_config_source,
