@@ -140,7 +140,7 @@ def test_twins_that_differ_only_in_the_store_give_the_same_numbers(two_runs):
         assert redis[key] == pytest.approx(valkey[key]), key
 
 
-def test_a_chat_spec_fails_its_cells_with_the_reason(tmp_path, capsys):
+def test_a_chat_spec_without_text_prompts_fails_with_the_reason(tmp_path, capsys):
     spec = write_spec(
         tmp_path,
         scenarios=["no-offload"],

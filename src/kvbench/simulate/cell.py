@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from kvbench.collect.prometheus import Sample, parse_metrics
 from kvbench.collect.scraper import sample_rows
+from kvbench.emulator.api.server import _max_token_id
 from kvbench.experiment import cache_state
 from kvbench.loadgen.plan import LevelPlan, ProgressUpdate
 from kvbench.results.cell import CacheProtocol
@@ -28,6 +29,7 @@ from kvbench.results.deployment import ResetResult
 from kvbench.results.records import Phase, RequestRecord
 from kvbench.simulate.client import SimClient
 from kvbench.simulate.events import EventLoop
+from kvbench.simulate.front import PromptFront
 from kvbench.simulate.level import LevelOutcome, run_level
 from kvbench.simulate.stack import SimStack
 from kvbench.workload.types import Workload
@@ -43,6 +45,7 @@ class CellSettings:
     server_metrics: bool
     interval_s: float
     request_timeout_s: float
+    api: str = "completions"  # load.api: "completions" or "chat"
 
 
 @dataclass
@@ -73,6 +76,12 @@ def scrape(stack: SimStack) -> dict[str, list[Sample] | str]:
     }
     pages["router"] = parse_metrics(stack.router.render_metrics().decode())
     return pages
+
+
+def prompt_front(stack: SimStack) -> PromptFront:
+    """The engine servers' request front (every engine of a stack serves the same model)."""
+    model = stack.engine_args[0].model
+    return PromptFront(stack.tokenizer, stack.max_model_len, _max_token_id(model, stack.tokenizer))
 
 
 class _Sampler:
@@ -106,6 +115,8 @@ def simulate_cell(
         stack.served_model_name,
         settings.request_timeout_s,
         stack.prompt_tokens_details,
+        prompt_front(stack),
+        settings.api,
     )
     running = [True]
     stack.router.start_refresh(lambda: running[0])

@@ -12,7 +12,10 @@ Contract (the live executor's, loadgen/executor.py, with HTTP replaced by modell
   recorded as a timeout; one the engine rejects (too long for max_model_len) is an HTTP 400 error;
 - exactly one record per turn goes to `on_record`, then `on_done(state, more)` tells the strategy
   whether the conversation may go on. The answer ids are the engine's own generated ids (the live
-  client asks for `return_token_ids`), so the next turn's prompt is what a live run would send.
+  client asks for `return_token_ids`), so the next turn's prompt is what a live run would send;
+- `api="chat"`: the turn is the live chat body (history as messages, the answer as the text the
+  server streamed), turned into prompt ids by the server's own chat rendering (`front.py`), routed
+  as a chat request; the record's prompt tokens come from usage, as live.
 Times in records are seconds of virtual time from the cell's start.
 """
 
@@ -24,7 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kvbench.emulator.api.driver import RequestStream
+from kvbench.emulator.api.protocol import ApiError
 from kvbench.emulator.api.responses import UsageCounts, response_shape, usage_body
+from kvbench.emulator.api.tokenizer import IncrementalDecoder
 from kvbench.emulator.engine.interface import EngineRequest
 from kvbench.emulator.router.request import RouterRequest
 from kvbench.emulator.router.scheduler import Decision
@@ -34,6 +39,7 @@ from kvbench.loadgen.recorder import ReuseTracker, fill_from_outcome
 from kvbench.results.records import Phase, RequestRecord, RequestStatus
 from kvbench.simulate.engine_node import SimEngine
 from kvbench.simulate.events import EventLoop
+from kvbench.simulate.front import PromptFront, ServedPrompt
 from kvbench.simulate.router_node import SimRouter
 
 _USAGE_SHAPE = response_shape("0.11")  # the simulated client reads counts only
@@ -60,6 +66,9 @@ class _InFlight:
     decision: Decision | None = None
     output_ids: list[int] = field(default_factory=list)
     done: bool = False
+    messages: list[dict] | None = None  # chat: the body's messages
+    decoder: IncrementalDecoder | None = None  # chat: the streamed answer text
+    text_parts: list[str] = field(default_factory=list)
 
 
 class SimClient:
@@ -70,9 +79,13 @@ class SimClient:
         model_name: str,
         request_timeout_s: float,
         prompt_tokens_details: bool,
+        front: PromptFront,
+        api: str = "completions",
         timing: ClientTiming = ClientTiming(),
     ) -> None:
         self.loop = loop
+        self.front = front
+        self.chat = api == "chat"
         self.router = router
         self.model_name = model_name
         self.request_timeout_s = request_timeout_s
@@ -121,8 +134,15 @@ class LevelSender:
         self, state: ConversationState, scheduled_s: float, phase: Phase, on_done: TurnDone
     ) -> None:
         now_s = self.loop.now_s
-        prompt_ids = state.prompt_ids()
         turn_index = state.next_turn_index
+        messages: list[dict] | None = None
+        if self.client.chat:  # the live executor's chat body and its prompt-token estimate
+            messages = state.chat_messages()
+            prompt_ids: list[int] = []
+            prompt_tokens = state.history_tokens + len(state.turn.question_token_ids)
+        else:
+            prompt_ids = state.prompt_ids()
+            prompt_tokens = len(prompt_ids)
         record = RequestRecord(
             request_id=f"{self.cell_id}-{next(self._sequence)}-{state.conversation_id}-t{turn_index}",
             conversation_id=state.conversation_id,
@@ -130,7 +150,7 @@ class LevelSender:
             cell_id=self.cell_id,
             phase=(self.record_phase or phase).value,
             scheduled_s=scheduled_s,
-            prompt_tokens=len(prompt_ids),
+            prompt_tokens=prompt_tokens,
             prefix_group=state.conversation.prefix_group,
             level=self.level,
             history_synthesized=False,
@@ -148,6 +168,7 @@ class LevelSender:
         record.reuse_distance_tokens = facts.reuse_distance_tokens
         record.reuse_distance_s = facts.reuse_distance_s
         flight = _InFlight(record, state, RequestOutcome(sent_perf=now_s), on_done)
+        flight.messages = messages
         self.sent += 1
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -160,11 +181,13 @@ class LevelSender:
             return
         client = self.client
         engine_request_id = f"cmpl-sim{next(client._engine_ids):010x}-0"
+        chat = flight.messages is not None
         routed = RouterRequest(
             request_id=flight.record.request_id,
             model=client.model_name,
-            is_chat=False,
-            prompt_token_ids=prompt_ids,
+            is_chat=chat,
+            prompt_token_ids=None if chat else prompt_ids,
+            messages=flight.messages,
         )
         decision, engine = client.router.route(routed)
         flight.decision, flight.engine = decision, engine
@@ -172,22 +195,32 @@ class LevelSender:
             "x-kvbench-endpoint": engine.address,
             "x-kvbench-router-predicted-hit-tokens": str(decision.predicted_hit_tokens),
         }
-        request = EngineRequest(
-            request_id=engine_request_id,
-            prompt_token_ids=prompt_ids,
-            max_tokens=flight.state.turn.output_tokens,
-            arrival_s=self.loop.now_s,
-            ignore_eos=True,
-        )
         try:
+            served = self._served_prompt(flight, prompt_ids)
+            request = EngineRequest(
+                request_id=engine_request_id,
+                prompt_token_ids=served.token_ids,
+                max_tokens=served.max_tokens,
+                arrival_s=self.loop.now_s,
+                ignore_eos=True,
+            )
             engine.submit(request, lambda stream, at_s, n: self._output(flight, stream, at_s, n))
-        except ValueError as err:  # the engine server answers 400 (e.g. longer than max_model_len)
+        except (ApiError, ValueError) as err:  # the engine server answers 400 (e.g. too long)
             flight.outcome.http_status = 400
             flight.outcome.fail(RequestStatus.ERROR, f"HTTP 400: {err}")
             self._finish(flight, self.loop.now_s + client.timing.response_delay_s)
             return
         flight.engine_request_id = engine_request_id
         flight.outcome.http_status = 200
+        if chat:
+            flight.decoder = client.front.decoder()
+
+    def _served_prompt(self, flight: _InFlight, prompt_ids: list[int]) -> ServedPrompt:
+        """What the engine server makes of the body (raises ApiError: its HTTP 400)."""
+        front, max_tokens = self.client.front, flight.state.turn.output_tokens
+        if flight.messages is not None:
+            return front.chat(flight.messages, max_tokens)
+        return front.completion(prompt_ids, max_tokens)
 
     def _output(self, flight: _InFlight, stream: RequestStream, end_s: float, tokens: int) -> None:
         if flight.done:
@@ -195,6 +228,9 @@ class LevelSender:
         arrival_s = end_s + self.client.timing.response_delay_s
         if tokens:
             flight.outcome.chunk_arrivals.append((arrival_s, tokens))
+            if flight.decoder is not None:
+                new_ids = stream.output_token_ids[-tokens:]
+                flight.text_parts.append(flight.decoder.push(new_ids, final=stream.finished))
         if not stream.finished:
             return
         flight.outcome.output_token_ids = list(stream.output_token_ids)
@@ -206,7 +242,11 @@ class LevelSender:
             stream.hits,
         )  # the usage chunk of a streamed completion, as the engine server sends it
         flight.outcome.usage = usage_body(
-            _USAGE_SHAPE, counts, self.client.prompt_tokens_details, chat=False, final_chunk=True
+            _USAGE_SHAPE,
+            counts,
+            self.client.prompt_tokens_details,
+            chat=flight.messages is not None,
+            final_chunk=True,
         )
         flight.outcome.done_seen = True
         self.loop.at(arrival_s, lambda: self._finish(flight, arrival_s))
@@ -234,8 +274,10 @@ class LevelSender:
             self.client.router.complete(flight.decision, end_s - outcome.sent_perf)
         fill_from_outcome(record, outcome, 0.0)
         ok = outcome.status == RequestStatus.OK.value
-        answer_ids = outcome.output_token_ids if ok else None
-        flight.state.finish_turn(ok, answer_ids, "", record.output_tokens)
+        # chat: the history is the answer text (live keeps no ids for chat, as executor.py)
+        answer_ids = outcome.output_token_ids if ok and flight.messages is None else None
+        answer_text = "".join(flight.text_parts)
+        flight.state.finish_turn(ok, answer_ids, answer_text, record.output_tokens)
         self.counts[record.status] += 1
         self.in_flight -= 1
         self.on_record(record)

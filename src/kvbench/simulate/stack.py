@@ -17,7 +17,8 @@ from typing import Any
 from kvbench.emulator.api.args import parse_serve_args
 from kvbench.emulator.api.kv_events import KVEventsConfig
 from kvbench.emulator.api.metrics import ServerMetrics
-from kvbench.emulator.api.server import _cache_info, resolve_max_model_len
+from kvbench.emulator.api.server import _cache_info, resolve_max_model_len, with_tokenizer
+from kvbench.emulator.api.tokenizer import Tokenizer
 from kvbench.emulator.engine.build import build_engine
 from kvbench.emulator.engine.interface import EngineArgs, KVEvent
 from kvbench.emulator.router.config import load_config_text
@@ -53,6 +54,7 @@ class SimStack:
     engine_args: list[EngineArgs]
     rendered: RenderedScenario  # engine 0's rendering
     max_model_len: int
+    tokenizer: Tokenizer  # what every engine's server tokenizes text and chat messages with
 
     @property
     def prompt_tokens_details(self) -> bool:
@@ -84,7 +86,10 @@ def _runtime(settings: EngineSettings, address: str, store_url: str | None) -> R
     )
 
 
-def _engine_args(settings: EngineSettings, hardware: str, rendered: RenderedScenario) -> EngineArgs:
+def _engine_args(
+    settings: EngineSettings, hardware: str, rendered: RenderedScenario
+) -> tuple[EngineArgs, Tokenizer]:
+    """The engine's args and its server's tokenizer, as `kvbench emulate serve` derives them."""
     argv = [
         settings.model,
         "--hardware",
@@ -93,7 +98,8 @@ def _engine_args(settings: EngineSettings, hardware: str, rendered: RenderedScen
         *rendered.engine_args,
         *settings.extra_args,
     ]
-    return parse_serve_args(argv, rendered.engine_env).engine_args
+    options, tokenizer = with_tokenizer(parse_serve_args(argv, rendered.engine_env))
+    return options.engine_args, tokenizer
 
 
 def build_stack(
@@ -118,7 +124,7 @@ def build_stack(
         rendered = render_scenario(
             catalog, scenario, params, _runtime(settings, address, store_url)
         )
-        args = _engine_args(settings, hardware, rendered)
+        args, tokenizer = _engine_args(settings, hardware, rendered)
         engine = build_engine(
             args,
             urandom=rng.randbytes,
@@ -143,6 +149,7 @@ def build_stack(
         all_args,
         rendered_all[0],
         engines[0].engine.max_model_len,
+        tokenizer,
     )
 
 

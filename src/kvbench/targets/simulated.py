@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kvbench.emulator.stack import REMOTE_PAYLOAD_SCALE
+from kvbench.loadgen.api import validate_conversations
 from kvbench.results.cell import CellValidity, ScrapeStats
 from kvbench.results.manifest import CellStatus, SystemUnderTest
 from kvbench.simulate.cell import CellSettings
@@ -213,11 +214,7 @@ class SimulatedTarget:
         self, inputs: Any, writer: Any, on_progress: Any = None
     ) -> tuple[CellStatus, str | None]:
         spec, info = inputs.spec, writer.info
-        if spec.load.api != "completions":
-            return (
-                CellStatus.FAILED,
-                "simulated target: load.api chat is not modelled (use completions)",
-            )
+        validate_conversations(inputs.endpoint, inputs.workload.conversations)  # live's UserError
         result = self._prepared_result(info.cell_id, inputs.workload)
         if result is None:
             job = self._job(inputs.deployment.model, info.base_scenario, info.scenario_params)
@@ -264,6 +261,7 @@ def _cell_settings(spec: Any) -> CellSettings:
         server_metrics=spec.collect.server_metrics,
         interval_s=spec.collect.interval_s,
         request_timeout_s=spec.load.request_timeout_s,
+        api=spec.load.api,
     )
 
 
