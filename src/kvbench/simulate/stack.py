@@ -20,6 +20,7 @@ from kvbench.emulator.api.metrics import ServerMetrics
 from kvbench.emulator.api.server import _cache_info, resolve_max_model_len, with_tokenizer
 from kvbench.emulator.api.tokenizer import Tokenizer
 from kvbench.emulator.engine.build import build_engine
+from kvbench.emulator.engine.hashing import HashMemo
 from kvbench.emulator.engine.interface import EngineArgs, KVEvent
 from kvbench.emulator.router.config import load_config_text
 from kvbench.emulator.router.events import parse_topic
@@ -29,6 +30,9 @@ from kvbench.simulate.events import EventLoop
 from kvbench.simulate.router_node import RouterTiming, SimRouter
 from kvbench.spec.scenarios import RenderedScenario, Runtime, ScenarioCatalog, render_scenario
 
+# Block hashes of this process's engines (cells in one worker share it: same prompts, same hashes).
+# ~0.4 KiB an entry: at most ~200 MiB.
+HASH_MEMO = HashMemo(max_entries=1 << 19)
 DEFAULT_REMOTE_ROUND_TRIP_S = 0.0003  # one pipelined Redis / Valkey round trip on loopback
 ENGINE_PORT = 8000
 
@@ -129,6 +133,7 @@ def build_stack(
             args,
             urandom=rng.randbytes,
             remote_timer=ModelledRoundTrips(remote_round_trip_s),
+            hash_memo=HASH_MEMO,
         )
         model_name = args.served_model_name or args.model
         max_model_len = resolve_max_model_len(engine, args)

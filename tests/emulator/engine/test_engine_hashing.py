@@ -9,7 +9,13 @@ import cbor2
 import pytest
 from engine_testlib import make_engine, make_request
 
-from kvbench.emulator.engine.hashing import BlockHasher, get_hash_fn, none_hash, to_event_hash
+from kvbench.emulator.engine.hashing import (
+    BlockHasher,
+    HashMemo,
+    get_hash_fn,
+    none_hash,
+    to_event_hash,
+)
 from kvbench.emulator.engine.interface import BlockStored
 from kvbench.errors import UserError
 
@@ -109,3 +115,22 @@ def test_engine_block_stored_event_carries_vllm_hashes(algo):
     assert stored[0].parent_block_hash is None
     assert stored[0].token_ids == prompt[:32]
     assert stored[0].block_size == 16 and stored[0].medium == "GPU"
+
+
+@pytest.mark.parametrize("algo", ["sha256", "sha256_cbor"])
+def test_memo_gives_the_hashes_the_function_gives(algo):
+    """Shared prefixes, a salt, decode growth and a memo that fills (and empties) mid-chain."""
+    hash_fn = get_hash_fn(algo)
+    root = hash_fn("seed")
+    memo = HashMemo(max_entries=5)
+    prefix = list(range(48))
+    prompts = [(prefix + [100, 101] * 12, None), (prefix + [7] * 20, "salt"), (prefix, None)]
+    for tokens, salt in prompts * 2:
+        plain: list[bytes] = []
+        BlockHasher(hash_fn, root, 16).extend(tokens, plain, salt)
+        memoed: list[bytes] = []
+        hasher = BlockHasher(hash_fn, root, 16, memo)
+        hasher.extend(tokens[:20], memoed, salt)  # a prompt, then decode fills the rest
+        hasher.extend(tokens, memoed, salt)
+        assert memoed == plain
+    assert 0 < len(memo.table(hash_fn)) <= 5

@@ -30,12 +30,21 @@ from kvbench.emulator.engine.interface import (
 
 
 class KVBlock:
-    __slots__ = ("block_id", "ref_cnt", "block_hash", "prev_free", "next_free", "is_null")
+    __slots__ = (
+        "block_id",
+        "ref_cnt",
+        "block_hash",
+        "event_hash",
+        "prev_free",
+        "next_free",
+        "is_null",
+    )
 
     def __init__(self, block_id: int) -> None:
         self.block_id = block_id
         self.ref_cnt = 0
         self.block_hash: bytes | None = None
+        self.event_hash = 0  # to_event_hash(block_hash), kept while block_hash is set
         self.prev_free: KVBlock | None = None
         self.next_free: KVBlock | None = None
         self.is_null = False
@@ -63,6 +72,26 @@ class FreeBlockQueue:
             raise ValueError("no free blocks")
         self.remove(block)
         return block
+
+    def popleft_n(self, num_blocks: int) -> list[KVBlock]:
+        """The first `num_blocks` free blocks, taken off the queue in order (as `num_blocks`
+        poplefts, in one walk)."""
+        if num_blocks > self.num_free_blocks:
+            raise ValueError("no free blocks")
+        blocks: list[KVBlock] = []
+        append = blocks.append
+        block = self.head.next_free
+        for _ in range(num_blocks):
+            assert block is not None  # num_free_blocks real blocks precede the tail sentinel
+            append(block)
+            nxt = block.next_free
+            block.prev_free = block.next_free = None
+            block = nxt
+        assert block is not None
+        self.head.next_free = block
+        block.prev_free = self.head
+        self.num_free_blocks -= num_blocks
+        return blocks
 
     def remove(self, block: KVBlock) -> None:
         prev, nxt = block.prev_free, block.next_free
@@ -147,23 +176,19 @@ class BlockPool:
     def get_new_blocks(self, num_blocks: int) -> list[KVBlock]:
         if num_blocks > self.free_queue.num_free_blocks:
             raise ValueError(f"cannot get {num_blocks} free blocks")
-        popleft = self.free_queue.popleft
-        blocks = [popleft() for _ in range(num_blocks)]
+        blocks = self.free_queue.popleft_n(num_blocks)
+        cached, events = self.cached, self.events
         for block in blocks:
-            if block.block_hash is not None:
-                self._evict_cached(block)
+            block_hash = block.block_hash
+            if block_hash is not None:  # evict: the hash is dropped, BlockRemoved emitted
+                holders = cached.get(block_hash)
+                if holders is not None and holders.pop(block.block_id, None) is not None:
+                    if not holders:
+                        del cached[block_hash]
+                    events.append(BlockRemoved(block_hashes=[block.event_hash], medium="GPU"))
+                block.block_hash = None
             block.ref_cnt += 1
         return blocks
-
-    def _evict_cached(self, block: KVBlock) -> None:
-        block_hash = block.block_hash
-        assert block_hash is not None  # only cached blocks are evicted
-        holders = self.cached.get(block_hash)
-        if holders is not None and holders.pop(block.block_id, None) is not None:
-            if not holders:
-                del self.cached[block_hash]
-            self.events.append(BlockRemoved(block_hashes=[to_event_hash(block_hash)], medium="GPU"))
-        block.block_hash = None
 
     def touch(self, blocks: Iterable[KVBlock]) -> None:
         for block in blocks:
@@ -214,13 +239,19 @@ class BlockPool:
         if num_cached_blocks >= num_full_blocks:
             return
         new_hashes: list[BlockHash] = []
+        cached = self.cached
         for i in range(num_cached_blocks, num_full_blocks):
             block, block_hash = blocks[i], block_hashes[i]
             if block.is_null:
                 continue
             block.block_hash = block_hash
-            self.cached.setdefault(block_hash, {})[block.block_id] = block
-            new_hashes.append(to_event_hash(block_hash))
+            block.event_hash = event_hash = to_event_hash(block_hash)
+            holders = cached.get(block_hash)
+            if holders is None:
+                cached[block_hash] = {block.block_id: block}
+            else:
+                holders[block.block_id] = block
+            new_hashes.append(event_hash)
         parent = (
             to_event_hash(block_hashes[num_cached_blocks - 1]) if num_cached_blocks > 0 else None
         )

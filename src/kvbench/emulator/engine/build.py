@@ -20,7 +20,7 @@ from kvbench.emulator.engine.compat import compat_profile
 from kvbench.emulator.engine.connector import ConnectorFacts, KVConnector
 from kvbench.emulator.engine.cost_model import CostModel, CostParams, num_gpu_blocks_by_memory
 from kvbench.emulator.engine.engine import EmulatedEngine
-from kvbench.emulator.engine.hashing import BlockHasher, get_hash_fn, none_hash
+from kvbench.emulator.engine.hashing import BlockHasher, HashMemo, get_hash_fn, none_hash
 from kvbench.emulator.engine.interface import EngineArgs
 from kvbench.emulator.engine.kv_manager import KVCacheManager
 from kvbench.emulator.engine.scheduler import Scheduler, SchedulerLimits
@@ -194,13 +194,15 @@ def build_engine(
     count_preempted_separately: bool = True,
     check_invariants: bool = True,
     remote_timer: Callable[[], float] = time.perf_counter,
+    hash_memo: HashMemo | None = None,
 ) -> EmulatedEngine:
     """`args.vllm_compat` picks the behaviour profile (compat.py: "0.11" or "0.32").
     `urandom` seeds NONE_HASH when PYTHONHASHSEED is unset (profile "0.11"). `count_preempted_separately`
     (profile "0.11" only; "0.32" always counts them apart): True counts prefix-cache lookups of
     preempted requests apart (vLLM >= 0.11.2), False counts them in vllm:prefix_cache_* (vLLM 0.11.0).
     `remote_timer` times an LMCache remote store's round trips (the simulated target passes a
-    modelled one so the round trips cost virtual time, not wall time)."""
+    modelled one so the round trips cost virtual time, not wall time). `hash_memo` caches block
+    hashes (same values; the simulated target shares one between its engines)."""
     compat = compat_profile(args.vllm_compat, count_preempted_separately)
     if cost_params is None:  # the hardware profile's calibrated factors, else the defaults
         cost_params = cost_params_for(get_hardware(args.hardware))
@@ -252,7 +254,7 @@ def build_engine(
     # vLLM hashes blocks when prefix caching is on or a connector needs the hashes.
     hashing_on = args.enable_prefix_caching or connector is not None
     root_hash = none_hash(hash_fn, args.env, urandom, unseeded_seed=compat.unseeded_none_hash_seed)
-    hasher = BlockHasher(hash_fn, root_hash, args.block_size if hashing_on else 0)
+    hasher = BlockHasher(hash_fn, root_hash, args.block_size if hashing_on else 0, hash_memo)
     cost = CostModel(
         model,
         hardware,

@@ -79,20 +79,39 @@ def to_event_hash(block_hash: bytes) -> int:
     return int.from_bytes(block_hash, "big") & _UINT64_MASK
 
 
+class HashMemo:
+    """A bounded cache of block hashes: the hash input `(parent, block tokens, extra)` -> its hash,
+    per hash function. The functions are pure, so a hit is exactly what the function returns; one
+    memo may serve every engine of a process (the simulated target's engines hash the same shared
+    prefixes over and over). When a table reaches `max_entries` it is emptied (no LRU upkeep)."""
+
+    __slots__ = ("max_entries", "_tables")
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._tables: dict[HashFn, dict[tuple, bytes]] = {}
+
+    def table(self, hash_fn: HashFn) -> dict[tuple, bytes]:
+        return self._tables.setdefault(hash_fn, {})
+
+
 class BlockHasher:
     """Extends a request's list of block hashes as its tokens fill blocks.
 
     Contract: `extend(token_ids, block_hashes, cache_salt)` appends the hash of every full block of
     `token_ids` not yet in `block_hashes` (block i covers tokens [i*bs, (i+1)*bs)). A block size
-    of 0 turns hashing off.
+    of 0 turns hashing off. With a `memo`, hashes already computed are looked up (same values).
     """
 
-    __slots__ = ("hash_fn", "root_hash", "block_size")
+    __slots__ = ("hash_fn", "root_hash", "block_size", "memo")
 
-    def __init__(self, hash_fn: HashFn, root_hash: bytes, block_size: int) -> None:
+    def __init__(
+        self, hash_fn: HashFn, root_hash: bytes, block_size: int, memo: HashMemo | None = None
+    ) -> None:
         self.hash_fn = hash_fn
         self.root_hash = root_hash
         self.block_size = block_size
+        self.memo = memo
 
     def extend(
         self, token_ids: Sequence[int], block_hashes: list[bytes], cache_salt: str | None
@@ -101,10 +120,29 @@ class BlockHasher:
         if not bs:  # hashing off: no prefix caching and no connector
             return
         start = len(block_hashes) * bs
+        if start + bs > len(token_ids):
+            return
         hash_fn = self.hash_fn
         parent = block_hashes[-1] if block_hashes else self.root_hash
+        memo = self.memo
+        if memo is None:
+            while start + bs <= len(token_ids):
+                extra = (cache_salt,) if (start == 0 and cache_salt) else None
+                parent = hash_fn((parent, tuple(token_ids[start : start + bs]), extra))
+                block_hashes.append(parent)
+                start += bs
+            return
+        table = memo.table(hash_fn)
+        get = table.get
         while start + bs <= len(token_ids):
             extra = (cache_salt,) if (start == 0 and cache_salt) else None
-            parent = hash_fn((parent, tuple(token_ids[start : start + bs]), extra))
+            key = (parent, tuple(token_ids[start : start + bs]), extra)
+            found = get(key)
+            if found is None:
+                found = hash_fn(key)
+                if len(table) >= memo.max_entries:
+                    table.clear()
+                table[key] = found
+            parent = found
             block_hashes.append(parent)
             start += bs
