@@ -1,33 +1,39 @@
-"""One engine step's KV events applied to a Redis / Valkey KV-block index in ONE round trip, with
-exactly the writes `apply_events` makes one by one (emulator/router/events.py) and in the same
-order, so the store ends in the same state. AllBlocksCleared (a key scan) keeps its own path.
-Failures take the index's own deadline and circuit breaker (`RedisIndex._run`), as a live apply
-does.
+"""KV events applied to a Redis / Valkey KV-block index with exactly the writes `apply_events` makes
+one by one (emulator/router/events.py), in the same order, so the store is in the same state
+whenever it is read. AllBlocksCleared (a key scan) keeps its own path. Failures take the index's
+own deadline and circuit breaker (`RedisIndex._run`), as a live apply does.
 
-The writes run as one server-side script (`EVAL`): every `HSET key field stamp` / `HDEL key field`
-of the step, in event order, on the real store. A step of a 10,000-token prompt stores and evicts
-hundreds of blocks; as a pipeline of single commands, packing and parsing them costs more
-client-side Python than the whole engine step. The script's request is packed by hand (the RESP
-`_pipelined_hkeys` also packs) and answers once. A KV-block index store has no maxmemory (see
+The writes run as one server-side script (`EVAL`): every `HSET key field stamp` / `HDEL key field`,
+in event order, on the real store. A step of a 10,000-token prompt stores and evicts hundreds of
+blocks; as a pipeline of single commands, packing and parsing them costs more client-side Python
+than the whole engine step. The script's request is packed by hand (the RESP `_pipelined_hkeys`
+also packs) and answers once. A KV-block index store has no maxmemory (see
 spec.scenarios.store_maxmemory_bytes), so no write can be refused part-way for memory.
+
+`PendingWrites` defers delivered batches until the index is next read (a lookup, a metrics page,
+the end of the cell): only reads observe the store, and every read sees every batch delivered
+before it, so a read sees what it would after one-by-one applies, while many engine steps' batches
+cost one round trip. Each batch keeps the stamp of its delivery time. The one difference is under
+store faults: a failed flush loses every batch it carried (each counted as a failed apply), where
+live each batch fails or lands on its own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
 from kvbench.emulator.router.events import tier_of
-from kvbench.emulator.router.index_memory import PodEntry
+from kvbench.emulator.router.index_memory import IndexUnavailable, PodEntry
 from kvbench.emulator.router.index_redis import RedisIndex, rfc3339
 
-# KEYS: every block key of the step, in order. ARGV[1]: the stamp; then per event a triple
-# (op "S" store / "R" remove, the holder field, how many of the next KEYS it covers).
-# Returns the number of writes made.
-APPLY_SCRIPT = b"""local stamp = ARGV[1]
-local k = 1
-local i = 2
+# KEYS: every block key, in order. ARGV: per event a quadruple (op "S" store / "R" remove, the
+# holder field, the stamp, how many of the next KEYS it covers). Returns the number of writes.
+APPLY_SCRIPT = b"""local k = 1
+local i = 1
 local n = #ARGV
 while i <= n do
-  local op, field, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local op, field, stamp, count = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local last = k + count - 1
   if op == 'S' then
     for j = k, last do redis.call('HSET', KEYS[j], field, stamp) end
@@ -35,61 +41,58 @@ while i <= n do
     for j = k, last do redis.call('HDEL', KEYS[j], field) end
   end
   k = last + 1
-  i = i + 3
+  i = i + 4
 end
 return k - 1
 """
 
 
-async def apply_events_pipelined(
-    index: RedisIndex, pod: str, model: str, events: list[KVEvent]
-) -> None:
-    """Raises IndexUnavailable if the store fails (the caller counts it, as the subscriber does)."""
-    pending: list[KVEvent] = []
-    for event in events:
-        if isinstance(event, AllBlocksCleared):
-            await _flush(index, pod, model, pending)
-            pending = []
-            await index.clear_pod(pod)
-        else:
-            pending.append(event)
-    await _flush(index, pod, model, pending)
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """One engine step's events from one pod, stamped when delivered."""
+
+    pod: str
+    model: str
+    events: list[KVEvent]
+    stamp: str  # RFC 3339, the index's wall clock at delivery
 
 
 def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-def pack_apply(stamp: str, pod: str, model: str, events: list[KVEvent]) -> tuple[bytes, int]:
-    """The EVAL request (RESP bytes) for `events`, and how many writes it makes."""
-    prefix = model.encode() + b"@"
+def pack_apply(batches: list[EventBatch]) -> tuple[bytes, int]:
+    """The EVAL request (RESP bytes) for the batches' stores and removals, and how many writes it
+    makes. AllBlocksCleared events are not part of it (the caller splits on them)."""
     keys: list[bytes] = []
-    triples: list[bytes] = []
-    for event in events:
-        if isinstance(event, BlockStored):
-            op = b"S"
-        elif isinstance(event, BlockRemoved):
-            op = b"R"
-        else:
-            continue
-        hashes = event.block_hashes
-        if not hashes:
-            continue
-        field = PodEntry(pod, tier_of(event.medium)).field().encode()
-        for block_hash in hashes:
-            key = b"%s%d" % (prefix, int(block_hash))
-            keys.append(b"$%d\r\n%s\r\n" % (len(key), key))
-        triples += (_bulk(op), _bulk(field), _bulk(b"%d" % len(hashes)))
+    quads: list[bytes] = []
+    for batch in batches:
+        prefix = batch.model.encode() + b"@"
+        stamp = _bulk(batch.stamp.encode())
+        for event in batch.events:
+            if isinstance(event, BlockStored):
+                op = b"S"
+            elif isinstance(event, BlockRemoved):
+                op = b"R"
+            else:
+                continue
+            hashes = event.block_hashes
+            if not hashes:
+                continue
+            field = PodEntry(batch.pod, tier_of(event.medium)).field().encode()
+            for block_hash in hashes:
+                key = b"%s%d" % (prefix, int(block_hash))
+                keys.append(b"$%d\r\n%s\r\n" % (len(key), key))
+            quads += (_bulk(op), _bulk(field), stamp, _bulk(b"%d" % len(hashes)))
     num_keys = len(keys)
-    head = b"*%d\r\n" % (3 + num_keys + 1 + len(triples))
+    head = b"*%d\r\n" % (3 + num_keys + len(quads))
     head += _bulk(b"EVAL") + _bulk(APPLY_SCRIPT) + _bulk(b"%d" % num_keys)
-    return b"".join([head, *keys, _bulk(stamp.encode()), *triples]), num_keys
+    return b"".join([head, *keys, *quads]), num_keys
 
 
-async def _flush(index: RedisIndex, pod: str, model: str, events: list[KVEvent]) -> None:
-    if not events:
-        return
-    packed, num_writes = pack_apply(rfc3339(index.wall_clock()), pod, model, events)
+async def write_batches(index: RedisIndex, batches: list[EventBatch]) -> None:
+    """One round trip for every store / removal of `batches`. Raises IndexUnavailable."""
+    packed, num_writes = pack_apply(batches)
     if not num_writes:
         return
 
@@ -108,3 +111,67 @@ async def _flush(index: RedisIndex, pod: str, model: str, events: list[KVEvent])
             raise RuntimeError(f"index script made {written} of {num_writes} writes")
 
     await index._run(write)
+
+
+async def apply_events_pipelined(
+    index: RedisIndex, pod: str, model: str, events: list[KVEvent]
+) -> None:
+    """One batch applied now. Raises IndexUnavailable if the store fails (the caller counts it,
+    as the subscriber does)."""
+    pending = PendingWrites(index)
+    pending.add(pod, model, events)
+    if await pending.flush():
+        raise IndexUnavailable(f"{index.name} index: KV-event apply failed")
+
+
+class PendingWrites:
+    """Batches delivered to one Redis / Valkey index and not yet written (see the module doc)."""
+
+    def __init__(self, index: RedisIndex) -> None:
+        self.index = index
+        self._batches: list[EventBatch] = []
+        self.round_trips = 0
+
+    def add(self, pod: str, model: str, events: list[KVEvent]) -> None:
+        if events:
+            self._batches.append(EventBatch(pod, model, events, rfc3339(self.index.wall_clock())))
+
+    def __bool__(self) -> bool:
+        return bool(self._batches)
+
+    async def flush(self) -> int:
+        """Write every pending batch, in delivery order; returns how many batches were lost to a
+        store failure (0 when all landed)."""
+        batches, self._batches = self._batches, []
+        group: list[EventBatch] = []  # batches (or parts) since the last AllBlocksCleared
+        lost = 0
+        for batch in batches:
+            if not any(isinstance(e, AllBlocksCleared) for e in batch.events):
+                group.append(batch)
+                continue
+            part: list[KVEvent] = []
+            for event in batch.events:
+                if not isinstance(event, AllBlocksCleared):
+                    part.append(event)
+                    continue
+                group.append(EventBatch(batch.pod, batch.model, part, batch.stamp))
+                lost += await self._write(group)
+                group, part = [], []
+                try:
+                    self.round_trips += 1
+                    await self.index.clear_pod(batch.pod)
+                except IndexUnavailable:
+                    lost += 1
+            group.append(EventBatch(batch.pod, batch.model, part, batch.stamp))
+        lost += await self._write(group)
+        return lost
+
+    async def _write(self, group: list[EventBatch]) -> int:
+        if not group:
+            return 0
+        try:
+            self.round_trips += 1
+            await write_batches(self.index, group)
+        except IndexUnavailable:
+            return len(group)
+        return 0

@@ -10,8 +10,8 @@ Contract:
   `complete(decision)` is ResponseComplete (the proxy calls it when the response ended, either way);
 - KV events of an engine step reach every KV-block index `kv_event_delay_s` after the step was
   planned (publish, ZMQ, subscriber), in publish order, with hashes as the subscriber decodes them;
-  a Redis / Valkey index gets each step's writes in one pipelined round trip (same writes, same
-  order, see index_batch.py).
+  a Redis / Valkey index gets them written before it is next read, every batch delivered since the
+  last read in one round trip (same writes, same order, see index_batch.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from kvbench.emulator.router.scheduler import Decision
 from kvbench.simulate.drive import CoroutineDriver
 from kvbench.simulate.engine_node import SimEngine
 from kvbench.simulate.events import EventLoop
-from kvbench.simulate.index_batch import apply_events_pipelined
+from kvbench.simulate.index_batch import PendingWrites
 
 GIE_REFRESH_INTERVAL_S = 0.05
 DEFAULT_KV_EVENT_DELAY_S = 0.001
@@ -91,14 +91,15 @@ class SimRouter:
             config, self.metrics, random.Random(seed), loop.clock, {}, self.pool.resolve_pod
         )
         self.plugins.scheduler.timer = loop.clock  # scheduling takes no virtual time
-        uses_store = False
+        self._pending: list[PendingWrites] = []
         for index in self.plugins.indexes:
             if isinstance(index, RedisIndex):
                 # Wall time is not virtual time: a round trip that is slow because this process is
                 # busy must not count as a store fault (live, the deadline guards a frozen store).
                 index.timeout_s = STORE_WALL_TIMEOUT_S
-                uses_store = True
-        self.driver = CoroutineDriver(use_asyncio=uses_store)
+                self._pending.append(PendingWrites(index))
+        self._pending_by_index = {id(p.index): p for p in self._pending}
+        self.driver = CoroutineDriver(use_asyncio=bool(self._pending))
         self._by_address = {e.address: e for e in engines}
         self.kv_event_apply_failures = 0
         self.refresh_metrics()
@@ -123,6 +124,7 @@ class SimRouter:
     # ---- requests
     def route(self, request: RouterRequest) -> tuple[Decision, SimEngine]:
         self.metrics.request_total.labels(request.model, request.model).inc()
+        self.flush_index_writes()
         decision = self.driver.run(self.plugins.scheduler.schedule(request, self.pool.endpoints))
         self.plugins.scheduler.pre_request(decision)
         return decision, self._by_address[decision.chosen.address]
@@ -145,25 +147,39 @@ class SimRouter:
 
         def apply() -> None:
             for index in self.plugins.indexes:
+                pending = self._pending_by_index.get(id(index))
+                if pending is not None:
+                    pending.add(resolved, model, received)  # written before the next read
+                    continue
                 try:
-                    if isinstance(index, RedisIndex):
-                        self.driver.run(apply_events_pipelined(index, resolved, model, received))
-                    else:
-                        self.driver.run(apply_events(index, resolved, model, received))
+                    self.driver.run(apply_events(index, resolved, model, received))
                 except IndexUnavailable:
                     self.kv_event_apply_failures += 1  # live: counted, the batch is lost
 
         self.loop.at(planned_s + self.timing.kv_event_delay_s, apply)
 
+    def flush_index_writes(self) -> None:
+        """Write the Redis / Valkey indexes' pending batches (before anything reads them)."""
+        for pending in self._pending:
+            if pending:
+                self.kv_event_apply_failures += self.driver.run(pending.flush())
+
+    @property
+    def index_round_trips(self) -> int:
+        return sum(p.round_trips for p in self._pending)
+
     def clear_indexes(self) -> None:
+        self.flush_index_writes()
         for index in self.plugins.indexes:
             for engine in self.engines:
                 self.driver.run(index.clear_pod(engine.address))
 
     def render_metrics(self) -> bytes:
+        self.flush_index_writes()
         return self.metrics.render(self.pool)
 
     def close(self) -> None:
+        self.flush_index_writes()
         for index in self.plugins.indexes:
             self.driver.run(index.close())
         self.driver.close()
