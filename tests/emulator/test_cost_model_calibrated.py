@@ -60,11 +60,56 @@ def test_a_fresh_request_waits_request_overhead_before_it_is_scheduled():
 
     options = parse_serve_args(["Qwen/Qwen3-0.6B", "--hardware", "H200-vLLM-0.26"], {})
     engine = build_engine(options.engine_args)
-    overhead = engine.scheduler.limits.request_overhead_s
+    overhead = engine.cost.request_delay_s(64, 0.0)
     assert overhead > 0  # the calibrated profile carries it
     engine.add_request(EngineRequest("r", list(range(100, 164)), 4, arrival_s=10.0))
     assert engine.step(10.0).num_scheduled_tokens == 0
     assert engine.step(10.0 + overhead + 1e-6).num_scheduled_tokens == 64
+
+
+def test_request_delay_grows_with_prompt_and_output_rate_and_keeps_arrival_order():
+    import dataclasses
+
+    from kvbench.emulator.api.args import parse_serve_args
+    from kvbench.emulator.engine.build import build_engine
+    from kvbench.emulator.engine.interface import EngineRequest
+
+    options = parse_serve_args(["Qwen/Qwen3-0.6B", "--hardware", "H200-vLLM-0.26"], {})
+    engine = build_engine(options.engine_args)
+    engine.cost.params = dataclasses.replace(
+        engine.cost.params,
+        request_overhead_s=0.010,
+        request_overhead_per_prompt_token_s=1e-6,
+        frontend_lag_s_per_output_tok_s=2e-6,
+    )
+    cost = engine.cost
+    assert cost.request_delay_s(1000, 0.0) == pytest.approx(0.011)
+    assert cost.request_delay_s(1000, 5000.0) == pytest.approx(0.021)
+    # a long prompt first, a short one right after: the API server hands them on in order
+    engine.add_request(EngineRequest("long", list(range(100, 4100)), 4, arrival_s=1.0))
+    engine.add_request(EngineRequest("short", list(range(100, 116)), 4, arrival_s=1.0))
+    long_req, short_req = engine.requests["long"], engine.requests["short"]
+    assert long_req.schedulable_s == pytest.approx(1.014)
+    assert short_req.schedulable_s == long_req.schedulable_s
+    assert engine.step(1.012).num_scheduled_tokens == 0
+
+
+def test_output_rate_follows_the_steps_tokens():
+    from kvbench.emulator.api.args import parse_serve_args
+    from kvbench.emulator.engine.build import build_engine
+    from kvbench.emulator.engine.interface import EngineRequest
+
+    options = parse_serve_args(["Qwen/Qwen3-0.6B", "--hardware", "H200-vLLM-0.26"], {})
+    engine = build_engine(options.engine_args)
+    for i in range(8):
+        engine.add_request(
+            EngineRequest(f"r{i}", list(range(100 + i, 164 + i)), 3000, arrival_s=0.0)
+        )
+    now_s = 0.5
+    for _ in range(2000):
+        now_s += engine.step(now_s).duration_s
+    step_s = engine.step(now_s).duration_s
+    assert engine.output_rate_tok_s == pytest.approx(8 / step_s, rel=0.1)
 
 
 def test_hardware_profile_from_a_file_and_its_bad_keys(tmp_path):

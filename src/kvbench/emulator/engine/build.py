@@ -248,7 +248,6 @@ def build_engine(
         batched,
         max_model_len,
         args.block_size,
-        request_overhead_s=cost_params.request_overhead_s,
     )
     scheduler = Scheduler(limits, kv, connector, check_invariants=check_invariants)
     # vLLM hashes blocks when prefix caching is on or a connector needs the hashes.

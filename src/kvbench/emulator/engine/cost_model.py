@@ -16,8 +16,15 @@ Step time, per GPU of a tensor-parallel group of size tp:
                  + prefill_request_overhead x requests that start their prompt this step
                  + stored_bytes / store_stall_bytes_per_s   (offload stores that hold the step)
 A connector's synchronous transfer time is added by the engine (StepTransfer.blocking_s).
-Outside the steps, a new request waits request_overhead_s (API server, engine-core IPC, scheduling
-delay) before the scheduler may take it.
+Outside the steps, a new request becomes schedulable only after the API server has handed it to
+the engine core (`request_delay_s`; FIFO, so never before an earlier request):
+  delay = request_overhead_s + request_overhead_per_prompt_token_s x prompt_tokens
+          + frontend_lag_s_per_output_tok_s x the engine's output rate (tokens/s, EWMA)
+          (+ connector_request_overhead_s with a connector: the connector's lookup on admission)
+The last term is the API server's event-loop lag: one Python process streams every output token
+(detokenize, SSE chunk, socket write), so each hop of a new request through it (HTTP body, prompt
+validation, IPC to the engine core, the first token's way back) waits longer the more tokens per
+second it streams. It is a latency, not engine work: it delays the request, not the steps.
 F, B: the hardware profile's achievable bf16 FLOP/s and HBM bytes/s.
 
 Calibration (benchmarks/emulator/cost_model_gpu_measure.py on the project's H100, torch 2.11, Qwen3-8B
@@ -55,6 +62,11 @@ class CostParams:
     # Measured against real vLLM (kvbench calibrate); the defaults leave the model as it was.
     cpu_overlap: bool = False  # async scheduling: a step takes max(GPU, CPU), not their sum
     request_overhead_s: float = 0.0  # arrival -> schedulable (API server, IPC, scheduling)
+    request_overhead_per_prompt_token_s: float = (
+        0.0  # prompt parsing / validation in the API server
+    )
+    frontend_lag_s_per_output_tok_s: float = 0.0  # API-server lag per output token/s it streams
+    connector_request_overhead_s: float = 0.0  # with a connector: per new request (lookup latency)
     prefill_request_overhead_s: float = 0.0  # per request starting its prompt in a step
     connector_step_overhead_s: float = 0.0  # a KV connector's per-step CPU work
     connector_prefill_overhead_s: float = 0.0  # per prefill start with a connector (lookups)
@@ -149,6 +161,18 @@ class CostModel:
             prefill_start_s += params.connector_prefill_overhead_s
         serial_s = prefill_start_s * work.num_prefill_starts
         return StepCost(compute_s, memory_s, allreduce_s, overhead_s, params.cpu_overlap, serial_s)
+
+    def request_delay_s(self, prompt_tokens: int, output_rate_tok_s: float) -> float:
+        """Arrival -> schedulable for a new request (see the module doc); 0 unless calibrated."""
+        params = self.params
+        delay_s = (
+            params.request_overhead_s
+            + params.request_overhead_per_prompt_token_s * prompt_tokens
+            + params.frontend_lag_s_per_output_tok_s * output_rate_tok_s
+        )
+        if self.with_connector:
+            delay_s += params.connector_request_overhead_s
+        return delay_s
 
     def store_stall_s(self, stored_bytes: int) -> float:
         """How long a step's offload stores hold it (0 unless calibrated)."""

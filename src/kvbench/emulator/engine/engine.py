@@ -15,6 +15,7 @@ KV events of the step = the block pool's (GPU) followed by the connector's.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from kvbench.emulator.engine.block_pool import BlockPool
@@ -32,6 +33,8 @@ from kvbench.emulator.engine.interface import (
 from kvbench.emulator.engine.kv_manager import KVCacheManager
 from kvbench.emulator.engine.request import Request, RequestStatus, generated_token_id
 from kvbench.emulator.engine.scheduler import Scheduler, StepPlan
+
+OUTPUT_RATE_WINDOW_S = 0.5  # time constant of the engine's output-rate average
 
 
 @dataclass(slots=True)
@@ -75,6 +78,10 @@ class EmulatedEngine:
         self.counters = EngineCounters()
         self._pending_events: list[KVEvent] = []
         self._last_now_s = 0.0  # the latest step's start: the time an abort between steps is given
+        # Output tokens per second, an exponential average over OUTPUT_RATE_WINDOW_S of steps: the
+        # load on the API server that delays new requests (CostModel.request_delay_s).
+        self.output_rate_tok_s = 0.0
+        self._last_schedulable_s = 0.0  # the API server hands requests on in arrival order
 
     # ---- Engine protocol
     def add_request(self, request: EngineRequest) -> None:
@@ -90,6 +97,10 @@ class EmulatedEngine:
         if request.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
         req = Request(request)
+        delay_s = self.cost.request_delay_s(req.num_prompt_tokens, self.output_rate_tok_s)
+        if delay_s > 0.0:
+            req.schedulable_s = max(self._last_schedulable_s, req.arrival_s + delay_s)
+            self._last_schedulable_s = req.schedulable_s
         self.hasher.extend(req.all_token_ids, req.block_hashes, req.cache_salt)
         self.requests[req.request_id] = req
         self.scheduler.waiting.append(req)
@@ -124,6 +135,7 @@ class EmulatedEngine:
         else:  # nothing to run (e.g. every request waits for a KV load): an idle engine-loop turn
             duration_s = self.cost.idle_step_s() + blocking_s
         outputs = self._postprocess(plan, now_s)
+        self._update_output_rate(len(outputs), duration_s)
         return StepResult(
             duration_s=duration_s,
             outputs=outputs,
@@ -171,6 +183,12 @@ class EmulatedEngine:
         return events
 
     # ---- internals
+    def _update_output_rate(self, num_tokens: int, duration_s: float) -> None:
+        if duration_s <= 0.0:
+            return
+        weight = 1.0 - math.exp(-duration_s / OUTPUT_RATE_WINDOW_S)
+        self.output_rate_tok_s += weight * (num_tokens / duration_s - self.output_rate_tok_s)
+
     def _poll_connector(self, now_s: float) -> None:
         assert self.connector is not None  # called only with a connector
         poll = self.connector.poll(now_s)

@@ -51,6 +51,7 @@ class Request:
         "all_token_ids",
         "max_tokens",
         "arrival_s",
+        "schedulable_s",
         "cache_salt",
         "kv_transfer_params",
         "token_seed",
@@ -70,6 +71,8 @@ class Request:
         self.all_token_ids: list[int] = list(req.prompt_token_ids)
         self.max_tokens = req.max_tokens
         self.arrival_s = req.arrival_s
+        # when the API server has handed it to the engine core (set by the engine on add)
+        self.schedulable_s = req.arrival_s
         self.cache_salt = req.cache_salt
         self.kv_transfer_params = req.kv_transfer_params
         self.token_seed = request_token_seed(req.sampling_seed, req.request_id)

@@ -54,7 +54,6 @@ class SchedulerLimits:
     max_num_batched_tokens: int
     max_model_len: int
     block_size: int
-    request_overhead_s: float = 0.0  # a new request is schedulable this long after its arrival
 
 
 class Scheduler:
@@ -136,7 +135,7 @@ class Scheduler:
             if (
                 req.num_preemptions == 0
                 and req.status is RequestStatus.WAITING
-                and req.arrival_s + self.limits.request_overhead_s > now_s
+                and req.schedulable_s > now_s
             ):
                 break  # still in the API server / on its way to the engine core (FCFS: all later too)
             if req.status is RequestStatus.WAITING_FOR_REMOTE_KVS and not self._finish_remote_load(
