@@ -1,5 +1,6 @@
-"""Ctrl-C during a simulated run (cells in worker processes): exit 130, finished cells kept, no
-process left behind; --resume finishes the run with the bytes an uninterrupted run writes."""
+"""Ctrl-C during a simulated run (cells in worker processes, or in the run's own process): exit 130,
+finished cells kept, no process left behind; --resume finishes the run with the bytes an
+uninterrupted run writes."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import yaml
 from tests.simulate.test_simulated_target import SPEC, parquet_bytes
 
@@ -21,12 +23,13 @@ def statuses(run: Path) -> dict[str, str]:
     return {c["cell_id"]: c["status"] for c in manifest["cells"]}
 
 
-def test_ctrl_c_keeps_finished_cells_and_resume_finishes(tmp_path):
+@pytest.mark.parametrize("workers", [2, 1])
+def test_ctrl_c_keeps_finished_cells_and_resume_finishes(tmp_path, workers):
     spec = {
         **SPEC,
         "scenarios": ["no-offload", "native-offload", "lmcache-redis"],
         "load": {**SPEC["load"], "levels": [2, 4, 8]},
-        "target": {**SPEC["target"], "kind": "simulated", "workers": 2},
+        "target": {**SPEC["target"], "kind": "simulated", "workers": workers},
     }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -53,6 +56,9 @@ def test_ctrl_c_keeps_finished_cells_and_resume_finishes(tmp_path):
     gone, alive = psutil.wait_procs(descendants, timeout=10)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
     before = statuses(run)
+    assert not (run / "logs" / ".router-decision-parts").exists()  # no half-written part left
+    for log in run.glob("logs/*/router-decisions.jsonl"):
+        assert all(json.loads(line) for line in log.read_text().splitlines())
     assert "ok" in before.values() and set(before.values()) - {"ok"}  # some kept, some not run
 
     assert main(["run", str(path), "--out", str(run), "--resume"]) == 0

@@ -163,3 +163,41 @@ def test_target_switch_only_between_kinds_whose_fields_carry_over(tmp_path, caps
     spec = write_spec(tmp_path)
     assert main(["run", str(spec), "--target", "vllm", "--out", str(tmp_path / "x")]) == 2
     assert "--target" in capsys.readouterr().err
+
+
+def test_degradation_counters_are_measured_as_live(two_runs):
+    """The live emulated stack's pattern: router counters always, LMCache's store counter where
+    LMCache runs (store_skipped only exists while a breaker opened), every reset done."""
+    for scenario, cell in cells_of(two_runs[0]).items():
+        counts = cell["validity"]["degradation"]
+        lmcache = scenario.startswith("lmcache")
+        assert counts["store_errors"] == (0 if lmcache else None), scenario
+        for kind in ("index_lookup_failures", "kv_events_lost", "kv_events_apply_failures"):
+            assert counts[kind] == 0, (scenario, kind)
+        assert counts["engine_ejections"] == 0 and counts["failed_resets"] == 0, scenario
+        assert counts["unscraped_sources"] == []
+
+
+def test_router_decisions_are_logged_as_the_live_router_logs_them(two_runs):
+    a, b = two_runs
+    cell = cells_of(a)["llm-d-redis"]
+    facts = cell["deployment"]["facts"]
+    log = Path(facts["decision_log_path"])
+    assert log.parent == Path(facts["logs_path"]) and (log.parent / "epp-config.yaml").is_file()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    rows = pd.read_parquet(a / "cells" / cell["cell_id"] / "requests.parquet")
+    # one decision per routed request (prime included), in virtual time order, at its arrival
+    assert len(lines) == len(rows) and {d["request_id"] for d in lines} == set(rows.request_id)
+    assert [d["ts_s"] for d in lines] == sorted(d["ts_s"] for d in lines)
+    by_id = {d["request_id"]: d for d in lines}
+    for row in rows.itertuples():
+        decision = by_id[row.request_id]
+        assert row.sent_s < decision["ts_s"] < row.first_token_s
+        assert decision["endpoint"] == row.endpoint
+        assert decision["predicted_hit_tokens"] == row.router_predicted_hit_tokens
+    assert set(lines[0]) >= {"ts_s", "candidates", "scores", "weights", "totals", "retries"}
+    assert any(d["predicted_hit_tokens"] > 0 for d in lines)
+    # parallel workers and one process write the same log
+    other = Path(cells_of(b)["llm-d-redis"]["deployment"]["facts"]["decision_log_path"])
+    assert other.read_bytes() == log.read_bytes()
+    assert not (a / "logs" / ".router-decision-parts").exists()

@@ -9,7 +9,9 @@ Contract (the live cell's, experiment/cell_run.py, on a freshly built stack):
   rendered and parsed exactly as the live scraper parses it, at the level's start, every
   `interval_s` of virtual time, and once at the end; rows in the scraper's long format;
 - verify: the first use of each prefix against the expected state, and the prefix-cache counter
-  deltas over the level, from the same pages.
+  deltas over the level, from the same pages;
+- degradation: the servers' degradation counters (collect/degradation.py) from a scrape after the
+  prime and one after the level, as the live cell measures them.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from kvbench.collect.degradation import measure_degradation
 from kvbench.collect.prometheus import Sample, parse_metrics
 from kvbench.collect.scraper import sample_rows
 from kvbench.emulator.api.server import _max_token_id
 from kvbench.experiment import cache_state
 from kvbench.loadgen.plan import LevelPlan, ProgressUpdate
-from kvbench.results.cell import CacheProtocol
+from kvbench.results.cell import CacheProtocol, DegradationCounts
 from kvbench.results.deployment import ResetResult
 from kvbench.results.records import Phase, RequestRecord
 from kvbench.simulate.client import SimClient
@@ -55,6 +58,7 @@ class CellOutcome:
     scrapes: int
     num_steps: int
     events_run: int
+    degradation: DegradationCounts | None = None
 
 
 def registry_samples(registry: CollectorRegistry) -> list[Sample]:
@@ -137,7 +141,8 @@ def simulate_cell(
         protocol.primed_prefixes = len(primes)
         protocol.prime_counts = dict(result.counts)
     protocol.expected_state = cache_state.expected_state(reset_result, primed=bool(primes))
-    before = cache_state.counter_snapshot(scrape(stack)) if settings.verify else None
+    scrape_before = scrape(stack)
+    before = cache_state.counter_snapshot(scrape_before) if settings.verify else None
     sampler = _Sampler(loop, stack, on_server_rows)
     level_running = [True]
     if settings.server_metrics:
@@ -161,9 +166,10 @@ def simulate_cell(
     level_running[0] = False
     if settings.server_metrics:
         sampler.sample()  # a final sample closes the window
+    scrape_after = scrape(stack)
     if settings.verify and before is not None:
         verdict = first_use.verdict(protocol.expected_state)
-        after = cache_state.counter_snapshot(scrape(stack))
+        after = cache_state.counter_snapshot(scrape_after)
         verdict["server_counters"] = cache_state.counter_deltas(before, after)
         verdict["failed_sources"] = after["failed_sources"]
         protocol.verify = verdict
@@ -174,4 +180,5 @@ def simulate_cell(
         sampler.scrapes,
         sum(e.num_steps for e in stack.engines),
         loop.actions_run,
+        measure_degradation(scrape_before, scrape_after, reset_result),
     )

@@ -2,8 +2,10 @@
 -> client, in virtual time, producing the same `RequestRecord` a live run writes.
 
 Contract (the live executor's, loadgen/executor.py, with HTTP replaced by modelled delays):
-- `send` stamps `sent_s = now`; the request reaches the router `request_delay_s` later (HTTP to the
-  router, scheduling, HTTP to the engine), which picks an engine and submits it there;
+- `send` stamps `sent_s = now`; the request reaches the router `request_delay_s` later, which
+  picks an engine; the engine gets it `front_delay_s(prompt tokens)` + the router's modelled
+  scheduling time later (body parsing, forwarding, the engine server's prompt handling and block
+  hashing: costs that grow with the prompt, measured on the live emulated stack);
 - every engine output reaches the client `response_delay_s` after the step that produced it; the
   response ends when the finishing output arrives (usage, headers and tier attribution as the
   engine server and router proxy report them: `x-kvbench-endpoint`,
@@ -49,10 +51,18 @@ TurnDone = Callable[[ConversationState, bool], None]
 
 @dataclass(frozen=True, slots=True)
 class ClientTiming:
-    """Modelled HTTP path costs (loopback, one client process): measured live as ~1 ms total."""
+    """Modelled HTTP path costs (loopback, one client process), fitted to the live emulated stack
+    (benchmarks/simulator/agreement.py): ~1 ms for a short prompt, ~1.6 ms more for 10k tokens."""
 
-    request_delay_s: float = 0.0006  # client -> router -> engine
+    request_delay_s: float = 0.0006  # client -> router -> engine, fixed part
+    # router proxy + engine server per prompt token (JSON, token checks, block hashing): at low
+    # load the live TTFT exceeded the simulated one by 4.1 ms at 256 tokens and 6.5 ms at 10.6k
+    # (less the engine's wake-up, engine_node.IDLE_WAKE_S, and the router's scheduling)
+    front_s_per_prompt_token: float = 0.15e-6
     response_delay_s: float = 0.0002  # engine -> router -> client, per chunk
+
+    def front_delay_s(self, prompt_tokens: int) -> float:
+        return self.front_s_per_prompt_token * prompt_tokens
 
 
 @dataclass(slots=True)
@@ -182,6 +192,12 @@ class LevelSender:
         client = self.client
         engine_request_id = f"cmpl-sim{next(client._engine_ids):010x}-0"
         chat = flight.messages is not None
+        try:
+            served: ServedPrompt | None = self._served_prompt(flight, prompt_ids)
+            refused: ApiError | None = None
+        except ApiError as err:  # the engine server will answer 400 (the router routes it first)
+            served, refused = None, err
+        prompt_tokens = len(served.token_ids) if served is not None else len(prompt_ids)
         routed = RouterRequest(
             request_id=flight.record.request_id,
             model=client.model_name,
@@ -189,31 +205,48 @@ class LevelSender:
             prompt_token_ids=None if chat else prompt_ids,
             messages=flight.messages,
         )
-        decision, engine = client.router.route(routed)
+        decision, engine = client.router.route(routed, prompt_tokens)
         flight.decision, flight.engine = decision, engine
         flight.outcome.headers = {
             "x-kvbench-endpoint": engine.address,
             "x-kvbench-router-predicted-hit-tokens": str(decision.predicted_hit_tokens),
         }
+        delay_s = decision.scheduling_s + client.timing.front_delay_s(prompt_tokens)
+        if served is None:
+            assert refused is not None
+            self.loop.after(delay_s, lambda: self._refuse(flight, refused))
+            return
+        self.loop.after(delay_s, lambda: self._submit(flight, engine, served, engine_request_id))
+
+    def _submit(
+        self, flight: _InFlight, engine: SimEngine, served: ServedPrompt, engine_request_id: str
+    ) -> None:
+        if flight.done:
+            return  # timed out on the way
+        request = EngineRequest(
+            request_id=engine_request_id,
+            prompt_token_ids=served.token_ids,
+            max_tokens=served.max_tokens,
+            arrival_s=self.loop.now_s,
+            ignore_eos=True,
+        )
         try:
-            served = self._served_prompt(flight, prompt_ids)
-            request = EngineRequest(
-                request_id=engine_request_id,
-                prompt_token_ids=served.token_ids,
-                max_tokens=served.max_tokens,
-                arrival_s=self.loop.now_s,
-                ignore_eos=True,
-            )
             engine.submit(request, lambda stream, at_s, n: self._output(flight, stream, at_s, n))
-        except (ApiError, ValueError) as err:  # the engine server answers 400 (e.g. too long)
-            flight.outcome.http_status = 400
-            flight.outcome.fail(RequestStatus.ERROR, f"HTTP 400: {err}")
-            self._finish(flight, self.loop.now_s + client.timing.response_delay_s)
+        except ValueError as err:  # the engine refuses it (e.g. longer than max_model_len)
+            self._refuse(flight, err)
             return
         flight.engine_request_id = engine_request_id
         flight.outcome.http_status = 200
-        if chat:
-            flight.decoder = client.front.decoder()
+        if flight.messages is not None:
+            flight.decoder = self.client.front.decoder()
+
+    def _refuse(self, flight: _InFlight, err: Exception) -> None:
+        """The engine server's HTTP 400, back at the client one response delay later."""
+        if flight.done:
+            return
+        flight.outcome.http_status = 400
+        flight.outcome.fail(RequestStatus.ERROR, f"HTTP 400: {err}")
+        self._finish(flight, self.loop.now_s + self.client.timing.response_delay_s)
 
     def _served_prompt(self, flight: _InFlight, prompt_ids: list[int]) -> ServedPrompt:
         """What the engine server makes of the body (raises ApiError: its HTTP 400)."""

@@ -1,13 +1,18 @@
 """One emulated engine stepping on the virtual clock, with the metrics its /metrics would show.
 
 Timeline contract (the real-time driver's, emulator/api/driver.py, without the sleeping):
-- a busy period starts when a request arrives at an idle engine; step n starts at the end of step
-  n - 1; `engine.step(start_s)` plans it and its outputs are delivered at `start_s + duration_s`
+- a busy period starts `IDLE_WAKE_S` after a request arrives at an idle engine (the live engine
+  server's wake-up: fitted to the live emulated stack, where a request reaching an idle engine
+  got its first token ~4 ms later than the cost model alone gives, whatever its prompt length;
+  a busy engine shows no such gap); step n starts at the end of step n - 1; `engine.step(start_s)` plans it and its outputs are delivered at `start_s + duration_s`
   (a step that schedules nothing lasts `IDLE_POLL_S`, as in the real-time driver);
 - KV events of a step leave when the step is planned (the real-time driver publishes them before it
   sleeps); `on_kv_events(start_s, events)` hands them on;
 - the engine idles (no events at all) while it has no unfinished request;
-- lag is always 0: virtual time never falls behind its deadlines.
+- lag is always 0: virtual time never falls behind its deadlines;
+- an engine whose unfinished requests get nothing scheduled for `STALL_IDLE_S` of virtual time in
+  a row (idle polls only, across request timeouts) raises `SimulationStalled`: a request that can
+  never be scheduled would otherwise make it poll forever, each retry ending by its timeout.
 Metrics are the real engine server's `ServerMetrics` (same names, labels, buckets), observed with
 the same per-step / per-token / per-request calls the real-time driver makes.
 """
@@ -20,11 +25,13 @@ from kvbench.emulator.api.driver import IDLE_POLL_S, RequestStream
 from kvbench.emulator.api.metrics import ServerMetrics
 from kvbench.emulator.engine.engine import EmulatedEngine
 from kvbench.emulator.engine.interface import EngineRequest, KVEvent, StepResult
-from kvbench.simulate.events import EventLoop
+from kvbench.simulate.events import EventLoop, SimulationStalled
 
 # (stream, arrival_s of the new tokens, how many new tokens) for every output of a step.
 OutputListener = Callable[[RequestStream, float, int], None]
 KVEventsHook = Callable[[float, list[KVEvent]], None]
+IDLE_WAKE_S = 0.004
+STALL_IDLE_S = 60.0  # steps that schedule nothing, this much virtual time in a row: stalled
 
 
 class SimEngine:
@@ -45,6 +52,7 @@ class SimEngine:
         self.busy = False
         self.num_steps = 0
         self.idle_steps_in_a_row = 0  # steps that scheduled nothing (a stall shows here)
+        self.idle_s_in_a_row = 0.0  # ... and their virtual time (engine idle periods not counted)
 
     # ---- request side
     def submit(self, request: EngineRequest, listener: OutputListener) -> RequestStream:
@@ -71,7 +79,7 @@ class SimEngine:
     def _wake(self) -> None:
         if not self.busy:
             self.busy = True
-            self.loop.at(self.loop.now_s, self._step)
+            self.loop.at(self.loop.now_s + IDLE_WAKE_S, self._step)
 
     def _step(self) -> None:
         engine = self.engine
@@ -85,13 +93,28 @@ class SimEngine:
             duration_s = IDLE_POLL_S
         end_s = start_s + duration_s
         self.num_steps += 1
-        self.idle_steps_in_a_row = (
-            0 if result.num_scheduled_tokens else self.idle_steps_in_a_row + 1
-        )
+        if result.num_scheduled_tokens:
+            self.idle_steps_in_a_row, self.idle_s_in_a_row = 0, 0.0
+        else:
+            self.idle_steps_in_a_row += 1
+            self.idle_s_in_a_row += duration_s
+            if self.idle_s_in_a_row >= STALL_IDLE_S:
+                raise SimulationStalled(self._stall_reason())
         if result.kv_events and self.on_kv_events is not None:
             self.on_kv_events(start_s, result.kv_events)
         self.metrics.observe_step(result, start_s, end_s, 0.0)
         self.loop.at(end_s, lambda: self._end_step(result, start_s, end_s))
+
+    def _stall_reason(self) -> str:
+        scheduler = self.engine.scheduler
+        waiting = list(scheduler.waiting)
+        longest = max((len(r.all_token_ids) for r in waiting), default=0)
+        return (
+            f"{self.address} scheduled nothing for {STALL_IDLE_S:g} s of simulated time "
+            f"({len(waiting)} waiting, {len(scheduler.running)} running; longest waiting prompt "
+            f"{longest} tokens, {self.engine.pool.num_gpu_blocks} GPU blocks of "
+            f"{self.engine.kv.block_size} tokens): a request that can never be scheduled"
+        )
 
     def _end_step(self, result: StepResult, start_s: float, end_s: float) -> None:
         streams, metrics = self._streams, self.metrics

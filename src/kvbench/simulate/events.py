@@ -20,6 +20,10 @@ from collections.abc import Callable
 Action = Callable[[], None]
 
 
+class SimulationStalled(RuntimeError):
+    """The cell cannot make progress; the message says why (raised from any action or the level)."""
+
+
 class RunEnd(str, enum.Enum):
     DONE = "done"  # the caller's condition became true
     IDLE = "idle"  # nothing left to run

@@ -17,15 +17,12 @@ from kvbench.loadgen.plan import LevelPlan, ProgressUpdate
 from kvbench.loadgen.window import LevelWindow
 from kvbench.results.records import RequestRecord, RequestStatus
 from kvbench.simulate.client import SimClient
-from kvbench.simulate.events import EventLoop, RunEnd
+from kvbench.simulate.events import EventLoop, RunEnd, SimulationStalled
 from kvbench.simulate.strategies import build_strategy
 from kvbench.workload.types import Conversation
 
 PROGRESS_EVERY_RECORDS = 50
-
-
-class SimulationStalled(RuntimeError):
-    """The cell cannot make progress; the message says why."""
+__all__ = ["LevelOutcome", "SimulationStalled", "run_level", "stall_after_s"]
 
 
 @dataclass
@@ -121,7 +118,8 @@ def _notes(source: ConversationSource) -> list[str]:
 
 
 class _Progress:
-    """Counts records and hands a ProgressUpdate on every PROGRESS_EVERY_RECORDS of them."""
+    """Counts records and hands a ProgressUpdate on every PROGRESS_EVERY_RECORDS of them; its
+    elapsed_s is simulated time, so tokens / elapsed_s is the simulated-time throughput."""
 
     def __init__(
         self,
@@ -135,10 +133,13 @@ class _Progress:
         self.on_record, self.on_progress = on_record, on_progress
         self.done = 0
         self.ok = 0
+        self.output_tokens = 0  # of the successful requests (the live executor's count)
 
     def record(self, record: RequestRecord) -> None:
         self.done += 1
-        self.ok += record.status == RequestStatus.OK.value
+        if record.status == RequestStatus.OK.value:
+            self.ok += 1
+            self.output_tokens += record.output_tokens
         self.on_record(record)
         if self.on_progress is not None and self.done % PROGRESS_EVERY_RECORDS == 0:
             self.flush()
@@ -153,5 +154,6 @@ class _Progress:
                     self.done - self.ok,
                     0,
                     self.loop.now_s - self.start_s,
+                    self.output_tokens,
                 )
             )

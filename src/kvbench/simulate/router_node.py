@@ -6,18 +6,28 @@ Contract:
 - endpoint metrics (queue, running, KV usage) are refreshed every `refresh_interval_s` of virtual
   time (GIE's 50 ms scrape), read from the engines directly, so scorers see values up to one
   interval old, as they do live; every engine is ready;
-- `route(request)` runs one scheduling cycle plus PreRequest and returns the decision;
+- `route(request, prompt_tokens)` runs one scheduling cycle plus PreRequest and returns the
+  decision; its `scheduling_s` is the modelled scheduling time (`RouterTiming`: per prompt token
+  for each prefix scorer, which hashes the prompt, and the precise one's index lookups), which
+  the client adds before the engine gets the request (the live router schedules in wall time);
   `complete(decision)` is ResponseComplete (the proxy calls it when the response ended, either way);
 - KV events of an engine step reach every KV-block index `kv_event_delay_s` after the step was
   planned (publish, ZMQ, subscriber), in publish order, with hashes as the subscriber decodes them;
   a Redis / Valkey index gets them written before it is next read, every batch delivered since the
-  last read in one round trip (same writes, same order, see index_batch.py).
+  last read in one round trip (same writes, same order, see index_batch.py); a batch the index
+  store fails to apply is lost and counted in `event_stats.apply_failures`
+  (kvbench_router_kv_events_apply_failures_total, as live);
+- with a `decision_log`, every decision is one JSON line in the live router's format
+  (`Decision.log_record`), `ts_s` in virtual seconds of the cell.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import IO
+
+import orjson
 
 from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
 from kvbench.emulator.router.build import build_plugins
@@ -26,9 +36,12 @@ from kvbench.emulator.router.endpoints import EndpointMetrics, EndpointPool
 from kvbench.emulator.router.events import apply_events, hash_as_uint64
 from kvbench.emulator.router.index_memory import IndexUnavailable
 from kvbench.emulator.router.index_redis import RedisIndex
-from kvbench.emulator.router.metrics import EppMetrics
+from kvbench.emulator.router.metrics import EppMetrics, RouterDegradationCollector
+from kvbench.emulator.router.precise import PrecisePrefixCacheScorer
+from kvbench.emulator.router.prefix_approx import ApproxPrefixCacheScorer
 from kvbench.emulator.router.request import RouterRequest
 from kvbench.emulator.router.scheduler import Decision
+from kvbench.emulator.router.subscriber import SubscriberStats
 from kvbench.simulate.drive import CoroutineDriver
 from kvbench.simulate.engine_node import SimEngine
 from kvbench.simulate.events import EventLoop
@@ -44,6 +57,18 @@ STORE_WALL_TIMEOUT_S = 30.0
 class RouterTiming:
     refresh_interval_s: float = GIE_REFRESH_INTERVAL_S
     kv_event_delay_s: float = DEFAULT_KV_EVENT_DELAY_S
+    # scheduling time per prompt token, fitted to the live router's decision log (scheduling_ms)
+    approx_prefix_s_per_token: float = 0.085e-6  # prefix-cache-scorer: 0.9 ms at 10.6k tokens
+    precise_prefix_s_per_token: float = 0.44e-6  # precise-prefix-cache-scorer: 4.7 ms at 10.6k
+
+    def scheduling_s_per_token(self, scorers: list[object]) -> float:
+        cost = 0.0
+        for scorer in scorers:
+            if isinstance(scorer, ApproxPrefixCacheScorer):
+                cost += self.approx_prefix_s_per_token
+            elif isinstance(scorer, PrecisePrefixCacheScorer):
+                cost += self.precise_prefix_s_per_token
+        return cost
 
 
 def as_received(events: list[KVEvent]) -> list[KVEvent]:
@@ -101,7 +126,16 @@ class SimRouter:
         self._pending_by_index = {id(p.index): p for p in self._pending}
         self.driver = CoroutineDriver(use_asyncio=bool(self._pending))
         self._by_address = {e.address: e for e in engines}
-        self.kv_event_apply_failures = 0
+        self.event_stats = SubscriberStats()  # in process: nothing is lost or undecodable
+        self.metrics.registry.register(
+            RouterDegradationCollector(
+                (w.scorer for w in self.plugins.scheduler.scorers), [self.event_stats]
+            )
+        )
+        self.decision_log: IO[bytes] | None = None
+        self._s_per_token = timing.scheduling_s_per_token(
+            [w.scorer for w in self.plugins.scheduler.scorers]
+        )
         self.refresh_metrics()
 
     # ---- endpoint metrics (GIE datastore refresh)
@@ -122,11 +156,14 @@ class SimRouter:
         self.loop.every(self.timing.refresh_interval_s, self.refresh_metrics, active)
 
     # ---- requests
-    def route(self, request: RouterRequest) -> tuple[Decision, SimEngine]:
+    def route(self, request: RouterRequest, prompt_tokens: int = 0) -> tuple[Decision, SimEngine]:
         self.metrics.request_total.labels(request.model, request.model).inc()
         self.flush_index_writes()
         decision = self.driver.run(self.plugins.scheduler.schedule(request, self.pool.endpoints))
+        decision.scheduling_s = self._s_per_token * prompt_tokens
         self.plugins.scheduler.pre_request(decision)
+        if self.decision_log is not None:
+            self.decision_log.write(orjson.dumps(decision.log_record(self.loop.now_s)) + b"\n")
         return decision, self._by_address[decision.chosen.address]
 
     def complete(self, decision: Decision, duration_s: float) -> None:
@@ -154,7 +191,7 @@ class SimRouter:
                 try:
                     self.driver.run(apply_events(index, resolved, model, received))
                 except IndexUnavailable:
-                    self.kv_event_apply_failures += 1  # live: counted, the batch is lost
+                    self.event_stats.apply_failures += 1  # live: counted, the batch is lost
 
         self.loop.at(planned_s + self.timing.kv_event_delay_s, apply)
 
@@ -162,7 +199,7 @@ class SimRouter:
         """Write the Redis / Valkey indexes' pending batches (before anything reads them)."""
         for pending in self._pending:
             if pending:
-                self.kv_event_apply_failures += self.driver.run(pending.flush())
+                self.event_stats.apply_failures += self.driver.run(pending.flush())
 
     @property
     def index_round_trips(self) -> int:

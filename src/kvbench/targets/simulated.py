@@ -13,13 +13,17 @@ Contract with the runner:
   then writes a cell's precomputed result, in the runner's order, or simulates it in process when
   it was not prepared (a sweep's rate steps need earlier steps' rates) or its workload differs;
 - a cell that cannot progress fails with the reason; Ctrl-C interrupts the run, what was written
-  stays valid, `--resume` finishes.
+  stays valid, `--resume` finishes;
+- logs as the emulated target keeps them: `logs/NN-<model>__<scenario>/` per `up` with the EPP
+  config and `router-decisions.jsonl` (the live router's JSON lines, `ts_s` in virtual seconds of
+  the cell); a worker writes its cell's decisions to a part file, appended in the runner's order.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 from collections.abc import Callable
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
@@ -31,6 +35,7 @@ from kvbench.results.cell import CellValidity, ScrapeStats
 from kvbench.results.manifest import CellStatus, SystemUnderTest
 from kvbench.simulate.cell import CellSettings
 from kvbench.simulate.client import ClientTiming
+from kvbench.simulate.engine_node import IDLE_WAKE_S
 from kvbench.simulate.events import EventLoop
 from kvbench.simulate.router_node import RouterTiming
 from kvbench.simulate.stack import DEFAULT_REMOTE_ROUND_TRIP_S, SimStack
@@ -68,6 +73,8 @@ class SimulatedTarget:
         self._prepared: dict[str, AsyncResult[CellResult]] = {}
         self._pool: Pool | None = None
         self._progress: SimulatedRunProgress | None = None
+        self._ups = 0
+        self._log_dirs: dict[str, Path] = {}  # by base_url: the deployment's logs folder
         # The run's scenario catalog: the runner passes it to up() and prepare(); built-ins until then.
         self._catalog: ScenarioCatalog = load_catalog()
 
@@ -103,6 +110,10 @@ class SimulatedTarget:
                 "modelled_delays_s": {
                     "client_to_engine": client.request_delay_s,
                     "engine_to_client": client.response_delay_s,
+                    "front_per_prompt_token": client.front_s_per_prompt_token,
+                    "idle_engine_wake": IDLE_WAKE_S,
+                    "router_approx_prefix_per_prompt_token": router.approx_prefix_s_per_token,
+                    "router_precise_prefix_per_prompt_token": router.precise_prefix_s_per_token,
                     "kv_event_delivery": router.kv_event_delay_s,
                     "endpoint_metrics_refresh": router.refresh_interval_s,
                     "lmcache_remote_round_trip": DEFAULT_REMOTE_ROUND_TRIP_S,
@@ -129,6 +140,16 @@ class SimulatedTarget:
             group.stop()
             raise
         self._stacks[base_url] = group
+        self._ups += 1
+        log_dir = self.run_dir / "logs" / f"{self._ups:02d}-{model.split('/')[-1]}__{scenario}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "epp-config.yaml").write_text(group.epp_config_yaml())
+        decisions = log_dir / DECISION_LOG
+        decisions.touch()
+        self._log_dirs[base_url] = log_dir
+        facts = facts.model_copy(
+            update={"decision_log_path": str(decisions), "logs_path": str(log_dir)}
+        )
         engines = group.settings.engines
         sources = {f"engine-{i}": f"{base_url}/engine-{i}/metrics" for i in range(engines)}
         sources["router"] = f"{base_url}/router/metrics"
@@ -149,6 +170,7 @@ class SimulatedTarget:
 
     def down(self, deployment: Deployment) -> None:
         group = self._stacks.pop(deployment.base_url, None)
+        self._log_dirs.pop(deployment.base_url, None)
         if group is not None:
             group.stop()
 
@@ -183,6 +205,7 @@ class SimulatedTarget:
             job = self._job(plan.model, plan.scenario_name, plan.scenario_params)
             job.cell_id, job.level_plan = plan.cell_id, level_plan
             job.settings, job.reset = _cell_settings(spec), spec.cache.reset
+            job.decision_log = self._decision_part(plan.cell_id)
             job.recipe = WorkloadRecipe(
                 spec.workload, spec.seed + plan.repeat, capacities[key], base_dir
             )
@@ -208,6 +231,24 @@ class SimulatedTarget:
             self._pool.join()
             self._pool = None
         self._prepared.clear()
+        shutil.rmtree(self._parts_dir, ignore_errors=True)
+
+    @property
+    def _parts_dir(self) -> Path:
+        return self.run_dir / "logs" / ".router-decision-parts"
+
+    def _decision_part(self, cell_id: str) -> Path:
+        self._parts_dir.mkdir(parents=True, exist_ok=True)
+        return self._parts_dir / f"{cell_id}.jsonl"
+
+    def _append_decisions(self, cell_id: str, base_url: str) -> None:
+        """The cell's decision lines onto its deployment's log (the runner's cell order)."""
+        part = self._parts_dir / f"{cell_id}.jsonl"
+        if not part.is_file():
+            return
+        with (self._log_dirs[base_url] / DECISION_LOG).open("ab") as log, part.open("rb") as lines:
+            shutil.copyfileobj(lines, log)
+        part.unlink()
 
     # ---- the simulated cell
     def run_cell(
@@ -224,10 +265,16 @@ class SimulatedTarget:
                 spec.cache.reset,
                 inputs.workload,
             )
+            job.decision_log = self._decision_part(info.cell_id)
+            job.on_progress = on_progress  # in process: the level's updates, in simulated time
             result = run_job(job, self._stacks[inputs.deployment.base_url])
+        self._append_decisions(info.cell_id, inputs.deployment.base_url)
+        written = _write(result, inputs, writer)
         if self._progress is not None:
-            self._progress.cell_done(info.cell_id, result.simulated_s, result.wall_s)
-        return _write(result, inputs, writer)
+            summary = info.summary
+            tok_s = summary.output_tokens_per_s if summary is not None else None
+            self._progress.cell_done(info.cell_id, result.simulated_s, result.wall_s, tok_s)
+        return written
 
     def _prepared_result(self, cell_id: str, workload: Any) -> CellResult | None:
         future = self._prepared.pop(cell_id, None)
@@ -252,6 +299,9 @@ class SimulatedTarget:
             settings=None,  # type: ignore[arg-type]
             reset=True,
         )
+
+
+DECISION_LOG = "router-decisions.jsonl"
 
 
 def _cell_settings(spec: Any) -> CellSettings:
@@ -295,6 +345,7 @@ def _write(result: CellResult, inputs: Any, writer: Any) -> tuple[CellStatus, st
         cache_state_consistent=(outcome.protocol.verify or {}).get("consistent"),
         peak_in_flight=level.peak_in_flight,
     )
+    info.validity.degradation = outcome.degradation  # the servers' own counters, as live
     summary = info.summary
     if summary is None or summary.requests_ok == 0:
         failed = summary.requests_failed if summary else 0

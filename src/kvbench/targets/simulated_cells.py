@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 
 from kvbench.emulator.stack import REMOTE_PAYLOAD_SCALE, EngineSettings, settings_from_spec
 from kvbench.emulator.stores import KVStoreServer, StoreUnavailable
-from kvbench.loadgen.plan import LevelPlan
+from kvbench.loadgen.plan import LevelPlan, ProgressUpdate
 from kvbench.results.deployment import ComponentReset, ResetResult
 from kvbench.results.records import RequestRecord
 from kvbench.simulate.cell import CellOutcome, CellSettings, simulate_cell
@@ -82,6 +82,8 @@ class CellJob:
     reset: bool
     workload: Workload | None = None  # in process: the runner's own
     recipe: WorkloadRecipe | None = None  # in a worker: rebuilt from this
+    decision_log: Path | None = None  # the router's decisions of this cell go here (JSON lines)
+    on_progress: Callable[[ProgressUpdate], None] | None = None  # in process only (not pickled)
 
 
 @dataclass
@@ -141,6 +143,12 @@ class ScenarioStack:
             store_url,
             seed,
         )
+
+    def epp_config_yaml(self) -> str:
+        """The router's EndpointPickerConfig, as the live stack writes it to its logs folder."""
+        store_url = self.store.url if self.store is not None else None
+        runtime = _runtime(self.settings, engine_address(0), store_url)
+        return render_scenario(self.catalog, self.scenario, self.params, runtime).epp_config_yaml()
 
     def reset(self) -> ResetResult:
         """Every cell gets a freshly built stack; the store is flushed (the emulated target's reset)."""
@@ -213,6 +221,8 @@ def _run_cell(job: CellJob, group: ScenarioStack) -> CellResult:
     # The repeat's seed (spec seed + repeat) drives NONE_HASH and router tie-breaks alike in every
     # scenario of the repeat, as it drives the workload: scenarios stay paired, twins equal.
     stack = group.build(loop, job.level_plan.seed)
+    log = job.decision_log.open("wb") if job.decision_log is not None else None
+    stack.router.decision_log = log
     try:
         result.outcome = simulate_cell(
             loop,
@@ -224,11 +234,14 @@ def _run_cell(job: CellJob, group: ScenarioStack) -> CellResult:
             result.reset,
             result.records.append,
             result.server_rows.extend,
+            job.on_progress,
         )
     except SimulationStalled as err:
         result.error = f"simulation stalled: {err}"
     finally:
         stack.close()
+        if log is not None:
+            log.close()
     result.wall_s = time.perf_counter() - started
     result.simulated_s = loop.now_s
     return result

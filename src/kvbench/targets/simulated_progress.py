@@ -1,5 +1,7 @@
-"""The simulated run's progress: cells done, simulated seconds, and simulated seconds per wall
-second. A Rich bar on a terminal; one plain line per cell otherwise (CI logs, pipes)."""
+"""The simulated run's progress: cells done, simulated seconds, simulated seconds per wall second,
+and the last cell's output throughput in simulated time (its summary's output tok/s: tokens per
+simulated second, never per wall second). A Rich bar on a terminal; one plain line per cell
+otherwise (CI logs, pipes)."""
 
 from __future__ import annotations
 
@@ -32,12 +34,20 @@ class SimulatedRunProgress:
             self._progress.start()
             self._task = self._progress.add_task("cells", total=total_cells, simulated="")
 
-    def cell_done(self, cell_id: str, simulated_s: float, wall_s: float) -> None:
+    def cell_done(
+        self,
+        cell_id: str,
+        simulated_s: float,
+        wall_s: float,
+        output_tok_s: float | None = None,
+    ) -> None:
         self.done += 1
         self.simulated_s += simulated_s
         elapsed_s = time.perf_counter() - self._started
         rate = self.simulated_s / elapsed_s if elapsed_s > 0 else 0.0
         text = f"{self.simulated_s:,.0f} simulated s, {rate:,.1f} per wall s"
+        if output_tok_s is not None:
+            text += f"; last cell {output_tok_s:,.0f} output tok/s (simulated time)"
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=self.done, simulated=text)
         else:

@@ -53,7 +53,7 @@ async def test_the_counters_are_exported():
     subscriber.stats.lost_messages, subscriber.stats.apply_failures = 3, 2
     families = {
         f.name: f.samples[0].value
-        for f in RouterDegradationCollector([_Scorer(), object()], [subscriber]).collect()
+        for f in RouterDegradationCollector([_Scorer(), object()], [subscriber.stats]).collect()
     }
     assert families == {
         "kvbench_router_index_lookup_failures": 7,

@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from kvbench.emulator.router.endpoints import EndpointPool
 from kvbench.emulator.router.health import EjectReason
-from kvbench.emulator.router.subscriber import KVEventSubscriber
+from kvbench.emulator.router.subscriber import SubscriberStats
 
 _DURATION_BUCKETS_S = (
     0.005,
@@ -198,13 +198,14 @@ class RouterDegradationCollector:
     kvbench_router_kv_events_decode_errors_total   messages that could not be decoded
     """
 
-    def __init__(self, scorers: Iterable[object], subscribers: Iterable[KVEventSubscriber]) -> None:
+    def __init__(self, scorers: Iterable[object], stats: Iterable[SubscriberStats]) -> None:
+        """`stats`: each KV-event subscriber's (live) counters, read at every scrape."""
         self.scorers = list(scorers)
-        self.subscribers = list(subscribers)
+        self.stats = list(stats)
 
     def collect(self) -> Iterator[Metric]:
         lookups = sum(int(getattr(s, "lookup_failures", 0)) for s in self.scorers)
-        stats = [subscriber.stats for subscriber in self.subscribers]
+        stats = self.stats
         for name, value, help_text in (
             ("kvbench_router_index_lookup_failures", lookups, "Failed KV-block index lookups."),
             (

@@ -62,7 +62,8 @@ class Router:
         )
         self.metrics.registry.register(
             RouterDegradationCollector(
-                (w.scorer for w in self.plugins.scheduler.scorers), self.plugins.subscribers
+                (w.scorer for w in self.plugins.scheduler.scorers),
+                (s.stats for s in self.plugins.subscribers),
             )
         )
         self._log_file = options.decision_log.open("ab") if options.decision_log else None
