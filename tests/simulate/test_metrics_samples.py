@@ -53,3 +53,28 @@ def test_the_approximate_scorer_hashes_the_same_bytes_from_a_truncated_prompt():
         full = user_input_bytes(request)
         for max_chars in (64, 1000, 16384):
             assert user_input_bytes(request, max_chars)[:max_chars] == full[:max_chars]
+
+
+def test_router_registry_samples_equal_its_parsed_metrics_page():
+    from kvbench.emulator.router.endpoints import EndpointMetrics, EndpointPool
+    from kvbench.emulator.router.metrics import EppMetrics
+
+    pool = EndpointPool(["http://e0:1", "http://e1:1"], lambda: 0.0)
+    for i, endpoint in enumerate(pool.endpoints):
+        endpoint.health.ready = endpoint.health.ever_ready = True
+        endpoint.metrics = EndpointMetrics(
+            waiting_requests=3 * i, running_requests=2, kv_cache_usage=0.25 + i / 4
+        )
+    metrics = EppMetrics("pool")
+    metrics.request_total.labels("m", "m").inc(4)
+    metrics.request_duration_s.labels("m", "m").observe(0.3)
+    parsed = parse_metrics(metrics.render(pool).decode())
+    metrics.refresh(pool)
+    direct = registry_samples(metrics.registry)
+    as_rows = lambda samples: sorted(  # noqa: E731
+        (s.name, tuple(sorted(s.labels.items())), s.value, s.family, s.type)
+        for s in samples
+        if not s.name.endswith("_created")
+    )
+    assert as_rows(direct) == as_rows(parsed)
+    assert any(s.name.endswith("average_kv_cache_utilization") and s.value == 0.375 for s in direct)

@@ -78,13 +78,30 @@ class ScrapeStats:
         }
 
 
+# A page's label sets repeat on every scrape: their JSON text is kept (emptied when it grows big).
+_LABELS_JSON: dict[tuple[tuple[str, str], ...], str] = {}
+_LABELS_JSON_MAX = 100_000
+
+
+def labels_json(labels: dict[str, str]) -> str:
+    """The labels as compact JSON with sorted keys (the rows' `labels` column)."""
+    key = tuple(sorted(labels.items()))
+    text = _LABELS_JSON.get(key)
+    if text is None:
+        text = json.dumps(labels, sort_keys=True, separators=(",", ":"))
+        if len(_LABELS_JSON) >= _LABELS_JSON_MAX:
+            _LABELS_JSON.clear()
+        _LABELS_JSON[key] = text
+    return text
+
+
 def sample_rows(ts_s: float, source: str, samples: list[Sample]) -> list[dict]:
     return [
         {
             "ts_s": ts_s,
             "source": source,
             "metric": s.name,
-            "labels": json.dumps(s.labels, sort_keys=True, separators=(",", ":")),
+            "labels": labels_json(s.labels),
             "value": s.value,
         }
         for s in samples

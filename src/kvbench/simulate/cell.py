@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from kvbench.collect.degradation import measure_degradation
-from kvbench.collect.prometheus import Sample, parse_metrics
+from kvbench.collect.prometheus import Sample
 from kvbench.collect.scraper import sample_rows
 from kvbench.emulator.api.server import _max_token_id
 from kvbench.experiment import cache_state
@@ -72,13 +72,13 @@ def registry_samples(registry: CollectorRegistry) -> list[Sample]:
 
 
 def scrape(stack: SimStack) -> dict[str, list[Sample] | str]:
-    """Every source's samples, as the live scraper gets them: engines read off their registries,
-    the router through its /metrics text (its rendering refreshes the pool gauges)."""
+    """Every source's samples, as the live scraper gets them, read off the registries (the router's
+    with its pool gauges refreshed, as its /metrics rendering does)."""
     pages: dict[str, list[Sample] | str] = {
         f"engine-{i}": registry_samples(engine.metrics.registry)
         for i, engine in enumerate(stack.engines)
     }
-    pages["router"] = parse_metrics(stack.router.render_metrics().decode())
+    pages["router"] = registry_samples(stack.router.metrics_registry())
     return pages
 
 

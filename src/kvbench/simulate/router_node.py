@@ -29,6 +29,8 @@ from typing import IO
 
 import orjson
 
+from prometheus_client import CollectorRegistry
+
 from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
 from kvbench.emulator.router.build import build_plugins
 from kvbench.emulator.router.config import EppConfig
@@ -214,6 +216,12 @@ class SimRouter:
     def render_metrics(self) -> bytes:
         self.flush_index_writes()
         return self.metrics.render(self.pool)
+
+    def metrics_registry(self) -> CollectorRegistry:
+        """The EPP registry with its pool gauges refreshed, as a /metrics page would show it."""
+        self.flush_index_writes()
+        self.metrics.refresh(self.pool)
+        return self.metrics.registry
 
     def close(self) -> None:
         self.flush_index_writes()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import multiprocessing.util
+import pickle
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -172,15 +174,51 @@ class ScenarioStack:
             self.store = None
 
 
+# In a worker process: the scenario stack (and its store server) of the latest job, kept for the
+# next job of the same (model, scenario, params) when that job resets (flushes) the store, as the
+# in-process path keeps one per deployment; the workload of the latest recipe, likewise.
+_worker_stack: tuple[tuple, ScenarioStack] | None = None
+_worker_workload: tuple[bytes, Workload] | None = None
+
+
+def _stack_key(job: CellJob) -> tuple:
+    return (job.model, job.scenario, pickle.dumps(job.scenario_params))
+
+
+def _worker_group(job: CellJob) -> ScenarioStack:
+    global _worker_stack
+    key = _stack_key(job)
+    if _worker_stack is not None:
+        kept_key, kept = _worker_stack
+        if kept_key == key and job.reset:
+            return kept
+        kept.stop()
+        _worker_stack = None
+    group = ScenarioStack(job)
+    if group.store is not None:  # stopped when the worker exits (pool close), work dir removed
+        multiprocessing.util.Finalize(group, group.stop, exitpriority=10)
+    _worker_stack = (key, group)
+    return group
+
+
 def run_job(job: CellJob, scenario_stack: ScenarioStack | None = None) -> CellResult:
-    """Run one cell. With no `scenario_stack` (a worker), one is started and stopped for the job."""
-    owned = scenario_stack is None
-    group = scenario_stack or ScenarioStack(job)
-    try:
-        return _run(job, group)
-    finally:
-        if owned:
-            group.stop()
+    """Run one cell. With no `scenario_stack` (a worker), the worker's stack for the job's
+    scenario is used, started if it has none (a store left from a previous cell is flushed by the
+    cell's reset; without a reset the cell gets a fresh one). It dies with the worker."""
+    group = scenario_stack or _worker_group(job)
+    return _run(job, group)
+
+
+def _workload_of(recipe: WorkloadRecipe) -> Workload:
+    global _worker_workload
+    key = pickle.dumps(recipe)
+    if _worker_workload is not None and _worker_workload[0] == key:
+        return _worker_workload[1]
+    workload, _ = build_workload(
+        recipe.spec, recipe.seed, recipe.capacities, base_dir=recipe.base_dir
+    )
+    _worker_workload = (key, workload)
+    return workload
 
 
 # The simulation allocates millions of small, mostly acyclic objects (events, outputs, blocks'
@@ -210,10 +248,7 @@ def _run_cell(job: CellJob, group: ScenarioStack) -> CellResult:
     workload = job.workload
     if workload is None:
         assert job.recipe is not None
-        recipe = job.recipe
-        workload, _ = build_workload(
-            recipe.spec, recipe.seed, recipe.capacities, base_dir=recipe.base_dir
-        )
+        workload = _workload_of(job.recipe)
     result = CellResult(job.cell_id, workload_fingerprint=workload_fingerprint(workload))
     result.reset = group.reset() if job.reset else None
 

@@ -122,6 +122,11 @@ class EppMetrics:
         )
 
     def render(self, pool: EndpointPool) -> bytes:
+        self.refresh(pool)
+        return generate_latest(self.registry)
+
+    def refresh(self, pool: EndpointPool) -> None:
+        """Set the pool gauges from the endpoints' latest metrics (what a /metrics page shows)."""
         if self._health is None:
             self._health = EndpointHealthCollector(pool)
             self.registry.register(self._health)
@@ -134,7 +139,6 @@ class EppMetrics:
             usage = queue = 0.0
         self.average_kv_cache_utilization.labels(self.pool_name).set(usage)
         self.average_queue_size.labels(self.pool_name).set(queue)
-        return generate_latest(self.registry)
 
 
 class EndpointHealthCollector:
