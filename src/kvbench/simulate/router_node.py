@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import IO
 
 import orjson
-
 from prometheus_client import CollectorRegistry
 
 from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
