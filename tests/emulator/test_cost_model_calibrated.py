@@ -50,6 +50,15 @@ def test_connector_costs_apply_only_with_a_connector():
     assert extra == pytest.approx(0.5e-3 + 2 * 4e-3)
     assert plain.step_duration_s(prefill) - plain.step_duration_s(DECODE) == pytest.approx(2e-3)
     assert offload.store_stall_s(10**8) == pytest.approx(0.01)
+    # with async scheduling the prefill starts' CPU work hides under a long GPU step
+    overlapped = dataclasses.replace(
+        params, cpu_overlap=True, step_overhead_s=0.0, per_request_overhead_s=0.0
+    )
+    long_gpu = dataclasses.replace(prefill, num_tokens=8192, attended_pairs=8192 * 4096)
+    model = CostModel(MODEL, H200, 1, overlapped, with_connector=True)
+    cost = model.step_cost(long_gpu)
+    assert cost.gpu_s > cost.overhead_s == pytest.approx(0.5e-3 + 2 * (4e-3 + 1e-3))
+    assert cost.duration_s == pytest.approx(cost.gpu_s)
     assert CostModel(MODEL, H200, 1, CostParams()).store_stall_s(10**8) == 0.0
 
 

@@ -9,11 +9,17 @@ Step time, per GPU of a tensor-parallel group of size tp:
                    + kv_bytes_per_token x (kv_tokens_read + kv_tokens_written) / (B x kv_eff)   (/ tp)
   allreduce_s    = 2 x layers x (latency + 2 (tp-1)/tp x num_tokens x hidden x 2 B / tp_link)  (tp>1)
   gpu_s          = max(compute_s, memory_s) + allreduce_s
-  cpu_s          = step_overhead + per_req_overhead x reqs (+ connector_step_overhead with a connector)
+  cpu_s          = step_overhead + per_req_overhead x reqs
+                   + prefill_request_overhead x requests that start their prompt this step
+                   (+ connector_step_overhead + connector_per_request_overhead x reqs
+                     + connector_prefill_overhead x prefill starts, with a connector: its
+                     scheduler-side lookups and store scans, the worker's transfer bookkeeping)
   step_s         = gpu_s + cpu_s                       (cpu_overlap off: the 0.11-era engine loop)
                  = max(gpu_s, cpu_s)                   (cpu_overlap on: async scheduling, the CPU
-                                                        work of a step hides under the GPU's)
-                 + prefill_request_overhead x requests that start their prompt this step
+                                                        work of a step hides under the GPU's, so a
+                                                        small model pays it and a large one mostly
+                                                        does not: measured on the H200, offload
+                                                        slows 0.6B and leaves 8B as it was)
                  + stored_bytes / store_stall_bytes_per_s   (offload stores that hold the step)
 A connector's synchronous transfer time is added by the engine (StepTransfer.blocking_s).
 Outside the steps, a new request becomes schedulable only after the API server has handed it to
@@ -24,7 +30,9 @@ the engine core (`request_delay_s`; FIFO, so never before an earlier request):
 The last term is the API server's event-loop lag: one Python process streams every output token
 (detokenize, SSE chunk, socket write), so each hop of a new request through it (HTTP body, prompt
 validation, IPC to the engine core, the first token's way back) waits longer the more tokens per
-second it streams. It is a latency, not engine work: it delays the request, not the steps.
+second it streams. Measured on the H200 (vLLM 0.26): the TTFT beyond the engine's own time grew by
+about 4-5 us per output token/s alike for Qwen3-0.6B and 8B (per concurrent stream it differed
+twofold), and by about 6 us per prompt token (client encoding, HTTP, the server's parsing). It is a latency, not engine work: it delays the request, not the steps.
 F, B: the hardware profile's achievable bf16 FLOP/s and HBM bytes/s.
 
 Calibration (benchmarks/emulator/cost_model_gpu_measure.py on the project's H100, torch 2.11, Qwen3-8B
@@ -69,6 +77,7 @@ class CostParams:
     connector_request_overhead_s: float = 0.0  # with a connector: per new request (lookup latency)
     prefill_request_overhead_s: float = 0.0  # per request starting its prompt in a step
     connector_step_overhead_s: float = 0.0  # a KV connector's per-step CPU work
+    connector_per_request_overhead_s: float = 0.0  # ... and per scheduled request (store scans)
     connector_prefill_overhead_s: float = 0.0  # per prefill start with a connector (lookups)
     store_stall_bytes_per_s: float = 0.0  # offload stores hold the step at this rate; 0: never
     # CUDA context, NCCL/cuBLAS workspaces, CUDA graphs. Calibrated on the one published count we
@@ -86,7 +95,6 @@ class StepCost:
     allreduce_s: float
     overhead_s: float  # the step's CPU work (scheduler, input prep, launch, sampler, connector)
     cpu_overlap: bool = False
-    serial_s: float = 0.0  # work that holds the step in any mode (prefill starts)
 
     @property
     def gpu_s(self) -> float:
@@ -95,8 +103,8 @@ class StepCost:
     @property
     def duration_s(self) -> float:
         if self.cpu_overlap:
-            return max(self.gpu_s, self.overhead_s) + self.serial_s
-        return self.gpu_s + self.overhead_s + self.serial_s
+            return max(self.gpu_s, self.overhead_s)
+        return self.gpu_s + self.overhead_s
 
 
 class CostModel:
@@ -155,12 +163,15 @@ class CostModel:
         params = self.params
         overhead_s = params.step_overhead_s + params.per_request_overhead_s * work.num_reqs
         if self.with_connector:
-            overhead_s += params.connector_step_overhead_s
+            overhead_s += (
+                params.connector_step_overhead_s
+                + params.connector_per_request_overhead_s * work.num_reqs
+            )
         prefill_start_s = params.prefill_request_overhead_s
         if self.with_connector:
             prefill_start_s += params.connector_prefill_overhead_s
-        serial_s = prefill_start_s * work.num_prefill_starts
-        return StepCost(compute_s, memory_s, allreduce_s, overhead_s, params.cpu_overlap, serial_s)
+        overhead_s += prefill_start_s * work.num_prefill_starts
+        return StepCost(compute_s, memory_s, allreduce_s, overhead_s, params.cpu_overlap)
 
     def request_delay_s(self, prompt_tokens: int, output_rate_tok_s: float) -> float:
         """Arrival -> schedulable for a new request (see the module doc); 0 unless calibrated."""
