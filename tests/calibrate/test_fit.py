@@ -96,3 +96,30 @@ def test_shipped_h200_probes_hold_decode_and_prefill_points_of_both_models():
     assert all(run.server_version == "0.26.0" for run in runs)
     for run in plain.values():
         assert decode_points(run) and prefill_points(run)
+
+
+def test_request_delay_fit_recovers_the_prompt_line_and_the_streaming_lag():
+    from kvbench.calibrate.fit import ThroughputPoint, _prefill_work, fit_request_delay
+
+    params = dataclasses.replace(CostParams(), cpu_overlap=True, step_overhead_s=1.5e-3)
+    model = "Qwen/Qwen3-0.6B"
+    cost = CostModel(get_model(model), H200, 1, params)
+    fixed_s, per_token_s, lag = 0.004, 3e-6, 5e-6
+    prefill = []
+    for prompt in (64, 256, 1024, 4096):
+        step_s = cost.step_duration_s(_prefill_work(prompt))
+        ttft_s = 0.001 + step_s + fixed_s + per_token_s * prompt
+        prefill.append(PrefillPoint(model, prompt, prefill_s=step_s, ttft_s=ttft_s, queue_s=0.001))
+    # under load: queue and reported prefill grow; what is left beyond the lone line is the lag
+    rate = 8000.0
+    outside_s = fixed_s + per_token_s * 512 + lag * rate
+    busy = ThroughputPoint(model, 512, 0.020 + 0.045 + outside_s, 0.020, 0.045, rate)
+    fit = fit_request_delay(prefill, [busy], H200, params)
+    assert fit.fixed_s == pytest.approx(fixed_s, abs=1e-5)
+    assert fit.per_prompt_token_s == pytest.approx(per_token_s, rel=0.01)
+    assert fit.lag_s_per_output_tok_s == pytest.approx(lag, rel=0.01)
+    # a prompt line that falls (noise) is not extrapolated: a flat median instead, lag kept >= 0
+    falling = [dataclasses.replace(p, ttft_s=p.ttft_s - 4e-6 * p.prompt_tokens) for p in prefill]
+    idle = dataclasses.replace(busy, ttft_s=0.0)
+    flat = fit_request_delay(falling, [idle], H200, params)
+    assert flat.per_prompt_token_s == 0.0 and flat.lag_s_per_output_tok_s == 0.0

@@ -8,8 +8,13 @@ over every model probed (one hardware profile serves every model size):
 - prefill (one request at a time, the engine's own prefill time from
   vllm:request_prefill_time_seconds): `linear_efficiency`, `attention_efficiency`,
   `prefill_request_overhead_s`;
-- outside the engine: `request_overhead_s` = client TTFT - (queue + prefill) of lone requests
-  (API server, engine-core IPC, the first token's way back);
+- outside the engine: what lone requests spend beyond queue + the fitted prefill step, as a line in
+  the prompt length (`request_overhead_s` + `request_overhead_per_prompt_token_s` x prompt
+  tokens: HTTP, prompt parsing, engine-core IPC, the first token's way back); and from the
+  closed-loop throughput point, the TTFT still unexplained there per output token/s the server
+  streamed beyond queue + vLLM's reported prefill time (`frontend_lag_s_per_output_tok_s`: the API
+  server's event-loop lag; a lower bound, since the reported prefill time under load also holds
+  the first token's way back through that loop);
 - the offload connector (the same points with and without it): `connector_step_overhead_s` from
   low-batch ITL, `connector_prefill_overhead_s` and `store_stall_bytes_per_s` from prefill time
   against the bytes stored, and the host link from vllm:kv_offload_load_bytes / _load_time.
@@ -267,6 +272,90 @@ def request_overhead_s(points: Iterable[PrefillPoint]) -> float:
     return max(0.0, statistics.median(outside)) if outside else 0.0
 
 
+@dataclass(frozen=True)
+class RequestDelayFit:
+    """Arrival -> schedulable, as CostModel.request_delay_s models it."""
+
+    fixed_s: float
+    per_prompt_token_s: float
+    lag_s_per_output_tok_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ThroughputPoint:
+    """The probe's closed loop of unique requests at one concurrency."""
+
+    model: str
+    prompt_tokens: int
+    ttft_s: float  # client side, mean over the point's requests
+    queue_s: float  # engine side, mean
+    prefill_s: float  # engine side, mean (scheduled -> first token seen by the API server)
+    output_tok_s: float  # generation tokens / the point's duration
+
+
+def throughput_points(run: ProbeRun) -> list[ThroughputPoint]:
+    found = []
+    for point in run.points:
+        if point["phase"] != "throughput":
+            continue
+        ok = [r for r in point["requests"] if r["status"] == "ok" and r["first_token_s"]]
+        if not ok or point["duration_s"] <= 0:
+            continue
+        deltas = point["server_deltas"]
+        found.append(
+            ThroughputPoint(
+                run.model,
+                point["params"]["prompt_tokens"],
+                statistics.fmean(r["first_token_s"] - r["sent_s"] for r in ok),
+                _mean(deltas, "vllm:request_queue_time_seconds"),
+                _mean(deltas, "vllm:request_prefill_time_seconds"),
+                deltas.get("vllm:generation_tokens_total", 0.0) / point["duration_s"],
+            )
+        )
+    return found
+
+
+def _lone_prefill_s(
+    params: CostParams, hardware: HardwareProfile, model: str, prompt: int
+) -> float:
+    return CostModel(get_model(model), hardware, 1, params).step_duration_s(_prefill_work(prompt))
+
+
+def fit_request_delay(
+    prefill: list[PrefillPoint],
+    throughput: list[ThroughputPoint],
+    hardware: HardwareProfile,
+    params: CostParams,
+) -> RequestDelayFit:
+    """Least squares line of the lone requests' unexplained TTFT against prompt length (both terms
+    kept >= 0), then the lag from the throughput points (median over them, >= 0)."""
+    if not prefill:
+        return RequestDelayFit(0.0, 0.0)
+    prompts = np.array([p.prompt_tokens for p in prefill], dtype=float)
+    residual_s = np.array(
+        [
+            p.ttft_s - p.queue_s - _lone_prefill_s(params, hardware, p.model, p.prompt_tokens)
+            for p in prefill
+        ]
+    )
+    if len(set(prompts.tolist())) > 1:
+        slope, intercept = np.polyfit(prompts, residual_s, 1)
+    else:
+        slope, intercept = 0.0, float(np.median(residual_s))
+    if slope < 0:
+        slope, intercept = 0.0, float(np.median(residual_s))
+    fixed_s, per_token_s = max(0.0, float(intercept)), float(slope)
+    lags = []
+    for point in throughput:
+        if point.output_tok_s <= 0:
+            continue
+        outside_s = point.ttft_s - point.queue_s - point.prefill_s
+        lone_outside_s = fixed_s + per_token_s * point.prompt_tokens
+        lags.append((outside_s - lone_outside_s) / point.output_tok_s)
+    lag = max(0.0, statistics.median(lags)) if lags else 0.0
+    return RequestDelayFit(fixed_s, per_token_s, lag)
+
+
 def fit_connector(
     plain: list[ProbeRun], offload: list[ProbeRun], params: CostParams
 ) -> tuple[CostParams, float | None, int]:
@@ -335,14 +424,26 @@ def fit_profile(runs: list[ProbeRun], hardware: HardwareProfile) -> FitReport:
         )
     params, decode_error = fit_decode(decode, hardware, CostParams())
     params, prefill_error = fit_prefill(prefill, hardware, params)
-    params = dataclasses.replace(params, request_overhead_s=request_overhead_s(prefill))
+    throughput = [p for run in plain for p in throughput_points(run)]
+    delay = fit_request_delay(prefill, throughput, hardware, params)
+    params = dataclasses.replace(
+        params,
+        request_overhead_s=delay.fixed_s,
+        request_overhead_per_prompt_token_s=delay.per_prompt_token_s,
+        frontend_lag_s_per_output_tok_s=delay.lag_s_per_output_tok_s,
+    )
     params, host_link, connector_rows = fit_connector(plain, offload, params)
     versions = {run.server_version for run in runs if run.server_version}
     return FitReport(
         params=params,
         host_link_bytes_per_s=host_link,
         errors={"decode_itl": decode_error, "prefill_time": prefill_error},
-        points={"decode": len(decode), "prefill": len(prefill), "connector": connector_rows},
+        points={
+            "decode": len(decode),
+            "prefill": len(prefill),
+            "throughput": len(throughput),
+            "connector": connector_rows,
+        },
         vllm_version=sorted(versions)[-1] if versions else None,
     )
 
