@@ -28,7 +28,7 @@ import gzip
 import itertools
 import json
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,14 +127,20 @@ def decode_points(run: ProbeRun) -> list[DecodePoint]:
     return found
 
 
-def prefill_points(run: ProbeRun) -> list[PrefillPoint]:
-    found = []
+def _answered(run: ProbeRun, phase: str) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """The run's points of `phase` with their requests that got a first token (points without
+    any are left out)."""
     for point in run.points:
-        if point["phase"] != "prefill":
+        if point["phase"] != phase:
             continue
         ok = [r for r in point["requests"] if r["status"] == "ok" and r["first_token_s"]]
-        if not ok:
-            continue
+        if ok:
+            yield point, ok
+
+
+def prefill_points(run: ProbeRun) -> list[PrefillPoint]:
+    found = []
+    for point, ok in _answered(run, "prefill"):
         deltas = point["server_deltas"]
         found.append(
             PrefillPoint(
@@ -295,11 +301,8 @@ class ThroughputPoint:
 
 def throughput_points(run: ProbeRun) -> list[ThroughputPoint]:
     found = []
-    for point in run.points:
-        if point["phase"] != "throughput":
-            continue
-        ok = [r for r in point["requests"] if r["status"] == "ok" and r["first_token_s"]]
-        if not ok or point["duration_s"] <= 0:
+    for point, ok in _answered(run, "throughput"):
+        if point["duration_s"] <= 0:
             continue
         deltas = point["server_deltas"]
         found.append(
