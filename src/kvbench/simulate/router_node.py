@@ -46,6 +46,7 @@ from kvbench.emulator.router.subscriber import SubscriberStats
 from kvbench.simulate.drive import CoroutineDriver
 from kvbench.simulate.engine_node import SimEngine
 from kvbench.simulate.events import EventLoop
+from kvbench.simulate.hash_memo import HASH_MEMO
 from kvbench.simulate.index_batch import PendingWrites
 
 GIE_REFRESH_INTERVAL_S = 0.05
@@ -117,6 +118,9 @@ class SimRouter:
             config, self.metrics, random.Random(seed), loop.clock, {}, self.pool.resolve_pod
         )
         self.plugins.scheduler.timer = loop.clock  # scheduling takes no virtual time
+        for weighted in self.plugins.scheduler.scorers:
+            if isinstance(weighted.scorer, PrecisePrefixCacheScorer):
+                weighted.scorer.hash_memo = HASH_MEMO
         self._pending: list[PendingWrites] = []
         for index in self.plugins.indexes:
             if isinstance(index, RedisIndex):

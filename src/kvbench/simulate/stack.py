@@ -20,19 +20,16 @@ from kvbench.emulator.api.metrics import ServerMetrics
 from kvbench.emulator.api.server import _cache_info, resolve_max_model_len, with_tokenizer
 from kvbench.emulator.api.tokenizer import Tokenizer
 from kvbench.emulator.engine.build import build_engine
-from kvbench.emulator.engine.hashing import HashMemo
 from kvbench.emulator.engine.interface import EngineArgs, KVEvent
 from kvbench.emulator.router.config import load_config_text
 from kvbench.emulator.router.events import parse_topic
 from kvbench.emulator.stack import EngineSettings
 from kvbench.simulate.engine_node import SimEngine
 from kvbench.simulate.events import EventLoop
+from kvbench.simulate.hash_memo import HASH_MEMO
 from kvbench.simulate.router_node import RouterTiming, SimRouter
 from kvbench.spec.scenarios import RenderedScenario, Runtime, ScenarioCatalog, render_scenario
 
-# Block hashes of this process's engines (cells in one worker share it: same prompts, same hashes).
-# ~0.4 KiB an entry: at most ~200 MiB.
-HASH_MEMO = HashMemo(max_entries=1 << 19)
 DEFAULT_REMOTE_ROUND_TRIP_S = 0.0003  # one pipelined Redis / Valkey round trip on loopback
 ENGINE_PORT = 8000
 

@@ -317,3 +317,20 @@ def test_request_parsing_accepts_openai_prompt_shapes_and_rejects_others():
     ):
         with pytest.raises(BadRequest):
             parse_request(body, "r", "messages" in body)
+
+
+def test_block_keys_through_a_shared_memo_equal_the_plain_chain_and_the_engines_hashes():
+    from kvbench.emulator.engine.hashing import BlockHasher, HashMemo, get_hash_fn
+    from kvbench.emulator.router.precise import block_keys, sha256_cbor
+
+    memo = HashMemo(max_entries=7)
+    engine_fn = get_hash_fn("sha256_cbor")
+    prefix = list(range(1000, 1064))
+    for tail in ([5] * 40, [9, 8] * 30, []):
+        tokens = prefix + tail
+        plain = block_keys(tokens, 16, "42")
+        assert block_keys(tokens, 16, "42", memo) == plain
+        engine_hashes: list[bytes] = []  # the engine, sharing the memo, keys its blocks alike
+        BlockHasher(engine_fn, sha256_cbor("42"), 16, memo).extend(tokens, engine_hashes, None)
+        assert [int.from_bytes(h[24:], "big") for h in engine_hashes] == plain
+    assert 0 < len(memo.table(engine_fn)) <= 7

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import cbor2
 
+from kvbench.emulator.engine.hashing import HashMemo
+from kvbench.emulator.engine.hashing import sha256_cbor as engine_sha256_cbor
 from kvbench.emulator.router.endpoints import Endpoint
 from kvbench.emulator.router.index_memory import Holders, IndexUnavailable, KVBlockIndex
 from kvbench.emulator.router.request import RouterRequest
@@ -41,11 +43,34 @@ def sha256_cbor(value) -> bytes:
     return hashlib.sha256(cbor2.dumps(value, canonical=True)).digest()
 
 
-def block_keys(token_ids: list[int], block_size_tokens: int, hash_seed: str) -> list[int]:
+def block_keys(
+    token_ids: list[int],
+    block_size_tokens: int,
+    hash_seed: str,
+    memo: HashMemo | None = None,
+) -> list[int]:
+    """With a `memo`, chain hashes are looked up in its sha256_cbor table, keyed as the engine keys
+    them (`(parent, block tokens tuple, None)`, the same CBOR array, so the same hash): shared
+    prefixes are hashed once per process, by whichever of engine and router met them first."""
     parent = sha256_cbor(hash_seed)
     keys = []
-    for start in range(0, len(token_ids) - block_size_tokens + 1, block_size_tokens):
-        parent = sha256_cbor([parent, token_ids[start : start + block_size_tokens], None])
+    last_start = len(token_ids) - block_size_tokens + 1
+    if memo is None:
+        for start in range(0, last_start, block_size_tokens):
+            parent = sha256_cbor([parent, token_ids[start : start + block_size_tokens], None])
+            keys.append(int.from_bytes(parent[24:], "big"))
+        return keys
+    table = memo.table(engine_sha256_cbor)
+    get = table.get
+    for start in range(0, last_start, block_size_tokens):
+        key = (parent, tuple(token_ids[start : start + block_size_tokens]), None)
+        found = get(key)
+        if found is None:
+            found = engine_sha256_cbor(key)
+            if len(table) >= memo.max_entries:
+                table.clear()
+            table[key] = found
+        parent = found
         keys.append(int.from_bytes(parent[24:], "big"))
     return keys
 
@@ -137,6 +162,7 @@ class PrecisePrefixCacheScorer:
         self.hash_seed = hash_seed
         self.text_tokenizer = text_tokenizer
         self.lookup_failures = 0
+        self.hash_memo: HashMemo | None = None  # the simulated target shares its engines' memo
         self.on_request_model: Callable[[str], None] = lambda model: None  # wired to the subscriber
 
     def request_tokens(self, request: RouterRequest) -> list[int] | None:
@@ -154,7 +180,7 @@ class PrecisePrefixCacheScorer:
         tokens = self.request_tokens(request)
         if not tokens:
             return ScorerOutput({a: 0.0 for a in addresses}, {a: 0 for a in addresses})
-        keys = block_keys(tokens, self.block_size_tokens, self.hash_seed)
+        keys = block_keys(tokens, self.block_size_tokens, self.hash_seed, self.hash_memo)
         try:
             holders = await self.index.lookup(request.model, keys)
         except IndexUnavailable as err:
