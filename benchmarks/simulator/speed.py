@@ -109,6 +109,7 @@ def main() -> int:
     parser.add_argument("--cluster-duration-s", type=float, default=None)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="kvbench-sim-speed-"))
+    work.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / "simulator_speed.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     for case in args.cases:
