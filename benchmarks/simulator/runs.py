@@ -34,6 +34,7 @@ def run_spec(spec: str, out: Path, target: str, only: list[str] = ()) -> RunTimi
     started = time.perf_counter()
     code = run_experiment_cli(Path(spec), out, only=list(only), target_kind=target)
     wall_s = time.perf_counter() - started
+    (out / "wall.json").write_text(json.dumps({"wall_s": wall_s, "exit_code": code}) + "\n")
     cells = read_cells(out)
     simulated_s = sum((c.get("client") or {}).get("simulated_s") or 0.0 for c in cells.values())
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -4,6 +4,7 @@ time by a discrete-event core, with a simulated client that keeps the load strat
 
 Layout: `events` (virtual clock + event heap), `engine_node` (one engine stepping on the clock),
 `router_node` (the endpoint picker, endpoint metrics refresh, KV-event delivery), `client` (the load
-strategies as events), `stack` (a scenario's engines + router + store), `cell` (one cell: reset,
-prime, measure, metric samples, verify).
+strategies' requests as events), `front` (the engine server's prompt handling: completions and
+chat), `stack` (a scenario's engines + router + store), `cell` (one cell: reset, prime, measure,
+metric samples, verify, degradation).
 """
