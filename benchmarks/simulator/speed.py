@@ -3,12 +3,16 @@
 - `cluster` (benchmarks/simulator/cluster.yaml: 64 engines, precise routing, 2,000 concurrent
   conversations, 120 s; goal < 2 min and < 4 GiB),
 - `eval` (the seed evaluation llm-d-kvcache-eval, 224 cells; goal < 20 min on 2 cores),
+- `tiered-high` / `tiered-low` (the llm-d tiered-prefix-cache guide's pair, 3 cells each: 8
+  engines, 450 requests of 30k / 8k-token prompts and 1,024 output tokens at concurrency 45),
 each on the simulated target (cells in worker processes as the target's `workers` says).
 Prints a line per case and writes benchmarks/results/simulator_speed.json (merged per case), with
 the machine's load average sampled during the case (the machine may be shared: a load above the
 core count means the numbers are slower than an idle machine's).
 
-    .venv/bin/python benchmarks/simulator/speed.py [quickstart] [cluster] [eval] [--only K=V ...]
+    .venv/bin/python benchmarks/simulator/speed.py [quickstart] [cluster] [eval]
+        [tiered-high] [tiered-low]
+        [--only K=V ...]
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ CASES = {
     "quickstart": "quickstart",
     "cluster": str(HERE / "cluster.yaml"),
     "eval": "llm-d-kvcache-eval",
+    "tiered-high": "llm-d-tiered-prefix-cache-high",  # the guide's pair: 8 engines, 30k prompts
+    "tiered-low": "llm-d-tiered-prefix-cache-low",
 }
 
 
