@@ -10,6 +10,15 @@ from kvbench.simulate.engine_node import SimEngine
 from kvbench.simulate.events import EventLoop
 
 
+def _rows(samples):
+    """Samples as comparable rows (the _created timestamps differ between reads)."""
+    return sorted(
+        (s.name, tuple(sorted(s.labels.items())), s.value, s.family, s.type)
+        for s in samples
+        if not s.name.endswith("_created")
+    )
+
+
 def test_registry_samples_equal_the_parsed_metrics_page():
     args = EngineArgs(
         model="Qwen/Qwen3-0.6B",
@@ -35,12 +44,7 @@ def test_registry_samples_equal_the_parsed_metrics_page():
     assert finished.count(True) == 5
     parsed = parse_metrics(metrics.render().decode())
     direct = registry_samples(metrics.registry)
-    as_rows = lambda samples: sorted(  # noqa: E731
-        (s.name, tuple(sorted(s.labels.items())), s.value, s.family, s.type)
-        for s in samples
-        if not s.name.endswith("_created")
-    )
-    assert as_rows(direct) == as_rows(parsed)
+    assert _rows(direct) == _rows(parsed)
     assert any(s.name == "vllm:generation_tokens_total" and s.value == 30 for s in direct)
 
 
@@ -71,10 +75,5 @@ def test_router_registry_samples_equal_its_parsed_metrics_page():
     parsed = parse_metrics(metrics.render(pool).decode())
     metrics.refresh(pool)
     direct = registry_samples(metrics.registry)
-    as_rows = lambda samples: sorted(  # noqa: E731
-        (s.name, tuple(sorted(s.labels.items())), s.value, s.family, s.type)
-        for s in samples
-        if not s.name.endswith("_created")
-    )
-    assert as_rows(direct) == as_rows(parsed)
+    assert _rows(direct) == _rows(parsed)
     assert any(s.name.endswith("average_kv_cache_utilization") and s.value == 0.375 for s in direct)
