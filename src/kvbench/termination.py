@@ -6,6 +6,11 @@ SIGINT in this process. Whatever handles SIGINT at that moment handles it: Pytho
 recording itself as cancelled, then raises KeyboardInterrupt). The runner then marks the running
 cell interrupted, flushes its rows and stops its deployment; the CLI exits 143 (128 + SIGTERM)
 instead of 130. The previous SIGTERM handler is restored on exit. Only the main thread installs it.
+
+A process started in the background by a non-interactive shell (`kvbench run ... &` in a script,
+CI runners) inherits SIGINT ignored; SIGTERM would then raise a signal nobody handles. Inside the
+block SIGINT therefore gets Python's default handler when it was ignored (restored on exit): a
+background job is not in the terminal's foreground group, so no Ctrl-C reaches it anyway.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ class TerminationAsInterrupt:
     def __init__(self) -> None:
         self.terminated = False
         self._previous: Any = None
+        self._previous_sigint: Any = None
         self._installed = False
 
     def __enter__(self) -> TerminationAsInterrupt:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+                self._previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
             self._installed = True
         return self
 
@@ -43,4 +51,7 @@ class TerminationAsInterrupt:
     ) -> None:
         if self._installed:
             signal.signal(signal.SIGTERM, self._previous)
+            if self._previous_sigint is not None:
+                signal.signal(signal.SIGINT, self._previous_sigint)
+                self._previous_sigint = None
             self._installed = False

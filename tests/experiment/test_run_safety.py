@@ -94,7 +94,12 @@ def test_sigterm_is_handled_like_sigint_then_resume_finishes(tmp_path):
     cli = [sys.executable, "-m", "kvbench.cli", "run"]
     with KvEndpoint() as server:
         spec = write_spec(tmp_path, server.url, stop="duration_s: 3")
-        first = subprocess.Popen([*cli, str(spec), "--out", str(run)], stderr=subprocess.PIPE)
+        # started as a script's background job is: SIGINT ignored (kill <pid> must still work)
+        first = subprocess.Popen(
+            [*cli, str(spec), "--out", str(run)],
+            stderr=subprocess.PIPE,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
         try:
             _wait_for(lambda: _running(run))
             second = subprocess.run(
