@@ -115,7 +115,16 @@ def test_unreachable_endpoint_fails_every_cell_fast(tmp_path):
     assert "unreachable" in cell(run, cells[0]["cell_id"])["error"]
 
 
-def test_ctrl_c_then_resume_finishes_without_duplicates(tmp_path):
+@pytest.fixture
+def terminal_sigint():
+    """SIGINT handled as a terminal's Ctrl-C is (Python's handler), also when this test process was
+    started as a background job, which inherits SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_then_resume_finishes_without_duplicates(tmp_path, terminal_sigint):
     run = tmp_path / "run"
     seen = {"n": 0}
 
