@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import cbor2
@@ -94,6 +94,22 @@ class HashMemo:
     def table(self, hash_fn: HashFn) -> dict[tuple, bytes]:
         return self._tables.setdefault(hash_fn, {})
 
+    def chain(self, hash_fn: HashFn, parent: bytes, blocks: Iterable[tuple]) -> Iterator[bytes]:
+        """The hash chain over `blocks` (each `(block tokens, extra)`) from `parent`: the hashes
+        `hash_fn((parent, tokens, extra))` would give, looked up where already computed."""
+        table = self.table(hash_fn)
+        get = table.get
+        for tokens, extra in blocks:
+            key = (parent, tokens, extra)
+            found = get(key)
+            if found is None:
+                found = hash_fn(key)
+                if len(table) >= self.max_entries:
+                    table.clear()
+                table[key] = found
+            parent = found
+            yield parent
+
 
 class BlockHasher:
     """Extends a request's list of block hashes as its tokens fill blocks.
@@ -132,17 +148,8 @@ class BlockHasher:
                 block_hashes.append(parent)
                 start += bs
             return
-        table = memo.table(hash_fn)
-        get = table.get
-        while start + bs <= len(token_ids):
-            extra = (cache_salt,) if (start == 0 and cache_salt) else None
-            key = (parent, tuple(token_ids[start : start + bs]), extra)
-            found = get(key)
-            if found is None:
-                found = hash_fn(key)
-                if len(table) >= memo.max_entries:
-                    table.clear()
-                table[key] = found
-            parent = found
-            block_hashes.append(parent)
-            start += bs
+        blocks = (
+            (tuple(token_ids[i : i + bs]), (cache_salt,) if (i == 0 and cache_salt) else None)
+            for i in range(start, len(token_ids) - bs + 1, bs)
+        )
+        block_hashes.extend(memo.chain(hash_fn, parent, blocks))

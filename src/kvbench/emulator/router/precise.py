@@ -60,19 +60,14 @@ def block_keys(
             parent = sha256_cbor([parent, token_ids[start : start + block_size_tokens], None])
             keys.append(int.from_bytes(parent[24:], "big"))
         return keys
-    table = memo.table(engine_sha256_cbor)
-    get = table.get
-    for start in range(0, last_start, block_size_tokens):
-        key = (parent, tuple(token_ids[start : start + block_size_tokens]), None)
-        found = get(key)
-        if found is None:
-            found = engine_sha256_cbor(key)
-            if len(table) >= memo.max_entries:
-                table.clear()
-            table[key] = found
-        parent = found
-        keys.append(int.from_bytes(parent[24:], "big"))
-    return keys
+    blocks = (
+        (tuple(token_ids[start : start + block_size_tokens]), None)
+        for start in range(0, last_start, block_size_tokens)
+    )
+    return [
+        int.from_bytes(block_hash[24:], "big")
+        for block_hash in memo.chain(engine_sha256_cbor, parent, blocks)
+    ]
 
 
 def longest_prefix_scores(
