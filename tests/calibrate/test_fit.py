@@ -13,7 +13,6 @@ from kvbench.calibrate.fit import (
     _decode_work,
     fit_decode,
     read_probe,
-    request_overhead_s,
 )
 from kvbench.emulator.engine.cost_model import CostModel, CostParams
 from kvbench.spec.catalogs import get_hardware, get_model
@@ -44,16 +43,6 @@ def test_decode_fit_recovers_overheads_and_overlap_from_cost_model_points():
     assert fitted.step_overhead_s == pytest.approx(1.5e-3, abs=0.1e-3)
     assert fitted.per_request_overhead_s == pytest.approx(40e-6, abs=3e-6)
     assert fitted.weight_memory_efficiency == pytest.approx(0.8, abs=0.05)
-
-
-def test_request_overhead_is_what_lone_requests_spend_outside_queue_and_prefill():
-    points = [
-        PrefillPoint("m", 64, prefill_s=0.009, ttft_s=0.0125, queue_s=0.0005),
-        PrefillPoint("m", 1024, prefill_s=0.020, ttft_s=0.0235, queue_s=0.0005),
-        PrefillPoint("m", 4096, prefill_s=0.030, ttft_s=0.0400, queue_s=0.0),  # an outlier
-    ]
-    assert request_overhead_s(points) == pytest.approx(0.003)
-    assert request_overhead_s([]) == 0.0
 
 
 def test_read_probe_skips_skipped_points_and_reads_gzip(tmp_path):

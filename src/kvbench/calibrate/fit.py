@@ -28,7 +28,7 @@ import gzip
 import itertools
 import json
 import statistics
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,11 +273,6 @@ def fit_prefill(
     return fitted, error
 
 
-def request_overhead_s(points: Iterable[PrefillPoint]) -> float:
-    outside = [p.ttft_s - p.queue_s - p.prefill_s for p in points]
-    return max(0.0, statistics.median(outside)) if outside else 0.0
-
-
 @dataclass(frozen=True)
 class RequestDelayFit:
     """Arrival -> schedulable, as CostModel.request_delay_s models it."""
@@ -341,12 +336,12 @@ def fit_request_delay(
             for p in prefill
         ]
     )
-    if len(set(prompts.tolist())) > 1:
-        slope, intercept = np.polyfit(prompts, residual_s, 1)
-    else:
-        slope, intercept = 0.0, float(np.median(residual_s))
+    flat = (0.0, float(np.median(residual_s)))  # no slope: one prompt length, or a falling line
+    slope, intercept = (
+        np.polyfit(prompts, residual_s, 1) if len(set(prompts.tolist())) > 1 else flat
+    )
     if slope < 0:
-        slope, intercept = 0.0, float(np.median(residual_s))
+        slope, intercept = flat
     fixed_s, per_token_s = max(0.0, float(intercept)), float(slope)
     lags = []
     for point in throughput:

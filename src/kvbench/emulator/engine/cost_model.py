@@ -32,7 +32,8 @@ The last term is the API server's event-loop lag: one Python process streams eve
 validation, IPC to the engine core, the first token's way back) waits longer the more tokens per
 second it streams. Measured on the H200 (vLLM 0.26): the TTFT beyond the engine's own time grew by
 about 4-5 us per output token/s alike for Qwen3-0.6B and 8B (per concurrent stream it differed
-twofold), and by about 6 us per prompt token (client encoding, HTTP, the server's parsing). It is a latency, not engine work: it delays the request, not the steps.
+twofold), and by about 6 us per prompt token (client encoding, HTTP, the server's parsing). It is
+a latency, not engine work: it delays the request, not the steps.
 F, B: the hardware profile's achievable bf16 FLOP/s and HBM bytes/s.
 
 Calibration (benchmarks/emulator/cost_model_gpu_measure.py on the project's H100, torch 2.11, Qwen3-8B
@@ -70,9 +71,7 @@ class CostParams:
     # Measured against real vLLM (kvbench calibrate); the defaults leave the model as it was.
     cpu_overlap: bool = False  # async scheduling: a step takes max(GPU, CPU), not their sum
     request_overhead_s: float = 0.0  # arrival -> schedulable (API server, IPC, scheduling)
-    request_overhead_per_prompt_token_s: float = (
-        0.0  # prompt parsing / validation in the API server
-    )
+    request_overhead_per_prompt_token_s: float = 0.0  # prompt parsing, validation, HTTP
     frontend_lag_s_per_output_tok_s: float = 0.0  # API-server lag per output token/s it streams
     connector_request_overhead_s: float = 0.0  # with a connector: per new request (lookup latency)
     prefill_request_overhead_s: float = 0.0  # per request starting its prompt in a step
@@ -162,13 +161,12 @@ class CostModel:
             allreduce_s = self._num_allreduces * per_call_s
         params = self.params
         overhead_s = params.step_overhead_s + params.per_request_overhead_s * work.num_reqs
+        prefill_start_s = params.prefill_request_overhead_s
         if self.with_connector:
             overhead_s += (
                 params.connector_step_overhead_s
                 + params.connector_per_request_overhead_s * work.num_reqs
             )
-        prefill_start_s = params.prefill_request_overhead_s
-        if self.with_connector:
             prefill_start_s += params.connector_prefill_overhead_s
         overhead_s += prefill_start_s * work.num_prefill_starts
         return StepCost(compute_s, memory_s, allreduce_s, overhead_s, params.cpu_overlap)
