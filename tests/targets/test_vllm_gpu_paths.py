@@ -179,3 +179,62 @@ def test_probe_keeps_sums_counts_and_totals_of_its_families_summed_over_labels()
     }
     later = dict(kept, **{"vllm:iteration_tokens_total_count": 25.0})
     assert counter_deltas(kept, later)["vllm:iteration_tokens_total_count"] == 15.0
+
+
+class _MetricsServer:
+    """A loopback /metrics that reports `prompt_tokens` served, for the fresh-engine check."""
+
+    def __init__(self, prompt_tokens: float) -> None:
+        import http.server
+        import threading
+
+        body = (
+            "# TYPE vllm:prompt_tokens counter\n"
+            f'vllm:prompt_tokens_total{{engine="0",model_name="m"}} {prompt_tokens}\n'
+        ).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _RestartRecorder:
+    def __init__(self) -> None:
+        self.restarted: list[str] = []
+
+    def restart(self, name: str, timeout_s: float) -> None:
+        self.restarted.append(name)
+
+
+@pytest.mark.parametrize(("served", "restarted"), [(0.0, []), (4224.0, ["engine-0"])])
+def test_a_restart_cell_skips_the_restart_only_for_an_engine_that_served_nothing(
+    tmp_path, served, restarted
+):
+    from types import SimpleNamespace
+
+    server = _MetricsServer(served)
+    try:
+        target = VllmTarget(VllmSpec(kind="vllm"), run_dir=tmp_path)
+        target._version = "0.26.0"
+        processes = _RestartRecorder()
+        stack = SimpleNamespace(rendered=rendered("lmcache-local"), processes=processes)
+        result = target.reset_engine(stack, 0, server.url)
+    finally:
+        server.close()
+    assert result.reset is True
+    assert processes.restarted == restarted
+    assert result.method == ("fresh-start" if served == 0 else "restart")

@@ -233,3 +233,18 @@ def test_replay_bad_lines_name_file_and_line(tmp_path, line, expected):
 def test_replay_missing_file_names_the_field(tmp_path):
     with pytest.raises(UserError, match="workload.path"):
         build_workload(Replay(kind="replay", path=tmp_path / "nope.jsonl"), seed=0)
+
+
+def test_a_uniform_with_min_and_max_spans_them_without_a_stdev():
+    import numpy as np
+
+    from kvbench.spec.experiment import Distribution
+    from kvbench.workload.tokens import sample_count
+
+    rng = np.random.default_rng(3)
+    dist = Distribution(kind="uniform", mean=3200, min=256, max=6144)
+    counts = [sample_count(rng, dist) for _ in range(400)]
+    assert min(counts) >= 256 and max(counts) <= 6144
+    assert min(counts) < 1000 and max(counts) > 5400  # spread over the range, not the mean
+    fixed = Distribution(kind="normal", mean=300, min=10, max=900)  # stdev 0: the mean
+    assert {sample_count(rng, fixed) for _ in range(20)} == {300}

@@ -91,7 +91,8 @@ class ComponentReset(_Strict):
     keys_removed: int | None = None  # a flushed store's key count before the flush
     pod: str | None = None  # the pod reset (k8s target)
     # vllm target: how the engine got cold: "gpu" (POST /reset_prefix_cache), "external" (with
-    # reset_external=true: the connector's CPU tier too) or "restart" (the tier has no reset).
+    # reset_external=true: the connector's CPU tier too), "restart" (the tier has no reset) or
+    # "fresh-start" (no reset needed: the engine has served no prompt since it started).
     method: str | None = None
     restart_s: float | None = None  # how long the engine restart took
 

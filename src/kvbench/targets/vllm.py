@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kvbench.collect.prometheus import PrometheusParseError, parse_metrics
 from kvbench.emulator.processes import StartError
 from kvbench.emulator.stack import EngineSettings, RunningStack, clean_environment
 from kvbench.results.layout import SystemUnderTest
@@ -95,6 +96,20 @@ def cache_reset_method(rendered: RenderedScenario, version: str | None) -> str:
     if connector in CONNECTORS_WITH_RESET and parsed is not None and parsed >= RESET_EXTERNAL_SINCE:
         return "external"
     return "restart"
+
+
+def prompt_tokens_served(url: str) -> float | None:
+    """vllm:prompt_tokens_total of the engine at `url` (summed over its label sets): 0 for an engine
+    that has served no prompt since its start; None when /metrics does not answer or lacks it."""
+    status, body = fetch_text(f"{url}/metrics")
+    if status != 200:
+        return None
+    try:
+        samples = parse_metrics(body)
+    except PrometheusParseError:
+        return None
+    values = [s.value for s in samples if s.name == "vllm:prompt_tokens_total"]
+    return sum(values) if values else None
 
 
 def python_of(command: list[str] | tuple[str, ...]) -> str | None:
@@ -212,6 +227,15 @@ class VllmTarget(LocalStackTarget):
         if method != "restart":
             result = reset_engine_http(url, reset_external=method == "external")
             return result.model_copy(update={"method": method})
+        served = prompt_tokens_served(url)
+        if served == 0:
+            # Nothing has entered any tier since the engine started: it is cold as it stands, and
+            # a restart (about 80 s on an H200) would only repeat the start.
+            return ComponentReset(
+                reset=True,
+                what="none needed: the engine has served no prompt token since its start",
+                method="fresh-start",
+            )
         started = time.monotonic()
         try:
             stack.processes.restart(f"engine-{index}", self.startup_timeout_s)

@@ -50,7 +50,10 @@ def sample_count(rng: np.random.Generator, spec: int | Distribution) -> int:
 
 
 def _draw(rng: np.random.Generator, dist: Distribution) -> float:
-    if dist.kind == "fixed" or dist.stdev == 0:
+    """A uniform spans [min, max] where both are given (its stdev then unused); otherwise
+    mean +- stdev x sqrt(3). Any other kind with stdev 0 is the mean."""
+    bounded_uniform = dist.kind == "uniform" and dist.min is not None and dist.max is not None
+    if dist.kind == "fixed" or (dist.stdev == 0 and not bounded_uniform):
         return dist.mean
     if dist.kind == "uniform":
         half_width = dist.stdev * math.sqrt(3.0)  # a uniform with this stdev around the mean
