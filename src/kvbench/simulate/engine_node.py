@@ -118,6 +118,7 @@ class SimEngine:
 
     def _end_step(self, result: StepResult, start_s: float, end_s: float) -> None:
         streams, metrics = self._streams, self.metrics
+        gaps_s: list[float] = []  # the step's inter-token gaps, in output order
         for output in result.outputs:
             entry = streams.get(output.request_id)
             if entry is None:
@@ -125,9 +126,11 @@ class SimEngine:
             stream, listener = entry
             gaps = stream.deliver(output, start_s, end_s)
             if gaps:
-                metrics.observe_itl(gaps)
+                gaps_s += gaps
             if stream.finished:
                 del streams[output.request_id]
                 metrics.observe_finished(stream, end_s)
             listener(stream, end_s, len(output.new_token_ids))
+        if gaps_s:  # observed once per step: nothing reads the histogram within a step's delivery
+            metrics.observe_itl(gaps_s)
         self._step()

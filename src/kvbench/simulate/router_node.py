@@ -16,7 +16,8 @@ Contract:
   a Redis / Valkey index gets them written before it is next read, every batch delivered since the
   last read in one round trip (same writes, same order, see index_batch.py); a batch the index
   store fails to apply is lost and counted in `event_stats.apply_failures`
-  (kvbench_router_kv_events_apply_failures_total, as live);
+  (kvbench_router_kv_events_apply_failures_total, as live); the precise scorer's lookups on such
+  an index run as one script (same answers, index_lookup.py);
 - with a `decision_log`, every decision is one JSON line in the live router's format
   (`Decision.log_record`), `ts_s` in virtual seconds of the cell.
 """
@@ -48,6 +49,7 @@ from kvbench.simulate.engine_node import SimEngine
 from kvbench.simulate.events import EventLoop
 from kvbench.simulate.hash_memo import HASH_MEMO
 from kvbench.simulate.index_batch import PendingWrites
+from kvbench.simulate.index_lookup import ScriptedLookupIndex
 
 GIE_REFRESH_INTERVAL_S = 0.05
 DEFAULT_KV_EVENT_DELAY_S = 0.001
@@ -121,6 +123,8 @@ class SimRouter:
         for weighted in self.plugins.scheduler.scorers:
             if isinstance(weighted.scorer, PrecisePrefixCacheScorer):
                 weighted.scorer.hash_memo = HASH_MEMO
+                if isinstance(weighted.scorer.index, RedisIndex):  # same answers, one round trip
+                    weighted.scorer.index = ScriptedLookupIndex(weighted.scorer.index)
         self._pending: list[PendingWrites] = []
         for index in self.plugins.indexes:
             if isinstance(index, RedisIndex):

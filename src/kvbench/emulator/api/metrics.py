@@ -20,11 +20,13 @@ Each server has its own CollectorRegistry (no global state).
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.values import MutexValue
 
 from kvbench.emulator.api.driver import RequestStream
 from kvbench.emulator.api.metric_buckets import (
@@ -307,6 +309,30 @@ class _EngineStatsCollector:
         )
 
 
+def observe_all(histogram: Histogram, values: list[float]) -> None:
+    """`histogram.observe(v)` for every v, in order, with the same resulting samples: the sum
+    gets each value added one at a time (the same float), each bucket its count. Read off
+    prometheus_client's in-process values directly (the engine's hot path observes an inter-token
+    gap per output token); any other value class (multiprocess mode) takes `observe` itself."""
+    total, buckets = histogram._sum, histogram._buckets
+    if type(total) is not MutexValue or not all(type(b) is MutexValue for b in buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    with total._lock:
+        acc = total._value
+        for value in values:
+            acc += value
+            if value == value:  # observe counts a NaN in no bucket (it is <= no bound)
+                counts[bisect_left(bounds, value)] += 1
+        total._value = acc
+    for bucket, count in zip(buckets, counts):
+        if count:
+            bucket.inc(count)
+
+
 class ServerMetrics:
     """The per-server registry; also the driver's observer (steps, inter-token gaps, finishes)."""
 
@@ -468,8 +494,7 @@ class ServerMetrics:
         self._max_generation_tokens.observe(max_generation_tokens)
 
     def observe_itl(self, gaps_s: list[float]) -> None:
-        for gap in gaps_s:
-            self._itl.observe(gap)
+        observe_all(self._itl, gaps_s)
 
     def observe_finished(self, stream: RequestStream, end_s: float) -> None:
         """Per-request histograms, with vLLM's phase definitions (scheduled = first step that

@@ -214,26 +214,34 @@ class EmulatedEngine:
         outputs: list[RequestOutput] = []
         finished_ids: list[str] = []  # in schedule order: the order vLLM frees them in
         vocab_size, max_model_len = self.vocab_size, self.max_model_len
+        hasher = self.hasher
+        # hasher.extend does nothing until a block is full: called only when one is
+        hash_block_size = hasher.block_size
         for req, _ in plan.scheduled:
-            if req.num_computed_tokens < req.num_tokens:
+            all_token_ids = req.all_token_ids
+            num_tokens = len(all_token_ids)
+            if req.num_computed_tokens < num_tokens:
                 continue  # a chunk of a longer prefill: no token yet
-            num_output = req.num_output_tokens
+            num_prompt = len(req.prompt_token_ids)
+            num_output = num_tokens - num_prompt
             if num_output == 0:
                 self._record_prefill_done(req)
             token = generated_token_id(req.token_seed, num_output, vocab_size)
-            req.all_token_ids.append(token)
-            self.hasher.extend(req.all_token_ids, req.block_hashes, req.cache_salt)
-            finished = num_output + 1 >= req.max_tokens or req.num_tokens >= max_model_len
+            all_token_ids.append(token)
+            num_tokens += 1
+            if hash_block_size and num_tokens >= (len(req.block_hashes) + 1) * hash_block_size:
+                hasher.extend(all_token_ids, req.block_hashes, req.cache_salt)
+            finished = num_output + 1 >= req.max_tokens or num_tokens >= max_model_len
             outputs.append(
                 RequestOutput(
-                    request_id=req.request_id,
-                    new_token_ids=[token],
-                    finished=finished,
-                    finish_reason=FinishReason.LENGTH if finished else None,
-                    num_prompt_tokens=req.num_prompt_tokens,
-                    num_cached_tokens=req.num_cached_tokens,
-                    hits=req.hits,
-                    num_preemptions=req.num_preemptions,
+                    req.request_id,
+                    [token],
+                    finished,
+                    FinishReason.LENGTH if finished else None,
+                    num_prompt,
+                    req.num_cached_tokens,
+                    req.hits,
+                    req.num_preemptions,
                 )
             )
             if finished:

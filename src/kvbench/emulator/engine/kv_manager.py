@@ -138,6 +138,23 @@ class KVCacheManager:
             self.cache_blocks(req, min(num_computed_tokens + num_new_tokens, req.num_tokens))
         return new_blocks
 
+    def extend_in_place(self, req: Request) -> bool:
+        """`allocate_slots(req, 1)`'s fast path for a decode (computed = tokens - 1, one new token):
+        True when the request's blocks already have room for the token (then, as allocate_slots,
+        the block it fills is cached); False when `allocate_slots` must run (new block, or none).
+        Same effect as `allocate_slots(req, 1) == []` on that path, without its general checks."""
+        req_blocks = self.req_to_blocks.get(req.request_id)
+        num_tokens = len(req.all_token_ids)
+        if req_blocks is None or len(req_blocks) * self.block_size < min(
+            num_tokens, self.max_model_len
+        ):
+            return False
+        if self.enable_caching:
+            num_full = min(num_tokens // self.block_size, len(req.block_hashes))
+            if self.num_cached_block.get(req.request_id, 0) < num_full:
+                self.cache_blocks(req, num_tokens)
+        return True
+
     def cache_blocks(self, req: Request, num_tokens: int) -> None:
         """Cache the request's blocks that are full within its first `num_tokens` tokens."""
         num_cached = self.num_cached_block.get(req.request_id, 0)

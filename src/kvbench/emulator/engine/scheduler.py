@@ -92,20 +92,22 @@ class Scheduler:
     def _schedule_running(self, plan: StepPlan, now_s: float) -> int:
         budget = plan.token_budget
         max_model_len = self.limits.max_model_len
+        running, extend_in_place = self.running, self.kv.extend_in_place
         index = 0
-        while index < len(self.running) and budget > 0:
-            req = self.running[index]
-            num_new = min(
-                req.num_tokens - req.num_computed_tokens,
-                budget,
-                max_model_len - 1 - req.num_computed_tokens,
-            )
+        while index < len(running) and budget > 0:
+            req = running[index]
+            computed = req.num_computed_tokens
+            remaining = len(req.all_token_ids) - computed
+            num_new = min(remaining, budget, max_model_len - 1 - computed)
             if num_new <= 0:
                 index += 1
                 continue
-            if not self._allocate_running(req, num_new, plan):
+            if remaining == 1 and extend_in_place(req):  # (then num_new == 1)
+                self._add_decode(plan, req)  # a decode whose blocks have room: nothing to evict
+            elif self._allocate_running(req, num_new, plan):
+                self._add_scheduled(plan, req, num_new)
+            else:
                 break  # `req` itself was preempted
-            self._add_scheduled(plan, req, num_new)
             budget -= num_new
             index += 1
         return budget
@@ -246,6 +248,24 @@ class Scheduler:
         if context + num_new >= req.num_tokens:
             work.num_sampled += 1
 
+    def _add_decode(self, plan: StepPlan, req: Request) -> None:
+        """`_add_scheduled(plan, req, 1)` for a request whose one new token is its last one
+        (computed = tokens - 1), with the same work terms."""
+        plan.scheduled.append((req, 1))
+        work = plan.work
+        context = req.num_computed_tokens
+        if (
+            len(req.all_token_ids) == len(req.prompt_token_ids)
+            and context - max(req.num_cached_tokens, 0) <= 0
+        ):
+            work.num_prefill_starts += 1
+        work.num_reqs += 1
+        work.num_tokens += 1
+        work.attended_pairs += context + 1
+        work.kv_tokens_read += context + 1
+        work.num_kv_tokens_written += 1
+        work.num_sampled += 1
+
     # ---- connector plumbing
     def connector_chunks(self, plan: StepPlan) -> list[ScheduledChunk]:
         """Chunks for `connector.build_step`, after `schedule` advanced num_computed_tokens."""
@@ -269,6 +289,7 @@ class Scheduler:
             "more running requests than max_num_seqs"
         )
         block_size = self.limits.block_size
+        blocks = self.kv.req_to_blocks  # kv.num_blocks(req), read directly: it runs every step
         for req in self.running:
-            covered = self.kv.num_blocks(req) * block_size
+            covered = len(blocks.get(req.request_id, ())) * block_size
             assert covered >= req.num_computed_tokens, f"{req} blocks cover only {covered} tokens"

@@ -1,0 +1,65 @@
+"""The simulated router's scripted lookup answers exactly what the live pipelined HKEYS lookup
+answers on the same real Redis / Valkey store: holders up to the first key nobody holds."""
+
+import asyncio
+
+import pytest
+
+from kvbench.emulator.router.index_memory import IndexUnavailable, PodEntry
+from kvbench.emulator.router.index_redis import RedisIndex
+from kvbench.emulator.stores import KVStoreServer
+from kvbench.simulate.index_lookup import ScriptedLookupIndex
+
+GPU = PodEntry("pod-a:1", "gpu")
+CPU_B = PodEntry("pod-b:1", "cpu")
+GPU_B = PodEntry("pod-b:1", "gpu")
+
+
+async def fill(index: RedisIndex) -> None:
+    await index.add("m", [1, 2, 3, 4], [GPU])
+    await index.add("m", [1, 2], [CPU_B, GPU_B])
+    await index.add("m", [6, 7], [GPU])  # after the hole at 5: never part of a prefix
+    await index.add("other", [1, 2, 3, 4, 5, 6], [GPU_B])  # another model's keys
+
+
+@pytest.mark.parametrize("kind", ["redis", "valkey"])
+def test_scripted_lookup_answers_what_the_pipelined_lookup_answers(kind):
+    queries = [[1, 2, 3, 4, 5, 6, 7], [1, 2, 3], [5, 6, 7], [2, 3], [], [9], list(range(1, 300))]
+    with KVStoreServer(kind) as store:
+
+        async def compare() -> list:
+            index = RedisIndex(store.redis_url, backend_type=kind, lookup_batch_keys=2)
+            scripted = ScriptedLookupIndex(index)
+            await fill(index)
+            answers = []
+            for hashes in queries:
+                live = await index.lookup("m", hashes)
+                assert await scripted.lookup("m", hashes) == live, hashes
+                answers.append(live)
+            await scripted.close()
+            return answers
+
+        answers = asyncio.run(compare())
+    assert len(answers[0]) == 4  # stops at the hole (key 5)
+    assert answers[0][0] == {"pod-a:1": {"gpu"}, "pod-b:1": {"cpu", "gpu"}}
+    assert answers[0][2] == {"pod-a:1": {"gpu"}}
+    assert answers[2] == [] and answers[4] == [] and answers[5] == []
+    assert len(answers[6]) == 4
+
+
+def test_scripted_lookup_takes_the_index_circuit_breaker():
+    with KVStoreServer("redis") as store:
+
+        async def lookups() -> None:
+            now = [0.0]
+            index = RedisIndex(store.redis_url, clock=lambda: now[0])
+            scripted = ScriptedLookupIndex(index)
+            index._open_until_s = 5.0  # as after a failure at t=4 with breaker_open_s=1
+            for hashes in ([1], []):
+                with pytest.raises(IndexUnavailable):
+                    await scripted.lookup("m", hashes)
+            now[0] = 6.0
+            assert await scripted.lookup("m", [1]) == []
+            await scripted.close()
+
+        asyncio.run(lookups())
