@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pyarrow as pa
@@ -73,7 +73,11 @@ class RequestRecord:
     level: float | None = None  # the load level (concurrency or rate) the request ran under
 
     def to_row(self) -> dict:
-        return asdict(self)
+        """What `dataclasses.asdict` gives (every field but itl_ms is a plain value; the list is
+        copied), without its deep copy of each ITL gap."""
+        row = {name: getattr(self, name) for name in RECORD_FIELDS}
+        row["itl_ms"] = list(self.itl_ms)
+        return row
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RequestRecord))

@@ -23,6 +23,7 @@ Times in records are seconds of virtual time from the cell's start.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import Counter
 from collections.abc import Callable
@@ -231,7 +232,7 @@ class LevelSender:
             ignore_eos=True,
         )
         try:
-            engine.submit(request, lambda stream, at_s, n: self._output(flight, stream, at_s, n))
+            engine.submit(request, functools.partial(self._output, flight))
         except ValueError as err:  # the engine refuses it (e.g. longer than max_model_len)
             self._refuse(flight, err)
             return

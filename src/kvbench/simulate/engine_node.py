@@ -24,7 +24,7 @@ from collections.abc import Callable
 from kvbench.emulator.api.driver import IDLE_POLL_S, RequestStream
 from kvbench.emulator.api.metrics import ServerMetrics
 from kvbench.emulator.engine.engine import EmulatedEngine
-from kvbench.emulator.engine.interface import EngineRequest, KVEvent, StepResult
+from kvbench.emulator.engine.interface import EngineRequest, KVEvent, RequestOutput, StepResult
 from kvbench.simulate.events import EventLoop, SimulationStalled
 
 # (stream, arrival_s of the new tokens, how many new tokens) for every output of a step.
@@ -32,6 +32,34 @@ OutputListener = Callable[[RequestStream, float, int], None]
 KVEventsHook = Callable[[float, list[KVEvent]], None]
 IDLE_WAKE_S = 0.004
 STALL_IDLE_S = 60.0  # steps that schedule nothing, this much virtual time in a row: stalled
+
+
+class SimStream(RequestStream):
+    """A request stream nobody awaits (the simulated client reads the stream in its listener, at
+    each delivery): `deliver` keeps every stamp and count `RequestStream.deliver` keeps and returns
+    the same gaps, without the queue of tokens released to an awaiting HTTP handler."""
+
+    def deliver(self, output: RequestOutput, start_s: float, end_s: float) -> list[float]:
+        if self.scheduled_s is None:
+            self.scheduled_s = start_s
+        self.num_cached_tokens = output.num_cached_tokens
+        self.hits = output.hits
+        self.num_preemptions = output.num_preemptions
+        if output.num_prompt_tokens:
+            self.num_prompt_tokens = output.num_prompt_tokens
+        gaps: list[float] = []
+        new_token_ids = output.new_token_ids
+        if new_token_ids:
+            if self.first_token_s is None:
+                self.first_token_s = end_s
+            else:
+                gaps.append(end_s - self.last_token_s)  # type: ignore[operator]
+            self.last_token_s = end_s
+            self.output_token_ids += new_token_ids
+        if output.finished:
+            self.finished = True
+            self.finish_reason = output.finish_reason
+        return gaps
 
 
 class SimEngine:
@@ -57,7 +85,7 @@ class SimEngine:
     # ---- request side
     def submit(self, request: EngineRequest, listener: OutputListener) -> RequestStream:
         """Raises ValueError for a request the engine rejects (the HTTP layer answers 400)."""
-        stream = RequestStream(request, stream_interval=1)
+        stream = SimStream(request, stream_interval=1)
         self.engine.add_request(request)
         self._streams[request.request_id] = (stream, listener)
         self._wake()

@@ -11,6 +11,7 @@ import pytest
 from tests.emulator.engine.engine_testlib import make_engine, make_request
 
 from kvbench.emulator.engine.hashing import BlockHasher
+from kvbench.emulator.engine.request import _splitmix64, generated_token_id
 from kvbench.emulator.engine.virtual import VirtualDriver
 
 
@@ -106,3 +107,11 @@ def test_the_workloads_exercise_preemption_and_eviction():
         preempted += state[2].num_preemptions
         evicted += sum(type(e).__name__ == "BlockRemoved" for s in steps for e in s[3])
     assert preempted > 0 and evicted > 0
+
+
+def test_generated_token_id_is_the_splitmix_of_seed_plus_index():
+    rng = random.Random(9)
+    for _ in range(2000):
+        seed = rng.choice([rng.getrandbits(64), (1 << 64) - 1 - rng.randrange(5), 0])
+        index, vocab = rng.randrange(100_000), rng.choice([7, 4096, 151_936])
+        assert generated_token_id(seed, index, vocab) == _splitmix64(seed + index) % vocab

@@ -93,6 +93,8 @@ class Scheduler:
         budget = plan.token_budget
         max_model_len = self.limits.max_model_len
         running, extend_in_place = self.running, self.kv.extend_in_place
+        scheduled = plan.scheduled
+        num_decodes = decode_kv_tokens = 0  # decodes' work terms, added once (see _add_decodes)
         index = 0
         while index < len(running) and budget > 0:
             req = running[index]
@@ -103,13 +105,21 @@ class Scheduler:
                 index += 1
                 continue
             if remaining == 1 and extend_in_place(req):  # (then num_new == 1)
-                self._add_decode(plan, req)  # a decode whose blocks have room: nothing to evict
+                # a decode whose blocks have room (nothing to evict): _add_scheduled(plan, req, 1)
+                scheduled.append((req, 1))
+                num_decodes += 1
+                decode_kv_tokens += computed + 1
+                if len(req.all_token_ids) == len(req.prompt_token_ids) and (
+                    computed <= req.num_cached_tokens or computed <= 0
+                ):  # computed <= max(cached, 0): a prompt whose last token is all it runs
+                    plan.work.num_prefill_starts += 1
             elif self._allocate_running(req, num_new, plan):
                 self._add_scheduled(plan, req, num_new)
             else:
                 break  # `req` itself was preempted
             budget -= num_new
             index += 1
+        self._add_decodes(plan.work, num_decodes, decode_kv_tokens)
         return budget
 
     def _allocate_running(self, req: Request, num_new: int, plan: StepPlan) -> bool:
@@ -248,23 +258,17 @@ class Scheduler:
         if context + num_new >= req.num_tokens:
             work.num_sampled += 1
 
-    def _add_decode(self, plan: StepPlan, req: Request) -> None:
-        """`_add_scheduled(plan, req, 1)` for a request whose one new token is its last one
-        (computed = tokens - 1), with the same work terms."""
-        plan.scheduled.append((req, 1))
-        work = plan.work
-        context = req.num_computed_tokens
-        if (
-            len(req.all_token_ids) == len(req.prompt_token_ids)
-            and context - max(req.num_cached_tokens, 0) <= 0
-        ):
-            work.num_prefill_starts += 1
-        work.num_reqs += 1
-        work.num_tokens += 1
-        work.attended_pairs += context + 1
-        work.kv_tokens_read += context + 1
-        work.num_kv_tokens_written += 1
-        work.num_sampled += 1
+    @staticmethod
+    def _add_decodes(work: StepWork, num_decodes: int, kv_tokens: int) -> None:
+        """The work terms `_add_scheduled(plan, req, 1)` adds, summed over `num_decodes` requests
+        whose one new token is their last one (computed = tokens - 1, so each samples), with
+        `kv_tokens` the sum of their computed + 1. Integer sums: the order of adding is free."""
+        work.num_reqs += num_decodes
+        work.num_tokens += num_decodes
+        work.attended_pairs += kv_tokens  # 1 * context + 1 * 2 // 2 each
+        work.kv_tokens_read += kv_tokens
+        work.num_kv_tokens_written += num_decodes
+        work.num_sampled += num_decodes
 
     # ---- connector plumbing
     def connector_chunks(self, plan: StepPlan) -> list[ScheduledChunk]:

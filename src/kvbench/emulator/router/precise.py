@@ -82,7 +82,12 @@ def longest_prefix_scores(
         if not active:
             break
         for pod in active:
-            weight = max(TIER_WEIGHTS.get(tier, DEFAULT_TIER_WEIGHT) for tier in holders[pod])
+            tiers = holders[pod]
+            if len(tiers) == 1:  # the common case, without max's generator
+                (tier,) = tiers
+                weight = TIER_WEIGHTS.get(tier, DEFAULT_TIER_WEIGHT)
+            else:
+                weight = max(TIER_WEIGHTS.get(tier, DEFAULT_TIER_WEIGHT) for tier in tiers)
             scores[pod] = scores.get(pod, 0.0) + weight
             matched[pod] = matched.get(pod, 0) + 1
     return scores, matched
