@@ -4,11 +4,13 @@ answers on the same real Redis / Valkey store: holders up to the first key nobod
 import asyncio
 
 import pytest
+import redis
 
 from kvbench.emulator.router.index_memory import IndexUnavailable, PodEntry
 from kvbench.emulator.router.index_redis import RedisIndex
 from kvbench.emulator.stores import KVStoreServer
-from kvbench.simulate.index_lookup import ScriptedLookupIndex
+from kvbench.simulate.index_lookup import LinkedLookupIndex
+from kvbench.simulate.store_link import StoreLink, tcp_address
 
 GPU = PodEntry("pod-a:1", "gpu")
 CPU_B = PodEntry("pod-b:1", "cpu")
@@ -29,7 +31,7 @@ def test_scripted_lookup_answers_what_the_pipelined_lookup_answers(kind):
 
         async def compare() -> list:
             index = RedisIndex(store.redis_url, backend_type=kind, lookup_batch_keys=2)
-            scripted = ScriptedLookupIndex(index)
+            scripted = LinkedLookupIndex(index, StoreLink(index))
             await fill(index)
             answers = []
             for hashes in queries:
@@ -53,7 +55,7 @@ def test_scripted_lookup_takes_the_index_circuit_breaker():
         async def lookups() -> None:
             now = [0.0]
             index = RedisIndex(store.redis_url, clock=lambda: now[0])
-            scripted = ScriptedLookupIndex(index)
+            scripted = LinkedLookupIndex(index, StoreLink(index))
             index._open_until_s = 5.0  # as after a failure at t=4 with breaker_open_s=1
             for hashes in ([1], []):
                 with pytest.raises(IndexUnavailable):
@@ -63,3 +65,21 @@ def test_scripted_lookup_takes_the_index_circuit_breaker():
             await scripted.close()
 
         asyncio.run(lookups())
+
+
+def test_store_link_speaks_plain_tcp_urls_only():
+    assert tcp_address("redis://127.0.0.1:6379") == ("127.0.0.1", 6379, 0)
+    assert tcp_address("redis://localhost:7000/3") == ("localhost", 7000, 3)
+    for url in ("rediss://h:1", "redis://u:p@h:1", "unix:///tmp/s", "redis://h", "redis://h:1/x"):
+        assert tcp_address(url) is None, url
+
+
+def test_store_link_selects_the_index_database():
+    with KVStoreServer("redis") as store:
+        index = RedisIndex(store.redis_url + "/2")
+        link = StoreLink(index)
+        assert link.call(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n") == ["OK"]
+        link.close()
+        client = redis.Redis.from_url(store.redis_url + "/2", decode_responses=True)
+        assert client.get("k") == "v"
+        client.close()

@@ -26,6 +26,7 @@ from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, Bl
 from kvbench.emulator.router.events import tier_of
 from kvbench.emulator.router.index_memory import IndexUnavailable, PodEntry
 from kvbench.emulator.router.index_redis import RedisIndex, rfc3339
+from kvbench.simulate.store_link import StoreLink
 
 # KEYS: every block key, in order. ARGV: per event a quadruple (op "S" store / "R" remove, the
 # holder field, the stamp, how many of the next KEYS it covers). Returns the number of writes.
@@ -113,6 +114,19 @@ async def write_batches(index: RedisIndex, batches: list[EventBatch]) -> None:
     await index._run(write)
 
 
+def write_batches_linked(link: StoreLink, batches: list[EventBatch]) -> None:
+    """`write_batches` over a StoreLink (the same request and check). Raises IndexUnavailable."""
+    packed, num_writes = pack_apply(batches)
+    if not num_writes:
+        return
+
+    def check(replies: list) -> None:
+        if replies[0] != num_writes:
+            raise RuntimeError(f"index script made {replies[0]} of {num_writes} writes")
+
+    link.call(packed, check=check)
+
+
 async def apply_events_pipelined(
     index: RedisIndex, pod: str, model: str, events: list[KVEvent]
 ) -> None:
@@ -125,16 +139,22 @@ async def apply_events_pipelined(
 
 
 class PendingWrites:
-    """Batches delivered to one Redis / Valkey index and not yet written (see the module doc)."""
+    """Batches delivered to one Redis / Valkey index and not yet written (see the module doc).
+    With a `link`, writes go over it (store_link.py): a flush then suspends only to clear a pod
+    (`needs_loop`), which the index's own client does."""
 
-    def __init__(self, index: RedisIndex) -> None:
+    def __init__(self, index: RedisIndex, link: StoreLink | None = None) -> None:
         self.index = index
+        self.link = link
         self._batches: list[EventBatch] = []
         self.round_trips = 0
+        self.needs_loop = link is None  # True while a flush would await the index's own client
 
     def add(self, pod: str, model: str, events: list[KVEvent]) -> None:
         if events:
             self._batches.append(EventBatch(pod, model, events, rfc3339(self.index.wall_clock())))
+            if any(isinstance(e, AllBlocksCleared) for e in events):
+                self.needs_loop = True
 
     def __bool__(self) -> bool:
         return bool(self._batches)
@@ -143,6 +163,7 @@ class PendingWrites:
         """Write every pending batch, in delivery order; returns how many batches were lost to a
         store failure (0 when all landed)."""
         batches, self._batches = self._batches, []
+        self.needs_loop = self.link is None
         group: list[EventBatch] = []  # batches (or parts) since the last AllBlocksCleared
         lost = 0
         for batch in batches:
@@ -171,7 +192,10 @@ class PendingWrites:
             return 0
         try:
             self.round_trips += 1
-            await write_batches(self.index, group)
+            if self.link is None:
+                await write_batches(self.index, group)
+            else:
+                write_batches_linked(self.link, group)
         except IndexUnavailable:
             return len(group)
         return 0

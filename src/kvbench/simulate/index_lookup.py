@@ -1,14 +1,14 @@
-"""KV-block index lookups on a Redis / Valkey index in one server-side script, with exactly the
-answer `RedisIndex.lookup` gives (emulator/router/index_redis.py).
+"""KV-block index lookups on a Redis / Valkey index over a `StoreLink`, with exactly the answer
+`RedisIndex.lookup` gives (emulator/router/index_redis.py) and the same commands.
 
-The live lookup pipelines `HKEYS` per block key (batches of `lookup_batch_keys`) and keeps the
-holders of every key up to the first key with no field. A 2,000-token prompt is ~130 keys: as
-single replies, redis-py parses each one in Python, which cost more than the engine steps of a
-simulated cell. `SCRIPT` walks the same keys in order on the server and stops at the same first
-empty key, so one nested reply (parsed by hiredis at once) carries the same fields. The store is
-only written between lookups (the router flushes pending KV-event writes before it schedules,
-router_node.py), so reading all keys in one script sees the same state as the pipelined batches.
-Faults take the index's own deadline and circuit breaker (`RedisIndex._run`), as a live lookup.
+The live lookup pipelines `HKEYS` per block key, in batches of `lookup_batch_keys`, and keeps the
+holders of every key up to the first key with no field. This one sends the same batches; only the
+client differs: the link parses the replies with hiredis on a blocking socket (a 2,000-token
+prompt is ~130 keys: as redis-py replies on an asyncio loop, their Python cost more than the
+engine steps of a simulated cell). Keys with the same fields share one holders mapping (the
+scorer only reads it). Faults take the index's circuit breaker, as a live lookup (store_link.py).
+(A server-side script walking the keys answered the same, but its `redis.call` per key cost the
+store ~4 times the pipelined commands' time.)
 
 In virtual time a lookup's wall time does not count (the router's modelled scheduling time does,
 router_node.RouterTiming), so only the answer must equal the live one.
@@ -16,29 +16,16 @@ router_node.RouterTiming), so only the answer must equal the live one.
 
 from __future__ import annotations
 
-from kvbench.emulator.router.index_memory import Holders, PodEntry
+from kvbench.emulator.router.index_memory import Holders, IndexUnavailable, PodEntry
 from kvbench.emulator.router.index_redis import RedisIndex, redis_key
-
-# KEYS: the block keys in prompt order. Returns the HKEYS of each key up to the first empty one.
-SCRIPT = b"""local out = {}
-for i = 1, #KEYS do
-  local fields = redis.call('HKEYS', KEYS[i])
-  if #fields == 0 then break end
-  out[i] = fields
-end
-return out
-"""
+from kvbench.simulate.store_link import StoreLink
 
 
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
-def pack_lookup(keys: list[str]) -> bytes:
-    """The EVAL request (RESP bytes) of SCRIPT over `keys`."""
-    parts = [b"*%d\r\n" % (3 + len(keys)), _bulk(b"EVAL"), _bulk(SCRIPT), _bulk(b"%d" % len(keys))]
-    parts.extend(_bulk(key.encode()) for key in keys)
-    return b"".join(parts)
+def pack_hkeys(keys: list[str]) -> bytes:
+    """One `HKEYS key` per key, as RESP (what `RedisIndex._pipelined_hkeys` sends)."""
+    return b"".join(
+        b"*2\r\n$5\r\nHKEYS\r\n$%d\r\n%s\r\n" % (len(k), k) for k in (key.encode() for key in keys)
+    )
 
 
 def holders_of(fields: list[str]) -> Holders:
@@ -50,31 +37,35 @@ def holders_of(fields: list[str]) -> Holders:
     return holders
 
 
-class ScriptedLookupIndex:
-    """A `KVBlockIndex` over a `RedisIndex`: lookups by SCRIPT, everything else the index's own."""
+class LinkedLookupIndex:
+    """A `KVBlockIndex` over a `RedisIndex`: lookups on a `StoreLink` (they complete without
+    suspending: no asyncio loop needed), everything else the index's own."""
 
-    def __init__(self, index: RedisIndex) -> None:
+    def __init__(self, index: RedisIndex, link: StoreLink) -> None:
         self.index = index
+        self.link = link
         self.name = index.name
 
     async def lookup(self, model: str, hashes: list[int]) -> list[Holders]:
-        packed = pack_lookup([redis_key(model, h) for h in hashes])
-        return await self.index._run(lambda: self._lookup(packed, bool(hashes)))
-
-    async def _lookup(self, packed: bytes, any_keys: bool) -> list[Holders]:
-        if not any_keys:
-            return []  # the live lookup sends nothing either (but checks the breaker first)
-        pool = self.index.client.connection_pool
-        connection = await pool.get_connection()
-        try:
-            await connection.send_packed_command(packed, check_health=False)
-            reply = await connection.read_response()
-        except BaseException:
-            await connection.disconnect()  # a reply may be half read: never reuse this connection
-            raise
-        finally:
-            await pool.release(connection)
-        return [holders_of(fields) for fields in reply]
+        index = self.index
+        if not hashes:  # the live lookup sends nothing either, but checks the breaker first
+            if index.breaker_open():
+                raise IndexUnavailable(f"{index.name} index: circuit open")
+            return []
+        found: list[Holders] = []
+        shared: dict[tuple[str, ...], Holders] = {}  # fields -> their holders, read-only
+        batch_keys = index.lookup_batch_keys
+        for start in range(0, len(hashes), batch_keys):
+            batch = [redis_key(model, h) for h in hashes[start : start + batch_keys]]
+            for fields in self.link.call(pack_hkeys(batch), len(batch)):
+                if not fields:
+                    return found
+                key = tuple(fields)
+                holders = shared.get(key)
+                if holders is None:
+                    holders = shared[key] = holders_of(fields)
+                found.append(holders)
+        return found
 
     async def add(self, model: str, hashes: list[int], entries: list[PodEntry]) -> None:
         await self.index.add(model, hashes, entries)

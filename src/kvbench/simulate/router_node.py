@@ -17,7 +17,8 @@ Contract:
   last read in one round trip (same writes, same order, see index_batch.py); a batch the index
   store fails to apply is lost and counted in `event_stats.apply_failures`
   (kvbench_router_kv_events_apply_failures_total, as live); the precise scorer's lookups on such
-  an index run as one script (same answers, index_lookup.py);
+  an index and those writes go over a synchronous link (same commands, index_lookup.py,
+  store_link.py);
 - with a `decision_log`, every decision is one JSON line in the live router's format
   (`Decision.log_record`), `ts_s` in virtual seconds of the cell.
 """
@@ -49,7 +50,8 @@ from kvbench.simulate.engine_node import SimEngine
 from kvbench.simulate.events import EventLoop
 from kvbench.simulate.hash_memo import HASH_MEMO
 from kvbench.simulate.index_batch import PendingWrites
-from kvbench.simulate.index_lookup import ScriptedLookupIndex
+from kvbench.simulate.index_lookup import LinkedLookupIndex
+from kvbench.simulate.store_link import StoreLink
 
 GIE_REFRESH_INTERVAL_S = 0.05
 DEFAULT_KV_EVENT_DELAY_S = 0.001
@@ -120,20 +122,26 @@ class SimRouter:
             config, self.metrics, random.Random(seed), loop.clock, {}, self.pool.resolve_pod
         )
         self.plugins.scheduler.timer = loop.clock  # scheduling takes no virtual time
-        for weighted in self.plugins.scheduler.scorers:
-            if isinstance(weighted.scorer, PrecisePrefixCacheScorer):
-                weighted.scorer.hash_memo = HASH_MEMO
-                if isinstance(weighted.scorer.index, RedisIndex):  # same answers, one round trip
-                    weighted.scorer.index = ScriptedLookupIndex(weighted.scorer.index)
         self._pending: list[PendingWrites] = []
+        self._links: dict[int, StoreLink] = {}  # id(RedisIndex) -> its synchronous link
         for index in self.plugins.indexes:
             if isinstance(index, RedisIndex):
                 # Wall time is not virtual time: a round trip that is slow because this process is
                 # busy must not count as a store fault (live, the deadline guards a frozen store).
                 index.timeout_s = STORE_WALL_TIMEOUT_S
-                self._pending.append(PendingWrites(index))
+                link = self._link(index)
+                self._pending.append(PendingWrites(index, link))
+        for weighted in self.plugins.scheduler.scorers:
+            if isinstance(weighted.scorer, PrecisePrefixCacheScorer):
+                weighted.scorer.hash_memo = HASH_MEMO
+                link = self._links.get(id(weighted.scorer.index))
+                if link is not None:  # the same commands and answers, without loop turns
+                    weighted.scorer.index = LinkedLookupIndex(link.index, link)
         self._pending_by_index = {id(p.index): p for p in self._pending}
+        # the index clients' own calls (clear, close, a flush that clears) run on an asyncio loop;
+        # scheduling and linked flushes never suspend (store_link.py)
         self.driver = CoroutineDriver(use_asyncio=bool(self._pending))
+        self._sync = CoroutineDriver(use_asyncio=False)
         self._by_address = {e.address: e for e in engines}
         self.event_stats = SubscriberStats()  # in process: nothing is lost or undecodable
         self.metrics.registry.register(
@@ -146,6 +154,13 @@ class SimRouter:
             [w.scorer for w in self.plugins.scheduler.scorers]
         )
         self.refresh_metrics()
+
+    def _link(self, index: RedisIndex) -> StoreLink | None:
+        try:
+            link = self._links[id(index)] = StoreLink(index)
+        except ValueError:  # a URL form the link does not speak: the index's own client
+            return None
+        return link
 
     # ---- endpoint metrics (GIE datastore refresh)
     def refresh_metrics(self) -> None:
@@ -168,7 +183,7 @@ class SimRouter:
     def route(self, request: RouterRequest, prompt_tokens: int = 0) -> tuple[Decision, SimEngine]:
         self.metrics.request_total.labels(request.model, request.model).inc()
         self.flush_index_writes()
-        decision = self.driver.run(self.plugins.scheduler.schedule(request, self.pool.endpoints))
+        decision = self._sync.run(self.plugins.scheduler.schedule(request, self.pool.endpoints))
         decision.scheduling_s = self._s_per_token * prompt_tokens
         self.plugins.scheduler.pre_request(decision)
         if self.decision_log is not None:
@@ -208,7 +223,8 @@ class SimRouter:
         """Write the Redis / Valkey indexes' pending batches (before anything reads them)."""
         for pending in self._pending:
             if pending:
-                self.event_stats.apply_failures += self.driver.run(pending.flush())
+                driver = self.driver if pending.needs_loop else self._sync
+                self.event_stats.apply_failures += driver.run(pending.flush())
 
     @property
     def index_round_trips(self) -> int:
@@ -234,4 +250,6 @@ class SimRouter:
         self.flush_index_writes()
         for index in self.plugins.indexes:
             self.driver.run(index.close())
+        for link in self._links.values():
+            link.close()
         self.driver.close()
