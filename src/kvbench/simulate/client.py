@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ class ClientTiming:
         return self.front_s_per_prompt_token * prompt_tokens
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class _InFlight:
     record: RequestRecord
     state: ConversationState
@@ -185,7 +186,11 @@ class LevelSender:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         timing = self.client.timing
         self.loop.after(timing.request_delay_s, lambda: self._arrive(flight, prompt_ids))
-        self.loop.after(self.client.request_timeout_s, lambda: self._timeout(flight))
+        # The timeout holds the turn weakly: a finished turn is referenced by no pending action
+        # (nor by an engine), so its outcome and routing decision are freed at once, not kept for
+        # the whole request_timeout_s (a timeout of a finished turn does nothing either way).
+        turn = weakref.ref(flight)
+        self.loop.after(self.client.request_timeout_s, lambda: self._timeout_if_alive(turn))
 
     def _arrive(self, flight: _InFlight, prompt_ids: list[int]) -> None:
         if flight.done:
@@ -284,6 +289,11 @@ class LevelSender:
         )
         flight.outcome.done_seen = True
         self.loop.at(arrival_s, lambda: self._finish(flight, arrival_s))
+
+    def _timeout_if_alive(self, turn: weakref.ref[_InFlight]) -> None:
+        flight = turn()
+        if flight is not None:
+            self._timeout(flight)
 
     def _timeout(self, flight: _InFlight) -> None:
         if flight.done:
