@@ -52,6 +52,24 @@ def read_cells(run_dir: Path) -> dict[str, dict]:
     return cells
 
 
+def step_lag_ms(cell_dir: Path) -> float | None:
+    """The live engines' mean step lag over the cell (kvbench:engine_step_lag_seconds, every
+    engine's sum / count delta over the cell's scrapes), in ms; None without those samples. An
+    emulator that cannot keep its deadlines (a loaded box) shows here, and its numbers drift."""
+    path = cell_dir / "server_metrics.parquet"  # a dataset directory (batch appends) or a file
+    if not path.exists():
+        return None
+    import pandas as pd
+
+    rows = pd.read_parquet(path, columns=["source", "metric", "value"])
+    total = {}
+    for suffix in ("sum", "count"):
+        series = rows[rows.metric == f"kvbench:engine_step_lag_seconds_{suffix}"]
+        spans = series.groupby("source").value.agg(["min", "max"])
+        total[suffix] = float((spans["max"] - spans["min"]).sum())
+    return 1000.0 * total["sum"] / total["count"] if total["count"] else None
+
+
 def metric(summary: dict, name: str) -> float | None:
     for key in METRIC_KEYS[name]:
         if summary.get(key) is not None:
