@@ -18,7 +18,7 @@ mkdir -p /var/tmp/redis
 for deb in "$work"/debs/*.deb; do dpkg -x "$deb" /var/tmp/redis; done
 rm -rf "$work"
 source "$(dirname "$0")/gpu-env.sh"
-for size in 0.6B 8B; do
+for size in 0.6B 8B 14B; do
   dir=/var/tmp/models/qwen3-$(echo "$size" | tr 'B' 'b')
   [ -f "$dir/config.json" ] || python3 "$parts/make-qwen3-dummy-model.py" "$dir" "$size" >/dev/null
 done
