@@ -50,8 +50,8 @@ def main() -> None:
     summary = {
         "what": "kvbench compare: real vLLM 0.26.0 on one H200 (A) vs the simulated target with "
         "the catalog's H200-vLLM-0.26 profile (B), per cell",
-        "fitted_on": "sweep-* (benchmarks/gpu/specs/sweep-qwen3-*.yaml) and the probes",
-        "validation": "validation-* (benchmarks/gpu/specs/validation-qwen3-*.yaml)",
+        "fitted_on": "grid-* and sweep-* (benchmarks/gpu/specs/grid-qwen3-*.yaml, sweep-qwen3-*.yaml) and the probes; refit with benchmarks/gpu/refit_cells.py (per-cell scores in gpu_h200_refit.json)",
+        "validation": "validation-* (benchmarks/gpu/specs/validation-qwen3-*.yaml) and lmcache-* (lmcache-qwen3-0.6b.yaml: lmcache-local only ran), never fitted",
         "bounds": BOUNDS,
         "groups": groups,
     }

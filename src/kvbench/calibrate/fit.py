@@ -7,7 +7,8 @@ over every model probed (one hardware profile serves every model size):
   (vLLM's async scheduling: a step takes max(GPU work, CPU work));
 - prefill (one request at a time, the engine's own prefill time from
   vllm:request_prefill_time_seconds): `linear_efficiency`, `attention_efficiency`,
-  `prefill_request_overhead_s`;
+  `eager_step_overhead_s` (steps beyond the CUDA-graph capture size), with the first token's way
+  back to the API server as a fitted offset that the request delay below takes in;
 - outside the engine: what lone requests spend beyond queue + the fitted prefill step, as a line in
   the prompt length (`request_overhead_s` + `request_overhead_per_prompt_token_s` x prompt
   tokens: HTTP, prompt parsing, engine-core IPC, the first token's way back); and from the
@@ -234,43 +235,48 @@ def _mean_abs_error(params: CostParams, hardware: HardwareProfile, points: list[
 def fit_prefill(
     points: list[PrefillPoint], hardware: HardwareProfile, params: CostParams
 ) -> tuple[CostParams, float]:
+    """`linear_efficiency`, `attention_efficiency` and `eager_step_overhead_s` from lone prefills.
+
+    vLLM's prefill time runs from the request's scheduling to its first token reaching the API
+    server, so besides the step it holds the output's way back (IPC, the output processor): a
+    constant per request that is no engine work. It is fitted here as an offset and then left out
+    of the profile: fit_request_delay measures what lone requests spend beyond the modelled step,
+    which takes it in. Prompts above the CUDA-graph capture size tell the eager step's cost apart.
+    """
     measured = np.array([p.prefill_s for p in points])
-    overheads = np.linspace(0.0, 30e-3, 301)[:, None]
-    best: tuple[float, CostParams] | None = None
-    for linear_eff, attn_eff in itertools.product(
-        np.linspace(0.3, 1.0, 15), np.linspace(0.2, 1.0, 9)
+    offsets = np.linspace(0.0, 30e-3, 121)[:, None]
+    best: tuple[float, CostParams, float] | None = None  # (error, factors, offset_s)
+    for linear_eff, attn_eff, eager_s in itertools.product(
+        np.linspace(0.3, 1.2, 19), np.linspace(0.2, 1.0, 9), np.linspace(0.0, 15e-3, 31)
     ):
         trial = dataclasses.replace(
             params,
             linear_efficiency=float(linear_eff),
             attention_efficiency=float(attn_eff),
+            eager_step_overhead_s=float(eager_s),
             prefill_request_overhead_s=0.0,
         )
-        steps = np.array(
-            [
-                CostModel(get_model(p.model), hardware, 1, trial)
-                .step_cost(_prefill_work(p.prompt_tokens))
-                .duration_s
-                for p in points
-            ]
-        )[None, :]
-        errors = _rel_error(steps + overheads, measured)
+        steps = np.array([_lone_step_s(trial, hardware, p) for p in points])[None, :]
+        errors = _rel_error(steps + offsets, measured)
         i = int(np.argmin(errors))
         if best is None or errors[i] < best[0]:
-            best = (
-                float(errors[i]),
-                dataclasses.replace(trial, prefill_request_overhead_s=float(overheads[i, 0])),
-            )
+            best = (float(errors[i]), trial, float(offsets[i, 0]))
     assert best is not None
-    fitted = best[1]
-    predicted = [
-        CostModel(get_model(p.model), hardware, 1, fitted)
-        .step_cost(_prefill_work(p.prompt_tokens))
-        .duration_s
-        for p in points
-    ]
-    error = float(np.mean([abs(a / p.prefill_s - 1) for a, p in zip(predicted, points)]))
+    _, fitted, offset_s = best
+    error = float(
+        np.mean(
+            [abs((_lone_step_s(fitted, hardware, p) + offset_s) / p.prefill_s - 1) for p in points]
+        )
+    )
     return fitted, error
+
+
+def _lone_step_s(params: CostParams, hardware: HardwareProfile, point: PrefillPoint) -> float:
+    return (
+        CostModel(get_model(point.model), hardware, 1, params)
+        .step_cost(_prefill_work(point.prompt_tokens))
+        .duration_s
+    )
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,8 @@ def run(seed: int, fast: bool):
     plans = []
     schedule = engine.scheduler.schedule
 
-    def recorded_schedule(now_s):
-        plan = schedule(now_s)
+    def recorded_schedule(now_s, admit_by_s=None):
+        plan = schedule(now_s, admit_by_s)
         scheduled = [(req.request_id, num_new) for req, num_new in plan.scheduled]
         plans.append((scheduled, [r.request_id for r in plan.preempted], astuple(plan.work)))
         return plan

@@ -14,6 +14,7 @@ Step time, per GPU of a tensor-parallel group of size tp:
                    (+ connector_step_overhead + connector_per_request_overhead x reqs
                      + connector_prefill_overhead x prefill starts, with a connector: its
                      scheduler-side lookups and store scans, the worker's transfer bookkeeping)
+                   + eager_step_overhead   (a step of more tokens than cudagraph_max_tokens)
   step_s         = gpu_s + cpu_s                       (cpu_overlap off: the 0.11-era engine loop)
                  = max(gpu_s, cpu_s)                   (cpu_overlap on: async scheduling, the CPU
                                                         work of a step hides under the GPU's, so a
@@ -21,6 +22,14 @@ Step time, per GPU of a tensor-parallel group of size tp:
                                                         does not: measured on the H200, offload
                                                         slows 0.6B and leaves 8B as it was)
                  + stored_bytes / store_stall_bytes_per_s   (offload stores that hold the step)
+A step of more tokens than vLLM captures CUDA graphs for (max_cudagraph_capture_size: 512 with
+max_num_seqs >= 256) launches every kernel one by one (torch.compile's graph without a CUDA graph):
+cpu_s += eager_step_overhead. The launches run ahead of the GPU, so a large model's long prefill
+kernels hide them and a small model's short ones wait for them. Measured on the H200 (vLLM 0.26):
+Qwen3-0.6B's lone prompts up to 256 tokens took what a decode step takes, 1k-4k-token ones ~10 ms
+more than their kernels, 8k-token ones what their kernels take; Qwen3-8B's showed no such step. It
+is per step, not per request: a batch of short prefills that fits a graph does not pay it, so a
+conversation turn of a hundred new tokens interrupts the decodes far less than a cold prompt.
 A connector's synchronous transfer time is added by the engine (StepTransfer.blocking_s).
 Outside the steps, a new request becomes schedulable only after the API server has handed it to
 the engine core (`request_delay_s`; FIFO, so never before an earlier request):
@@ -30,10 +39,10 @@ the engine core (`request_delay_s`; FIFO, so never before an earlier request):
 The last term is the API server's event-loop lag: one Python process streams every output token
 (detokenize, SSE chunk, socket write), so each hop of a new request through it (HTTP body, prompt
 validation, IPC to the engine core, the first token's way back) waits longer the more tokens per
-second it streams. Measured on the H200 (vLLM 0.26): the TTFT beyond the engine's own time grew by
-about 4-5 us per output token/s alike for Qwen3-0.6B and 8B (per concurrent stream it differed
-twofold), and by about 6 us per prompt token (client encoding, HTTP, the server's parsing). It is
-a latency, not engine work: it delays the request, not the steps.
+second it streams. The fixed and per-prompt-token terms are what a lone request spends outside
+the engine's steps (HTTP, prompt parsing and hashing, IPC, the first token's way back): measured on
+the H200 about 8 ms plus 1.6 us per prompt token. It is a latency, not engine work: it delays the
+request, not the steps.
 F, B: the hardware profile's achievable bf16 FLOP/s and HBM bytes/s.
 
 Calibration (benchmarks/emulator/cost_model_gpu_measure.py on the project's H100, torch 2.11, Qwen3-8B
@@ -79,6 +88,8 @@ class CostParams:
     connector_per_request_overhead_s: float = 0.0  # ... and per scheduled request (store scans)
     connector_prefill_overhead_s: float = 0.0  # per prefill start with a connector (lookups)
     store_stall_bytes_per_s: float = 0.0  # offload stores hold the step at this rate; 0: never
+    eager_step_overhead_s: float = 0.0  # CPU launch work of a step too large for a CUDA graph
+    cudagraph_max_tokens: float = 512  # vLLM's max_cudagraph_capture_size (its default)
     # CUDA context, NCCL/cuBLAS workspaces, CUDA graphs. Calibrated on the one published count we
     # have: vLLM reported 9,271 GPU blocks for Qwen3-32B, TP 2 on H100 80GB, gpu_memory_utilization
     # 0.65 (llm-d guides/tiered-prefix-cache/cpu README, benchmark appendix).
@@ -169,6 +180,8 @@ class CostModel:
             )
             prefill_start_s += params.connector_prefill_overhead_s
         overhead_s += prefill_start_s * work.num_prefill_starts
+        if work.num_tokens > params.cudagraph_max_tokens:
+            overhead_s += params.eager_step_overhead_s
         return StepCost(compute_s, memory_s, allreduce_s, overhead_s, params.cpu_overlap)
 
     def request_delay_s(self, prompt_tokens: int, output_rate_tok_s: float) -> float:

@@ -35,6 +35,9 @@ from kvbench.emulator.engine.request import Request, RequestStatus, generated_to
 from kvbench.emulator.engine.scheduler import Scheduler, StepPlan
 
 OUTPUT_RATE_WINDOW_S = 0.5  # time constant of the engine's output-rate average
+# A step starting within this of its predecessor's end follows it back to back (the real-time
+# driver's own scheduling jitter stays below it; the simulated one has none).
+BACK_TO_BACK_S = 1e-3
 
 
 @dataclass(slots=True)
@@ -82,6 +85,7 @@ class EmulatedEngine:
         # load on the API server that delays new requests (CostModel.request_delay_s).
         self.output_rate_tok_s = 0.0
         self._last_schedulable_s = 0.0  # the API server hands requests on in arrival order
+        self._busy_until_s = -1.0  # the latest step's end, if it ran anything (else -1)
 
     # ---- Engine protocol
     def add_request(self, request: EngineRequest) -> None:
@@ -122,10 +126,11 @@ class EmulatedEngine:
         return bool(self.requests) or bool(self.held)
 
     def step(self, now_s: float) -> StepResult:
+        admit_by_s = self._admission_cutoff_s(now_s)
         self._last_now_s = now_s
         if self.connector is not None:
             self._poll_connector(now_s)
-        plan = self.scheduler.schedule(now_s)
+        plan = self.scheduler.schedule(now_s, admit_by_s)
         blocking_s = 0.0
         if self.connector is not None:
             transfer = self.connector.build_step(self.scheduler.connector_chunks(plan), now_s)
@@ -136,6 +141,8 @@ class EmulatedEngine:
             duration_s = self.cost.idle_step_s() + blocking_s
         outputs = self._postprocess(plan, now_s)
         self._update_output_rate(len(outputs), duration_s)
+        # a step that ran nothing leaves no batch in flight: the next one is planned when it starts
+        self._busy_until_s = now_s + duration_s if plan.scheduled else -1.0
         return StepResult(
             duration_s=duration_s,
             outputs=outputs,
@@ -183,6 +190,19 @@ class EmulatedEngine:
         return events
 
     # ---- internals
+    def _admission_cutoff_s(self, now_s: float) -> float:
+        """Until when a new request must have been schedulable to join the step at `now_s`.
+
+        With async scheduling (CostParams.cpu_overlap: vLLM's batch queue of two) the engine core
+        plans step n + 1 as soon as step n is launched, so a step that follows its predecessor
+        back to back holds only requests that had reached the scheduler when the predecessor
+        started: one arriving during step n waits out step n and step n + 1. After an idle gap
+        (or without async scheduling) the step is planned when it starts."""
+        back_to_back = now_s - self._busy_until_s <= BACK_TO_BACK_S
+        if self.cost.params.cpu_overlap and back_to_back:
+            return self._last_now_s
+        return now_s
+
     def _update_output_rate(self, num_tokens: int, duration_s: float) -> None:
         if duration_s <= 0.0:
             return

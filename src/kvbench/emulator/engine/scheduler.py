@@ -78,11 +78,15 @@ class Scheduler:
         self.cached_tokens_by_source = {"device": 0, "host": 0, "external_unspecified": 0}
 
     # ---- one step
-    def schedule(self, now_s: float) -> StepPlan:
+    def schedule(self, now_s: float, admit_by_s: float | None = None) -> StepPlan:
+        """Plan the step that starts at `now_s`. New requests join only if they were schedulable
+        by `admit_by_s` (default `now_s`): with async scheduling the step was planned while the
+        previous one ran, before anything that arrived since reached the scheduler."""
         plan = StepPlan(token_budget=self.limits.max_num_batched_tokens)
         budget = self._schedule_running(plan, now_s)
         if not plan.preempted:
-            budget = self._schedule_waiting(plan, budget, now_s)
+            cutoff_s = now_s if admit_by_s is None else admit_by_s
+            budget = self._schedule_waiting(plan, budget, now_s, cutoff_s)
         for req, num_new in plan.scheduled:
             req.num_computed_tokens += num_new
         if self.check_invariants:
@@ -140,14 +144,16 @@ class Scheduler:
         self.waiting.appendleft(req)
         plan.preempted.append(req)
 
-    def _schedule_waiting(self, plan: StepPlan, budget: int, now_s: float) -> int:
+    def _schedule_waiting(
+        self, plan: StepPlan, budget: int, now_s: float, admit_by_s: float
+    ) -> int:
         skipped: list[Request] = []
         while self.waiting and budget > 0 and len(self.running) < self.limits.max_num_seqs:
             req = self.waiting[0]
             if (
                 req.num_preemptions == 0
                 and req.status is RequestStatus.WAITING
-                and req.schedulable_s > now_s
+                and req.schedulable_s > admit_by_s
             ):
                 break  # still in the API server / on its way to the engine core (FCFS: all later too)
             if req.status is RequestStatus.WAITING_FOR_REMOTE_KVS and not self._finish_remote_load(

@@ -1,0 +1,177 @@
+"""Replay the real-vLLM GPU runs of benchmarks/results/gpu-h200/runs/ on the simulated target with a
+candidate hardware profile, and score the profile per cell against the issue's bounds.
+
+Each real run's own spec (from its manifest) is re-run with `target: {kind: simulated, hardware:
+PROFILE}`, same seed, workload, levels and engine knobs; both sides are summarised by
+`kvbench.compare` (the report's one summary computation). The loss is the sum over cells of
+(difference / bound)^2 for output tok/s (3 %), TTFT mean and p50 (10 %) and TPOT p50 (5 %): what
+the refit of the H200-vLLM-0.26 profile minimised over the fit runs, never the validation runs.
+
+    .venv/bin/python benchmarks/gpu/refit_cells.py [--set fit|validation|all] [--runs NAME ...]
+        [--profile NAME_OR_PATH] [--param KEY=VALUE ...] [--json OUT] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from kvbench.compare import compare_cells, read_side
+from kvbench.spec.catalogs import get_hardware
+
+REPO = Path(__file__).resolve().parents[2]
+RUNS_DIR = REPO / "benchmarks" / "results" / "gpu-h200" / "runs"
+CACHE_DIR = Path(tempfile.gettempdir()) / "kvbench-gpu-runs"
+# Real runs used to fit the profile, and those kept out of the fit to validate it.
+FIT_RUNS = ("grid-q06", "grid-q8", "sweep-q06", "sweep-q8", "sweep-q06-offload-32-96")
+VALIDATION_RUNS = ("run-q06", "run-q06n", "run-q8", "lmcache-q06")
+OPTIONAL_RUNS = ("grid-q14", "validation-q14")  # present once the 14B session's archives are in
+BOUNDS = {
+    "output_tokens_per_s": 0.03,
+    "ttft_mean_ms": 0.10,
+    "ttft_p50_ms": 0.10,
+    "tpot_p50_ms": 0.05,
+}
+
+
+@dataclass(frozen=True)
+class CellScore:
+    run: str
+    cell: str  # "model scenario @level"
+    metric: str
+    real: float
+    simulated: float
+
+    @property
+    def relative_error(self) -> float:
+        return self.simulated / self.real - 1.0
+
+    @property
+    def within(self) -> bool:
+        return abs(self.relative_error) <= BOUNDS[self.metric]
+
+
+def real_run_dir(name: str) -> Path:
+    """The run directory inside runs/NAME.tgz, extracted once into CACHE_DIR."""
+    target = CACHE_DIR / name
+    if not target.is_dir():
+        with tarfile.open(RUNS_DIR / f"{name}.tgz") as archive:
+            archive.extractall(target, filter="data")
+    manifests = sorted(target.glob("*/manifest.json"))
+    if len(manifests) != 1:
+        raise SystemExit(f"refit: {name}.tgz holds {len(manifests)} run directories, expected 1")
+    return manifests[0].parent
+
+
+def simulated_spec(real_dir: Path, profile: str, work: Path) -> Path:
+    spec = json.loads((real_dir / "manifest.json").read_text())["spec"]
+    spec["name"] = f"refit-{spec['name']}"
+    spec["target"] = {"kind": "simulated", "hardware": profile, "workers": 2}
+    path = work / f"{real_dir.parent.name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def profile_with(profile: str, params: dict[str, float | bool], work: Path) -> str:
+    """The base profile as a file with some cost-model factors replaced (or the name as is)."""
+    if not params:
+        return profile
+    base = get_hardware(profile)
+    entry = {
+        "name": f"{base.name}-candidate",
+        "bf16_flops_per_s": base.bf16_flops_per_s,
+        "hbm_gib": base.hbm_gib,
+        "hbm_bytes_per_s": base.hbm_bytes_per_s,
+        "host_link_bytes_per_s": base.host_link_bytes_per_s,
+        "tp_link_bytes_per_s": base.tp_link_bytes_per_s,
+        "vllm_version": base.vllm_version,
+        "cost_model": base.cost_overrides | params,
+    }
+    path = work / "candidate-profile.yaml"
+    path.write_text(yaml.safe_dump(entry, sort_keys=False))
+    return str(path)
+
+
+def score_run(name: str, profile: str, work: Path) -> list[CellScore]:
+    real_dir = real_run_dir(name)
+    out = work / f"sim-{name}"
+    command = [
+        str(Path(sys.executable).parent / "kvbench"),
+        "run",
+        str(simulated_spec(real_dir, profile, work)),
+    ]
+    command += ["--out", str(out), "--no-report"]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    scores = []
+    for row in compare_cells(read_side(str(real_dir)), read_side(str(out))):
+        if row.metric not in BOUNDS or row.a is None or row.b is None or not row.a:
+            continue
+        model, scenario, level, _ = row.key
+        cell = f"{model.split('/')[-1]} {scenario} @{level:g}"
+        scores.append(CellScore(name, cell, row.metric, row.a, row.b))
+    return scores
+
+
+def parse_param(text: str) -> tuple[str, float | bool]:
+    key, _, value = text.partition("=")
+    if value.lower() in ("true", "false"):
+        return key, value.lower() == "true"
+    return key, float(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", choices=("fit", "validation", "all"), default="fit")
+    parser.add_argument("--runs", nargs="*", default=None)
+    parser.add_argument("--profile", default="H200-vLLM-0.26")
+    parser.add_argument("--param", action="append", default=[], type=parse_param)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--keep", type=Path, default=None, help="keep the simulated runs here")
+    args = parser.parse_args()
+    present = [name for name in OPTIONAL_RUNS if (RUNS_DIR / f"{name}.tgz").exists()]
+    sets = {"fit": list(FIT_RUNS), "validation": list(VALIDATION_RUNS)}
+    sets["all"] = sets["fit"] + sets["validation"] + present
+    runs = args.runs if args.runs else sets[args.set]
+    scores: list[CellScore] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        profile = profile_with(args.profile, dict(args.param), work)
+        for name in runs:
+            scores.extend(score_run(name, profile, work))
+    loss = sum((s.relative_error / BOUNDS[s.metric]) ** 2 for s in scores)
+    for s in scores:
+        mark = " " if s.within else "*"
+        print(
+            f"{mark} {s.run:24s} {s.cell:32s} {s.metric:20s} {s.real:9.2f} {s.simulated:9.2f} "
+            f"{s.relative_error:+7.1%}"
+        )
+    within = sum(s.within for s in scores)
+    print(f"loss {loss:.1f}  within bounds {within}/{len(scores)}  params {dict(args.param)}")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "profile": args.profile,
+                    "params": dict(args.param),
+                    "loss": loss,
+                    "within": within,
+                    "scored": len(scores),
+                    "scores": [s.__dict__ | {"relative_error": s.relative_error} for s in scores],
+                },
+                indent=1,
+            )
+            + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
