@@ -60,14 +60,8 @@ def block_keys(
             parent = sha256_cbor([parent, token_ids[start : start + block_size_tokens], None])
             keys.append(int.from_bytes(parent[24:], "big"))
         return keys
-    blocks = (
-        (tuple(token_ids[start : start + block_size_tokens]), None)
-        for start in range(0, last_start, block_size_tokens)
-    )
-    return [
-        int.from_bytes(block_hash[24:], "big")
-        for block_hash in memo.chain(engine_sha256_cbor, parent, blocks)
-    ]
+    hashes = memo.sequence_chain(engine_sha256_cbor, parent, token_ids, block_size_tokens)
+    return [int.from_bytes(block_hash[24:], "big") for block_hash in hashes]
 
 
 def longest_prefix_scores(
