@@ -24,7 +24,7 @@ class StubEngine:
         self.loop, self.service_s = loop, service_s
         self.aborted: list[str] = []
 
-    def submit(self, request, listener):
+    def submit(self, request, listener, every_output=True):
         stream = SimStream(request, 1)
 
         def answer() -> None:

@@ -83,3 +83,13 @@ def test_store_link_selects_the_index_database():
         client = redis.Redis.from_url(store.redis_url + "/2", decode_responses=True)
         assert client.get("k") == "v"
         client.close()
+
+
+def test_hkeys_packed_from_hashes_are_the_hkeys_of_the_redis_keys():
+    from kvbench.emulator.router.index_redis import redis_key
+    from kvbench.simulate.index_lookup import pack_hkeys, pack_hkeys_of
+
+    hashes = [0, 7, 2**63 + 5, 2**64 - 1, 123456789]
+    for model in ("Qwen/Qwen3-8B", "m", "modèle"):
+        assert pack_hkeys_of(model, hashes) == pack_hkeys([redis_key(model, h) for h in hashes])
+    assert pack_hkeys_of("m", []) == b""

@@ -41,7 +41,7 @@ from kvbench.loadgen.history import ConversationState
 from kvbench.loadgen.outcome import RequestOutcome
 from kvbench.loadgen.recorder import ReuseTracker, fill_from_outcome
 from kvbench.results.records import Phase, RequestRecord, RequestStatus
-from kvbench.simulate.engine_node import SimEngine
+from kvbench.simulate.engine_node import SimEngine, SimStream
 from kvbench.simulate.events import EventLoop
 from kvbench.simulate.front import PromptFront, ServedPrompt
 from kvbench.simulate.router_node import SimRouter
@@ -75,6 +75,7 @@ class _InFlight:
     on_done: TurnDone
     engine_request_id: str = ""
     engine: SimEngine | None = None
+    stream: SimStream | None = None  # the engine's stream of this turn, once submitted
     decision: Decision | None = None
     output_ids: list[int] = field(default_factory=list)
     done: bool = False
@@ -236,8 +237,13 @@ class LevelSender:
             arrival_s=self.loop.now_s,
             ignore_eos=True,
         )
+        # completions hear only the finishing output (their chunks are read off the stream);
+        # chat decodes the answer text chunk by chunk, as the live client receives it
+        every_output = flight.messages is not None
         try:
-            engine.submit(request, functools.partial(self._output, flight))
+            flight.stream = engine.submit(
+                request, functools.partial(self._output, flight), every_output
+            )
         except ValueError as err:  # the engine refuses it (e.g. longer than max_model_len)
             self._refuse(flight, err)
             return
@@ -261,17 +267,28 @@ class LevelSender:
             return front.chat(flight.messages, max_tokens)
         return front.completion(prompt_ids, max_tokens)
 
+    def _read_chunks(self, flight: _InFlight) -> None:
+        """A completion's chunk arrivals, read off its stream: every delivery that brought tokens,
+        one response delay after its step ended (what appending at each delivery gives)."""
+        if flight.messages is not None or flight.stream is None:
+            return  # chat appends at each delivery (_output); never submitted: no chunks
+        delay_s = self.client.timing.response_delay_s
+        flight.outcome.chunk_arrivals = [
+            (end_s + delay_s, tokens) for end_s, tokens in flight.stream.token_chunks
+        ]
+
     def _output(self, flight: _InFlight, stream: RequestStream, end_s: float, tokens: int) -> None:
+        """Every output of a chat turn; only the finishing one of a completion (see _submit)."""
         if flight.done:
             return
         arrival_s = end_s + self.client.timing.response_delay_s
-        if tokens:
+        if tokens and flight.decoder is not None:
             flight.outcome.chunk_arrivals.append((arrival_s, tokens))
-            if flight.decoder is not None:
-                new_ids = stream.output_token_ids[-tokens:]
-                flight.text_parts.append(flight.decoder.push(new_ids, final=stream.finished))
+            new_ids = stream.output_token_ids[-tokens:]
+            flight.text_parts.append(flight.decoder.push(new_ids, final=stream.finished))
         if not stream.finished:
             return
+        self._read_chunks(flight)
         flight.outcome.output_token_ids = list(stream.output_token_ids)
         flight.outcome.token_ids_returned = True
         counts = UsageCounts(
@@ -299,6 +316,7 @@ class LevelSender:
         if flight.done:
             return
         timeout_s = self.client.request_timeout_s
+        self._read_chunks(flight)
         flight.outcome.fail(
             RequestStatus.TIMEOUT,
             f"request timed out after {timeout_s:g} s "

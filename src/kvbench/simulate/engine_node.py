@@ -36,10 +36,24 @@ STALL_IDLE_S = 60.0  # steps that schedule nothing, this much virtual time in a 
 
 class SimStream(RequestStream):
     """A request stream nobody awaits (the simulated client reads the stream in its listener, at
-    each delivery): `deliver` keeps every stamp and count `RequestStream.deliver` keeps and returns
-    the same gaps, without the queue of tokens released to an awaiting HTTP handler."""
+    each delivery or only at the end): `deliver` keeps every stamp and count
+    `RequestStream.deliver` keeps and returns the same gaps, without the queue of tokens released
+    to an awaiting HTTP handler; `token_chunks` keeps (step end, new tokens) of every delivery
+    that brought tokens, in order (what a listener called at each delivery would have seen)."""
+
+    def __init__(self, request: EngineRequest, stream_interval: int) -> None:
+        super().__init__(request, stream_interval)
+        self.token_chunks: list[tuple[float, int]] = []
 
     def deliver(self, output: RequestOutput, start_s: float, end_s: float) -> list[float]:
+        gaps: list[float] = []
+        self.deliver_into(output, start_s, end_s, gaps)
+        return gaps
+
+    def deliver_into(
+        self, output: RequestOutput, start_s: float, end_s: float, gaps: list[float]
+    ) -> None:
+        """`deliver`, its gaps appended to `gaps` (the engine collects a step's gaps in one list)."""
         if self.scheduled_s is None:
             self.scheduled_s = start_s
         self.num_cached_tokens = output.num_cached_tokens
@@ -47,7 +61,6 @@ class SimStream(RequestStream):
         self.num_preemptions = output.num_preemptions
         if output.num_prompt_tokens:
             self.num_prompt_tokens = output.num_prompt_tokens
-        gaps: list[float] = []
         new_token_ids = output.new_token_ids
         if new_token_ids:
             if self.first_token_s is None:
@@ -56,10 +69,10 @@ class SimStream(RequestStream):
                 gaps.append(end_s - self.last_token_s)  # type: ignore[operator]
             self.last_token_s = end_s
             self.output_token_ids += new_token_ids
+            self.token_chunks.append((end_s, len(new_token_ids)))
         if output.finished:
             self.finished = True
             self.finish_reason = output.finish_reason
-        return gaps
 
 
 class SimEngine:
@@ -76,18 +89,23 @@ class SimEngine:
         self.metrics = metrics
         self.address = address  # host:port identity, as the router keys endpoints
         self.on_kv_events = on_kv_events
-        self._streams: dict[str, tuple[RequestStream, OutputListener]] = {}
+        # request id -> (stream, listener, whether the listener hears every output)
+        self._streams: dict[str, tuple[SimStream, OutputListener, bool]] = {}
         self.busy = False
         self.num_steps = 0
         self.idle_steps_in_a_row = 0  # steps that scheduled nothing (a stall shows here)
         self.idle_s_in_a_row = 0.0  # ... and their virtual time (engine idle periods not counted)
 
     # ---- request side
-    def submit(self, request: EngineRequest, listener: OutputListener) -> RequestStream:
-        """Raises ValueError for a request the engine rejects (the HTTP layer answers 400)."""
+    def submit(
+        self, request: EngineRequest, listener: OutputListener, every_output: bool = True
+    ) -> SimStream:
+        """Raises ValueError for a request the engine rejects (the HTTP layer answers 400). The
+        listener hears every output, or with `every_output=False` only the finishing one (the
+        stream's `token_chunks` then says what the others brought)."""
         stream = SimStream(request, stream_interval=1)
         self.engine.add_request(request)
-        self._streams[request.request_id] = (stream, listener)
+        self._streams[request.request_id] = (stream, listener, every_output)
         self._wake()
         return stream
 
@@ -151,13 +169,13 @@ class SimEngine:
             entry = streams.get(output.request_id)
             if entry is None:
                 continue  # aborted meanwhile
-            stream, listener = entry
-            gaps = stream.deliver(output, start_s, end_s)
-            if gaps:
-                gaps_s += gaps
+            stream, listener, every_output = entry
+            stream.deliver_into(output, start_s, end_s, gaps_s)
             if stream.finished:
                 del streams[output.request_id]
                 metrics.observe_finished(stream, end_s)
+            elif not every_output:
+                continue
             listener(stream, end_s, len(output.new_token_ids))
         if gaps_s:  # observed once per step: nothing reads the histogram within a step's delivery
             metrics.observe_itl(gaps_s)

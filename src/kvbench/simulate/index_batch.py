@@ -149,12 +149,21 @@ class PendingWrites:
         self._batches: list[EventBatch] = []
         self.round_trips = 0
         self.needs_loop = link is None  # True while a flush would await the index's own client
+        self._stamp_second: int | None = None
+        self._stamp_text = ""
 
     def add(self, pod: str, model: str, events: list[KVEvent]) -> None:
         if events:
-            self._batches.append(EventBatch(pod, model, events, rfc3339(self.index.wall_clock())))
+            self._batches.append(EventBatch(pod, model, events, self._stamp()))
             if any(isinstance(e, AllBlocksCleared) for e in events):
                 self.needs_loop = True
+
+    def _stamp(self) -> str:
+        """`rfc3339(index.wall_clock())`, formatted once per whole second (it has no finer part)."""
+        second = int(self.index.wall_clock())
+        if second != self._stamp_second:
+            self._stamp_second, self._stamp_text = second, rfc3339(second)
+        return self._stamp_text
 
     def __bool__(self) -> bool:
         return bool(self._batches)

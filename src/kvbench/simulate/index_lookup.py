@@ -17,7 +17,7 @@ router_node.RouterTiming), so only the answer must equal the live one.
 from __future__ import annotations
 
 from kvbench.emulator.router.index_memory import Holders, IndexUnavailable, PodEntry
-from kvbench.emulator.router.index_redis import RedisIndex, redis_key
+from kvbench.emulator.router.index_redis import RedisIndex
 from kvbench.simulate.store_link import StoreLink
 
 
@@ -26,6 +26,20 @@ def pack_hkeys(keys: list[str]) -> bytes:
     return b"".join(
         b"*2\r\n$5\r\nHKEYS\r\n$%d\r\n%s\r\n" % (len(k), k) for k in (key.encode() for key in keys)
     )
+
+
+def pack_hkeys_of(model: str, hashes: list[int]) -> bytes:
+    """`pack_hkeys([redis_key(model, h) for h in hashes])`, each key's bytes formatted at once
+    (`b"%d" % h` is `str(h).encode()` for an int)."""
+    prefix = f"{model}@".encode()
+    width = len(prefix)
+    parts = []
+    for block_hash in hashes:
+        digits = b"%d" % block_hash
+        parts.append(
+            b"*2\r\n$5\r\nHKEYS\r\n$%d\r\n%s%s\r\n" % (width + len(digits), prefix, digits)
+        )
+    return b"".join(parts)
 
 
 def holders_of(fields: list[str]) -> Holders:
@@ -56,8 +70,8 @@ class LinkedLookupIndex:
         shared: dict[tuple[str, ...], Holders] = {}  # fields -> their holders, read-only
         batch_keys = index.lookup_batch_keys
         for start in range(0, len(hashes), batch_keys):
-            batch = [redis_key(model, h) for h in hashes[start : start + batch_keys]]
-            for fields in self.link.call(pack_hkeys(batch), len(batch)):
+            batch = hashes[start : start + batch_keys]
+            for fields in self.link.call(pack_hkeys_of(model, batch), len(batch)):
                 if not fields:
                     return found
                 key = tuple(fields)

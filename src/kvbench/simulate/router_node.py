@@ -32,7 +32,13 @@ from typing import IO
 import orjson
 from prometheus_client import CollectorRegistry
 
-from kvbench.emulator.engine.interface import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
+from kvbench.emulator.engine.interface import (
+    AllBlocksCleared,
+    BlockHash,
+    BlockRemoved,
+    BlockStored,
+    KVEvent,
+)
 from kvbench.emulator.router.build import build_plugins
 from kvbench.emulator.router.config import EppConfig
 from kvbench.emulator.router.endpoints import EndpointMetrics, EndpointPool
@@ -57,6 +63,7 @@ GIE_REFRESH_INTERVAL_S = 0.05
 DEFAULT_KV_EVENT_DELAY_S = 0.001
 POOL_NAME = "kvbench-pool"
 STORE_WALL_TIMEOUT_S = 30.0
+_UINT64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,11 @@ class RouterTiming:
         return cost
 
 
+def _as_uint64(hashes: list[BlockHash]) -> list[BlockHash]:
+    """`[hash_as_uint64(h) for h in hashes]`, ints masked inline (the engine's hashes are ints)."""
+    return [h & _UINT64 if type(h) is int else hash_as_uint64(h) for h in hashes]
+
+
 def as_received(events: list[KVEvent]) -> list[KVEvent]:
     """Events as the subscriber decodes them off the wire: every block hash a uint64."""
     received: list[KVEvent] = []
@@ -85,7 +97,7 @@ def as_received(events: list[KVEvent]) -> list[KVEvent]:
             parent = event.parent_block_hash
             received.append(
                 BlockStored(
-                    [hash_as_uint64(h) for h in event.block_hashes],
+                    _as_uint64(event.block_hashes),
                     None if parent is None else hash_as_uint64(parent),
                     event.token_ids,
                     event.block_size,
@@ -94,9 +106,7 @@ def as_received(events: list[KVEvent]) -> list[KVEvent]:
                 )
             )
         elif isinstance(event, BlockRemoved):
-            received.append(
-                BlockRemoved([hash_as_uint64(h) for h in event.block_hashes], event.medium)
-            )
+            received.append(BlockRemoved(_as_uint64(event.block_hashes), event.medium))
         elif isinstance(event, AllBlocksCleared):
             received.append(event)
     return received

@@ -134,3 +134,32 @@ def test_memo_gives_the_hashes_the_function_gives(algo):
         hasher.extend(tokens, memoed, salt)
         assert memoed == plain
     assert 0 < len(memo.table(hash_fn)) <= 5
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_sequence_chain_remembers_whole_sequences_with_the_chains_hashes(seed):
+    """Repeated, same-length and mutated-after sequences, salted first blocks and more sequences
+    than it remembers: always the plain chain's hashes."""
+    import random
+
+    rng = random.Random(seed)
+    hash_fn = get_hash_fn(rng.choice(["sha256", "sha256_cbor"]))
+    memo = HashMemo(max_entries=rng.choice([4, 10_000]))
+    pool = [[rng.randrange(50) for _ in range(rng.randrange(0, 70))] for _ in range(8)]
+    pool.append(list(pool[0]))
+    if pool[0]:
+        pool[-1][0] += 1  # same length and last block as pool[0], another first token
+    for _ in range(150):
+        tokens = list(rng.choice(pool))
+        block_size = rng.choice([4, 16])
+        extra = ("salt",) if rng.random() < 0.2 else None
+        parent = hash_fn(str(rng.randrange(2)))
+        plain, chained = [], parent
+        for i in range(0, len(tokens) - block_size + 1, block_size):
+            chained = hash_fn(
+                (chained, tuple(tokens[i : i + block_size]), extra if i == 0 else None)
+            )
+            plain.append(chained)
+        assert memo.sequence_chain(hash_fn, parent, tokens, block_size, extra) == plain
+        tokens.append(7)  # the caller's list changes later: what was remembered does not
+    assert len(memo._sequences) <= HashMemo.RECENT_SEQUENCES

@@ -15,6 +15,7 @@ from kvbench.emulator.router.index_memory import InMemoryIndex, PodEntry
 from kvbench.emulator.router.metrics import EppMetrics
 from kvbench.emulator.router.picker import MaxScorePicker, weighted_totals
 from kvbench.emulator.router.precise import (
+    TIER_WEIGHTS,
     PrecisePrefixCacheScorer,
     block_keys,
     longest_prefix_scores,
@@ -334,3 +335,37 @@ def test_block_keys_through_a_shared_memo_equal_the_plain_chain_and_the_engines_
         BlockHasher(engine_fn, sha256_cbor("42"), 16, memo).extend(tokens, engine_hashes, None)
         assert [int.from_bytes(h[24:], "big") for h in engine_hashes] == plain
     assert 0 < len(memo.table(engine_fn)) <= 7
+
+
+def _key_by_key_scores(holders_per_key, candidates):
+    """The plain LongestPrefix walk, one key at a time."""
+    scores, matched, active = {}, {}, set(candidates)
+    for holders in holders_per_key:
+        active &= holders.keys()
+        if not active:
+            break
+        for pod in active:
+            weight = max(TIER_WEIGHTS.get(t, 0.8) for t in holders[pod])
+            scores[pod] = scores.get(pod, 0.0) + weight
+            matched[pod] = matched.get(pod, 0) + 1
+    return scores, matched
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_longest_prefix_runs_of_shared_holders_score_as_key_by_key(seed):
+    rng = random.Random(seed)
+    pods = [f"p{i}" for i in range(rng.randrange(1, 6))]
+    tiers = ["gpu", "cpu", "disk"]
+    shapes = []
+    for _ in range(4):  # a few holders objects, shared by runs of keys (as the index shares them)
+        chosen = rng.sample(pods, rng.randrange(1, len(pods) + 1))
+        shapes.append({p: set(rng.sample(tiers, rng.randrange(1, 3))) for p in chosen})
+    holders_per_key = []
+    for _ in range(rng.randrange(0, 40)):
+        shape = rng.choice(shapes)
+        holders_per_key += [shape if rng.random() < 0.7 else dict(shape)] * rng.randrange(1, 9)
+    candidates = set(rng.sample(pods, rng.randrange(1, len(pods) + 1)))
+    got = longest_prefix_scores(holders_per_key, candidates)
+    expected = _key_by_key_scores(holders_per_key, candidates)
+    assert got == expected
+    assert list(got[0]) == list(expected[0])  # the same pod order

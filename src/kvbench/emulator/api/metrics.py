@@ -480,11 +480,12 @@ class ServerMetrics:
 
     def observe_step(self, result: StepResult, start_s: float, end_s: float, lag_s: float) -> None:
         self.num_steps += 1
-        self._lag.observe(max(0.0, lag_s))
+        # observe_all: the samples `observe` gives, without its per-bound scan (once per step)
+        observe_all(self._lag, [max(0.0, lag_s)])
         if lag_s > self.lag_max_s:
             self.lag_max_s = lag_s
         if result.num_scheduled_tokens:
-            self._iteration_tokens.observe(result.num_scheduled_tokens)
+            observe_all(self._iteration_tokens, [result.num_scheduled_tokens])
             if self._work_model is not None:
                 self._work_model.add(self.work, result.num_scheduled_tokens)
 

@@ -17,7 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from kvbench.emulator.engine.hashing import to_event_hash
 from kvbench.emulator.engine.interface import (
@@ -56,22 +56,37 @@ class KVBlock:
 
 
 class FreeBlockQueue:
-    """Doubly linked list through the blocks themselves; sentinel head/tail avoid branches."""
+    """Doubly linked list through the blocks themselves; sentinel head/tail avoid branches.
 
-    def __init__(self, blocks: Sequence[KVBlock]) -> None:
+    Blocks that were never used are not built up front: a run of fresh block ids
+    [`_fresh_next`, `_fresh_end`) stands in the list as one marker node (`_fresh`), and its blocks
+    are made (by `new_block`, in id order) when popping reaches it. Fresh blocks never come back
+    to the queue as fresh (a freed block is a real node), so the run is contiguous and shrinks
+    only from its front: the queue's order is exactly the one of a list built with every block.
+    A pool of 64 engines x 25k blocks would otherwise build 1.6M blocks before its first step."""
+
+    def __init__(
+        self,
+        blocks: Sequence[KVBlock] = (),
+        fresh_ids: range = range(0),
+        new_block: Callable[[int], KVBlock] = KVBlock,
+    ) -> None:
         self.head = KVBlock(-1)
         self.tail = KVBlock(-1)
         self.head.next_free = self.tail
         self.tail.prev_free = self.head
         self.num_free_blocks = 0
         self.append_n(blocks)
+        self._new_block = new_block
+        self._fresh = KVBlock(-2)  # the marker of the fresh run, in the list while it is not empty
+        self._fresh_next, self._fresh_end = fresh_ids.start, fresh_ids.stop
+        if fresh_ids:
+            assert fresh_ids.step == 1, "fresh block ids are consecutive"
+            self.append(self._fresh)
+            self.num_free_blocks += len(fresh_ids) - 1  # the marker counts as its blocks
 
     def popleft(self) -> KVBlock:
-        block = self.head.next_free
-        if block is self.tail or block is None:
-            raise ValueError("no free blocks")
-        self.remove(block)
-        return block
+        return self.popleft_n(1)[0]
 
     def popleft_n(self, num_blocks: int) -> list[KVBlock]:
         """The first `num_blocks` free blocks, taken off the queue in order (as `num_blocks`
@@ -80,13 +95,27 @@ class FreeBlockQueue:
             raise ValueError("no free blocks")
         blocks: list[KVBlock] = []
         append = blocks.append
+        fresh = self._fresh
         block = self.head.next_free
-        for _ in range(num_blocks):
-            assert block is not None  # num_free_blocks real blocks precede the tail sentinel
+        left = num_blocks
+        while left:
+            assert block is not None  # num_free_blocks free blocks precede the tail sentinel
+            if block is fresh:
+                take = min(left, self._fresh_end - self._fresh_next)
+                blocks += map(self._new_block, range(self._fresh_next, self._fresh_next + take))
+                self._fresh_next += take
+                left -= take
+                if self._fresh_next < self._fresh_end:
+                    break  # the marker stays first
+                nxt = block.next_free
+                block.prev_free = block.next_free = None
+                block = nxt
+                continue
             append(block)
             nxt = block.next_free
             block.prev_free = block.next_free = None
             block = nxt
+            left -= 1
         assert block is not None
         self.head.next_free = block
         block.prev_free = self.head
@@ -131,7 +160,10 @@ class FreeBlockQueue:
         ids: list[int] = []
         block = self.head.next_free
         while block is not None and block is not self.tail:
-            ids.append(block.block_id)
+            if block is self._fresh:
+                ids += range(self._fresh_next, self._fresh_end)
+            else:
+                ids.append(block.block_id)
             block = block.next_free
         return ids
 
@@ -151,13 +183,18 @@ class BlockPool:
         self.enable_caching = enable_caching
         self.free_uncached_first = free_uncached_first
         self.block_size = block_size
-        self.blocks = [KVBlock(i) for i in range(num_gpu_blocks)]
-        self.free_queue = FreeBlockQueue(self.blocks)
+        self.blocks: list[KVBlock] = []  # every block made so far, in id order (see FreeBlockQueue)
+        self.free_queue = FreeBlockQueue(fresh_ids=range(num_gpu_blocks), new_block=self._new_block)
         self.null_block = self.free_queue.popleft()
         self.null_block.is_null = True
         # hash -> {block_id: block}: two requests computing the same block at once both cache it.
         self.cached: dict[bytes, dict[int, KVBlock]] = {}
         self.events: list[KVEvent] = []
+
+    def _new_block(self, block_id: int) -> KVBlock:
+        block = KVBlock(block_id)
+        self.blocks.append(block)
+        return block
 
     # ---- queries
     def num_free_blocks(self) -> int:

@@ -85,11 +85,15 @@ class HashMemo:
     memo may serve every engine of a process (the simulated target's engines hash the same shared
     prefixes over and over). When a table reaches `max_entries` it is emptied (no LRU upkeep)."""
 
-    __slots__ = ("max_entries", "_tables")
+    __slots__ = ("max_entries", "_tables", "_sequences")
+
+    RECENT_SEQUENCES = 64  # whole sequences remembered by `sequence_chain`
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._tables: dict[HashFn, dict[tuple, bytes]] = {}
+        # (hash_fn, parent, block size, first extra, length, last block) -> (tokens, hashes)
+        self._sequences: dict[tuple, tuple[list[int], list[bytes]]] = {}
 
     def table(self, hash_fn: HashFn) -> dict[tuple, bytes]:
         return self._tables.setdefault(hash_fn, {})
@@ -109,6 +113,36 @@ class HashMemo:
                 table[key] = found
             parent = found
             yield parent
+
+    def sequence_chain(
+        self,
+        hash_fn: HashFn,
+        parent: bytes,
+        token_ids: Sequence[int],
+        block_size: int,
+        first_extra: tuple | None = None,
+    ) -> list[bytes]:
+        """The chain over every full block of `token_ids` (the first block's extra
+        `first_extra`, the others' None), as `chain` gives it. The last `RECENT_SEQUENCES`
+        sequences are remembered whole: the same tokens again (the simulated router hashes a
+        prompt, then its engine does) are answered by one list comparison instead of a memo
+        lookup per block. The list returned is shared: read it, never change it."""
+        tail = tuple(token_ids[-block_size:])
+        key = (hash_fn, parent, block_size, first_extra, len(token_ids), tail)
+        known = self._sequences.get(key)
+        if known is not None and known[0] == token_ids:
+            return known[1]
+        blocks = (
+            (tuple(token_ids[i : i + block_size]), first_extra if i == 0 else None)
+            for i in range(0, len(token_ids) - block_size + 1, block_size)
+        )
+        hashes = list(self.chain(hash_fn, parent, blocks))
+        sequences = self._sequences
+        sequences.pop(key, None)
+        if len(sequences) >= self.RECENT_SEQUENCES:
+            del sequences[next(iter(sequences))]  # the oldest
+        sequences[key] = (list(token_ids), hashes)
+        return hashes
 
 
 class BlockHasher:
@@ -147,6 +181,10 @@ class BlockHasher:
                 parent = hash_fn((parent, tuple(token_ids[start : start + bs]), extra))
                 block_hashes.append(parent)
                 start += bs
+            return
+        if start == 0:  # a whole prompt: maybe just hashed (by the router, sharing the memo)
+            first_extra = (cache_salt,) if cache_salt else None
+            block_hashes += memo.sequence_chain(hash_fn, parent, token_ids, bs, first_extra)
             return
         blocks = (
             (tuple(token_ids[i : i + bs]), (cache_salt,) if (i == 0 and cache_salt) else None)

@@ -143,15 +143,22 @@ class KVCacheManager:
         True when the request's blocks already have room for the token (then, as allocate_slots,
         the block it fills is cached); False when `allocate_slots` must run (new block, or none).
         Same effect as `allocate_slots(req, 1) == []` on that path, without its general checks."""
-        req_blocks = self.req_to_blocks.get(req.request_id)
+        request_id = req.request_id
+        req_blocks = self.req_to_blocks.get(request_id)
+        if req_blocks is None:
+            return False
         num_tokens = len(req.all_token_ids)
-        if req_blocks is None or len(req_blocks) * self.block_size < min(
-            num_tokens, self.max_model_len
-        ):
+        block_size, max_model_len = self.block_size, self.max_model_len
+        # (conditional expressions for min(): this runs for every decode of every step)
+        need_tokens = num_tokens if num_tokens < max_model_len else max_model_len
+        if len(req_blocks) * block_size < need_tokens:
             return False
         if self.enable_caching:
-            num_full = min(num_tokens // self.block_size, len(req.block_hashes))
-            if self.num_cached_block.get(req.request_id, 0) < num_full:
+            num_full = num_tokens // block_size
+            num_hashed = len(req.block_hashes)
+            if num_hashed < num_full:
+                num_full = num_hashed
+            if self.num_cached_block.get(request_id, 0) < num_full:
                 self.cache_blocks(req, num_tokens)
         return True
 

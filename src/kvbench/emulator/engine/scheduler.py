@@ -103,21 +103,26 @@ class Scheduler:
         while index < len(running) and budget > 0:
             req = running[index]
             computed = req.num_computed_tokens
-            remaining = len(req.all_token_ids) - computed
-            num_new = min(remaining, budget, max_model_len - 1 - computed)
-            if num_new <= 0:
-                index += 1
-                continue
-            if remaining == 1 and extend_in_place(req):  # (then num_new == 1)
+            num_tokens = len(req.all_token_ids)
+            remaining = num_tokens - computed
+            # with budget > 0, min(remaining, budget, max_model_len - 1 - computed) is 1 here
+            if remaining == 1 and computed < max_model_len - 1 and extend_in_place(req):
                 # a decode whose blocks have room (nothing to evict): _add_scheduled(plan, req, 1)
                 scheduled.append((req, 1))
                 num_decodes += 1
                 decode_kv_tokens += computed + 1
-                if len(req.all_token_ids) == len(req.prompt_token_ids) and (
+                if num_tokens == len(req.prompt_token_ids) and (
                     computed <= req.num_cached_tokens or computed <= 0
                 ):  # computed <= max(cached, 0): a prompt whose last token is all it runs
                     plan.work.num_prefill_starts += 1
-            elif self._allocate_running(req, num_new, plan):
+                budget -= 1
+                index += 1
+                continue
+            num_new = min(remaining, budget, max_model_len - 1 - computed)
+            if num_new <= 0:
+                index += 1
+                continue
+            if self._allocate_running(req, num_new, plan):
                 self._add_scheduled(plan, req, num_new)
             else:
                 break  # `req` itself was preempted

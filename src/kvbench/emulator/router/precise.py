@@ -60,24 +60,31 @@ def block_keys(
             parent = sha256_cbor([parent, token_ids[start : start + block_size_tokens], None])
             keys.append(int.from_bytes(parent[24:], "big"))
         return keys
-    blocks = (
-        (tuple(token_ids[start : start + block_size_tokens]), None)
-        for start in range(0, last_start, block_size_tokens)
-    )
-    return [
-        int.from_bytes(block_hash[24:], "big")
-        for block_hash in memo.chain(engine_sha256_cbor, parent, blocks)
-    ]
+    hashes = memo.sequence_chain(engine_sha256_cbor, parent, token_ids, block_size_tokens)
+    return [int.from_bytes(block_hash[24:], "big") for block_hash in hashes]
 
 
 def longest_prefix_scores(
     holders_per_key: list[Holders], candidates: set[str]
 ) -> tuple[dict[str, float], dict[str, int]]:
-    """-> (weighted score, matched consecutive blocks) for pods that hold the first key."""
+    """-> (weighted score, matched consecutive blocks) for pods that hold the first key.
+
+    A run of consecutive keys with the very same holders object (an index may share one mapping
+    between keys with equal holders) is walked once: the same pods stay active for all of it, so
+    each gains its weight once per key of the run, added one by one (the same float sums as a
+    key-by-key walk; pods enter the score dict only at the first key, so its order is kept)."""
     scores: dict[str, float] = {}
     matched: dict[str, int] = {}
     active = set(candidates)
-    for holders in holders_per_key:
+    num_keys = len(holders_per_key)
+    index = 0
+    while index < num_keys:
+        holders = holders_per_key[index]
+        end = index + 1
+        while end < num_keys and holders_per_key[end] is holders:
+            end += 1
+        run = end - index
+        index = end
         active &= holders.keys()
         if not active:
             break
@@ -88,8 +95,11 @@ def longest_prefix_scores(
                 weight = TIER_WEIGHTS.get(tier, DEFAULT_TIER_WEIGHT)
             else:
                 weight = max(TIER_WEIGHTS.get(tier, DEFAULT_TIER_WEIGHT) for tier in tiers)
-            scores[pod] = scores.get(pod, 0.0) + weight
-            matched[pod] = matched.get(pod, 0) + 1
+            score = scores.get(pod, 0.0)
+            for _ in range(run):
+                score += weight
+            scores[pod] = score
+            matched[pod] = matched.get(pod, 0) + run
     return scores, matched
 
 
