@@ -256,7 +256,9 @@ def fit_prefill(
             eager_step_overhead_s=float(eager_s),
             prefill_request_overhead_s=0.0,
         )
-        steps = np.array([_lone_step_s(trial, hardware, p) for p in points])[None, :]
+        steps = np.array(
+            [_lone_prefill_s(trial, hardware, p.model, p.prompt_tokens) for p in points]
+        )[None, :]
         errors = _rel_error(steps + offsets, measured)
         i = int(np.argmin(errors))
         if best is None or errors[i] < best[0]:
@@ -265,18 +267,17 @@ def fit_prefill(
     _, fitted, offset_s = best
     error = float(
         np.mean(
-            [abs((_lone_step_s(fitted, hardware, p) + offset_s) / p.prefill_s - 1) for p in points]
+            [
+                abs(
+                    (_lone_prefill_s(fitted, hardware, p.model, p.prompt_tokens) + offset_s)
+                    / p.prefill_s
+                    - 1
+                )
+                for p in points
+            ]
         )
     )
     return fitted, error
-
-
-def _lone_step_s(params: CostParams, hardware: HardwareProfile, point: PrefillPoint) -> float:
-    return (
-        CostModel(get_model(point.model), hardware, 1, params)
-        .step_cost(_prefill_work(point.prompt_tokens))
-        .duration_s
-    )
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,9 @@ The last term is the API server's event-loop lag: one Python process streams eve
 (detokenize, SSE chunk, socket write), so each hop of a new request through it (HTTP body, prompt
 validation, IPC to the engine core, the first token's way back) waits longer the more tokens per
 second it streams. The fixed and per-prompt-token terms are what a lone request spends outside
-the engine's steps (HTTP, prompt parsing and hashing, IPC, the first token's way back): measured on
-the H200 about 8 ms plus 1.6 us per prompt token. It is a latency, not engine work: it delays the
-request, not the steps.
+the engine's steps (HTTP, prompt parsing and hashing, IPC, the first token's way back): on the H200
+the lone probes gave about 10 ms plus 1.6 us per prompt token, the cells' refit 10 ms plus 0.8 us
+(the shipped profile). It is a latency, not engine work: it delays the request, not the steps.
 F, B: the hardware profile's achievable bf16 FLOP/s and HBM bytes/s.
 
 Calibration (benchmarks/emulator/cost_model_gpu_measure.py on the project's H100, torch 2.11, Qwen3-8B
