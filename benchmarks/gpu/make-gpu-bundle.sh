@@ -4,7 +4,8 @@
 #   wheels/  vLLM 0.26.0 (slimmed by slim-vllm-bundle.sh), the packages it needs beyond the PyTorch
 #            2.11 image (../shared/gpu/vllm-0.26-gpu-requirements.txt), LMCache 0.5.6 and the
 #            packages its vLLM adapter imports that the image lacks (checked on the H200:
-#            aiofile, then cryptography; see results/gpu-h200/lmcache-check.txt)
+#            aiofile, then cryptography; see results/gpu-h200/lmcache-check.txt; valkey-glide-sync
+#            for its valkey:// connector, without which LMCache ran degraded, bypassing its tiers)
 #   debs/    Debian 12's redis-server and what its binary links (unpacked there, not installed)
 # Output: DIR/r0 ... DIR/rN, each one part.K of the tar (36 MiB, so a part plus the ~23 MiB
 # checkout stays under the limit); r0 also holds SHA256SUMS (of the whole tar), the model-folder
@@ -25,7 +26,7 @@ done
 python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/wheels" vllm==0.26.0 \
   -r "$shared/vllm-0.26-gpu-requirements.txt" \
   lmcache==0.5.6 aiofile==3.12.3 caio==0.12.10 httptools==0.9.0 cufile-python==0.2.0 awscrt==0.38.1 \
-  cryptography==46.0.3 cffi==2.0.0 pycparser==2.23
+  cryptography==46.0.3 cffi==2.0.0 pycparser==2.23 valkey-glide-sync==2.6.0
 bash "$here/slim-vllm-bundle.sh" "$work"/wheels/vllm-0.26.0-*.whl >/dev/null
 (cd "$work/debs" && apt-get download -q redis-server redis-tools liblzf1 libjemalloc2 >/dev/null)
 tar -C "$work" -cf "$work/bundle.tar" wheels debs

@@ -24,6 +24,7 @@ for size in 0.6B 8B 14B; do
 done
 python3 -c "import vllm, vllm.v1.engine.core; print('check vllm', vllm.__version__)"
 python3 -c "import lmcache.integration.vllm.vllm_v1_adapter; print('check lmcache ok')" 2>&1 | tail -2
+python3 -c "import glide_sync; print('check valkey-glide-sync ok')" 2>&1 | tail -1
 redis-server --version | sed 's/^/check /'
 valkey-server --version | sed 's/^/check /'
 ls /var/tmp/models

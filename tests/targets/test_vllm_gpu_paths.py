@@ -16,6 +16,7 @@ from kvbench.targets.vllm import (
     VllmTarget,
     cache_reset_method,
     dry_run_engine_lines,
+    lmcache_degraded_reason,
     missing_module,
     python_of,
     version_tuple,
@@ -108,6 +109,27 @@ def _http_ok(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+# Lines of a real engine log (LMCache 0.5.6 on vLLM 0.26.0, H200, valkey:// without glide_sync).
+DEGRADED_LOG = (
+    "(EngineCore pid=1249) [2026-12-03 12:37:43,016] LMCache WARNING: Failed to initialize/"
+    "re-establish remote connection: Valkey support requires the glide_sync module. Install: pip "
+    "install 'valkey-glide-sync>=2.3.0' (note: the plain 'valkey-glide' package is async-only) "
+    "(remote_backend.py:160:lmcache.v1.storage_backend.remote_backend)\n"
+    "(EngineCore pid=1249) [2026-12-03 12:37:43,027] LMCache WARNING: HealthMonitor: System "
+    "unhealthy, entering degraded mode (base.py:281:lmcache.v1.health_monitor.base)\n"
+)
+
+
+def test_lmcache_in_degraded_mode_is_a_failed_cell_reason_naming_the_cause():
+    reason = lmcache_degraded_reason(DEGRADED_LOG)
+    assert reason is not None and "glide_sync" in reason and "remote tier" in reason
+    assert "remote_backend.py" not in reason
+    healthy = DEGRADED_LOG.replace("entering degraded mode", "all checks passed")
+    assert lmcache_degraded_reason(healthy) is None  # a retried connection that came back
+    only_monitor = DEGRADED_LOG.splitlines()[1]
+    assert "degraded mode" in (lmcache_degraded_reason(only_monitor) or "")
 
 
 def test_restart_replaces_the_process_on_the_same_port(tmp_path):

@@ -146,6 +146,26 @@ def missing_module(python: str, module: str, env: dict[str, str]) -> str | None:
     return lines[-1] if lines else f"exit code {done.returncode}"
 
 
+# LMCache 0.5's health monitor: when a tier cannot be reached it logs these and serves in "degraded
+# mode", bypassing LMCache (the cell would measure plain vLLM under the scenario's name). Seen on
+# the H200: valkey:// without the valkey-glide-sync module.
+LMCACHE_DEGRADED = "entering degraded mode"
+LMCACHE_REMOTE_FAILED = "Failed to initialize/re-establish remote connection: "
+
+
+def lmcache_degraded_reason(log_text: str) -> str | None:
+    """Why LMCache serves degraded, from an engine's log; None when it does not."""
+    if LMCACHE_DEGRADED not in log_text:
+        return None
+    for line in log_text.splitlines():
+        if LMCACHE_REMOTE_FAILED in line:
+            cause = line.split(LMCACHE_REMOTE_FAILED, 1)[1].split(" (remote_backend.py", 1)[0]
+            return (
+                f"LMCache could not reach its remote tier and serves without it ({cause.strip()})"
+            )
+    return "LMCache's health monitor put it in degraded mode (it serves without its tiers)"
+
+
 def refusal_reason(log_tail: str | None) -> str | None:
     for needle, reason in KNOWN_REFUSALS:
         if log_tail and needle in log_tail:
@@ -200,11 +220,26 @@ class VllmTarget(LocalStackTarget):
             if reason is None:
                 raise
             raise TargetError(f"{scenario}: {reason}", err.log_tail) from None
+        if (entry.kv_transfer_config or {}).get("kv_connector") == "LMCacheConnectorV1":
+            self._refuse_degraded_lmcache(scenario, deployment)
         status, body = fetch_text(f"{deployment.api_urls[0]}/version")
         if status == 200:
             self._version = json.loads(body).get("version")
             deployment.facts.server_version = self._version
         return deployment
+
+    def _refuse_degraded_lmcache(self, scenario: str, deployment: Deployment) -> None:
+        """A cell of an LMCache scenario must run with LMCache's tiers: stop the stack and fail the
+        cell with the reason when an engine's log says LMCache came up degraded."""
+        stack = self._stacks[deployment.base_url]
+        for process in stack.processes.processes:
+            if not process.name.startswith("engine"):
+                continue
+            text = process.log_path.read_text(errors="replace") if process.log_path.exists() else ""
+            reason = lmcache_degraded_reason(text)
+            if reason is not None:
+                self.down_stack(stack)
+                raise TargetError(f"{scenario}: {reason} (log: {process.log_path})")
 
     def _check_lmcache(self, scenario: str) -> None:
         """LMCacheConnectorV1 imports lmcache inside the engine, after the model is loaded: check

@@ -98,3 +98,24 @@ def test_reset_clears_the_cpu_tier():
     prefill(conn, request("a", range(16)))
     conn.reset()
     assert conn.get_num_new_matched_tokens(request("b", range(17)), 0, 1.0) == (0, False)
+
+
+def test_calibrated_copy_rate_and_per_chunk_and_per_request_work_hold_the_step():
+    """CostParams.lmcache_*: LMCache's own copy rate replaces the host link's; each chunk moved and
+    each request scheduled adds its CPU work to the step's wait."""
+    calibrated = facts(
+        lmcache_copy_bytes_per_s=2e6,
+        lmcache_chunk_overhead_s=0.001,
+        lmcache_per_request_overhead_s=0.0005,
+    )
+    options = {"lmcache.chunk_size": 8, "lmcache.max_local_cpu_size": 100_000 / 1024**3}
+    conn = LMCacheConnector(load_lmcache_config({}, options), calibrated, init_hash=123)
+    step = prefill(conn, request("a", range(20)))
+    # 10000 bytes/rank at 2 MB/s, 3 chunks saved, 1 request in the step
+    assert step.blocking_s == pytest.approx(0.005 + 0.003 + 0.0005)
+    longer = request("b", list(range(20)) + [90, 91, 92, 93, 94])
+    assert conn.get_num_new_matched_tokens(longer, 0, 1.0) == (16, False)
+    conn.update_state_after_alloc(longer, [], 16, 1.0)
+    step = conn.build_step([chunk(longer, 16, 9)], 1.0)
+    # load: 16 tokens (8000 bytes/rank) in 2 chunks; store: [16,24) and [24,25) (4500 bytes/rank)
+    assert step.blocking_s == pytest.approx(0.004 + 0.002 + 0.00225 + 0.002 + 0.0005)

@@ -4,6 +4,7 @@ Facts: 1000 KV bytes/token, TP=2; chunk_size 8; payload scale 1/100 -> 40 bytes 
 per rank; 50 ms socket timeout; breaker retry after 1 s of engine time.
 """
 
+import pytest
 import redis
 from tier_fakes import FakeRequest, chunk, facts
 
@@ -124,3 +125,24 @@ def test_frozen_store_times_out_then_recovers(kv_store_server):
         kv_store_server.resume()
     assert conn.get_num_new_matched_tokens(req, 0, 5.5) == (0, False)  # still backing off
     assert conn.get_num_new_matched_tokens(req, 0, 6.0) == (16, False)
+
+
+def test_the_remote_write_holds_the_step_for_its_round_trip_and_the_true_bytes(kv_store_server):
+    """12 tokens x 1000 bytes = 12,000 true bytes: at 1 MB/s of network and 2 MB/s of calibrated
+    store path (CostParams.lmcache_remote_bytes_per_s) that is 12 ms + 6 ms, plus the measured
+    round trip; the CPU copy adds 6,000 bytes/rank over the 1 MB/s host link."""
+    options = {
+        "lmcache.chunk_size": 8,
+        "lmcache.remote_url": kv_store_server.url,
+        "kvbench.remote_payload_scale": 0.01,
+        "kvbench.remote_network_bytes_per_s": 1e6,
+    }
+    config = load_lmcache_config({}, options)
+    remote = RemoteKVStore(config.remote_url, 1.0, config.remote_retry_interval_s)
+    conn = LMCacheConnector(
+        config, facts(lmcache_remote_bytes_per_s=2e6), init_hash=123, remote=remote, num_layers=2
+    )
+    step = conn.build_step([chunk(request("a", range(12)), 0, 12)], 0.0)
+    round_trip_s = conn.metrics()["kvbench:lmcache_remote_seconds_total|op=put"]
+    assert 0 < round_trip_s < 0.5
+    assert step.blocking_s == pytest.approx(0.006 + 0.012 + 0.006 + round_trip_s)

@@ -120,3 +120,8 @@ class ConnectorFacts:
     host_link_bytes_per_s: float  # pinned host<->device copy bandwidth per GPU, each way
     kv_dtype: str = "bfloat16"
     num_gpu_blocks: int = 0
+    # LMCache only (CostParams.lmcache_*): its copy rate (0: the host link) and per-chunk work.
+    lmcache_copy_bytes_per_s: float = 0.0
+    lmcache_chunk_overhead_s: float = 0.0
+    lmcache_per_request_overhead_s: float = 0.0
+    lmcache_remote_bytes_per_s: float = 0.0

@@ -90,6 +90,16 @@ class CostParams:
     store_stall_bytes_per_s: float = 0.0  # offload stores hold the step at this rate; 0: never
     eager_step_overhead_s: float = 0.0  # CPU launch work of a step too large for a CUDA graph
     cudagraph_max_tokens: float = 512  # vLLM's max_cudagraph_capture_size (its default)
+    # LMCache's own GPU<->CPU copies (its gather/scatter of paged KV into chunks; without its
+    # compiled c_ops it runs them in torch, far below the host link): bytes/s, 0 = the host link;
+    # its Python work per 256-token chunk stored or retrieved (keys, allocation, metadata); and
+    # per request scheduled in a step (the worker's save/load checks run in the forward path).
+    lmcache_copy_bytes_per_s: float = 0.0
+    lmcache_chunk_overhead_s: float = 0.0
+    lmcache_per_request_overhead_s: float = 0.0
+    # its remote tier's put/get path beyond the network (serialising chunks, the store server
+    # copying them): bytes/s, 0 = free; added to the network time of the LMCache config.
+    lmcache_remote_bytes_per_s: float = 0.0
     # CUDA context, NCCL/cuBLAS workspaces, CUDA graphs. Calibrated on the one published count we
     # have: vLLM reported 9,271 GPU blocks for Qwen3-32B, TP 2 on H100 80GB, gpu_memory_utilization
     # 0.65 (llm-d guides/tiered-prefix-cache/cpu README, benchmark appendix).

@@ -12,8 +12,15 @@ Per request (kv-semantics.md section 3):
 3. store (build_step, after the forward pass): `input_len // chunk * chunk` tokens, or all of them
    on the last prefill step when `save_unfull_chunk`; chunks already on CPU (or found in any tier by
    the request's lookup) are skipped; decode is
-   saved only with `save_decode_cache`. GPU->CPU copies block the step; the remote write is
-   asynchronous in LMCache, so its real round trip is recorded, not added to the step.
+   saved only with `save_decode_cache`. GPU->CPU copies block the step. The remote write is
+   asynchronous in LMCache's API, but its work (serialising 29 MB chunks, the store server taking
+   them) competes with the engine's: on the H200 (LMCache 0.5.6, Redis on loopback) a cold
+   prompt's second token came ~0.6 s after its first with the Redis tier, ~0.1 s with the CPU tier
+   alone, and output tok/s fell 37 %. So the write's real round trip plus the true bytes' time
+   (network, and CostParams.lmcache_remote_bytes_per_s where calibrated) holds the step.
+Calibrated costs (CostParams.lmcache_*, 0 = off): the copy rate (LMCache's own gather/scatter,
+far below the host link on its torch path), Python work per chunk moved and per request scheduled
+in a step.
 Tensor parallelism: each rank stores its 1/tp share under its own key (worker_id = rank,
 world_size = tp). Remote payloads are `remote_payload_scale` of the true bytes (metadata `length`
 is the stored length, `shape` the true shape); costs always use the true bytes.
@@ -67,6 +74,15 @@ def _overlap(chunk: Chunk, start: int, end: int) -> int:
     return max(0, min(chunk.end, end) - max(chunk.start, start))
 
 
+@dataclass(frozen=True, slots=True)
+class SavedChunks:
+    """What one store of a request's new chunks did."""
+
+    tokens: int = 0  # tokens copied GPU->CPU
+    chunks: int = 0  # chunks saved
+    remote_s: float = 0.0  # the remote tier's put, which the step waits for
+
+
 class LMCacheConnector:
     def __init__(
         self,
@@ -83,9 +99,12 @@ class LMCacheConnector:
         self.cpu = LocalCPUBackend(config.max_local_cpu_bytes)
         self.remote = remote
         self.num_layers = num_layers
-        self.link = HostLink(
-            facts.host_link_bytes_per_s
-        )  # only its duration: LMCache copies are synchronous
+        # Only its durations: LMCache's copies are synchronous (they hold the step). Its own copy
+        # rate where calibrated (CostParams.lmcache_copy_bytes_per_s), else the host link's.
+        self.link = HostLink(facts.lmcache_copy_bytes_per_s or facts.host_link_bytes_per_s)
+        self.chunk_overhead_s = facts.lmcache_chunk_overhead_s
+        self.per_request_overhead_s = facts.lmcache_per_request_overhead_s
+        self.remote_store_bytes_per_s = facts.lmcache_remote_bytes_per_s
         self._states: dict[str, RequestState] = {}
         self._pending = StepTransfer()
         self._counters: dict[str, float] = defaultdict(float)
@@ -164,19 +183,23 @@ class LMCacheConnector:
         load_start = state.num_local_hit_tokens
         load_end = load_start + num_external_tokens
         aligned_start = load_start // self.config.chunk_size * self.config.chunk_size
-        hits, moved_tokens, remote_chunks = TierHits(), 0, []
+        hits, moved_tokens, moved_chunks, remote_chunks = TierHits(), 0, 0, []
         for chunk, tier in zip(state.hit_chunks, state.hit_tiers):
             needed = _overlap(chunk, load_start, load_end)
             if needed == 0:
                 continue
             moved_tokens += _overlap(chunk, aligned_start, load_end)
+            moved_chunks += 1
             if tier == CPU:
                 hits.cpu_tokens += needed
                 self.cpu.touch(chunk.chunk_hash)
             else:
                 hits.remote_tokens += needed
                 remote_chunks.append(chunk)
-        blocking_s = self.link.duration_s(self._rank_bytes(moved_tokens))
+        blocking_s = (
+            self.link.duration_s(self._rank_bytes(moved_tokens))
+            + self.chunk_overhead_s * moved_chunks
+        )
         if remote_chunks:
             blocking_s += self._read_remote(remote_chunks, now_s)
         state.hits = hits
@@ -207,16 +230,29 @@ class LMCacheConnector:
         if result.ok:
             self._counters["lmcache:num_remote_read_requests_total"] += len(keys)
             self._counters["lmcache:num_remote_read_bytes_total"] += true_bytes
-        return result.elapsed_s + true_bytes / self.config.remote_network_bytes_per_s
+        return result.elapsed_s + self._remote_transfer_s(true_bytes)
+
+    def _remote_transfer_s(self, true_bytes: int) -> float:
+        """The true (unscaled) bytes' time on the way to or from the store: the network's, plus
+        the store path's own where calibrated (CostParams.lmcache_remote_bytes_per_s)."""
+        seconds = true_bytes / self.config.remote_network_bytes_per_s
+        if self.remote_store_bytes_per_s > 0:
+            seconds += true_bytes / self.remote_store_bytes_per_s
+        return seconds
 
     # ---- store
 
     def build_step(self, scheduled: list[ScheduledChunk], now_s: float) -> StepTransfer:
         step, self._pending = self._pending, StepTransfer()
+        step.blocking_s += self.per_request_overhead_s * len(scheduled)
         for chunk in scheduled:
-            stored_tokens = self._save(chunk, now_s)
-            step.stored_bytes += self._rank_bytes(stored_tokens) * self.facts.tensor_parallel_size
-            step.blocking_s += self.link.duration_s(self._rank_bytes(stored_tokens))
+            saved = self._save(chunk, now_s)
+            step.stored_bytes += self._rank_bytes(saved.tokens) * self.facts.tensor_parallel_size
+            step.blocking_s += (
+                self.link.duration_s(self._rank_bytes(saved.tokens))
+                + self.chunk_overhead_s * saved.chunks
+                + saved.remote_s
+            )
         return step
 
     def _save_upto(self, chunk: ScheduledChunk) -> int:
@@ -228,13 +264,13 @@ class LMCacheConnector:
             return input_len
         return input_len // cs * cs
 
-    def _save(self, chunk: ScheduledChunk, now_s: float) -> int:
-        """Saves the request's new chunks; returns tokens copied GPU->CPU."""
+    def _save(self, chunk: ScheduledChunk, now_s: float) -> SavedChunks:
+        """Saves the request's new chunks (to the CPU tier, and the remote one if any)."""
         request = chunk.request
         state = self._states.setdefault(request.request_id, RequestState())
         upto = self._save_upto(chunk)
         if upto <= state.num_saved_tokens:
-            return 0
+            return SavedChunks()
         first = state.num_saved_tokens // self.config.chunk_size
         new_chunks = self.token_db.chunks(list(request.all_token_ids[:upto]))[first:]
         state.num_saved_tokens = upto
@@ -247,19 +283,21 @@ class LMCacheConnector:
             if not self.cpu.contains(c.chunk_hash) and c.chunk_hash not in found
         ]
         if not to_save:
-            return 0
+            return SavedChunks()
         if self.config.local_cpu:
             for c in to_save:
                 if not self.cpu.put(c.chunk_hash, self._rank_bytes(c.num_tokens)):
                     self._counters["kvbench:lmcache_cpu_put_refused_total"] += 1
-        if self.remote is not None:
-            self._write_remote(to_save, now_s)
+        remote_s = self._write_remote(to_save, now_s) if self.remote is not None else 0.0
         saved_tokens = sum(c.num_tokens for c in to_save)
         self._counters["lmcache:num_store_requests_total"] += 1
         self._counters["lmcache:num_stored_tokens_total"] += saved_tokens
-        return saved_tokens
+        return SavedChunks(saved_tokens, len(to_save), remote_s)
 
-    def _write_remote(self, chunks: list[Chunk], now_s: float) -> None:
+    def _write_remote(self, chunks: list[Chunk], now_s: float) -> float:
+        """Real SETs of every rank's keys; returns the seconds the step waits (LMCache's store
+        holds the step: on the H200 a cold prompt's second token came ~0.6 s after its first
+        with a Redis tier, ~0.1 s with the CPU tier alone)."""
         assert self.remote is not None  # a remote tier is configured
         entries: list[RemoteEntry] = []
         for c in chunks:
@@ -279,6 +317,10 @@ class LMCacheConnector:
             self._counters["kvbench:lmcache_remote_payload_bytes_total"] += sum(
                 len(e.payload) for e in entries
             )
+        true_bytes = sum(self._rank_bytes(c.num_tokens) for c in chunks) * (
+            self.facts.tensor_parallel_size
+        )
+        return result.elapsed_s + (self._remote_transfer_s(true_bytes) if result.ok else 0.0)
 
     # ---- remote accounting
 
