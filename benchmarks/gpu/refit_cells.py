@@ -4,17 +4,19 @@ candidate hardware profile, and score the profile per cell against the issue's b
 Each real run's own spec (from its manifest) is re-run with `target: {kind: simulated, hardware:
 PROFILE}`, same seed, workload, levels and engine knobs; both sides are summarised by
 `kvbench.compare` (the report's one summary computation). The loss is the sum over cells of
-(difference / bound)^2 for output tok/s (3 %), TTFT mean and p50 (10 %) and TPOT p50 (5 %): what
+(difference / bound)^2 (capped at 16 a pair) for output tok/s (3 %), TTFT mean and p50 (10 %) and TPOT p50 (5 %): what
 the refit of the H200-vLLM-0.26 profile minimised over the fit runs, never the validation runs.
 
     .venv/bin/python benchmarks/gpu/refit_cells.py [--set fit|validation|all] [--runs NAME ...]
         [--profile NAME_OR_PATH] [--param KEY=VALUE ...] [--json OUT] [--keep DIR]
+        [--compare-dir benchmarks/results/gpu-h200/compare]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -44,6 +46,23 @@ BOUNDS = {
     "ttft_p50_ms": 0.10,
     "tpot_p50_ms": 0.05,
 }
+# The `kvbench compare` table each run's replay writes with --compare-dir (NAME.md/.csv/.png).
+COMPARE_NAMES = {
+    "grid-q06": "grid-qwen3-0.6b",
+    "grid-q8": "grid-qwen3-8b",
+    "sweep-q06": "sweep-qwen3-0.6b",
+    "sweep-q8": "sweep-qwen3-8b",
+    "sweep-q06-offload-32-96": "sweep-qwen3-0.6b-offload-32-96",
+    "run-q06": "validation-qwen3-0.6b-no-offload",
+    "run-q06n": "validation-qwen3-0.6b-native-offload",
+    "run-q8": "validation-qwen3-8b",
+    "lmcache-q06": "lmcache-qwen3-0.6b",
+    "lmcache-redis-q06": "lmcache-redis-qwen3-0.6b",
+    "grid-q14": "grid-qwen3-14b",
+    "validation-q14": "validation-qwen3-14b",
+    "lmcache-valkey-q06": "lmcache-valkey-qwen3-0.6b",
+}
+MAX_PAIR_LOSS = 16.0  # a pair four bounds off or more counts as four bounds off
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,13 @@ class CellScore:
     @property
     def relative_error(self) -> float:
         return self.simulated / self.real - 1.0
+
+    @property
+    def loss(self) -> float:
+        """(error / bound)^2, capped at MAX_PAIR_LOSS: each real cell ran once, so one cell that
+        GPU noise put off (0.6B no-offload at 8 of the sweep ran slower than native-offload at 8)
+        must not steer the whole fit."""
+        return min((self.relative_error / BOUNDS[self.metric]) ** 2, MAX_PAIR_LOSS)
 
     @property
     def within(self) -> bool:
@@ -104,7 +130,20 @@ def profile_with(profile: str, params: dict[str, float | bool], work: Path) -> s
     return str(path)
 
 
-def score_run(name: str, profile: str, work: Path) -> list[CellScore]:
+def write_compare(name: str, real_dir: Path, simulated_dir: Path, compare_dir: Path) -> None:
+    """`kvbench compare REAL SIMULATED`, its files renamed to the run's table name."""
+    out = simulated_dir.parent / f"compare-{name}"
+    kvbench = str(Path(sys.executable).parent / "kvbench")
+    command = [kvbench, "compare", str(real_dir), str(simulated_dir), "--out", str(out)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    compare_dir.mkdir(parents=True, exist_ok=True)
+    for suffix in (".md", ".csv", ".png"):
+        shutil.copyfile(out / f"compare{suffix}", compare_dir / f"{COMPARE_NAMES[name]}{suffix}")
+
+
+def score_run(
+    name: str, profile: str, work: Path, compare_dir: Path | None = None
+) -> list[CellScore]:
     real_dir = real_run_dir(name)
     out = work / f"sim-{name}"
     command = [
@@ -114,6 +153,8 @@ def score_run(name: str, profile: str, work: Path) -> list[CellScore]:
     ]
     command += ["--out", str(out), "--no-report"]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    if compare_dir is not None:
+        write_compare(name, real_dir, out, compare_dir)
     scores = []
     for row in compare_cells(read_side(str(real_dir)), read_side(str(out))):
         if row.metric not in BOUNDS or row.a is None or row.b is None or not row.a:
@@ -139,6 +180,9 @@ def main() -> None:
     parser.add_argument("--param", action="append", default=[], type=parse_param)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="keep the simulated runs here")
+    parser.add_argument(
+        "--compare-dir", type=Path, default=None, help="write each run's compare table here"
+    )
     args = parser.parse_args()
     present = [name for name in OPTIONAL_RUNS if (RUNS_DIR / f"{name}.tgz").exists()]
     sets = {"fit": list(FIT_RUNS), "validation": list(VALIDATION_RUNS)}
@@ -150,8 +194,8 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         profile = profile_with(args.profile, dict(args.param), work)
         for name in runs:
-            scores.extend(score_run(name, profile, work))
-    loss = sum((s.relative_error / BOUNDS[s.metric]) ** 2 for s in scores)
+            scores.extend(score_run(name, profile, work, args.compare_dir))
+    loss = sum(s.loss for s in scores)
     for s in scores:
         mark = " " if s.within else "*"
         print(
