@@ -55,10 +55,28 @@ class LinkedLookupIndex:
     """A `KVBlockIndex` over a `RedisIndex`: lookups on a `StoreLink` (they complete without
     suspending: no asyncio loop needed), everything else the index's own."""
 
+    MAX_PACKED_KEYS = 1 << 20  # commands kept packed (emptied when full, as HashMemo)
+
     def __init__(self, index: RedisIndex, link: StoreLink) -> None:
         self.index = index
         self.link = link
         self.name = index.name
+        # model -> block hash -> its `HKEYS` command, packed (prompts share most of their keys)
+        self._packed: dict[str, dict[int, bytes]] = {}
+
+    def _pack(self, model: str, hashes: list[int]) -> bytes:
+        """`pack_hkeys_of(model, hashes)`, each key's command packed once."""
+        packed = self._packed.get(model)
+        if packed is None or len(packed) >= self.MAX_PACKED_KEYS:
+            packed = self._packed[model] = {}
+        get = packed.get
+        parts: list[bytes] = []
+        for block_hash in hashes:
+            part = get(block_hash)
+            if part is None:
+                part = packed[block_hash] = pack_hkeys_of(model, [block_hash])
+            parts.append(part)
+        return b"".join(parts)
 
     async def lookup(self, model: str, hashes: list[int]) -> list[Holders]:
         index = self.index
@@ -71,7 +89,7 @@ class LinkedLookupIndex:
         batch_keys = index.lookup_batch_keys
         for start in range(0, len(hashes), batch_keys):
             batch = hashes[start : start + batch_keys]
-            for fields in self.link.call(pack_hkeys_of(model, batch), len(batch)):
+            for fields in self.link.call(self._pack(model, batch), len(batch)):
                 if not fields:
                     return found
                 key = tuple(fields)

@@ -113,6 +113,9 @@ class DecodeRuns:
         j_due = min(j_last, j_alloc, j_cache)
         if j_due < 2:
             return  # its next step is not a plain decode token
+        # the scheduler's invariant for every step of the run (it skips members): the blocks
+        # cover the computed tokens after the run's last step, num_tokens - 2 + j_due
+        assert len(blocks) * block_size >= num_tokens - 2 + j_due, f"{req}: blocks too few"
         join = self.step_index + 1
         req.run_join = join
         req.run_due = join - 1 + j_due
