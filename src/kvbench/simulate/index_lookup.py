@@ -55,7 +55,7 @@ class LinkedLookupIndex:
     """A `KVBlockIndex` over a `RedisIndex`: lookups on a `StoreLink` (they complete without
     suspending: no asyncio loop needed), everything else the index's own."""
 
-    MAX_PACKED_KEYS = 1 << 20  # commands kept packed (emptied when full, as HashMemo)
+    MAX_PACKED_KEYS = 1 << 17  # commands kept packed (~20 MB; emptied when full, as HashMemo)
 
     def __init__(self, index: RedisIndex, link: StoreLink) -> None:
         self.index = index
