@@ -27,6 +27,7 @@ async def fill(index: RedisIndex) -> None:
 @pytest.mark.parametrize("kind", ["redis", "valkey"])
 def test_scripted_lookup_answers_what_the_pipelined_lookup_answers(kind):
     queries = [[1, 2, 3, 4, 5, 6, 7], [1, 2, 3], [5, 6, 7], [2, 3], [], [9], list(range(1, 300))]
+    queries += [[2, 3, 4, 5, 6], [1, 9, 2, 3, 4]]  # a hole in the second batch, in the first
     with KVStoreServer(kind) as store:
 
         async def compare() -> list:

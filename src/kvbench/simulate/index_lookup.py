@@ -2,8 +2,11 @@
 `RedisIndex.lookup` gives (emulator/router/index_redis.py) and the same commands.
 
 The live lookup pipelines `HKEYS` per block key, in batches of `lookup_batch_keys`, and keeps the
-holders of every key up to the first key with no field. This one sends the same batches; only the
-client differs: the link parses the replies with hiredis on a blocking socket (a 2,000-token
+holders of every key up to the first key with no field. This one sends the same commands, the
+first two batches in one write (a prompt of up to two batches of keys costs one round trip): when
+a key of the first batch has no field, the second batch's `HKEYS` were sent for nothing (read-only
+commands on a store without maxmemory: nothing else changes) and their answers are dropped; only
+the client differs: the link parses the replies with hiredis on a blocking socket (a 2,000-token
 prompt is ~130 keys: as redis-py replies on an asyncio loop, their Python cost more than the
 engine steps of a simulated cell). Keys with the same fields share one holders mapping (the
 scorer only reads it). Faults take the index's circuit breaker, as a live lookup (store_link.py).
@@ -87,8 +90,11 @@ class LinkedLookupIndex:
         found: list[Holders] = []
         shared: dict[tuple[str, ...], Holders] = {}  # fields -> their holders, read-only
         batch_keys = index.lookup_batch_keys
-        for start in range(0, len(hashes), batch_keys):
-            batch = hashes[start : start + batch_keys]
+        # the first two batches in one write (see the module doc), then batch by batch
+        starts = [0, *range(2 * batch_keys, len(hashes), batch_keys)]
+        ends = [*starts[1:], len(hashes)]
+        for start, end in zip(starts, ends):
+            batch = hashes[start:end]
             for fields in self.link.call(self._pack(model, batch), len(batch)):
                 if not fields:
                     return found
