@@ -27,6 +27,7 @@ async def fill(index: RedisIndex) -> None:
 @pytest.mark.parametrize("kind", ["redis", "valkey"])
 def test_scripted_lookup_answers_what_the_pipelined_lookup_answers(kind):
     queries = [[1, 2, 3, 4, 5, 6, 7], [1, 2, 3], [5, 6, 7], [2, 3], [], [9], list(range(1, 300))]
+    queries += [[2, 3, 4, 5, 6], [1, 9, 2, 3, 4]]  # a hole in the second batch, in the first
     with KVStoreServer(kind) as store:
 
         async def compare() -> list:
@@ -93,3 +94,16 @@ def test_hkeys_packed_from_hashes_are_the_hkeys_of_the_redis_keys():
     for model in ("Qwen/Qwen3-8B", "m", "modèle"):
         assert pack_hkeys_of(model, hashes) == pack_hkeys([redis_key(model, h) for h in hashes])
     assert pack_hkeys_of("m", []) == b""
+
+
+def test_lookup_packs_what_pack_hkeys_of_packs_before_and_after_its_cache_empties(monkeypatch):
+    from kvbench.simulate.index_lookup import pack_hkeys_of
+
+    monkeypatch.setattr(LinkedLookupIndex, "MAX_PACKED_KEYS", 4)
+    lookup = LinkedLookupIndex.__new__(LinkedLookupIndex)  # _pack needs no index nor link
+    lookup._packed = {}
+    batches = [[1, 2, 3], [2, 3, 4, 5], [5, 1], [], [2**64 - 1, 9, 9], [7, 8, 9, 10, 11]]
+    for model in ("Qwen/Qwen3-8B", "m"):
+        for hashes in batches:
+            assert lookup._pack(model, hashes) == pack_hkeys_of(model, hashes)
+            assert len(lookup._packed[model]) <= 4 + len(hashes)

@@ -1,10 +1,13 @@
 """The simulated target's delivery fast paths change no record: a small spec (prefix routing on a
-real Redis index, timeouts that cut turns mid-answer) gives byte-identical requests.parquet and
-server metrics with the fast paths on and with every one of them off (every output delivered to
-the client's listener, as a chat turn's are)."""
+real Redis index, timeouts that cut turns mid-answer) and one that preempts (few GPU blocks, long
+answers) give byte-identical requests.parquet and server metrics with the fast paths on and with
+every one of them off (every output delivered to the client's listener, as a chat turn's are;
+such a request never joins a decode run, engine/decode_run.py, so every token of it goes
+through the engine's general step path)."""
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kvbench.cli import main
@@ -39,12 +42,26 @@ SPEC = {
     "cache": {"reset": True, "prime": False, "verify": True},
     "collect": {"interval_s": 1},
 }
+# few blocks and long answers: running requests are preempted (decode-run members among them)
+# and resumed later, so a step delivers gaps longer than itself among its runs' members
+PREEMPTING = {
+    **SPEC,
+    "scenarios": ["no-offload"],
+    "target": {
+        **SPEC["target"],
+        "num_gpu_blocks_override": 80,
+        "max_model_len": 1024,
+        "max_num_seqs": 6,
+    },
+    "workload": {**SPEC["workload"], "prefix_tokens": 256, "output_tokens": 200, "turns": 2},
+    "load": {**SPEC["load"], "levels": [8], "duration_s": 6, "request_timeout_s": 30},
+}
 
 
-def run_spec(out: Path) -> dict[str, bytes]:
+def run_spec(out: Path, spec_values: dict = SPEC) -> dict[str, bytes]:
     out.mkdir(parents=True)
     spec = out / "spec.yaml"
-    spec.write_text(yaml.safe_dump(SPEC))
+    spec.write_text(yaml.safe_dump(spec_values))
     assert main(["run", str(spec), "--out", str(out / "run")]) in (0, 1)
     files = {}
     for cell in sorted((out / "run" / "cells").iterdir()):
@@ -54,15 +71,16 @@ def run_spec(out: Path) -> dict[str, bytes]:
     return files
 
 
-def test_fast_paths_give_the_records_of_the_general_paths(tmp_path, monkeypatch):
-    fast = run_spec(tmp_path / "fast")
+@pytest.mark.parametrize("spec", [SPEC, PREEMPTING], ids=["timeouts", "preempting"])
+def test_fast_paths_give_the_records_of_the_general_paths(tmp_path, monkeypatch, spec):
+    fast = run_spec(tmp_path / "fast", spec)
     submit = engine_node.SimEngine.submit
 
     def every_output(self, request, listener, every_output=True):
         return submit(self, request, listener, True)
 
     monkeypatch.setattr(engine_node.SimEngine, "submit", every_output)
-    general = run_spec(tmp_path / "general")
+    general = run_spec(tmp_path / "general", spec)
     assert fast.keys() == general.keys() and all(fast.values())
     for name in fast:
         assert fast[name] == general[name], name
@@ -78,3 +96,14 @@ def test_the_spec_times_out_turns_mid_answer(tmp_path):
     timeouts = rows[rows.status == "timeout"]
     assert len(timeouts) > 0 and (timeouts.output_tokens > 0).any()
     assert (rows.status == "ok").sum() > len(timeouts)
+
+
+def test_the_preempting_spec_preempts(tmp_path):
+    import pandas as pd
+
+    run_spec(tmp_path / "run", PREEMPTING)
+    rows = pd.concat(
+        pd.read_parquet(p)
+        for p in (tmp_path / "run" / "run" / "cells").glob("*/server_metrics.parquet")
+    )
+    assert rows[rows.metric == "vllm:num_preemptions_total"].value.max() > 0

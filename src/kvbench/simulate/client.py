@@ -316,14 +316,14 @@ class LevelSender:
         if flight.done:
             return
         timeout_s = self.client.request_timeout_s
+        if flight.engine is not None:  # first: the stream then holds every token delivered
+            flight.engine.abort(flight.engine_request_id)
         self._read_chunks(flight)
         flight.outcome.fail(
             RequestStatus.TIMEOUT,
             f"request timed out after {timeout_s:g} s "
             f"({flight.outcome.streamed_tokens} tokens received)",
         )
-        if flight.engine is not None:
-            flight.engine.abort(flight.engine_request_id)
         self._finish(flight, self.loop.now_s)
 
     def _finish(self, flight: _InFlight, end_s: float) -> None:

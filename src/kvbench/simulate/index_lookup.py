@@ -2,8 +2,11 @@
 `RedisIndex.lookup` gives (emulator/router/index_redis.py) and the same commands.
 
 The live lookup pipelines `HKEYS` per block key, in batches of `lookup_batch_keys`, and keeps the
-holders of every key up to the first key with no field. This one sends the same batches; only the
-client differs: the link parses the replies with hiredis on a blocking socket (a 2,000-token
+holders of every key up to the first key with no field. This one sends the same commands, the
+first two batches in one write (a prompt of up to two batches of keys costs one round trip): when
+a key of the first batch has no field, the second batch's `HKEYS` were sent for nothing (read-only
+commands on a store without maxmemory: nothing else changes) and their answers are dropped; only
+the client differs: the link parses the replies with hiredis on a blocking socket (a 2,000-token
 prompt is ~130 keys: as redis-py replies on an asyncio loop, their Python cost more than the
 engine steps of a simulated cell). Keys with the same fields share one holders mapping (the
 scorer only reads it). Faults take the index's circuit breaker, as a live lookup (store_link.py).
@@ -55,10 +58,28 @@ class LinkedLookupIndex:
     """A `KVBlockIndex` over a `RedisIndex`: lookups on a `StoreLink` (they complete without
     suspending: no asyncio loop needed), everything else the index's own."""
 
+    MAX_PACKED_KEYS = 1 << 17  # commands kept packed (~20 MB; emptied when full, as HashMemo)
+
     def __init__(self, index: RedisIndex, link: StoreLink) -> None:
         self.index = index
         self.link = link
         self.name = index.name
+        # model -> block hash -> its `HKEYS` command, packed (prompts share most of their keys)
+        self._packed: dict[str, dict[int, bytes]] = {}
+
+    def _pack(self, model: str, hashes: list[int]) -> bytes:
+        """`pack_hkeys_of(model, hashes)`, each key's command packed once."""
+        packed = self._packed.get(model)
+        if packed is None or len(packed) >= self.MAX_PACKED_KEYS:
+            packed = self._packed[model] = {}
+        get = packed.get
+        parts: list[bytes] = []
+        for block_hash in hashes:
+            part = get(block_hash)
+            if part is None:
+                part = packed[block_hash] = pack_hkeys_of(model, [block_hash])
+            parts.append(part)
+        return b"".join(parts)
 
     async def lookup(self, model: str, hashes: list[int]) -> list[Holders]:
         index = self.index
@@ -69,9 +90,12 @@ class LinkedLookupIndex:
         found: list[Holders] = []
         shared: dict[tuple[str, ...], Holders] = {}  # fields -> their holders, read-only
         batch_keys = index.lookup_batch_keys
-        for start in range(0, len(hashes), batch_keys):
-            batch = hashes[start : start + batch_keys]
-            for fields in self.link.call(pack_hkeys_of(model, batch), len(batch)):
+        # the first two batches in one write (see the module doc), then batch by batch
+        starts = [0, *range(2 * batch_keys, len(hashes), batch_keys)]
+        ends = [*starts[1:], len(hashes)]
+        for start, end in zip(starts, ends):
+            batch = hashes[start:end]
+            for fields in self.link.call(self._pack(model, batch), len(batch)):
                 if not fields:
                     return found
                 key = tuple(fields)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from kvbench.emulator.engine.block_pool import BlockPool
 from kvbench.emulator.engine.connector import KVConnector
 from kvbench.emulator.engine.cost_model import CostModel
+from kvbench.emulator.engine.decode_run import DecodeRuns, RunEnded
 from kvbench.emulator.engine.hashing import BlockHasher
 from kvbench.emulator.engine.interface import (
     EngineRequest,
@@ -86,6 +87,7 @@ class EmulatedEngine:
         self.output_rate_tok_s = 0.0
         self._last_schedulable_s = 0.0  # the API server hands requests on in arrival order
         self._busy_until_s = -1.0  # the latest step's end, if it ran anything (else -1)
+        self.runs: DecodeRuns | None = None  # decode runs (decode_run.py), once enabled
 
     # ---- Engine protocol
     def add_request(self, request: EngineRequest) -> None:
@@ -117,6 +119,8 @@ class EmulatedEngine:
             self.scheduler.remove_running({request_id})
         else:
             self.scheduler.remove_waiting(req)
+        if req.run_join >= 0 and self.runs is not None:
+            self.runs.leave_between_steps(req)
         req.finish_reason = FinishReason.ABORT
         self._release(req, now_s=self._last_now_s)
 
@@ -130,19 +134,26 @@ class EmulatedEngine:
         self._last_now_s = now_s
         if self.connector is not None:
             self._poll_connector(now_s)
+        runs = self.runs
+        if runs is not None:
+            runs.begin_step()
         plan = self.scheduler.schedule(now_s, admit_by_s)
+        num_implicit = 0  # decode-run members' tokens: sampled, reported in no output
+        if runs is not None:
+            num_implicit = runs.members_in_last_step = runs.num_members
         blocking_s = 0.0
         if self.connector is not None:
             transfer = self.connector.build_step(self.scheduler.connector_chunks(plan), now_s)
             blocking_s = transfer.blocking_s + self.cost.store_stall_s(transfer.stored_bytes)
-        if plan.scheduled:
+        ran = bool(plan.scheduled) or num_implicit > 0
+        if ran:
             duration_s = self.cost.step_duration_s(plan.work) + blocking_s
         else:  # nothing to run (e.g. every request waits for a KV load): an idle engine-loop turn
             duration_s = self.cost.idle_step_s() + blocking_s
-        outputs = self._postprocess(plan, now_s)
-        self._update_output_rate(len(outputs), duration_s)
+        outputs = self._postprocess(plan, now_s, num_implicit)
+        self._update_output_rate(len(outputs) + num_implicit, duration_s)
         # a step that ran nothing leaves no batch in flight: the next one is planned when it starts
-        self._busy_until_s = now_s + duration_s if plan.scheduled else -1.0
+        self._busy_until_s = now_s + duration_s if ran else -1.0
         return StepResult(
             duration_s=duration_s,
             outputs=outputs,
@@ -181,6 +192,23 @@ class EmulatedEngine:
         )
 
     # ---- beyond the protocol
+    def enable_decode_runs(self, on_run_end: RunEnded) -> bool:
+        """Advance steady decodes in runs (decode_run.py) from now on; `on_run_end` hears each
+        run's end. Outputs of a step then leave out the runs' members: a driver that turns this
+        on delivers their tokens itself (simulate/engine_node.py). Not with a KV connector (it
+        reads every scheduled chunk): returns whether runs are on."""
+        if self.connector is not None:
+            return False
+        if self.runs is None:
+            self.runs = DecodeRuns(self.kv, self.hasher, self.vocab_size, self.max_model_len)
+            self.scheduler.runs = self.runs
+        self.runs.on_run_end = on_run_end
+        return True
+
+    def keep_out_of_runs(self, request_id: str) -> None:
+        """`request_id` never joins a decode run: every token of it comes in an output."""
+        self.requests[request_id].runs_allowed = False
+
     def take_kv_events(self) -> list[KVEvent]:
         """Events not yet returned by a step (e.g. AllBlocksCleared of a reset while idle)."""
         events = self._pending_events + self.pool.take_events()
@@ -230,9 +258,15 @@ class EmulatedEngine:
         req.num_external_computed_tokens = 0
         req.status = RequestStatus.WAITING
 
-    def _postprocess(self, plan: StepPlan, now_s: float) -> list[RequestOutput]:
+    def _postprocess(
+        self, plan: StepPlan, now_s: float, num_implicit: int = 0
+    ) -> list[RequestOutput]:
+        """Sample the scheduled requests' tokens; `num_implicit` more were sampled for decode-run
+        members (counted here; their tokens are materialized when their runs end)."""
         outputs: list[RequestOutput] = []
         finished_ids: list[str] = []  # in schedule order: the order vLLM frees them in
+        runs = self.runs
+        decoding: list[Request] = []  # sampled, not finished: may start decode runs
         vocab_size, max_model_len = self.vocab_size, self.max_model_len
         hasher = self.hasher
         # hasher.extend does nothing until a block is full: called only when one is
@@ -267,7 +301,12 @@ class EmulatedEngine:
             if finished:
                 req.finish_reason = FinishReason.LENGTH
                 finished_ids.append(req.request_id)
-        self.counters.generation_tokens += len(outputs)
+            elif runs is not None:
+                decoding.append(req)
+        self.counters.generation_tokens += len(outputs) + num_implicit
+        if runs is not None:
+            for req in decoding:
+                runs.try_join(req)
         if finished_ids:
             self.scheduler.remove_running(set(finished_ids))
             for request_id in finished_ids:

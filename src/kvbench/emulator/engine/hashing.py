@@ -132,16 +132,40 @@ class HashMemo:
         known = self._sequences.get(key)
         if known is not None and known[0] == token_ids:
             return known[1]
-        blocks = (
-            (tuple(token_ids[i : i + block_size]), first_extra if i == 0 else None)
-            for i in range(0, len(token_ids) - block_size + 1, block_size)
-        )
-        hashes = list(self.chain(hash_fn, parent, blocks))
+        hashes = self._whole_chain(hash_fn, parent, token_ids, block_size, first_extra)
         sequences = self._sequences
         sequences.pop(key, None)
         if len(sequences) >= self.RECENT_SEQUENCES:
             del sequences[next(iter(sequences))]  # the oldest
         sequences[key] = (list(token_ids), hashes)
+        return hashes
+
+    def _whole_chain(
+        self,
+        hash_fn: HashFn,
+        parent: bytes,
+        token_ids: Sequence[int],
+        block_size: int,
+        first_extra: tuple | None,
+    ) -> list[bytes]:
+        """`list(chain(hash_fn, parent, blocks))` over every full block of `token_ids` (the first
+        block's extra `first_extra`, the others' None), each memo key built once, in one loop."""
+        table = self.table(hash_fn)
+        get = table.get
+        hashes: list[bytes] = []
+        append = hashes.append
+        extra = first_extra
+        for start in range(0, len(token_ids) - block_size + 1, block_size):
+            key = (parent, tuple(token_ids[start : start + block_size]), extra)
+            extra = None
+            found = get(key)
+            if found is None:
+                found = hash_fn(key)
+                if len(table) >= self.max_entries:
+                    table.clear()
+                table[key] = found
+            parent = found
+            append(found)
         return hashes
 
 

@@ -67,6 +67,10 @@ class Request:
         "num_external_computed_tokens",
         "num_preemptions",
         "finish_reason",
+        "run_join",
+        "run_due",
+        "runs_allowed",
+        "running_seq",
     )
 
     def __init__(self, req: EngineRequest) -> None:
@@ -89,6 +93,11 @@ class Request:
         self.num_external_computed_tokens = 0
         self.num_preemptions = 0
         self.finish_reason: FinishReason | None = None
+        # a decode run's first step and the step it ends before (decode_run.py); -1: in none
+        self.run_join = -1
+        self.run_due = -1
+        self.runs_allowed = True  # False: every token of it comes in an output
+        self.running_seq = -1  # its place in the running order (Scheduler._start_running)
 
     @property
     def num_tokens(self) -> int:

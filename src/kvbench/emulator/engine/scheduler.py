@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from kvbench.emulator.engine.connector import KVConnector, ScheduledChunk
+from kvbench.emulator.engine.decode_run import DecodeRuns
 from kvbench.emulator.engine.kv_manager import KVCacheManager, PrefixCacheStats
 from kvbench.emulator.engine.request import Request, RequestStatus
 
@@ -68,10 +69,12 @@ class Scheduler:
         self.kv = kv
         self.connector = connector
         self.check_invariants = check_invariants
+        self.runs: DecodeRuns | None = None  # decode runs, when the engine turned them on
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.finished_loading: set[str] = set()
         self.num_preemptions = 0
+        self._num_started = 0  # requests that went running: the running list is in this order
         # external (connector) hits: recorded when a request goes running, as vLLM >= 0.11.2
         self.external_stats = PrefixCacheStats(kv.stats.count_preempted_separately)
         # vllm:prompt_tokens_cached_by_source (0.32): hit tokens by tier, counted at admission
@@ -94,14 +97,59 @@ class Scheduler:
         return plan
 
     def _schedule_running(self, plan: StepPlan, now_s: float) -> int:
-        budget = plan.token_budget
+        """Running requests first, in order. Members of decode runs (decode_run.py) take one
+        token each without being visited when the budget gives every one of them its token in
+        the general path too; else every run ends and each request is planned here."""
+        runs = self.runs
+        if runs is None or not runs.members:
+            return self._schedule_listed(plan, self.running, plan.token_budget)
+        num_members = runs.num_members
+        explicit = self._explicit_if_members_fit(plan.token_budget - num_members)
+        if explicit is None:
+            runs.end_all()
+            return self._schedule_listed(plan, self.running, plan.token_budget)
+        budget = self._schedule_listed(plan, explicit, plan.token_budget - num_members)
+        # members preempted for an earlier request's blocks left their runs, unscheduled
+        self._add_decodes(plan.work, runs.num_members, runs.kv_tokens(runs.step_index))
+        return budget + num_members - runs.num_members
+
+    def _explicit_if_members_fit(self, budget: int) -> list[Request] | None:
+        """The running requests outside decode runs, in order, if planning the running list in
+        order within `budget` + the members' tokens gives every member its token; else None.
+
+        Planned with `budget` (the members' tokens set aside), a request before the last member
+        gets all its tokens when the demands of those before the last member fit `budget` (then
+        the general path gives it all its tokens too, and every member finds budget left); one
+        after the last member sees what it sees in the general path: the budget less the tokens
+        of all before it."""
         max_model_len = self.limits.max_model_len
-        running, extend_in_place = self.running, self.kv.extend_in_place
+        explicit: list[Request] = []
+        demand = demand_before_last_member = 0
+        for req in self.running:
+            if req.run_join >= 0:
+                demand_before_last_member = demand
+                continue
+            explicit.append(req)
+            computed = req.num_computed_tokens
+            wanted = min(len(req.all_token_ids) - computed, max_model_len - 1 - computed)
+            if wanted > 0:
+                demand += wanted
+        return explicit if demand_before_last_member <= budget else None
+
+    def _schedule_listed(self, plan: StepPlan, requests: list[Request], budget: int) -> int:
+        """Plan `requests` (running ones, in running order) within `budget`. `requests` is the
+        running list itself or a copy of part of it: a request preempted meanwhile (popped off
+        the running list's tail) is then still listed, and skipped."""
+        max_model_len = self.limits.max_model_len
+        extend_in_place = self.kv.extend_in_place
         scheduled = plan.scheduled
+        running_status = RequestStatus.RUNNING
         num_decodes = decode_kv_tokens = 0  # decodes' work terms, added once (see _add_decodes)
-        index = 0
-        while index < len(running) and budget > 0:
-            req = running[index]
+        for req in requests:
+            if budget <= 0:
+                break
+            if req.status is not running_status:
+                continue  # preempted in this step (only a copy of the running list holds it)
             computed = req.num_computed_tokens
             num_tokens = len(req.all_token_ids)
             remaining = num_tokens - computed
@@ -116,18 +164,15 @@ class Scheduler:
                 ):  # computed <= max(cached, 0): a prompt whose last token is all it runs
                     plan.work.num_prefill_starts += 1
                 budget -= 1
-                index += 1
                 continue
             num_new = min(remaining, budget, max_model_len - 1 - computed)
             if num_new <= 0:
-                index += 1
                 continue
             if self._allocate_running(req, num_new, plan):
                 self._add_scheduled(plan, req, num_new)
             else:
                 break  # `req` itself was preempted
             budget -= num_new
-            index += 1
         self._add_decodes(plan.work, num_decodes, decode_kv_tokens)
         return budget
 
@@ -141,6 +186,8 @@ class Scheduler:
         return True
 
     def _preempt(self, req: Request, plan: StepPlan) -> None:
+        if req.run_join >= 0 and self.runs is not None:
+            self.runs.leave(req)  # materialized through the step before this one
         self.kv.free(req)
         req.status = RequestStatus.PREEMPTED
         req.num_computed_tokens = 0
@@ -239,6 +286,8 @@ class Scheduler:
             req.num_cached_tokens = req.num_computed_tokens
             self._record_tier_hits(req)
         req.status = RequestStatus.RUNNING
+        req.running_seq = self._num_started
+        self._num_started += 1
         self.running.append(req)
 
     def _record_tier_hits(self, req: Request) -> None:
@@ -306,5 +355,7 @@ class Scheduler:
         block_size = self.limits.block_size
         blocks = self.kv.req_to_blocks  # kv.num_blocks(req), read directly: it runs every step
         for req in self.running:
+            if req.run_join >= 0:
+                continue  # a decode run's member: its blocks cover its whole run (checked at join)
             covered = len(blocks.get(req.request_id, ())) * block_size
             assert covered >= req.num_computed_tokens, f"{req} blocks cover only {covered} tokens"

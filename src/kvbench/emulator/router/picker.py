@@ -24,8 +24,10 @@ def weighted_totals(
     totals = {address: 0.0 for address in addresses}
     for scorer_name, scores in scores_by_scorer.items():
         weight = weights[scorer_name]
+        get = scores.get
         for address in addresses:
-            totals[address] += weight * clamp01(scores.get(address, 0.0))
+            score = get(address, 0.0)  # clamp01, inlined (once per scorer and endpoint)
+            totals[address] += weight * (0.0 if score < 0.0 else 1.0 if score > 1.0 else score)
     return totals
 
 
