@@ -211,7 +211,8 @@ class VllmTarget(LocalStackTarget):
         catalog = catalog if catalog is not None else load_catalog()
         entry = catalog.get(scenario)
         self.with_router = self.spec.engines > 1 or entry.kv_events_config is not None
-        if (entry.kv_transfer_config or {}).get("kv_connector") == "LMCacheConnectorV1":
+        uses_lmcache = (entry.kv_transfer_config or {}).get("kv_connector") == "LMCacheConnectorV1"
+        if uses_lmcache:
             self._check_lmcache(scenario)
         try:
             deployment = super().up(model, scenario, scenario_params, catalog=catalog)
@@ -220,7 +221,7 @@ class VllmTarget(LocalStackTarget):
             if reason is None:
                 raise
             raise TargetError(f"{scenario}: {reason}", err.log_tail) from None
-        if (entry.kv_transfer_config or {}).get("kv_connector") == "LMCacheConnectorV1":
+        if uses_lmcache:
             self._refuse_degraded_lmcache(scenario, deployment)
         status, body = fetch_text(f"{deployment.api_urls[0]}/version")
         if status == 200:

@@ -120,7 +120,8 @@ class ConnectorFacts:
     host_link_bytes_per_s: float  # pinned host<->device copy bandwidth per GPU, each way
     kv_dtype: str = "bfloat16"
     num_gpu_blocks: int = 0
-    # LMCache only (CostParams.lmcache_*): its copy rate (0: the host link) and per-chunk work.
+    # LMCache only (CostParams.lmcache_*): its copy rate (0: the host link), its work per chunk
+    # moved and per request scheduled, its remote path's rate beyond the network (0: free).
     lmcache_copy_bytes_per_s: float = 0.0
     lmcache_chunk_overhead_s: float = 0.0
     lmcache_per_request_overhead_s: float = 0.0

@@ -217,9 +217,7 @@ class LMCacheConnector:
         keys = [k for c in chunks for k in self.rank_keys(c)]
         result = self.remote.get(keys, now_s)
         self._account_remote("get", result)
-        true_bytes = (
-            sum(self._rank_bytes(c.num_tokens) for c in chunks) * self.facts.tensor_parallel_size
-        )
+        true_bytes = self._true_bytes(chunks)
         tp = self.facts.tensor_parallel_size
         for i, chunk in enumerate(chunks):
             present = result.ok and all(v is not None for v in result.values[i * tp : (i + 1) * tp])
@@ -231,6 +229,10 @@ class LMCacheConnector:
             self._counters["lmcache:num_remote_read_requests_total"] += len(keys)
             self._counters["lmcache:num_remote_read_bytes_total"] += true_bytes
         return result.elapsed_s + self._remote_transfer_s(true_bytes)
+
+    def _true_bytes(self, chunks: list[Chunk]) -> int:
+        """The chunks' KV bytes over every rank (what a remote transfer costs, not the payload)."""
+        return sum(self._rank_bytes(c.num_tokens) for c in chunks) * self.facts.tensor_parallel_size
 
     def _remote_transfer_s(self, true_bytes: int) -> float:
         """The true (unscaled) bytes' time on the way to or from the store: the network's, plus
@@ -308,18 +310,13 @@ class LMCacheConnector:
             entries.extend(RemoteEntry(key, payload, metadata) for key in self.rank_keys(c))
         result = self.remote.put(entries, now_s)
         self._account_remote("put", result)
+        true_bytes = self._true_bytes(chunks)
         if result.ok:
             self._counters["lmcache:num_remote_write_requests_total"] += len(entries)
-            self._counters["lmcache:num_remote_write_bytes_total"] += (
-                sum(self._rank_bytes(c.num_tokens) for c in chunks)
-                * self.facts.tensor_parallel_size
-            )
+            self._counters["lmcache:num_remote_write_bytes_total"] += true_bytes
             self._counters["kvbench:lmcache_remote_payload_bytes_total"] += sum(
                 len(e.payload) for e in entries
             )
-        true_bytes = sum(self._rank_bytes(c.num_tokens) for c in chunks) * (
-            self.facts.tensor_parallel_size
-        )
         return result.elapsed_s + (self._remote_transfer_s(true_bytes) if result.ok else 0.0)
 
     # ---- remote accounting
