@@ -51,7 +51,7 @@ def main() -> None:
         "what": "kvbench compare: real vLLM 0.26.0 on one H200 (A) vs the simulated target with "
         "the catalog's H200-vLLM-0.26 profile (B), per cell",
         "fitted_on": "grid-* and sweep-* (benchmarks/gpu/specs/grid-qwen3-*.yaml, sweep-qwen3-*.yaml) and the probes; refit with benchmarks/gpu/refit_cells.py (per-cell scores in gpu_h200_refit.json)",
-        "validation": "validation-* (benchmarks/gpu/specs/validation-qwen3-*.yaml) and lmcache-* (lmcache-qwen3-0.6b.yaml: lmcache-local only ran), never fitted",
+        "validation": "validation-* (benchmarks/gpu/specs/validation-qwen3-*.yaml: 0.6B, 8B, 14B), never fitted; lmcache-* (lmcache-qwen3-0.6b.yaml): the LMCache terms were fitted on lmcache-local (copy rate, per-chunk and per-request work) and lmcache-redis (remote path rate), lmcache-valkey is a prediction (its connector's worker pool, no fitted term)",
         "bounds": BOUNDS,
         "groups": groups,
     }

@@ -63,12 +63,12 @@ def test_no_sentence_says_no_problem_next_to_a_flag(tmp_path):
     # twins with a planted difference: the A/A check flags, and nothing else does
     cells = matrix(
         ["Qwen/Qwen3-8B"],
-        ["no-offload", "lmcache-redis", "lmcache-valkey"],
+        ["no-offload", "llm-d-redis", "llm-d-valkey"],
         [8],
         3,
         no_offload=dict(noise_sd=0.005),
-        lmcache_redis=dict(noise_sd=0.005),
-        lmcache_valkey=dict(noise_sd=0.005, throughput_factor=1.3),
+        llm_d_redis=dict(noise_sd=0.005, endpoints=2),
+        llm_d_valkey=dict(noise_sd=0.005, throughput_factor=1.3, endpoints=2),
     )
     text = _report_text(tmp_path, cells)
     validity = text[text.index("## Validity checks") : text.index("## Peak throughput")]

@@ -133,11 +133,16 @@ def test_server_metrics_have_vllm_names_labels_and_the_collect_interval(two_runs
     assert verify["server_counters"]["gpu_hits_tokens"] > 0
 
 
-def test_twins_that_differ_only_in_the_store_give_the_same_numbers(two_runs):
+def test_lmcache_valkey_holds_what_redis_holds_and_moves_it_over_more_streams(two_runs):
+    # the same chunks reach either store (same hits), but LMCache's valkey:// connector spreads a
+    # batch over its worker pool, so its remote transfers hold the steps for less time (more
+    # tokens a second; TTFT may rise with them in a closed loop)
     cells = cells_of(two_runs[0])
     redis, valkey = cells["lmcache-redis"]["summary"], cells["lmcache-valkey"]["summary"]
-    for key in ("output_tokens_per_s", "ttft_mean_ms", "tpot_p50_ms", "cached_prompt_fraction"):
-        assert redis[key] == pytest.approx(valkey[key]), key
+    assert redis["cached_prompt_fraction"] == pytest.approx(
+        valkey["cached_prompt_fraction"], abs=0.02
+    )
+    assert valkey["output_tokens_per_s"] > redis["output_tokens_per_s"]
 
 
 def test_a_chat_spec_without_text_prompts_fails_with_the_reason(tmp_path, capsys):

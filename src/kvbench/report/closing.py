@@ -26,9 +26,12 @@ def redis_valkey_section(data: ReportData) -> list[str]:
             "(lmcache-redis with lmcache-valkey, or llm-d-redis with llm-d-valkey): no comparison."
         ]
     lines += [
-        "The same configuration with the KV store swapped: Redis and Valkey speak the same "
-        "protocol, so any difference is the store's (or noise: these pairs are also the A/A "
-        f"check). Equivalent only when the whole 95 % interval lies within "
+        "The same configuration with the KV store swapped. Behind the router's block index "
+        "Redis and Valkey speak the same protocol through the same client, so any difference is "
+        "the store's (or noise: those pairs are also the A/A check). LMCache reaches each through "
+        "another connector (its valkey:// one pipelines batches over a pool of worker threads), "
+        "so its pairs compare the whole store path, client included. Equivalent only when the "
+        "whole 95 % interval lies within "
         f"+-{EQUIVALENCE_MARGIN_PCT:g} %.",
         "",
     ]

@@ -57,6 +57,11 @@ from kvbench.emulator.tiers.remote_store import (
 from kvbench.emulator.tiers.transfer import HostLink, kv_bytes_per_rank
 
 CPU, REMOTE = "cpu", "remote"
+# LMCache's valkey:// connector is another client than its redis:// one: it splits a batch of puts
+# or gets over a pool of worker threads, each with its own pipelined connection (LMCache 0.5.6 logs
+# "ValkeyWorkerPool: 8 threads"); the redis:// connector sends one command at a time. So a valkey
+# batch's transfer time is spread over up to this many streams.
+VALKEY_WORKER_THREADS = 8
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float8_e4m3fn": 1, "float8_e5m2": 1}
 
 
@@ -105,6 +110,9 @@ class LMCacheConnector:
         self.chunk_overhead_s = facts.lmcache_chunk_overhead_s
         self.per_request_overhead_s = facts.lmcache_per_request_overhead_s
         self.remote_store_bytes_per_s = facts.lmcache_remote_bytes_per_s
+        self.remote_streams = (
+            VALKEY_WORKER_THREADS if remote is not None and remote.scheme == "valkey" else 1
+        )
         self._states: dict[str, RequestState] = {}
         self._pending = StepTransfer()
         self._counters: dict[str, float] = defaultdict(float)
@@ -228,19 +236,20 @@ class LMCacheConnector:
         if result.ok:
             self._counters["lmcache:num_remote_read_requests_total"] += len(keys)
             self._counters["lmcache:num_remote_read_bytes_total"] += true_bytes
-        return result.elapsed_s + self._remote_transfer_s(true_bytes)
+        return result.elapsed_s + self._remote_transfer_s(true_bytes, len(chunks))
 
     def _true_bytes(self, chunks: list[Chunk]) -> int:
         """The chunks' KV bytes over every rank (what a remote transfer costs, not the payload)."""
         return sum(self._rank_bytes(c.num_tokens) for c in chunks) * self.facts.tensor_parallel_size
 
-    def _remote_transfer_s(self, true_bytes: int) -> float:
+    def _remote_transfer_s(self, true_bytes: int, num_chunks: int) -> float:
         """The true (unscaled) bytes' time on the way to or from the store: the network's, plus
-        the store path's own where calibrated (CostParams.lmcache_remote_bytes_per_s)."""
+        the store path's own where calibrated (CostParams.lmcache_remote_bytes_per_s, one
+        stream's), spread over the connector's streams (one per chunk at most)."""
         seconds = true_bytes / self.config.remote_network_bytes_per_s
         if self.remote_store_bytes_per_s > 0:
             seconds += true_bytes / self.remote_store_bytes_per_s
-        return seconds
+        return seconds / max(1, min(self.remote_streams, num_chunks))
 
     # ---- store
 
@@ -317,7 +326,8 @@ class LMCacheConnector:
             self._counters["kvbench:lmcache_remote_payload_bytes_total"] += sum(
                 len(e.payload) for e in entries
             )
-        return result.elapsed_s + (self._remote_transfer_s(true_bytes) if result.ok else 0.0)
+        transfer_s = self._remote_transfer_s(true_bytes, len(chunks)) if result.ok else 0.0
+        return result.elapsed_s + transfer_s
 
     # ---- remote accounting
 
