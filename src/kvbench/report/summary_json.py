@@ -158,7 +158,8 @@ class CellJson(_Model):
 
 
 class TwinJson(_Model):
-    """Redis vs Valkey: the same configuration with the KV store swapped (also the A/A check)."""
+    """Redis vs Valkey: the same configuration with the KV store swapped (the pairs with
+    `aa_twin` are also the A/A check)."""
 
     model: str
     first: str
@@ -166,6 +167,10 @@ class TwinJson(_Model):
     metric: str
     level: float
     delta: DeltaJson = Field(description="second relative to first")
+    aa_twin: bool = Field(
+        description="an A/A pair: the same client reaches either store (the router's index); "
+        "LMCache's redis:// and valkey:// connectors are different clients"
+    )
 
 
 class HitSplitJson(_Model):
@@ -221,6 +226,7 @@ def build_summary(data: ReportData, key_findings: list[str]) -> ReportSummary:
                 metric=t.metric,
                 level=t.level,
                 delta=DeltaJson.of(t.delta),
+                aa_twin=t.aa_twin,
             )
             for t in data.twins
         ],
