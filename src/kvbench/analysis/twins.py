@@ -7,8 +7,8 @@ router talks to either through the same client). LMCache's remote tier is not a 
 redis:// and valkey:// connectors are different clients (the valkey one pipelines batches over a
 pool of worker threads; on real vLLM 0.26 with LMCache 0.5.6 the Valkey cell ran 42 % faster than
 the Redis one, benchmarks/results/gpu-h200/). Its Redis / Valkey pairs still get the same deltas
-(the report's Redis vs Valkey view) but take no part in the A/A check. Cells pair when they are twins with the same swept params
-(`lmcache-redis+x=1` with `lmcache-valkey+x=1`).
+(the report's Redis vs Valkey view) but take no part in the A/A check. Cells pair when their
+scenarios are a store pair with the same swept params (`llm-d-redis+x=1` with `llm-d-valkey+x=1`).
 
 Each twin pair is compared with exactly the method used for the baseline deltas (`compare_peaks`
 for peak throughput, `compare_latency` for TTFT mean and p50 at the highest level both ran), so a
