@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from kvbench.compare import compare_cells, read_side
+from kvbench.compare import compare_cells, read_side, side_name, write_tables
 from kvbench.spec.catalogs import get_hardware
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,17 +133,6 @@ def profile_with(profile: str, params: dict[str, float | bool], work: Path) -> s
     return str(path)
 
 
-def write_compare(name: str, real_dir: Path, simulated_dir: Path, compare_dir: Path) -> None:
-    """`kvbench compare REAL SIMULATED`, its files renamed to the run's table name."""
-    out = simulated_dir.parent / f"compare-{name}"
-    kvbench = str(Path(sys.executable).parent / "kvbench")
-    command = [kvbench, "compare", str(real_dir), str(simulated_dir), "--out", str(out)]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    compare_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in (".md", ".csv", ".png"):
-        shutil.copyfile(out / f"compare{suffix}", compare_dir / f"{COMPARE_NAMES[name]}{suffix}")
-
-
 def score_run(
     name: str, profile: str, work: Path, compare_dir: Path | None = None
 ) -> list[CellScore]:
@@ -157,10 +145,13 @@ def score_run(
     ]
     command += ["--out", str(out), "--no-report"]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    if compare_dir is not None:
-        write_compare(name, real_dir, out, compare_dir)
+    real, simulated = read_side(str(real_dir)), read_side(str(out))
+    rows = compare_cells(real, simulated)
+    if compare_dir is not None:  # the `kvbench compare REAL SIMULATED` tables, named for the run
+        a_name, b_name = side_name(real), side_name(simulated)
+        write_tables(rows, a_name, b_name, compare_dir, COMPARE_NAMES[name])
     scores = []
-    for row in compare_cells(read_side(str(real_dir)), read_side(str(out))):
+    for row in rows:
         if row.metric not in BOUNDS or row.a is None or row.b is None or not row.a:
             continue
         model, scenario, level, _ = row.key

@@ -178,16 +178,26 @@ def write_figure(rows: list[MetricRow], path: Path, a_name: str, b_name: str) ->
     plt.close(fig)
 
 
+def side_name(side: dict[CellKey, SideCell]) -> str:
+    """What measured a side (its first cell's system), as the tables name it."""
+    return next(iter(side.values())).system
+
+
+def write_tables(
+    rows: list[MetricRow], a_name: str, b_name: str, out_dir: Path, stem: str = "compare"
+) -> None:
+    """STEM.md, STEM.csv and STEM.png of `rows` in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.md").write_text(markdown(rows, a_name, b_name))
+    write_csv(rows, out_dir / f"{stem}.csv")
+    write_figure(rows, out_dir / f"{stem}.png", a_name, b_name)
+
+
 def write_comparison(run_a: Path | str, run_b: Path | str, out: Path | None = None) -> Path:
     side_a, side_b = read_side(str(run_a)), read_side(str(run_b))
     rows = compare_cells(side_a, side_b)
     if not rows:
         raise UserError(f"compare: {run_a} and {run_b} have no cell in common")
-    a_name = next(iter(side_a.values())).system
-    b_name = next(iter(side_b.values())).system
     out_dir = out or Path(str(run_b).split(",")[0]) / "compare"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.md").write_text(markdown(rows, a_name, b_name))
-    write_csv(rows, out_dir / "compare.csv")
-    write_figure(rows, out_dir / "compare.png", a_name, b_name)
+    write_tables(rows, side_name(side_a), side_name(side_b), out_dir)
     return out_dir
