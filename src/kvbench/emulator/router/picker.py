@@ -26,8 +26,7 @@ def weighted_totals(
         weight = weights[scorer_name]
         get = scores.get
         for address in addresses:
-            score = get(address, 0.0)  # clamp01, inlined (once per scorer and endpoint)
-            totals[address] += weight * (0.0 if score < 0.0 else 1.0 if score > 1.0 else score)
+            totals[address] += weight * clamp01(get(address, 0.0))
     return totals
 
 
