@@ -213,13 +213,10 @@ class SimEngine:
             if entry is None:
                 continue  # aborted meanwhile
             stream, listener, every_output, req = entry
-            if gap_seqs is None:
-                stream.deliver_into(output, start_s, end_s, gaps_s)
-            else:
-                num_gaps = len(gaps_s)
-                stream.deliver_into(output, start_s, end_s, gaps_s)
-                if len(gaps_s) > num_gaps:
-                    gap_seqs.append(req.running_seq)
+            num_gaps = len(gaps_s)
+            stream.deliver_into(output, start_s, end_s, gaps_s)
+            if gap_seqs is not None and len(gaps_s) > num_gaps:
+                gap_seqs.append(req.running_seq)
             if stream.finished:
                 del streams[output.request_id]
                 metrics.observe_finished(stream, end_s)
