@@ -32,7 +32,14 @@ REPO = Path(__file__).resolve().parents[2]
 RUNS_DIR = REPO / "benchmarks" / "results" / "gpu-h200" / "runs"
 CACHE_DIR = Path(tempfile.gettempdir()) / "kvbench-gpu-runs"
 # Real runs used to fit the profile, and those kept out of the fit to validate it.
-FIT_RUNS = ("grid-q06", "grid-q8", "sweep-q06", "sweep-q8", "sweep-q06-offload-32-96")
+FIT_RUNS = (
+    "grid-q06",
+    "grid-q8",
+    "grid-q14",
+    "sweep-q06",
+    "sweep-q8",
+    "sweep-q06-offload-32-96",
+)
 VALIDATION_RUNS = (
     "run-q06",
     "run-q06n",
@@ -42,7 +49,8 @@ VALIDATION_RUNS = (
     "lmcache-redis-q06",
     "lmcache-valkey-q06",  # a prediction: no term was fitted on it (see tiers/lmcache.py)
 )
-OPTIONAL_RUNS = ("grid-q14",)  # present once a GPU session has run grid-qwen3-14b.yaml
+# Validation runs scored once a GPU session has run them (specs/validation2-*.yaml).
+OPTIONAL_RUNS = ("validation2-q06", "validation2-q8")
 BOUNDS = {
     "output_tokens_per_s": 0.03,
     "ttft_mean_ms": 0.10,
@@ -64,6 +72,8 @@ COMPARE_NAMES = {
     "grid-q14": "grid-qwen3-14b",
     "validation-q14": "validation-qwen3-14b",
     "lmcache-valkey-q06": "lmcache-valkey-qwen3-0.6b",
+    "validation2-q06": "validation2-qwen3-0.6b",
+    "validation2-q8": "validation2-qwen3-8b",
 }
 MAX_PAIR_LOSS = 16.0  # a pair four bounds off or more counts as four bounds off
 

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 H200 = get_hardware("H200")
 
 
-def test_decode_fit_recovers_overheads_and_overlap_from_cost_model_points():
+def test_decode_fit_recovers_overheads_layer_latency_and_overlap_from_cost_model_points():
     truth = dataclasses.replace(
         CostParams(),
         cpu_overlap=True,
@@ -29,9 +29,10 @@ def test_decode_fit_recovers_overheads_and_overlap_from_cost_model_points():
         per_request_overhead_s=40e-6,
         weight_memory_efficiency=0.8,
         kv_memory_efficiency=0.6,
+        layer_latency_s=30e-6,
     )
     points = []
-    for model in ("Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B"):
+    for model in ("Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B", "Qwen/Qwen3-14B"):
         cost = CostModel(get_model(model), H200, 1, truth)
         for batch in (1, 4, 16, 64, 256):
             for context in (128, 4096):
@@ -43,6 +44,24 @@ def test_decode_fit_recovers_overheads_and_overlap_from_cost_model_points():
     assert fitted.step_overhead_s == pytest.approx(1.5e-3, abs=0.1e-3)
     assert fitted.per_request_overhead_s == pytest.approx(40e-6, abs=3e-6)
     assert fitted.weight_memory_efficiency == pytest.approx(0.8, abs=0.05)
+    assert fitted.layer_latency_s == pytest.approx(30e-6, abs=4e-6)
+
+
+def test_decode_fit_leaves_out_points_beyond_the_batch_limit():
+    """A point of more running requests than DECODE_FIT_MAX_BATCH (the H200's 256-request steps
+    took twice the line) must not move the fitted terms."""
+    truth = dataclasses.replace(
+        CostParams(), cpu_overlap=True, step_overhead_s=1.5e-3, per_request_overhead_s=40e-6
+    )
+    cost = CostModel(get_model("Qwen/Qwen3-8B"), H200, 1, truth)
+    points = [
+        DecodePoint("Qwen/Qwen3-8B", b, 128, cost.step_duration_s(_decode_work(b, 128)))
+        for b in (1, 4, 16, 64, 128)
+    ]
+    far_off = DecodePoint("Qwen/Qwen3-8B", 256, 128, 10 * points[-1].itl_s)
+    without, _ = fit_decode(points, H200, CostParams())
+    with_far_off, _ = fit_decode([*points, far_off], H200, CostParams())
+    assert with_far_off == without
 
 
 def test_read_probe_skips_skipped_points_and_reads_gzip(tmp_path):
@@ -73,7 +92,7 @@ def test_read_probe_skips_skipped_points_and_reads_gzip(tmp_path):
     assert [p["phase"] for p in run.points] == ["prefill"]
 
 
-def test_shipped_h200_probes_hold_decode_and_prefill_points_of_both_models():
+def test_shipped_h200_probes_hold_decode_and_prefill_points_of_every_model():
     from kvbench.calibrate.fit import decode_points, prefill_points
 
     runs = [
@@ -81,7 +100,7 @@ def test_shipped_h200_probes_hold_decode_and_prefill_points_of_both_models():
         for p in sorted((REPO / "benchmarks/results/gpu-h200").glob("probe-*.jsonl.gz"))
     ]
     plain = {run.model: run for run in runs if not run.has_cpu_tier}
-    assert set(plain) == {"Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B"}
+    assert set(plain) == {"Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B", "Qwen/Qwen3-14B"}
     assert all(run.server_version == "0.26.0" for run in runs)
     for run in plain.values():
         assert decode_points(run) and prefill_points(run)

@@ -2,8 +2,10 @@
 
 Each factor is fitted against the cost model's own prediction for the probe's operating points,
 over every model probed (one hardware profile serves every model size):
-- decode (ITL at batch B, context C, no connector): `weight_memory_efficiency`,
-  `kv_memory_efficiency`, `step_overhead_s`, `per_request_overhead_s`, with `cpu_overlap` on
+- decode (ITL at batch B <= DECODE_FIT_MAX_BATCH, context C, no connector):
+  `weight_memory_efficiency`, `kv_memory_efficiency`, `layer_latency_s` (what a step's GPU time
+  holds beyond its bytes, per layer: probes of models with different layer counts tell it apart
+  from the weight term), `step_overhead_s`, `per_request_overhead_s`, with `cpu_overlap` on
   (vLLM's async scheduling: a step takes max(GPU work, CPU work));
 - prefill (one request at a time, the engine's own prefill time from
   vllm:request_prefill_time_seconds): `linear_efficiency`, `attention_efficiency`,
@@ -41,6 +43,11 @@ from kvbench.emulator.engine.scheduler import StepWork
 from kvbench.spec.catalogs import HardwareProfile, ModelProfile, get_model
 
 DECODE_SKIP_TOKENS = 4  # the first gaps of a stream overlap other requests' prefills
+# Decode points of more running requests are left out of the fit: on the H200 (vLLM 0.26) a step
+# of 256 decodes took 18-22 ms at every model size (0.6B, 8B, 14B), twice what the same line
+# through batch <= 128 gives: CPU work (input preparation, the sampler over 256 sequences) that
+# grows faster than one per-request term. The cells keep at most ~100 requests running.
+DECODE_FIT_MAX_BATCH = 128
 
 
 @dataclass
@@ -186,40 +193,94 @@ def _rel_error(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
 def fit_decode(
     points: list[DecodePoint], hardware: HardwareProfile, base: CostParams
 ) -> tuple[CostParams, float]:
-    measured = np.array([p.itl_s for p in points])
-    overheads = np.linspace(0.0, 4e-3, 81)[:, None, None]
-    per_request = np.linspace(0.0, 80e-6, 81)[None, :, None]
-    batches = np.array([p.batch for p in points])[None, None, :]
-    best: tuple[float, CostParams] | None = None
-    for weight_eff, kv_eff in itertools.product(
-        np.linspace(0.5, 1.0, 11), np.linspace(0.1, 1.0, 10)
-    ):
-        trial = dataclasses.replace(
-            base, weight_memory_efficiency=float(weight_eff), kv_memory_efficiency=float(kv_eff)
-        )
-        gpu = np.array(
+    """The decode terms, fitted over the points of at most DECODE_FIT_MAX_BATCH requests.
+
+    A step's GPU time is linear in the layer latency (gpu_s grows by num_layers x latency), so
+    for each pair of memory efficiencies one array spans latency x step overhead x per-request
+    overhead x points. The grids are coarse, then refined once around the best cell.
+    """
+    kept = [p for p in points if p.batch <= DECODE_FIT_MAX_BATCH] or points
+    search = _DecodeSearch(kept, hardware, base)
+    best = search.best(
+        weight_effs=np.linspace(0.5, 1.0, 11),
+        kv_effs=np.linspace(0.3, 1.0, 8),
+        layer_latencies_s=np.linspace(0.0, 80e-6, 21),
+        overheads_s=np.linspace(0.0, 4e-3, 41),
+        per_request_s=np.linspace(0.0, 80e-6, 41),
+    )
+    best = search.best(
+        weight_effs=_around(best.weight_memory_efficiency, 0.05, 0.01, 0.3, 1.2),
+        kv_effs=_around(best.kv_memory_efficiency, 0.1, 0.02, 0.1, 1.2),
+        layer_latencies_s=_around(best.layer_latency_s, 4e-6, 1e-6, 0.0, 1.0),
+        overheads_s=_around(best.step_overhead_s, 0.1e-3, 0.02e-3, 0.0, 1.0),
+        per_request_s=_around(best.per_request_overhead_s, 2e-6, 0.5e-6, 0.0, 1.0),
+    )
+    return best, _mean_abs_error(best, hardware, kept)
+
+
+def _around(center: float, half_span: float, step: float, low: float, high: float) -> np.ndarray:
+    count = int(round(2 * half_span / step)) + 1
+    grid = np.linspace(center - half_span, center + half_span, count)
+    return grid[(grid >= low) & (grid <= high)]
+
+
+class _DecodeSearch:
+    """Grid search of fit_decode: minimises the mean squared relative ITL error."""
+
+    def __init__(
+        self, points: list[DecodePoint], hardware: HardwareProfile, base: CostParams
+    ) -> None:
+        self.points = points
+        self.hardware = hardware
+        self.base = dataclasses.replace(base, cpu_overlap=True, layer_latency_s=0.0)
+        self.measured = np.array([p.itl_s for p in points])
+        self.batches = np.array([p.batch for p in points], dtype=float)
+        self.layers = np.array([get_model(p.model).num_layers for p in points], dtype=float)
+
+    def _gpu_s(self, trial: CostParams) -> np.ndarray:
+        return np.array(
             [
-                CostModel(get_model(p.model), hardware, 1, trial)
+                CostModel(get_model(p.model), self.hardware, 1, trial)
                 .step_cost(_decode_work(p.batch, p.context_tokens))
                 .gpu_s
-                for p in points
+                for p in self.points
             ]
-        )[None, None, :]
-        predicted = np.maximum(gpu, overheads + per_request * batches)
-        errors = _rel_error(predicted, measured)
-        i, j = np.unravel_index(np.argmin(errors), errors.shape)
-        if best is None or errors[i, j] < best[0]:
-            best = (
-                float(errors[i, j]),
-                dataclasses.replace(
-                    trial,
-                    cpu_overlap=True,
-                    step_overhead_s=float(overheads[i, 0, 0]),
-                    per_request_overhead_s=float(per_request[0, j, 0]),
-                ),
+        )
+
+    def best(
+        self,
+        weight_effs: np.ndarray,
+        kv_effs: np.ndarray,
+        layer_latencies_s: np.ndarray,
+        overheads_s: np.ndarray,
+        per_request_s: np.ndarray,
+    ) -> CostParams:
+        latency = layer_latencies_s[:, None, None, None]
+        overhead = overheads_s[None, :, None, None]
+        per_request = per_request_s[None, None, :, None]
+        cpu = overhead + per_request * self.batches  # (1, O, R, N)
+        found: tuple[float, CostParams] | None = None
+        for weight_eff, kv_eff in itertools.product(weight_effs, kv_effs):
+            trial = dataclasses.replace(
+                self.base,
+                weight_memory_efficiency=float(weight_eff),
+                kv_memory_efficiency=float(kv_eff),
             )
-    assert best is not None
-    return best[1], _mean_abs_error(best[1], hardware, points)
+            gpu = self._gpu_s(trial) + latency * self.layers  # (Z, 1, 1, N)
+            errors = _rel_error(np.maximum(gpu, cpu), self.measured)
+            z, o, r = np.unravel_index(np.argmin(errors), errors.shape)
+            if found is None or errors[z, o, r] < found[0]:
+                found = (
+                    float(errors[z, o, r]),
+                    dataclasses.replace(
+                        trial,
+                        layer_latency_s=float(layer_latencies_s[z]),
+                        step_overhead_s=float(overheads_s[o]),
+                        per_request_overhead_s=float(per_request_s[r]),
+                    ),
+                )
+        assert found is not None
+        return found[1]
 
 
 def _mean_abs_error(params: CostParams, hardware: HardwareProfile, points: list[DecodePoint]):

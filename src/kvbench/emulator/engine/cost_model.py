@@ -8,7 +8,10 @@ Step time, per GPU of a tensor-parallel group of size tp:
   memory_s       = streamed_weight_bytes / (B x weight_eff)
                    + kv_bytes_per_token x (kv_tokens_read + kv_tokens_written) / (B x kv_eff)   (/ tp)
   allreduce_s    = 2 x layers x (latency + 2 (tp-1)/tp x num_tokens x hidden x 2 B / tp_link)  (tp>1)
-  gpu_s          = max(compute_s, memory_s) + allreduce_s
+  layer_s        = layers x layer_latency   (per step, whatever its work: the gaps between a
+                   layer's kernels and their tails inside the CUDA graph, which no byte or FLOP
+                   count sees; what a lone decode step takes beyond streaming its weights and KV)
+  gpu_s          = max(compute_s, memory_s) + allreduce_s + layer_s
   cpu_s          = step_overhead + per_req_overhead x reqs
                    + prefill_request_overhead x requests that start their prompt this step
                    (+ connector_step_overhead + connector_per_request_overhead x reqs
@@ -49,6 +52,13 @@ Calibration (benchmarks/emulator/cost_model_gpu_measure.py on the project's H100
 shapes, CUDA graphs; results in benchmarks/results/cost_model_gpu_measure_h100.json): weight
 streaming reached 0.86 and KV streaming 0.97 of the 3.0 TB/s device-copy rate; 2k and 8k prefills
 matched the linear (0.85) and attention (0.5) efficiencies within 4%.
+On the H200 with real vLLM 0.26 a lone decode step took 1.60 / 5.18 / 8.65 ms for Qwen3-0.6B / 8B /
+14B (28 / 36 / 40 layers). 8B to 14B adds 12.8 GB of weights for 3.47 ms, so weights stream at
+~3.7 TB/s (0.86 of the profile's 4.3), and each step holds ~1.1 ms beyond its bytes at both sizes:
+launch gaps and kernel tails inside the CUDA graph, which no byte or FLOP count sees. The model
+charges it per layer (layer_latency_s; the graph's kernel count grows with the layers); two sizes
+cannot tell that from a constant, and the fit on the GPU-bound 8B and 14B probes put it at 33 us a
+layer with weight streaming at 0.87. 0.6B's steps are CPU-bound and set the CPU terms instead.
 
 KV capacity (vLLM `determine_available_memory` / `get_num_blocks`):
   available = gpu_memory_utilization x HBM - weights/tp - peak activations - non-torch memory
@@ -77,6 +87,7 @@ class CostParams:
     step_overhead_s: float = 0.0015  # scheduler, input prep, launch, sampler: fixed per step
     per_request_overhead_s: float = 2e-6  # per scheduled request (metadata, sampling)
     allreduce_latency_s: float = 6e-6  # per all-reduce call (vLLM custom all-reduce class)
+    layer_latency_s: float = 0.0  # GPU time per layer per step that no work count explains
     # Measured against real vLLM (kvbench calibrate); the defaults leave the model as it was.
     cpu_overlap: bool = False  # async scheduling: a step takes max(GPU, CPU), not their sum
     request_overhead_s: float = 0.0  # arrival -> schedulable (API server, IPC, scheduling)
@@ -115,10 +126,11 @@ class StepCost:
     allreduce_s: float
     overhead_s: float  # the step's CPU work (scheduler, input prep, launch, sampler, connector)
     cpu_overlap: bool = False
+    layer_s: float = 0.0  # layers x layer_latency_s: GPU time no work count explains
 
     @property
     def gpu_s(self) -> float:
-        return max(self.compute_s, self.memory_s) + self.allreduce_s
+        return max(self.compute_s, self.memory_s) + self.allreduce_s + self.layer_s
 
     @property
     def duration_s(self) -> float:
@@ -155,6 +167,7 @@ class CostModel:
         self._weight_rate = hardware.hbm_bytes_per_s * params.weight_memory_efficiency
         self._kv_rate = hardware.hbm_bytes_per_s * params.kv_memory_efficiency
         self._num_allreduces = 2 * model.num_layers if tp > 1 else 0
+        self._layer_s = model.num_layers * params.layer_latency_s
         self._allreduce_bytes_per_token = (
             2.0 * (tp - 1) / tp * model.hidden_size * 2 if tp > 1 else 0.0
         )
@@ -192,7 +205,9 @@ class CostModel:
         overhead_s += prefill_start_s * work.num_prefill_starts
         if work.num_tokens > params.cudagraph_max_tokens:
             overhead_s += params.eager_step_overhead_s
-        return StepCost(compute_s, memory_s, allreduce_s, overhead_s, params.cpu_overlap)
+        return StepCost(
+            compute_s, memory_s, allreduce_s, overhead_s, params.cpu_overlap, self._layer_s
+        )
 
     def request_delay_s(self, prompt_tokens: int, output_rate_tok_s: float) -> float:
         """Arrival -> schedulable for a new request (see the module doc); 0 unless calibrated."""
