@@ -35,18 +35,11 @@ def test_overlap_takes_the_larger_of_gpu_and_cpu_work_not_their_sum():
 
 
 def test_layer_latency_adds_to_the_gpu_time_per_layer_whatever_the_work():
+    from kvbench.calibrate.fit import _prefill_work
+
     params = dataclasses.replace(CostParams(), layer_latency_s=30e-6)
-    prefill = StepWork(
-        num_reqs=1,
-        num_tokens=2048,
-        num_sampled=1,
-        attended_pairs=2048 * 2049 // 2,
-        kv_tokens_read=2048,
-        num_kv_tokens_written=2048,
-        num_prefill_starts=1,
-    )
     for model in (MODEL, get_model("Qwen/Qwen3-14B")):
-        for work in (DECODE, prefill):
+        for work in (DECODE, _prefill_work(2048)):
             plain = CostModel(model, H200, 1, CostParams()).step_cost(work)
             with_layers = CostModel(model, H200, 1, params).step_cost(work)
             assert with_layers.layer_s == pytest.approx(model.num_layers * 30e-6)
