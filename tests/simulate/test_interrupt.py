@@ -23,6 +23,15 @@ def statuses(run: Path) -> dict[str, str]:
     return {c["cell_id"]: c["status"] for c in manifest["cells"]}
 
 
+def _kill_by_pid(*groups: list[psutil.Process]) -> None:
+    for proc in (proc for group in groups for proc in group):
+        try:
+            proc.kill()
+            proc.wait(timeout=10)
+        except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+            pass
+
+
 @pytest.mark.parametrize("workers", [2, 1])
 def test_ctrl_c_keeps_finished_cells_and_resume_finishes(tmp_path, workers):
     spec = {
@@ -42,19 +51,23 @@ def test_ctrl_c_keeps_finished_cells_and_resume_finishes(tmp_path, workers):
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if (run / "manifest.json").is_file() and "ok" in statuses(run).values():
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, process.stderr.read()
-    descendants = psutil.Process(process.pid).children(recursive=True)
-    os.kill(process.pid, signal.SIGINT)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
-    assert "--resume" in err
-    gone, alive = psutil.wait_procs(descendants, timeout=10)
-    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if (run / "manifest.json").is_file() and "ok" in statuses(run).values():
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, process.stderr.read()
+        descendants = psutil.Process(process.pid).children(recursive=True)
+        os.kill(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 130, err
+        assert "--resume" in err
+        gone, alive = psutil.wait_procs(descendants, timeout=10)
+        assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    finally:  # a failed check must not leave the run's workers and stores to later tests
+        _kill_by_pid([psutil.Process(process.pid)] if process.poll() is None else [], descendants)
     before = statuses(run)
     assert not (run / "logs" / ".router-decision-parts").exists()  # no half-written part left
     for log in run.glob("logs/*/router-decisions.jsonl"):
