@@ -16,6 +16,7 @@ import yaml
 from tests.simulate.test_simulated_target import SPEC, parquet_bytes
 
 from kvbench.cli import main
+from kvbench.targets.simulated_cells import init_worker
 
 
 def statuses(run: Path) -> dict[str, str]:
@@ -82,3 +83,39 @@ def test_ctrl_c_keeps_finished_cells_and_resume_finishes(tmp_path, workers):
         assert parquet_bytes(run, cell_id, "requests.parquet") == parquet_bytes(
             fresh, cell_id, "requests.parquet"
         )
+
+
+def _absorbs_interrupts_then_returns_a_big_result(_: int) -> bytes:
+    """What a cell did with asyncio.run's cancellation: finish, and hand back a large result."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.01)
+        except KeyboardInterrupt:
+            break
+    return b"x" * (1 << 20)  # more than a pipe holds: the write blocks until the parent reads
+
+
+def test_pool_terminate_ends_a_worker_whose_cell_absorbs_interrupts():
+    """Pool.terminate SIGTERMs its workers after its result reader has stopped. With the signals
+    fork hands down (cli's SIGTERM-as-SIGINT) the cell absorbed the interrupt, the worker blocked
+    writing its result and terminate never returned (checked: still joining after 30 s);
+    init_worker's SIGTERM ends the worker whatever its cell catches."""
+    import multiprocessing
+    import threading
+
+    from kvbench.termination import TerminationAsInterrupt
+
+    with TerminationAsInterrupt():
+        pool = multiprocessing.get_context("fork").Pool(1, initializer=init_worker)
+        workers = [psutil.Process(p.pid) for p in pool._pool]  # their pids, to clean up only
+        try:
+            pool.apply_async(_absorbs_interrupts_then_returns_a_big_result, (0,))
+            time.sleep(0.5)  # the task is running
+            stopper = threading.Thread(target=pool.terminate, daemon=True)
+            stopper.start()
+            stopper.join(timeout=60)  # a hang guard, not a timing goal
+            assert not stopper.is_alive()
+            assert all(not w.is_running() or w.status() == psutil.STATUS_ZOMBIE for w in workers)
+        finally:
+            _kill_by_pid(workers)

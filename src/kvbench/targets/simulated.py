@@ -57,6 +57,7 @@ from kvbench.targets.simulated_cells import (
     CellResult,
     ScenarioStack,
     WorkloadRecipe,
+    init_worker,
     run_job,
     workload_fingerprint,
 )
@@ -214,7 +215,7 @@ class SimulatedTarget:
             return
         # fork: no resource-tracker process outlives the pool (spawn would leave one per parent)
         context = multiprocessing.get_context("fork")
-        self._pool = context.Pool(min(self.workers, len(jobs)))
+        self._pool = context.Pool(min(self.workers, len(jobs)), initializer=init_worker)
         self._prepared = {job.cell_id: self._pool.apply_async(run_job, (job,)) for job in jobs}
 
     def close(self) -> None:

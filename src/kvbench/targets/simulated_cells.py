@@ -13,6 +13,7 @@ import gc
 import hashlib
 import multiprocessing.util
 import pickle
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -199,6 +200,22 @@ def _worker_group(job: CellJob) -> ScenarioStack:
         multiprocessing.util.Finalize(group, group.stop, exitpriority=10)
     _worker_stack = (key, group)
     return group
+
+
+def init_worker() -> None:
+    """A pool worker's signals. Ctrl-C belongs to the parent (it ends the run and terminates the
+    pool), so the worker ignores SIGINT; the pool's SIGTERM ends the worker with SystemExit, so its
+    finalizers still stop its store and remove the store's work directory. What fork hands down
+    instead (cli's SIGTERM-as-SIGINT) let asyncio.run turn the SIGTERM into a cancellation that the
+    cell absorbed (its in-flight requests record themselves cancelled): the worker then finished
+    the cell and blocked for good writing a result nobody read, and the parent hung in
+    Pool.terminate joining it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def run_job(job: CellJob, scenario_stack: ScenarioStack | None = None) -> CellResult:
