@@ -4,8 +4,8 @@ Each factor is fitted against the cost model's own prediction for the probe's op
 over every model probed (one hardware profile serves every model size):
 - decode (ITL at batch B <= DECODE_FIT_MAX_BATCH, context C, no connector):
   `weight_memory_efficiency`, `kv_memory_efficiency`, `layer_latency_s` (what a step's GPU time
-  holds beyond its bytes, per layer: probes of models with different layer counts tell it apart
-  from the weight term), `step_overhead_s`, `per_request_overhead_s`, with `cpu_overlap` on
+  holds beyond its bytes, charged per layer: probes of models of different weight sizes tell it
+  apart from the weight term), `step_overhead_s`, `per_request_overhead_s`, with `cpu_overlap` on
   (vLLM's async scheduling: a step takes max(GPU work, CPU work));
 - prefill (one request at a time, the engine's own prefill time from
   vllm:request_prefill_time_seconds): `linear_efficiency`, `attention_efficiency`,
