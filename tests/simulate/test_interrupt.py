@@ -24,8 +24,8 @@ def statuses(run: Path) -> dict[str, str]:
     return {c["cell_id"]: c["status"] for c in manifest["cells"]}
 
 
-def _kill_by_pid(*groups: list[psutil.Process]) -> None:
-    for proc in (proc for group in groups for proc in group):
+def _kill_by_pid(procs: list[psutil.Process]) -> None:
+    for proc in procs:
         try:
             proc.kill()
             proc.wait(timeout=10)
@@ -68,7 +68,10 @@ def test_ctrl_c_keeps_finished_cells_and_resume_finishes(tmp_path, workers):
         gone, alive = psutil.wait_procs(descendants, timeout=10)
         assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
     finally:  # a failed check must not leave the run's workers and stores to later tests
-        _kill_by_pid([psutil.Process(process.pid)] if process.poll() is None else [], descendants)
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        _kill_by_pid(descendants)
     before = statuses(run)
     assert not (run / "logs" / ".router-decision-parts").exists()  # no half-written part left
     for log in run.glob("logs/*/router-decisions.jsonl"):
