@@ -134,6 +134,29 @@ def test_output_rate_follows_the_steps_tokens():
     assert engine.output_rate_tok_s == pytest.approx(8 / step_s, rel=0.1)
 
 
+def test_the_output_rate_decays_while_the_engine_idles():
+    from kvbench.emulator.api.args import parse_serve_args
+    from kvbench.emulator.engine.build import build_engine
+    from kvbench.emulator.engine.interface import EngineRequest
+
+    options = parse_serve_args(["Qwen/Qwen3-0.6B", "--hardware", "H200-vLLM-0.26"], {})
+    engine = build_engine(options.engine_args)
+    for i in range(8):
+        engine.add_request(EngineRequest(f"r{i}", list(range(100 + i, 164 + i)), 64, arrival_s=0.0))
+    now_s = 0.5
+    while engine.has_unfinished_requests():
+        now_s += engine.step(now_s).duration_s
+    busy_rate = engine.output_rate_tok_s
+    assert busy_rate > 1000
+    # a request a second after the last step meets an API server that streams nothing any more
+    late = EngineRequest("late", list(range(300, 364)), 4, arrival_s=now_s + 1.0)
+    delay_busy_s = engine.cost.request_delay_s(64, busy_rate)
+    engine.add_request(late)
+    delay_s = engine.requests["late"].schedulable_s - late.arrival_s
+    assert delay_s == pytest.approx(engine.cost.request_delay_s(64, 0.0), abs=1e-6)
+    assert delay_s < delay_busy_s
+
+
 def test_hardware_profile_from_a_file_and_its_bad_keys(tmp_path):
     good = tmp_path / "h.yaml"
     good.write_text(

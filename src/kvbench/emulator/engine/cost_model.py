@@ -37,7 +37,8 @@ A connector's synchronous transfer time is added by the engine (StepTransfer.blo
 Outside the steps, a new request becomes schedulable only after the API server has handed it to
 the engine core (`request_delay_s`; FIFO, so never before an earlier request):
   delay = request_overhead_s + request_overhead_per_prompt_token_s x prompt_tokens
-          + frontend_lag_s_per_output_tok_s x the engine's output rate (tokens/s, EWMA)
+          + frontend_lag_s_per_output_tok_s x the engine's output rate (tokens/s, an exponential
+            average over the last ~50 ms of steps that decays while the engine idles)
           (+ connector_request_overhead_s with a connector: the connector's lookup on admission)
 The last term is the API server's event-loop lag: one Python process streams every output token
 (detokenize, SSE chunk, socket write), so each hop of a new request through it (HTTP body, prompt

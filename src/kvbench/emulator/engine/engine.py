@@ -35,7 +35,11 @@ from kvbench.emulator.engine.kv_manager import KVCacheManager
 from kvbench.emulator.engine.request import Request, RequestStatus, generated_token_id
 from kvbench.emulator.engine.scheduler import Scheduler, StepPlan
 
-OUTPUT_RATE_WINDOW_S = 0.5  # time constant of the engine's output-rate average
+# Time constant of the engine's output-rate average: the API server's lag is a queue that
+# empties within tens of ms once streaming stops (on the H200 the lone request of the probe's
+# point after a burst of 256 streams showed no lag), so the average follows the last few dozen
+# steps, and decays while the engine idles.
+OUTPUT_RATE_WINDOW_S = 0.05
 # A step starting within this of its predecessor's end follows it back to back (the real-time
 # driver's own scheduling jitter stays below it; the simulated one has none).
 BACK_TO_BACK_S = 1e-3
@@ -84,7 +88,9 @@ class EmulatedEngine:
         self._last_now_s = 0.0  # the latest step's start: the time an abort between steps is given
         # Output tokens per second, an exponential average over OUTPUT_RATE_WINDOW_S of steps: the
         # load on the API server that delays new requests (CostModel.request_delay_s).
+        # Idle time counts as steps of no output: the average decays over it (`_output_rate_at`).
         self.output_rate_tok_s = 0.0
+        self._output_rate_at_s = 0.0  # the time the average is current to (the last step's end)
         self._last_schedulable_s = 0.0  # the API server hands requests on in arrival order
         self._busy_until_s = -1.0  # the latest step's end, if it ran anything (else -1)
         self.runs: DecodeRuns | None = None  # decode runs (decode_run.py), once enabled
@@ -103,7 +109,9 @@ class EmulatedEngine:
         if request.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
         req = Request(request)
-        delay_s = self.cost.request_delay_s(req.num_prompt_tokens, self.output_rate_tok_s)
+        delay_s = self.cost.request_delay_s(
+            req.num_prompt_tokens, self._output_rate_at(req.arrival_s)
+        )
         if delay_s > 0.0:
             req.schedulable_s = max(self._last_schedulable_s, req.arrival_s + delay_s)
             self._last_schedulable_s = req.schedulable_s
@@ -151,7 +159,7 @@ class EmulatedEngine:
         else:  # nothing to run (e.g. every request waits for a KV load): an idle engine-loop turn
             duration_s = self.cost.idle_step_s() + blocking_s
         outputs = self._postprocess(plan, now_s, num_implicit)
-        self._update_output_rate(len(outputs) + num_implicit, duration_s)
+        self._update_output_rate(len(outputs) + num_implicit, now_s, duration_s)
         # a step that ran nothing leaves no batch in flight: the next one is planned when it starts
         self._busy_until_s = now_s + duration_s if ran else -1.0
         return StepResult(
@@ -231,11 +239,22 @@ class EmulatedEngine:
             return self._last_now_s
         return now_s
 
-    def _update_output_rate(self, num_tokens: int, duration_s: float) -> None:
+    def _output_rate_at(self, time_s: float) -> float:
+        """The output-rate average at `time_s`, the engine idle (no output) since its last step."""
+        idle_s = time_s - self._output_rate_at_s
+        if idle_s <= 0.0:
+            return self.output_rate_tok_s
+        return self.output_rate_tok_s * math.exp(-idle_s / OUTPUT_RATE_WINDOW_S)
+
+    def _update_output_rate(self, num_tokens: int, start_s: float, duration_s: float) -> None:
+        """Fold a step of `num_tokens` outputs over [start_s, start_s + duration_s] into the
+        average, after the idle gap since the last step (if any) decayed it."""
         if duration_s <= 0.0:
             return
+        rate = self._output_rate_at(start_s)
         weight = 1.0 - math.exp(-duration_s / OUTPUT_RATE_WINDOW_S)
-        self.output_rate_tok_s += weight * (num_tokens / duration_s - self.output_rate_tok_s)
+        self.output_rate_tok_s = rate + weight * (num_tokens / duration_s - rate)
+        self._output_rate_at_s = start_s + duration_s
 
     def _poll_connector(self, now_s: float) -> None:
         assert self.connector is not None  # called only with a connector
