@@ -5,8 +5,12 @@ import dataclasses
 
 import pytest
 
+from kvbench.emulator.api.args import parse_serve_args
+from kvbench.emulator.engine.build import build_engine
 from kvbench.emulator.engine.compat import compat_for_version
 from kvbench.emulator.engine.cost_model import CostModel, CostParams
+from kvbench.emulator.engine.engine import EmulatedEngine
+from kvbench.emulator.engine.interface import EngineRequest
 from kvbench.emulator.engine.scheduler import StepWork
 from kvbench.errors import UserError
 from kvbench.spec.catalogs import get_hardware, get_model
@@ -75,13 +79,14 @@ def test_connector_costs_apply_only_with_a_connector():
     assert CostModel(MODEL, H200, 1, CostParams()).store_stall_s(10**8) == 0.0
 
 
-def test_a_fresh_request_waits_request_overhead_before_it_is_scheduled():
-    from kvbench.emulator.api.args import parse_serve_args
-    from kvbench.emulator.engine.build import build_engine
-    from kvbench.emulator.engine.interface import EngineRequest
-
+def _h200_engine() -> EmulatedEngine:
+    """Qwen3-0.6B on the shipped H200 profile, as `kvbench emulate serve` builds it."""
     options = parse_serve_args(["Qwen/Qwen3-0.6B", "--hardware", "H200-vLLM-0.26"], {})
-    engine = build_engine(options.engine_args)
+    return build_engine(options.engine_args)
+
+
+def test_a_fresh_request_waits_request_overhead_before_it_is_scheduled():
+    engine = _h200_engine()
     overhead = engine.cost.request_delay_s(64, 0.0)
     assert overhead > 0  # the calibrated profile carries it
     engine.add_request(EngineRequest("r", list(range(100, 164)), 4, arrival_s=10.0))
@@ -90,14 +95,7 @@ def test_a_fresh_request_waits_request_overhead_before_it_is_scheduled():
 
 
 def test_request_delay_grows_with_prompt_and_output_rate_and_keeps_arrival_order():
-    import dataclasses
-
-    from kvbench.emulator.api.args import parse_serve_args
-    from kvbench.emulator.engine.build import build_engine
-    from kvbench.emulator.engine.interface import EngineRequest
-
-    options = parse_serve_args(["Qwen/Qwen3-0.6B", "--hardware", "H200-vLLM-0.26"], {})
-    engine = build_engine(options.engine_args)
+    engine = _h200_engine()
     engine.cost.params = dataclasses.replace(
         engine.cost.params,
         request_overhead_s=0.010,
@@ -117,12 +115,7 @@ def test_request_delay_grows_with_prompt_and_output_rate_and_keeps_arrival_order
 
 
 def test_output_rate_follows_the_steps_tokens():
-    from kvbench.emulator.api.args import parse_serve_args
-    from kvbench.emulator.engine.build import build_engine
-    from kvbench.emulator.engine.interface import EngineRequest
-
-    options = parse_serve_args(["Qwen/Qwen3-0.6B", "--hardware", "H200-vLLM-0.26"], {})
-    engine = build_engine(options.engine_args)
+    engine = _h200_engine()
     for i in range(8):
         engine.add_request(
             EngineRequest(f"r{i}", list(range(100 + i, 164 + i)), 3000, arrival_s=0.0)
@@ -135,12 +128,7 @@ def test_output_rate_follows_the_steps_tokens():
 
 
 def test_the_output_rate_decays_while_the_engine_idles():
-    from kvbench.emulator.api.args import parse_serve_args
-    from kvbench.emulator.engine.build import build_engine
-    from kvbench.emulator.engine.interface import EngineRequest
-
-    options = parse_serve_args(["Qwen/Qwen3-0.6B", "--hardware", "H200-vLLM-0.26"], {})
-    engine = build_engine(options.engine_args)
+    engine = _h200_engine()
     for i in range(8):
         engine.add_request(EngineRequest(f"r{i}", list(range(100 + i, 164 + i)), 64, arrival_s=0.0))
     now_s = 0.5
