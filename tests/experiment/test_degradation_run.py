@@ -140,3 +140,41 @@ def test_an_engine_and_the_index_store_killed_mid_cell_are_counted(tmp_path):
     # every request is accounted: each one recorded once, ok or with its failure
     assert rows["request_id"].is_unique and len(rows) == state["n"]
     assert set(rows["status"]) <= {"ok", "error", "timeout", "cancelled"}
+
+
+def _listening_port(process: psutil.Process) -> int:
+    [port] = {c.laddr.port for c in process.net_connections("tcp") if c.status == "LISTEN"}
+    return port
+
+
+def test_writes_the_store_refuses_mid_cell_are_counted_from_its_own_counters(tmp_path):
+    """The store runs out of memory under noeviction: LMCache's puts are refused ("-OOM"). The count
+    comes from the store's INFO, so it is seen whichever engine wrote (a real vLLM too)."""
+    import redis
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.format(scenario="lmcache-redis", engines=1))
+    state = {"n": 0, "squeezed": False}
+
+    def on_record(record) -> None:
+        state["n"] += 1
+        if state["n"] == 10:
+            [store] = _children_named("redis-server")
+            client = redis.Redis(host="127.0.0.1", port=_listening_port(store))
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", 1)  # every write from now on is over the limit
+            client.close()
+            state["squeezed"] = True
+
+    run = tmp_path / "run"
+    run_experiment_cli(spec, run, hooks=RunnerHooks(on_record=on_record))
+    assert state["squeezed"]
+    cell, rows = _cell(run)
+    degradation = cell["validity"]["degradation"]
+    assert degradation["store_writes_refused"] > 0
+    assert degradation["store_connections_rejected"] == 0
+    checks = _checks(run)
+    store = checks[checks["check"] == "KV store available"]
+    assert store["status"].tolist() == ["FLAG"]
+    assert "store writes refused" in store["evidence"].iloc[0]
+    assert rows["request_id"].is_unique and len(rows) == state["n"]

@@ -172,7 +172,8 @@ def test_target_switch_only_between_kinds_whose_fields_carry_over(tmp_path, caps
 
 def test_degradation_counters_are_measured_as_live(two_runs):
     """The live emulated stack's pattern: router counters always, LMCache's store counter where
-    LMCache runs (store_skipped only exists while a breaker opened), every reset done."""
+    LMCache runs (store_skipped only exists while a breaker opened), the store's refusals where a
+    store runs, every reset done."""
     for scenario, cell in cells_of(two_runs[0]).items():
         counts = cell["validity"]["degradation"]
         lmcache = scenario.startswith("lmcache")
@@ -180,6 +181,11 @@ def test_degradation_counters_are_measured_as_live(two_runs):
         for kind in ("index_lookup_failures", "kv_events_lost", "kv_events_apply_failures"):
             assert counts[kind] == 0, (scenario, kind)
         assert counts["engine_ejections"] == 0 and counts["failed_resets"] == 0, scenario
+        # the real store's own INFO counters, read where the scenario runs one
+        with_store = cell["deployment"]["facts"]["store"] is not None
+        assert with_store == (scenario in ("lmcache-redis", "lmcache-valkey", "llm-d-redis"))
+        for kind in ("store_writes_refused", "store_connections_rejected"):
+            assert counts[kind] == (0 if with_store else None), (scenario, kind)
         assert counts["unscraped_sources"] == []
 
 

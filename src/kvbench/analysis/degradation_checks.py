@@ -29,6 +29,14 @@ _KINDS: dict[str, tuple[str, str]] = {
         names.KV_STORE_AVAILABLE,
         "remote KV-store operations skipped while the store was down",
     ),
+    "store_writes_refused": (
+        names.KV_STORE_AVAILABLE,
+        "the KV store refused writes (out of memory): those chunks were never stored remotely",
+    ),
+    "store_connections_rejected": (
+        names.KV_STORE_AVAILABLE,
+        "the KV store refused connections: those operations never reached it",
+    ),
     "index_lookup_failures": (
         names.ROUTER_INDEX_AVAILABLE,
         "router KV-block index lookups failed: those requests were routed without a prediction",
@@ -76,7 +84,12 @@ def _ordered(measured: set[str]) -> list[str]:
 
 
 def _clean(counts: DegradationCounts, name: str) -> str:
-    kinds = [kind.replace("_", " ") for kind, (n, _) in _KINDS.items() if n == name]
+    """The OK evidence: the kinds of this check that were measured (a None kind is not claimed)."""
+    kinds = [
+        kind.replace("_", " ")
+        for kind, (n, _) in _KINDS.items()
+        if n == name and getattr(counts, kind) is not None
+    ]
     text = "0 " + ", 0 ".join(kinds) + " during the cell"
     if counts.unscraped_sources:
         text += f" (not counted: {', '.join(counts.unscraped_sources)} could not be scraped)"

@@ -1,10 +1,14 @@
-"""Degradation of one cell, counted from the servers' own counters (engines' and router's /metrics).
+"""Degradation of one cell, counted from the servers' own counters.
+
+The sources are the engines' and the router's /metrics, and the KV store's INFO counters
+(collect/store_counters.py, merged into the scrapes as one more source).
 
 A cell can "succeed" while the system under test quietly did less than it should: the LMCache
 remote store was down (lookups became misses), the router's KV-block index could not be read (it
 routed blind), KV events were lost beyond replay (its index misses blocks), an engine was ejected,
-a cache reset failed (the cell may have started warm). Each of these is a counter some server
-exports; the cell's value is the counter's increase between a scrape before the load and one after.
+a cache reset failed (the cell may have started warm), the store refused writes for lack of memory
+(those chunks were never stored). Each of these is a counter some server exports; the cell's value
+is the counter's increase between a scrape before the load and one after.
 
 Contract:
 - `DegradationCounts` holds one count per kind (int), or None when no source exports the counter
@@ -38,6 +42,11 @@ DEGRADATION_COUNTERS: dict[str, tuple[str, ...]] = {
     "kv_events_apply_failures": ("kvbench_router_kv_events_apply_failures_total",),
     # Engines taken out of routing (dead, HTTP errors, unresponsive).
     "engine_ejections": ("kvbench_router_endpoint_ejections_total",),
+    # The Redis / Valkey server itself (collect/store_counters.py, from its INFO): writes it
+    # refused for lack of memory, connections it refused. These are seen for any engine, a real
+    # vLLM's LMCache included, since they are the store's own counters.
+    "store_writes_refused": ("kvbench_store_oom_refusals_total",),
+    "store_connections_rejected": ("kvbench_store_rejected_connections_total",),
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from kvbench.collect.collector import Collector, snapshot
 from kvbench.collect.degradation import measure_degradation
+from kvbench.collect.store_counters import store_page_async
 from kvbench.experiment import cache_state
 from kvbench.results.cell import CacheProtocol, CellInfo, CellValidity, ScrapeStats
 from kvbench.results.manifest import CellStatus
@@ -73,6 +74,8 @@ async def run_cell(inputs: CellInputs, writer: CellWriter) -> tuple[CellStatus, 
     sources = inputs.deployment.metrics_sources  # after the reset: it may have replaced them
     scrape_before = await snapshot(sources) if sources else {}
     before = cache_state.counter_snapshot(scrape_before) if spec.cache.verify and sources else None
+    store_url = _store_url(inputs.deployment)
+    store_before = await store_page_async(store_url)
     writer.save()
     collector = Collector(
         sources,
@@ -103,12 +106,16 @@ async def run_cell(inputs: CellInputs, writer: CellWriter) -> tuple[CellStatus, 
         for ts, source, metric, value in result.system_samples
     )
     scrape_after = await snapshot(sources) if sources else {}
+    store_after = await store_page_async(store_url)
     if spec.cache.verify:
         protocol.verify = _verify(scrape_after, before, first_use, protocol.expected_state)
     writer.summarize(result.measure_start_s, result.measure_end_s)
     _fill_info(info, inputs, result, scrape_stats)
     # What the system could not do during the load, from its own counters (FLAG checks).
-    info.validity.degradation = measure_degradation(scrape_before, scrape_after, protocol.reset)
+    # The store's INFO counters join the degradation scrapes only (they are not /metrics series).
+    info.validity.degradation = measure_degradation(
+        scrape_before | store_before, scrape_after | store_after, protocol.reset
+    )
     summary = info.summary
     if summary is None or summary.requests_ok == 0:
         failed = summary.requests_failed if summary else 0
@@ -118,6 +125,13 @@ async def run_cell(inputs: CellInputs, writer: CellWriter) -> tuple[CellStatus, 
             f"no request succeeded ({failed} failed; first error: {first_error})",
         )
     return CellStatus.OK, None
+
+
+def _store_url(deployment: Deployment) -> str | None:
+    """The Redis / Valkey server kvbench runs for this deployment (None: none, or not reachable
+    from here: a k8s store is known by its Deployment name only)."""
+    store = deployment.facts.store
+    return store.url if store is not None else None
 
 
 async def _reset_and_prime(inputs: CellInputs, cell_id: str, on_record, run_level) -> CacheProtocol:

@@ -100,6 +100,8 @@ class DegradationCounts(_Strict):
     kv_events_lost: int | None = None  # KV-event messages the router never applied
     kv_events_apply_failures: int | None = None  # ... the index store failed to apply
     engine_ejections: int | None = None  # engines the router took out of routing
+    store_writes_refused: int | None = None  # writes the Redis / Valkey server refused (OOM)
+    store_connections_rejected: int | None = None  # connections it refused (out of clients)
     failed_resets: int | None = None  # KV-holding components whose cache reset did not happen
     unscraped_sources: list[str] = Field(default_factory=list)  # not counted: scrape failed
 

@@ -11,7 +11,8 @@ Contract (the live cell's, experiment/cell_run.py, on a freshly built stack):
 - verify: the first use of each prefix against the expected state, and the prefix-cache counter
   deltas over the level, from the same pages;
 - degradation: the servers' degradation counters (collect/degradation.py) from a scrape after the
-  prime and one after the level, as the live cell measures them.
+  prime and one after the level, the real store's INFO counters included (store_counters.py), as
+  the live cell measures them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from kvbench.collect.degradation import measure_degradation
 from kvbench.collect.prometheus import Sample
 from kvbench.collect.scraper import sample_rows
+from kvbench.collect.store_counters import store_page
 from kvbench.emulator.api.server import _max_token_id
 from kvbench.experiment import cache_state
 from kvbench.loadgen.plan import LevelPlan, ProgressUpdate
@@ -142,6 +144,7 @@ def simulate_cell(
         protocol.prime_counts = dict(result.counts)
     protocol.expected_state = cache_state.expected_state(reset_result, primed=bool(primes))
     scrape_before = scrape(stack)
+    store_before = store_page(stack.store_url)
     before = cache_state.counter_snapshot(scrape_before) if settings.verify else None
     sampler = _Sampler(loop, stack, on_server_rows)
     level_running = [True]
@@ -167,6 +170,7 @@ def simulate_cell(
     if settings.server_metrics:
         sampler.sample()  # a final sample closes the window
     scrape_after = scrape(stack)
+    store_after = store_page(stack.store_url)
     if settings.verify and before is not None:
         verdict = first_use.verdict(protocol.expected_state)
         after = cache_state.counter_snapshot(scrape_after)
@@ -180,5 +184,5 @@ def simulate_cell(
         sampler.scrapes,
         sum(e.num_steps for e in stack.engines),
         loop.actions_run,
-        measure_degradation(scrape_before, scrape_after, reset_result),
+        measure_degradation(scrape_before | store_before, scrape_after | store_after, reset_result),
     )

@@ -56,6 +56,7 @@ class SimStack:
     rendered: RenderedScenario  # engine 0's rendering
     max_model_len: int
     tokenizer: Tokenizer  # what every engine's server tokenizes text and chat messages with
+    store_url: str | None = None  # the real Redis / Valkey server the scenario uses, if any
 
     @property
     def prompt_tokens_details(self) -> bool:
@@ -152,6 +153,7 @@ def build_stack(
         rendered_all[0],
         engines[0].engine.max_model_len,
         tokenizer,
+        store_url,
     )
 
 
