@@ -9,7 +9,10 @@ the refit of the H200-vLLM-0.26 profile minimised over the fit runs, never the v
 
     .venv/bin/python benchmarks/gpu/refit_cells.py [--set fit|validation|all] [--runs NAME ...]
         [--profile NAME_OR_PATH] [--param KEY=VALUE ...] [--json OUT] [--keep DIR]
-        [--compare-dir benchmarks/results/gpu-h200/compare]
+        [--compare-dir benchmarks/results/gpu-h200/compare] [--runs-dir DIR]
+
+`--runs-dir benchmarks/results/gpu-h100/runs --runs NAME ...` scores the H100 runs instead (their
+own names; no fit or validation sets are defined there).
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from kvbench.compare import compare_cells, read_side, side_name, write_tables
 from kvbench.spec.catalogs import get_hardware
 
 REPO = Path(__file__).resolve().parents[2]
-RUNS_DIR = REPO / "benchmarks" / "results" / "gpu-h200" / "runs"
-CACHE_DIR = Path(tempfile.gettempdir()) / "kvbench-gpu-runs"
+RUNS_DIR = REPO / "benchmarks" / "results" / "gpu-h200" / "runs"  # --runs-dir replaces it
+CACHE_DIR = Path(tempfile.gettempdir()) / "kvbench-gpu-runs"  # extracted runs, per runs folder
 # Real runs used to fit the profile, and those kept out of the fit to validate it.
 FIT_RUNS = (
     "grid-q06",
@@ -102,13 +105,13 @@ class CellScore:
         return abs(self.relative_error) <= BOUNDS[self.metric]
 
 
-def real_run_dir(name: str) -> Path:
-    """The run directory inside runs/NAME.tgz, extracted once into CACHE_DIR."""
-    target = CACHE_DIR / name
+def real_run_dir(name: str, runs_dir: Path) -> Path:
+    """The run directory inside RUNS_DIR/NAME.tgz, extracted once into CACHE_DIR."""
+    target = CACHE_DIR / runs_dir.parent.name / name
     if not target.is_dir():
-        with tarfile.open(RUNS_DIR / f"{name}.tgz") as archive:
+        with tarfile.open(runs_dir / f"{name}.tgz") as archive:
             archive.extractall(target, filter="data")
-    manifests = sorted(target.glob("*/manifest.json"))
+    manifests = sorted(target.rglob("manifest.json"))
     if len(manifests) != 1:
         raise SystemExit(f"refit: {name}.tgz holds {len(manifests)} run directories, expected 1")
     return manifests[0].parent
@@ -144,9 +147,9 @@ def profile_with(profile: str, params: dict[str, float | bool], work: Path) -> s
 
 
 def score_run(
-    name: str, profile: str, work: Path, compare_dir: Path | None = None
+    name: str, profile: str, work: Path, compare_dir: Path | None = None, runs_dir: Path = RUNS_DIR
 ) -> list[CellScore]:
-    real_dir = real_run_dir(name)
+    real_dir = real_run_dir(name, runs_dir)
     out = work / f"sim-{name}"
     command = [
         str(Path(sys.executable).parent / "kvbench"),
@@ -159,7 +162,7 @@ def score_run(
     rows = compare_cells(real, simulated)
     if compare_dir is not None:  # the `kvbench compare REAL SIMULATED` tables, named for the run
         a_name, b_name = side_name(real), side_name(simulated)
-        write_tables(rows, a_name, b_name, compare_dir, COMPARE_NAMES[name])
+        write_tables(rows, a_name, b_name, compare_dir, COMPARE_NAMES.get(name, name))
     scores = []
     for row in rows:
         if row.metric not in BOUNDS or row.a is None or row.b is None or not row.a:
@@ -188,8 +191,9 @@ def main() -> None:
     parser.add_argument(
         "--compare-dir", type=Path, default=None, help="write each run's compare table here"
     )
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="where NAME.tgz are")
     args = parser.parse_args()
-    present = [name for name in OPTIONAL_RUNS if (RUNS_DIR / f"{name}.tgz").exists()]
+    present = [name for name in OPTIONAL_RUNS if (args.runs_dir / f"{name}.tgz").exists()]
     sets = {"fit": list(FIT_RUNS), "validation": list(VALIDATION_RUNS)}
     sets["all"] = sets["fit"] + sets["validation"] + present
     runs = args.runs if args.runs else sets[args.set]
@@ -199,7 +203,7 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         profile = profile_with(args.profile, dict(args.param), work)
         for name in runs:
-            scores.extend(score_run(name, profile, work, args.compare_dir))
+            scores.extend(score_run(name, profile, work, args.compare_dir, args.runs_dir))
     loss = sum(s.loss for s in scores)
     for s in scores:
         mark = " " if s.within else "*"

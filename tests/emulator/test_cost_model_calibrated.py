@@ -2,9 +2,12 @@
 cost, the time a request spends before the scheduler sees it; profiles from files; compat mapping."""
 
 import dataclasses
+import statistics
+from pathlib import Path
 
 import pytest
 
+from kvbench.calibrate.fit import _decode_work, decode_points, read_probe
 from kvbench.emulator.api.args import parse_serve_args
 from kvbench.emulator.engine.build import build_engine
 from kvbench.emulator.engine.compat import compat_for_version
@@ -190,3 +193,26 @@ def test_emulated_launcher_passes_the_profiles_vllm_version():
     )
     assert chosen.count("--vllm-compat") == 1
     assert "--vllm-compat" not in EmulatedLauncher(hardware="H200").command(settings, [])
+
+
+H100_PROBES = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "gpu-h100"
+
+
+@pytest.mark.parametrize(
+    "size, bound",
+    [("8B", 0.08), ("14B", 0.08), ("0.6B", 0.12)],  # 0.6B: CPU-bound steps, noisier probe
+)
+def test_the_h100_profile_predicts_the_real_h100_decode_steps(size, bound):
+    """The shipped H100-vLLM-0.26 profile against the real H100 probe of each size (ITL at batch
+    1..64, contexts 128..4,096): its weight stream was refit on cells, not on these points."""
+    run = read_probe(H100_PROBES / f"probe-Qwen3-{size}-no-offload.jsonl.gz")
+    hardware = get_hardware("H100-vLLM-0.26")
+    params = dataclasses.replace(CostParams(), **hardware.cost_overrides)
+    model = CostModel(get_model(run.model), hardware, 1, params)
+    errors = [
+        abs(model.step_duration_s(_decode_work(p.batch, p.context_tokens)) / p.itl_s - 1)
+        for p in decode_points(run)
+        if p.batch <= 64
+    ]
+    assert len(errors) >= 12
+    assert statistics.median(errors) < bound

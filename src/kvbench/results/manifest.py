@@ -74,6 +74,7 @@ class HostFacts(_Strict):
     python: str | None = None
     cpu_count_logical: int | None = None
     cpu_count_physical: int | None = None
+    cpu_model: str | None = None  # /proc/cpuinfo "model name": a small model's steps are CPU-bound
     memory_total_bytes: int | None = None
 
 

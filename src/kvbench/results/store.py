@@ -233,5 +233,19 @@ def host_facts() -> HostFacts:
         python=platform.python_version(),
         cpu_count_logical=psutil.cpu_count(logical=True),
         cpu_count_physical=psutil.cpu_count(logical=False),
+        cpu_model=cpu_model_name(),
         memory_total_bytes=psutil.virtual_memory().total,
     )
+
+
+def cpu_model_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The first "model name" of /proc/cpuinfo (None where the file or the field is missing)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "model name":
+            return value.strip() or None
+    return None
