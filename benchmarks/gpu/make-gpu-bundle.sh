@@ -7,7 +7,7 @@
 #            aiofile, then cryptography; see results/gpu-h200/lmcache-check.txt; valkey-glide-sync
 #            for its valkey:// connector, without which LMCache ran degraded, bypassing its tiers)
 #   debs/    Debian 12's redis-server and what its binary links (unpacked there, not installed)
-# Output: DIR/r0 ... DIR/rN, each one part.K of the tar (36 MiB, so a part plus the ~23 MiB
+# Output: DIR/r0 ... DIR/rN, each one part.K of the tar (24 MiB, so a part plus the ~36 MiB
 # checkout stays under the limit); r0 also holds SHA256SUMS (of the whole tar), the model-folder
 # script and kvbench's own wheel. Usage: make-gpu-bundle.sh DIR [SHARED_GPU_DIR]
 set -euo pipefail
@@ -30,7 +30,7 @@ python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/wheels" vllm==0.26.0
 bash "$here/slim-vllm-bundle.sh" "$work"/wheels/vllm-0.26.0-*.whl >/dev/null
 (cd "$work/debs" && apt-get download -q redis-server redis-tools liblzf1 libjemalloc2 >/dev/null)
 tar -C "$work" -cf "$work/bundle.tar" wheels debs
-(cd "$work" && sha256sum bundle.tar > SHA256SUMS && split -b 36M -d -a 1 bundle.tar part.)
+(cd "$work" && sha256sum bundle.tar > SHA256SUMS && split -b 24M -d -a 2 bundle.tar part.)
 rm -rf "$out"/r[0-9]*
 i=0
 for f in "$work"/part.*; do mkdir -p "$out/r$i"; mv "$f" "$out/r$i/"; i=$((i+1)); done

@@ -172,3 +172,34 @@ def test_kv_capacity_matches_the_published_vllm_block_count():
         get_model("Qwen/Qwen3-32B"), get_hardware("H100-SXM"), 2, 16, 0.65, 8192, 1024
     )
     assert blocks == pytest.approx(9271, rel=0.005)
+
+
+def _first_step_s(per_token_s: float, prompts: list[list[int]]) -> list[tuple[float, int]]:
+    """Each prompt run alone to its end on one engine: its first step's duration, its cached
+    tokens."""
+    import dataclasses
+
+    from engine_testlib import make_engine, make_request
+
+    engine = make_engine()
+    engine.cost.params = dataclasses.replace(
+        engine.cost.params, prefill_overhead_per_prompt_token_s=per_token_s, cpu_overlap=False
+    )
+    firsts = []
+    for i, prompt in enumerate(prompts):
+        engine.add_request(make_request(f"r{i}", prompt, max_tokens=2))
+        step = engine.step(0.0)
+        firsts.append((step.duration_s, step.outputs[0].num_cached_tokens))
+        while engine.has_unfinished_requests():
+            engine.step(0.0)
+    return firsts
+
+
+def test_a_prefill_start_costs_per_token_of_the_whole_prompt_cached_tokens_included():
+    cold = list(range(100, 164))  # 64 tokens: 4 blocks
+    warm = cold[:48] + list(range(500, 516))  # 3 blocks of it cached, 16 new tokens
+    plain = _first_step_s(0.0, [cold, warm])
+    costed = _first_step_s(2e-5, [cold, warm])
+    assert [cached for _, cached in plain] == [0, 48]
+    assert costed[0][0] - plain[0][0] == pytest.approx(64 * 2e-5)
+    assert costed[1][0] - plain[1][0] == pytest.approx(64 * 2e-5)  # its 48 cached tokens count

@@ -14,6 +14,8 @@ Step time, per GPU of a tensor-parallel group of size tp:
   gpu_s          = max(compute_s, memory_s) + allreduce_s + layer_s
   cpu_s          = step_overhead + per_req_overhead x reqs
                    + prefill_request_overhead x requests that start their prompt this step
+                   + prefill_overhead_per_prompt_token x those requests' prompt tokens (the
+                     engine core's work on a whole prompt: its token ids, block hashes, lookup)
                    (+ connector_step_overhead + connector_per_request_overhead x reqs
                      + connector_prefill_overhead x prefill starts, with a connector: its
                      scheduler-side lookups and store scans, the worker's transfer bookkeeping)
@@ -96,6 +98,9 @@ class CostParams:
     frontend_lag_s_per_output_tok_s: float = 0.0  # API-server lag per output token/s it streams
     connector_request_overhead_s: float = 0.0  # with a connector: per new request (lookup latency)
     prefill_request_overhead_s: float = 0.0  # per request starting its prompt in a step
+    # ... and per token of that prompt, cached ones included: the engine core's work on the whole
+    # prompt (decoding the request's token ids, its block hashes, the prefix-cache lookup)
+    prefill_overhead_per_prompt_token_s: float = 0.0
     connector_step_overhead_s: float = 0.0  # a KV connector's per-step CPU work
     connector_per_request_overhead_s: float = 0.0  # ... and per scheduled request (store scans)
     connector_prefill_overhead_s: float = 0.0  # per prefill start with a connector (lookups)
@@ -204,6 +209,7 @@ class CostModel:
             )
             prefill_start_s += params.connector_prefill_overhead_s
         overhead_s += prefill_start_s * work.num_prefill_starts
+        overhead_s += params.prefill_overhead_per_prompt_token_s * work.num_prefill_start_tokens
         if work.num_tokens > params.cudagraph_max_tokens:
             overhead_s += params.eager_step_overhead_s
         return StepCost(

@@ -37,6 +37,7 @@ class StepWork:
     kv_tokens_read: int = 0  # context tokens whose K,V the attention reads
     num_kv_tokens_written: int = 0
     num_prefill_starts: int = 0  # requests whose first prompt chunk runs in this step
+    num_prefill_start_tokens: int = 0  # ... their prompt tokens (cached ones included)
 
 
 @dataclass(slots=True)
@@ -163,6 +164,7 @@ class Scheduler:
                     computed <= req.num_cached_tokens or computed <= 0
                 ):  # computed <= max(cached, 0): a prompt whose last token is all it runs
                     plan.work.num_prefill_starts += 1
+                    plan.work.num_prefill_start_tokens += num_tokens
                 budget -= 1
                 continue
             num_new = min(remaining, budget, max_model_len - 1 - computed)
@@ -310,6 +312,7 @@ class Scheduler:
         context = req.num_computed_tokens
         if req.num_output_tokens == 0 and context - max(req.num_cached_tokens, 0) <= 0:
             work.num_prefill_starts += 1
+            work.num_prefill_start_tokens += req.num_prompt_tokens
         work.num_reqs += 1
         work.num_tokens += num_new
         work.attended_pairs += num_new * context + num_new * (num_new + 1) // 2
