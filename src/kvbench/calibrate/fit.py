@@ -17,7 +17,10 @@ over every model probed (one hardware profile serves every model size):
   closed-loop throughput point, the TTFT still unexplained there per output token/s the server
   streamed beyond queue + vLLM's reported prefill time (`frontend_lag_s_per_output_tok_s`: the API
   server's event-loop lag; a lower bound, since the reported prefill time under load also holds
-  the first token's way back through that loop);
+  the first token's way back through that loop). Known limit: on the H100 probes that time was
+  74 and 78 ms at 64 streams for 0.6B and 8B, whose output rates differ 2.8x, so the term's
+  per-rate form overstates it for slow models, and cells at 4-32 streams showed none: the
+  shipped profiles refit it on cells (README, "Real vLLM on an H100");
 - the offload connector (the same points with and without it): `connector_step_overhead_s` from
   low-batch ITL, `connector_prefill_overhead_s` and `store_stall_bytes_per_s` from prefill time
   against the bytes stored, and the host link from vllm:kv_offload_load_bytes / _load_time.
