@@ -117,6 +117,25 @@ def test_request_delay_grows_with_prompt_and_output_rate_and_keeps_arrival_order
     assert engine.step(1.012).num_scheduled_tokens == 0
 
 
+def test_request_delay_grows_with_the_requests_already_in_flight():
+    """The API server's time per new request grows with the streams it serves (H100 probes)."""
+    engine = _h200_engine()
+    engine.cost.params = dataclasses.replace(
+        engine.cost.params,
+        request_overhead_s=0.005,
+        request_overhead_per_prompt_token_s=0.0,
+        frontend_lag_s_per_output_tok_s=0.0,
+        frontend_lag_s_per_stream=1e-3,
+    )
+    assert engine.cost.request_delay_s(64, 0.0, streams_in_flight=10) == pytest.approx(0.015)
+    for i in range(3):  # arrivals 0.1 s apart: each finds the earlier ones still in the engine
+        arrival_s = 1.0 + 0.1 * i
+        engine.add_request(
+            EngineRequest(f"r{i}", list(range(100 + 50 * i, 164 + 50 * i)), 4, arrival_s)
+        )
+        assert engine.requests[f"r{i}"].schedulable_s == pytest.approx(arrival_s + 0.005 + i * 1e-3)
+
+
 def test_output_rate_follows_the_steps_tokens():
     engine = _h200_engine()
     for i in range(8):

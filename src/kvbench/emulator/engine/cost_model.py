@@ -41,11 +41,14 @@ the engine core (`request_delay_s`; FIFO, so never before an earlier request):
   delay = request_overhead_s + request_overhead_per_prompt_token_s x prompt_tokens
           + frontend_lag_s_per_output_tok_s x the engine's output rate (tokens/s, an exponential
             average over the last ~50 ms of steps that decays while the engine idles)
+          + frontend_lag_s_per_stream x the requests in flight in the engine when it arrives
           (+ connector_request_overhead_s with a connector: the connector's lookup on admission)
-The last term is the API server's event-loop lag: one Python process streams every output token
-(detokenize, SSE chunk, socket write), so each hop of a new request through it (HTTP body, prompt
-validation, IPC to the engine core, the first token's way back) waits longer the more tokens per
-second it streams. The fixed and per-prompt-token terms are what a lone request spends outside
+The two lag terms are the API server's event-loop lag: one Python process streams every output
+token (detokenize, SSE chunk, socket write), so each hop of a new request through it (HTTP body,
+prompt validation, IPC to the engine core, the first token's way back) waits longer the more it
+serves. Per output token/s is the H200 profile's form; on the H100 probes the 64-stream points of
+0.6B and 8B waited the same ~75 ms at output rates 2.8x apart, so the H100 profile charges it per
+stream in flight instead. The fixed and per-prompt-token terms are what a lone request spends outside
 the engine's steps (HTTP, prompt parsing and hashing, IPC, the first token's way back): on the H200
 the lone probes gave about 10 ms plus 1.6 us per prompt token, the cells' refit 10 ms plus 0.8 us
 (the shipped profile). It is a latency, not engine work: it delays the request, not the steps.
@@ -96,6 +99,7 @@ class CostParams:
     request_overhead_s: float = 0.0  # arrival -> schedulable (API server, IPC, scheduling)
     request_overhead_per_prompt_token_s: float = 0.0  # prompt parsing, validation, HTTP
     frontend_lag_s_per_output_tok_s: float = 0.0  # API-server lag per output token/s it streams
+    frontend_lag_s_per_stream: float = 0.0  # ... and per request in flight when one arrives
     connector_request_overhead_s: float = 0.0  # with a connector: per new request (lookup latency)
     prefill_request_overhead_s: float = 0.0  # per request starting its prompt in a step
     # ... and per token of that prompt, cached ones included: the engine core's work on the whole
@@ -216,13 +220,17 @@ class CostModel:
             compute_s, memory_s, allreduce_s, overhead_s, params.cpu_overlap, self._layer_s
         )
 
-    def request_delay_s(self, prompt_tokens: int, output_rate_tok_s: float) -> float:
-        """Arrival -> schedulable for a new request (see the module doc); 0 unless calibrated."""
+    def request_delay_s(
+        self, prompt_tokens: int, output_rate_tok_s: float, streams_in_flight: int = 0
+    ) -> float:
+        """Arrival -> schedulable for a new request (see the module doc); 0 unless calibrated.
+        `streams_in_flight`: the engine's unfinished requests when this one arrives."""
         params = self.params
         delay_s = (
             params.request_overhead_s
             + params.request_overhead_per_prompt_token_s * prompt_tokens
             + params.frontend_lag_s_per_output_tok_s * output_rate_tok_s
+            + params.frontend_lag_s_per_stream * streams_in_flight
         )
         if self.with_connector:
             delay_s += params.connector_request_overhead_s

@@ -110,7 +110,7 @@ class EmulatedEngine:
             raise ValueError("max_tokens must be >= 1")
         req = Request(request)
         delay_s = self.cost.request_delay_s(
-            req.num_prompt_tokens, self._output_rate_at(req.arrival_s)
+            req.num_prompt_tokens, self._output_rate_at(req.arrival_s), len(self.requests)
         )
         if delay_s > 0.0:
             req.schedulable_s = max(self._last_schedulable_s, req.arrival_s + delay_s)
