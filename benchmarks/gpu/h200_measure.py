@@ -21,6 +21,7 @@ from pathlib import Path
 
 import kvbench.targets as targets
 from kvbench.calibrate.probe import Probe, ProbePlan, ProbePoint, ProbeServer
+from kvbench.errors import UserError
 from kvbench.experiment.runner import run_experiment_cli
 from kvbench.targets.vllm import VllmTarget
 
@@ -104,9 +105,13 @@ def main() -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     PROBE_SCENARIOS = {name for name in args.probe_scenarios.split(",") if name}
     targets._TARGET_CLASSES["vllm"] = f"{__name__}:ProbingVllmTarget"
-    return run_experiment_cli(
-        Path(args.spec), OUT_DIR / "run", resume=False, only=[], dry_run=False
-    )
+    try:
+        return run_experiment_cli(
+            Path(args.spec), OUT_DIR / "run", resume=False, only=[], dry_run=False
+        )
+    except UserError as err:  # e.g. OUT/run already holds a run: one line, exit 2
+        print(f"h200_measure: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
