@@ -11,7 +11,7 @@ the refit of the H200-vLLM-0.26 profile minimised over the fit runs, never the v
         [--profile NAME_OR_PATH] [--param KEY=VALUE ...] [--json OUT] [--keep DIR]
         [--compare-dir benchmarks/results/gpu-h200/compare] [--runs-dir DIR]
 
-`--runs-dir benchmarks/results/gpu-h100/runs --runs NAME ...` scores the H100 runs instead (their
+`--runs-dir benchmarks/results/gpu-h100/runs --runs NAME ... --profile H100-vLLM-0.26` scores the H100 runs (their
 own names; no fit or validation sets are defined there).
 """
 
@@ -162,7 +162,9 @@ def score_run(
     rows = compare_cells(real, simulated)
     if compare_dir is not None:  # the `kvbench compare REAL SIMULATED` tables, named for the run
         a_name, b_name = side_name(real), side_name(simulated)
-        write_tables(rows, a_name, b_name, compare_dir, COMPARE_NAMES.get(name, name))
+        # the H200 tables keep their spec-style names; another runs folder's use the run's name
+        table = COMPARE_NAMES.get(name, name) if runs_dir == RUNS_DIR else name
+        write_tables(rows, a_name, b_name, compare_dir, table)
     scores = []
     for row in rows:
         if row.metric not in BOUNDS or row.a is None or row.b is None or not row.a:
