@@ -11,8 +11,8 @@ the refit of the H200-vLLM-0.26 profile minimised over the fit runs, never the v
         [--profile NAME_OR_PATH] [--param KEY=VALUE ...] [--json OUT] [--keep DIR]
         [--compare-dir benchmarks/results/gpu-h200/compare] [--runs-dir DIR]
 
-`--runs-dir benchmarks/results/gpu-h100/runs --runs NAME ... --profile H100-vLLM-0.26` scores the H100 runs (their
-own names; no fit or validation sets are defined there).
+`--runs-dir benchmarks/results/gpu-h100/runs --runs NAME ... --profile H100-vLLM-0.26` scores the
+H100 runs (their own names; no fit or validation sets are defined there).
 """
 
 from __future__ import annotations
