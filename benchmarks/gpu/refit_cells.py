@@ -106,7 +106,7 @@ class CellScore:
 
 
 def real_run_dir(name: str, runs_dir: Path) -> Path:
-    """The run directory inside RUNS_DIR/NAME.tgz, extracted once into CACHE_DIR."""
+    """The run directory inside runs_dir/NAME.tgz, extracted once into CACHE_DIR."""
     target = CACHE_DIR / runs_dir.parent.name / name
     if not target.is_dir():
         with tarfile.open(runs_dir / f"{name}.tgz") as archive:

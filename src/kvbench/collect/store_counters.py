@@ -35,15 +35,18 @@ READ_TIMEOUT_S = 3.0
 
 
 def redis_url_of(store_url: str) -> str:
-    """redis-py's URL for a store URL: `valkey://host:port` speaks the Redis protocol."""
-    scheme, sep, rest = store_url.partition("://")
+    """redis-py's URL for a store URL: `valkey://host:port` speaks the Redis protocol.
+
+    Stricter than the router index's `normalize_address` (which does the rewrite): a store URL
+    kvbench recorded always names its scheme, so one without, or with another, is an error."""
+    from kvbench.emulator.router.index_redis import normalize_address
+
+    scheme, sep, _ = store_url.partition("://")
     if not sep:
         raise ValueError(f"store url {store_url!r} has no scheme (redis:// or valkey://)")
-    if scheme in ("redis", "valkey"):
-        return f"redis://{rest}"
-    if scheme in ("rediss", "valkeys"):
-        return f"rediss://{rest}"
-    raise ValueError(f"store url {store_url!r}: scheme {scheme!r} is not redis or valkey")
+    if scheme not in ("redis", "valkey", "rediss", "valkeys"):
+        raise ValueError(f"store url {store_url!r}: scheme {scheme!r} is not redis or valkey")
+    return normalize_address(store_url)
 
 
 def counter_value(section: dict[str, object], field_name: str) -> float:
