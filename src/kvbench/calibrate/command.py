@@ -18,12 +18,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-import yaml
-
 from kvbench.calibrate.fit import FitReport, ProbeRun, fit_profile, read_probe
 from kvbench.calibrate.probe import Probe, ProbePlan, ProbePoint, ProbeServer
+from kvbench.calibrate.profile import profile_entry, write_profile
+from kvbench.calibrate.replay_fit import fit_request_path
 from kvbench.errors import UserError
-from kvbench.spec.catalogs import HardwareProfile, get_hardware
+from kvbench.spec.catalogs import get_hardware
 from kvbench.targets.local_stack import fetch_text, gpu_capacity_tokens
 
 OFFLOAD_SCENARIO = "native-offload"
@@ -108,33 +108,6 @@ def probe_spec(spec_path: Path, out: Path, plan: ProbePlan) -> list[Path]:
     return paths
 
 
-def profile_entry(report: FitReport, base: HardwareProfile, name: str, source: str) -> dict:
-    """One hardware.yaml entry: the base profile's rates, the measured host link, the factors."""
-    host_link = report.host_link_bytes_per_s or base.host_link_bytes_per_s
-    return {
-        "name": name,
-        "bf16_flops_per_s": base.bf16_flops_per_s,
-        "hbm_gib": base.hbm_gib,
-        "hbm_bytes_per_s": base.hbm_bytes_per_s,
-        "host_link_bytes_per_s": float(f"{host_link:.3g}"),
-        "tp_link_bytes_per_s": base.tp_link_bytes_per_s,
-        "vllm_version": report.vllm_version,
-        "source": source,
-        "cost_model": _changed(report),
-    }
-
-
-def _changed(report: FitReport) -> dict:
-    """The factors that differ from the cost model's defaults (the fit's findings)."""
-    defaults = type(report.params)()
-    changed = {}
-    for item in dataclasses.fields(report.params):
-        value = getattr(report.params, item.name)
-        if item.name != "non_torch_bytes" and value != getattr(defaults, item.name):
-            changed[item.name] = round(value, 9) if isinstance(value, float) else value
-    return changed
-
-
 def run_calibrate(
     out: Path,
     urls: list[str],
@@ -168,12 +141,47 @@ def run_calibrate(
     runs: list[ProbeRun] = [read_probe(path) for path in probes]
     base_profile = get_hardware(base)
     report = fit_profile(runs, base_profile)
+    replayed = fit_request_path(runs, base_profile, report.params, report.host_link_bytes_per_s)
+    if replayed is not None:
+        report = dataclasses.replace(
+            report,
+            params=replayed.params,
+            errors=report.errors
+            | {
+                "lone_ttft": replayed.errors.lone_ttft,
+                "throughput_ttft": replayed.errors.throughput_ttft,
+                "throughput_tok_s": replayed.errors.throughput_tok_s,
+                "throughput_tpot": replayed.errors.throughput_tpot,
+            },
+        )
     models = ", ".join(sorted({run.model for run in runs}))
     source = (
         f"kvbench calibrate: {len(runs)} probe(s) of real vLLM {report.vllm_version or '?'} "
-        f"({models}); rates from {base_profile.name}; fit error decode ITL "
-        f"{report.errors['decode_itl']:.1%}, prefill {report.errors['prefill_time']:.1%}"
+        f"({models}); rates from {base_profile.name}; fit error {_errors_text(report)}"
     )
-    entry = profile_entry(report, base_profile, name or f"{base_profile.name}-calibrated", source)
-    out.write_text(yaml.safe_dump(entry, sort_keys=False))
+    entry = profile_entry(
+        report.params,
+        report.host_link_bytes_per_s,
+        report.vllm_version,
+        base_profile,
+        name or f"{base_profile.name}-calibrated",
+        source,
+    )
+    write_profile(entry, out)
     return report
+
+
+ERROR_NAMES = {
+    "decode_itl": "decode ITL",
+    "prefill_time": "prefill",
+    "lone_ttft": "lone TTFT (replayed)",
+    "throughput_ttft": "closed-loop TTFT (replayed)",
+    "throughput_tok_s": "closed-loop tok/s (replayed)",
+    "throughput_tpot": "closed-loop TPOT (replayed)",
+}
+
+
+def _errors_text(report: FitReport) -> str:
+    return ", ".join(
+        f"{ERROR_NAMES.get(key, key)} {value:.1%}" for key, value in report.errors.items()
+    )

@@ -62,6 +62,8 @@ class ProbeRun:
     has_cpu_tier: bool
     points: list[dict[str, Any]]
     server_version: str | None = None
+    gpu_kv_capacity_tokens: int | None = None  # the probed server's, as its /metrics said
+    block_size: int = 16
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class PrefillPoint:
     prefill_s: float  # engine side: scheduled -> first token
     ttft_s: float  # client side
     queue_s: float
+    output_tokens: int = 16  # the point's max_tokens
 
 
 @dataclass
@@ -108,6 +111,8 @@ def read_probe(path: Path) -> ProbeRun:
         has_cpu_tier=bool(header["server"]["has_cpu_tier"]),
         points=points,
         server_version=details.get("server_version") or details.get("vllm_version"),
+        gpu_kv_capacity_tokens=header["server"].get("gpu_kv_capacity_tokens"),
+        block_size=header["server"].get("block_size") or 16,
     )
 
 
@@ -160,6 +165,7 @@ def prefill_points(run: ProbeRun) -> list[PrefillPoint]:
                 _mean(deltas, "vllm:request_prefill_time_seconds"),
                 statistics.median(r["first_token_s"] - r["sent_s"] for r in ok),
                 _mean(deltas, "vllm:request_queue_time_seconds"),
+                int(ok[0]["max_tokens"]),
             )
         )
     return found
@@ -355,7 +361,8 @@ class RequestDelayFit:
 
 @dataclass(frozen=True)
 class ThroughputPoint:
-    """The probe's closed loop of unique requests at one concurrency."""
+    """A closed loop of the probe at one concurrency: unique prompts (phase `throughput`), or each
+    a cached shared prefix plus new tokens (`throughput_cached`)."""
 
     model: str
     prompt_tokens: int
@@ -363,22 +370,51 @@ class ThroughputPoint:
     queue_s: float  # engine side, mean
     prefill_s: float  # engine side, mean (scheduled -> first token seen by the API server)
     output_tok_s: float  # generation tokens / the point's duration
+    concurrency: int = 64
+    output_tokens: int = 128
+    send_window_s: float = 8.0  # streams sent new requests this long (the latest send, if unsaid)
+    cached_prefix_tokens: int = 0  # of prompt_tokens: one of `prefixes` shared, cached prefixes
+    prefixes: int = 0
+    tpot_p50_s: float | None = None  # median over requests of (end - first token) / (tokens - 1)
 
 
-def throughput_points(run: ProbeRun) -> list[ThroughputPoint]:
+def tpot_s(first_token_s: float, end_s: float, output_tokens: int) -> float | None:
+    """Time per output token after the first (None for a one-token answer)."""
+    return (end_s - first_token_s) / (output_tokens - 1) if output_tokens > 1 else None
+
+
+def median_tpot_s(tpots_s: list[float | None]) -> float | None:
+    known = [t for t in tpots_s if t is not None]
+    return statistics.median(known) if known else None
+
+
+def throughput_points(run: ProbeRun, phase: str = "throughput") -> list[ThroughputPoint]:
     found = []
-    for point, ok in _answered(run, "throughput"):
+    for point, ok in _answered(run, phase):
         if point["duration_s"] <= 0:
             continue
         deltas = point["server_deltas"]
+        params = point["params"]
         found.append(
             ThroughputPoint(
                 run.model,
-                point["params"]["prompt_tokens"],
+                params["prompt_tokens"],
                 statistics.fmean(r["first_token_s"] - r["sent_s"] for r in ok),
                 _mean(deltas, "vllm:request_queue_time_seconds"),
                 _mean(deltas, "vllm:request_prefill_time_seconds"),
                 deltas.get("vllm:generation_tokens_total", 0.0) / point["duration_s"],
+                int(params.get("concurrency", len(ok))),
+                int(params.get("output_tokens", ok[0]["max_tokens"])),
+                float(params.get("send_window_s") or max(r["sent_s"] for r in point["requests"])),
+                int(params.get("cached_prefix_tokens", 0)),
+                int(params.get("prefixes", 0)),
+                median_tpot_s(
+                    [
+                        tpot_s(r["first_token_s"], r["end_s"], len(r["token_s"]) or r["max_tokens"])
+                        for r in ok
+                        if r["end_s"] is not None
+                    ]
+                ),
             )
         )
     return found

@@ -10,7 +10,10 @@ happens around it (API server, engine-core IPC, scheduling delay).
 
 Phases (`ProbePlan`): `overhead` (tiny prompts, one output token), `prefill` (TTFT against prompt
 length, cold), `cached` (TTFT against the cached share of a prompt), `decode` (ITL against batch
-size and context), `throughput` (a closed loop of unique requests), and with a CPU tier
+size and context), `throughput` (a closed loop of unique requests), `throughput_cached` (the
+same closed loop with every prompt a cached shared prefix plus a few new tokens: the engine
+core's work per prompt token, which a lone cached prompt cannot tell from the API server's, slows
+every step under load), and with a CPU tier
 `offload_reload` (the same prompt after a GPU-only reset: served from the CPU tier).
 Points that would not fit the server's GPU KV capacity are skipped, and the skip is recorded.
 Every finished point is handed to `on_point` at once, so nothing measured is lost if a later
@@ -81,6 +84,11 @@ class ProbePlan:
     throughput_prompt_tokens: int = 512
     throughput_output_tokens: int = 128
     throughput_duration_s: float = 8.0
+    # throughput_cached: the throughput loop's concurrency, output and duration; each prompt is one
+    # of `prefixes` shared prefixes (cached before the loop) plus `new_tokens` fresh ones
+    throughput_cached_prefix_tokens: int = 4096
+    throughput_cached_prefixes: int = 8
+    throughput_cached_new_tokens: int = 64
     reload_prompt_tokens: tuple[int, ...] = (1024, 4096, 8192)
     reload_repeats: int = 3
 
@@ -181,6 +189,7 @@ class Probe:
                     for batch in plan.decode_batch_sizes:
                         await self._decode(batch, context)
                 await self._throughput()
+                await self._throughput_cached()
                 if self.server.has_cpu_tier:
                     for length in plan.reload_prompt_tokens:
                         await self._reload(length)
@@ -240,7 +249,44 @@ class Probe:
         per_request = plan.throughput_prompt_tokens + plan.throughput_output_tokens
         if not self._fits(per_request, concurrency, "throughput", label):
             return
-        await self._closed_loop(label, concurrency, plan)
+        prompt_tokens = plan.throughput_prompt_tokens
+        params = {"prompt_tokens": prompt_tokens}
+        await self._closed_loop(
+            "throughput", label, params, lambda: self._prompts.fresh(prompt_tokens)
+        )
+
+    async def _throughput_cached(self) -> None:
+        plan = self.plan
+        concurrency = plan.throughput_concurrency
+        prefix_tokens, new_tokens = (
+            plan.throughput_cached_prefix_tokens,
+            plan.throughput_cached_new_tokens,
+        )
+        count = plan.throughput_cached_prefixes
+        label = f"c{concurrency}-x{count}x{prefix_tokens}-p{new_tokens}-o{plan.throughput_output_tokens}"
+        # the prefixes' blocks are shared: each stream holds only its new and output tokens
+        shared = count * prefix_tokens // concurrency
+        if not self._fits(
+            shared + new_tokens + plan.throughput_output_tokens,
+            concurrency,
+            "throughput_cached",
+            label,
+        ):
+            return
+        prefixes = [self._prompts.fresh(prefix_tokens) for _ in range(count)]
+        for prefix in prefixes:  # cached before the loop (its counters do not see these)
+            await self._send(prefix, 1, time.perf_counter())
+        turn = iter(range(1 << 62))
+        params = {
+            "prompt_tokens": prefix_tokens + new_tokens,
+            "cached_prefix_tokens": prefix_tokens,
+            "prefixes": count,
+        }
+
+        def prompt() -> list[int]:
+            return prefixes[next(turn) % count] + self._prompts.fresh(new_tokens)
+
+        await self._closed_loop("throughput_cached", label, params, prompt)
 
     async def _reload(self, length: int) -> None:
         """Prompt -> (store settles) -> GPU-only reset -> same prompt (CPU tier) -> again (GPU)."""
@@ -341,7 +387,17 @@ class Probe:
         self.on_point(point)
         return point
 
-    async def _closed_loop(self, label: str, concurrency: int, plan: ProbePlan) -> None:
+    async def _closed_loop(
+        self,
+        phase: str,
+        label: str,
+        params: dict[str, Any],
+        next_prompt: Callable[[], list[int]],
+    ) -> None:
+        """`throughput_concurrency` streams, each sending `next_prompt()` when its previous request
+        ended, for `throughput_duration_s`; the point waits for the ones in flight."""
+        plan = self.plan
+        concurrency = plan.throughput_concurrency
         before = await self._scrape()
         start = time.perf_counter()
         deadline = start + plan.throughput_duration_s
@@ -349,20 +405,22 @@ class Probe:
 
         async def worker() -> None:
             while time.perf_counter() < deadline:
-                prompt = self._prompts.fresh(plan.throughput_prompt_tokens)
-                results.append(await self._send(prompt, plan.throughput_output_tokens, start))
+                results.append(
+                    await self._send(next_prompt(), plan.throughput_output_tokens, start)
+                )
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         duration = time.perf_counter() - start
         after = await self._scrape()
         params = {
             "concurrency": concurrency,
-            "prompt_tokens": plan.throughput_prompt_tokens,
+            **params,
             "output_tokens": plan.throughput_output_tokens,
+            "send_window_s": plan.throughput_duration_s,
         }
         self.on_point(
             ProbePoint(
-                "throughput",
+                phase,
                 label,
                 params,
                 duration,
