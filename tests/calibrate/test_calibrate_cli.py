@@ -3,11 +3,15 @@ same API, same /metrics names), and its bad input."""
 
 import sys
 
+import pytest
+
+from kvbench.calibrate.fit import _decode_work, decode_points, read_probe
 from kvbench.cli import main
-from kvbench.emulator.engine.cost_model import CostParams
+from kvbench.emulator.engine.build import cost_params_for
+from kvbench.emulator.engine.cost_model import CostModel
 from kvbench.emulator.processes import ProcessSet, wait_healthy
 from kvbench.emulator.stores import free_port
-from kvbench.spec.catalogs import get_hardware
+from kvbench.spec.catalogs import get_hardware, get_model
 
 
 def test_calibrate_probes_a_server_and_writes_a_profile_the_emulator_accepts(tmp_path):
@@ -46,10 +50,18 @@ def test_calibrate_probes_a_server_and_writes_a_profile_the_emulator_accepts(tmp
     assert profile.name == "mine"
     overrides = profile.cost_overrides
     assert overrides["cpu_overlap"] is True
-    # the emulated engine runs the H200 entry's default factors: the fit recovers its step time
-    # (a factor equal to the default is left out of the profile)
-    fitted_step_s = overrides.get("step_overhead_s", CostParams().step_overhead_s)
-    assert 0.5e-3 < fitted_step_s < 3e-3
+    # the emulated engine runs the H200 entry's default factors: the fitted profile gives back the
+    # decode steps it measured (two points of a quick probe do not pin each CPU term apart, their
+    # sum they do)
+    fitted = CostModel(get_model("Qwen/Qwen3-0.6B"), profile, 1, cost_params_for(profile))
+    points = decode_points(read_probe(probe))
+    assert len(points) == 2
+    for point in points:
+        predicted_s = fitted.step_duration_s(_decode_work(point.batch, point.context_tokens))
+        assert predicted_s == pytest.approx(point.itl_s, rel=0.15)
+    # and the replayed request path is in the profile: a lag per stream replaces the output-rate one
+    assert "frontend_lag_s_per_output_tok_s" not in overrides
+    assert "replayed" in profile.source
 
 
 def test_calibrate_needs_exactly_one_source(tmp_path, capsys):

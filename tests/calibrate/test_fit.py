@@ -131,3 +131,30 @@ def test_request_delay_fit_recovers_the_prompt_line_and_the_streaming_lag():
     idle = dataclasses.replace(busy, ttft_s=0.0)
     flat = fit_request_delay(falling, [idle], H200, params)
     assert flat.per_prompt_token_s == 0.0 and flat.lag_s_per_output_tok_s == 0.0
+
+
+def test_prefill_fit_tells_the_eager_steps_gpu_time_from_its_cpu_work():
+    """Prompts above the CUDA-graph size pay both; a small model's short kernels show the CPU
+    launch work, a large model's the GPU time (hidden CPU work would not slow it)."""
+    from kvbench.calibrate.fit import _prefill_work, fit_prefill
+
+    truth = dataclasses.replace(
+        CostParams(),
+        cpu_overlap=True,
+        linear_efficiency=0.8,
+        attention_efficiency=0.6,
+        eager_step_overhead_s=10e-3,
+        eager_step_gpu_s=6e-3,
+    )
+    offset_s = 5e-3  # the first token's way back
+    points = []
+    for model in ("Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B", "Qwen/Qwen3-14B"):
+        cost = CostModel(get_model(model), H200, 1, truth)
+        for prompt in (64, 256, 1024, 2048, 4096, 8192):
+            step_s = cost.step_duration_s(_prefill_work(prompt))
+            points.append(PrefillPoint(model, prompt, step_s + offset_s, step_s + offset_s, 0.0))
+    fitted, error = fit_prefill(points, H200, dataclasses.replace(CostParams(), cpu_overlap=True))
+    assert error < 0.01
+    assert fitted.eager_step_gpu_s == pytest.approx(6e-3, abs=1e-3)
+    assert fitted.eager_step_overhead_s == pytest.approx(10e-3, abs=1e-3)
+    assert fitted.linear_efficiency == pytest.approx(0.8, abs=0.05)

@@ -54,6 +54,25 @@ def test_layer_latency_adds_to_the_gpu_time_per_layer_whatever_the_work():
             assert with_layers.overhead_s == plain.overhead_s
 
 
+def test_a_step_beyond_the_cuda_graph_size_holds_its_eager_gpu_time_under_any_cpu_work():
+    from kvbench.calibrate.fit import _prefill_work
+
+    params = dataclasses.replace(
+        CostParams(), cpu_overlap=True, eager_step_gpu_s=8e-3, eager_step_overhead_s=1e-3
+    )
+    plain_params = dataclasses.replace(params, eager_step_gpu_s=0.0)
+    for model in (MODEL, get_model("Qwen/Qwen3-14B")):
+        graph = _prefill_work(int(params.cudagraph_max_tokens))  # fits a captured graph
+        eager = _prefill_work(int(params.cudagraph_max_tokens) + 1)
+        with_gpu = CostModel(model, H200, 1, params)
+        plain = CostModel(model, H200, 1, plain_params)
+        assert with_gpu.step_cost(graph) == plain.step_cost(graph)
+        assert with_gpu.step_cost(eager).gpu_s == pytest.approx(plain.step_cost(eager).gpu_s + 8e-3)
+        # GPU time, not CPU: the step takes at least it even where the CPU work is the longer part
+        assert with_gpu.step_cost(eager).overhead_s == plain.step_cost(eager).overhead_s
+        assert with_gpu.step_duration_s(eager) >= plain.step_cost(eager).gpu_s + 8e-3
+
+
 def test_connector_costs_apply_only_with_a_connector():
     params = dataclasses.replace(
         CostParams(),

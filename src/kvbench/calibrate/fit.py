@@ -9,18 +9,17 @@ over every model probed (one hardware profile serves every model size):
   (vLLM's async scheduling: a step takes max(GPU work, CPU work));
 - prefill (one request at a time, the engine's own prefill time from
   vllm:request_prefill_time_seconds): `linear_efficiency`, `attention_efficiency`,
-  `eager_step_overhead_s` (steps beyond the CUDA-graph capture size), with the first token's way
-  back to the API server as a fitted offset that the request delay below takes in;
-- outside the engine: what lone requests spend beyond queue + the fitted prefill step, as a line in
-  the prompt length (`request_overhead_s` + `request_overhead_per_prompt_token_s` x prompt
-  tokens: HTTP, prompt parsing, engine-core IPC, the first token's way back); and from the
-  closed-loop throughput point, the TTFT still unexplained there per output token/s the server
-  streamed beyond queue + vLLM's reported prefill time (`frontend_lag_s_per_output_tok_s`: the API
-  server's event-loop lag; a lower bound, since the reported prefill time under load also holds
-  the first token's way back through that loop). Known limit: on the H100 probes that time was
-  74 and 78 ms at 64 streams for 0.6B and 8B, whose output rates differ 2.8x, so the term's
-  per-rate form overstates it for slow models, and cells at 4-32 streams showed none: the
-  shipped profiles refit it on cells (README, "Real vLLM on an H100");
+  `eager_step_overhead_s` and `eager_step_gpu_s` (the CPU and GPU costs of steps beyond the
+  CUDA-graph capture size), with the first token's way back to the API server as a fitted
+  offset that the request delay takes in;
+- outside the engine (`fit_request_delay`, the first estimate): what lone requests spend beyond
+  queue + the fitted prefill step, as a line in the prompt length (`request_overhead_s` +
+  `request_overhead_per_prompt_token_s` x prompt tokens), and from the closed-loop throughput
+  point the TTFT still unexplained there per output token/s (`frontend_lag_s_per_output_tok_s`).
+  That estimate overstates TTFT (on the H100 probes the time was 74 and 78 ms at 64 streams for
+  0.6B and 8B, whose output rates differ 2.8x), so `kvbench calibrate` replaces these terms by
+  replaying the probe on the simulated target (replay_fit.py: the lone line, the prefill-start
+  costs and a per-stream lag);
 - the offload connector (the same points with and without it): `connector_step_overhead_s` from
   low-batch ITL, `connector_prefill_overhead_s` and `store_stall_bytes_per_s` from prefill time
   against the bytes stored, and the host link from vllm:kv_offload_load_bytes / _load_time.
@@ -41,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from kvbench.emulator.engine.cost_model import CostModel, CostParams
+from kvbench.emulator.engine.cost_model import CostModel, CostParams, StepCost
 from kvbench.emulator.engine.scheduler import StepWork
 from kvbench.spec.catalogs import HardwareProfile, ModelProfile, get_model
 
@@ -302,37 +301,56 @@ def _mean_abs_error(params: CostParams, hardware: HardwareProfile, points: list[
     return float(np.mean(errors))
 
 
+EAGER_CPU_GRID_S = np.linspace(0.0, 15e-3, 31)
+EAGER_GPU_GRID_S = np.linspace(0.0, 16e-3, 17)
+
+
 def fit_prefill(
     points: list[PrefillPoint], hardware: HardwareProfile, params: CostParams
 ) -> tuple[CostParams, float]:
-    """`linear_efficiency`, `attention_efficiency` and `eager_step_overhead_s` from lone prefills.
+    """`linear_efficiency`, `attention_efficiency`, `eager_step_overhead_s` and `eager_step_gpu_s`
+    from lone prefills.
 
     vLLM's prefill time runs from the request's scheduling to its first token reaching the API
     server, so besides the step it holds the output's way back (IPC, the output processor): a
     constant per request that is no engine work. It is fitted here as an offset and then left out
-    of the profile: fit_request_delay measures what lone requests spend beyond the modelled step,
-    which takes it in. Prompts above the CUDA-graph capture size tell the eager step's cost apart.
+    of the profile: the request delay (replay_fit.py) measures what lone requests spend beyond
+    the modelled step, which takes it in. Prompts above the CUDA-graph capture size tell the eager
+    step's costs apart: its CPU launch work shows where the kernels are short (a small model),
+    its GPU time at every size. Per pair of efficiencies, the step's GPU and CPU parts are
+    computed once; the eager terms and the offset are then arrays over those parts.
     """
     measured = np.array([p.prefill_s for p in points])
-    offsets = np.linspace(0.0, 30e-3, 121)[:, None]
+    offsets = np.linspace(0.0, 30e-3, 121)
     best: tuple[float, CostParams, float] | None = None  # (error, factors, offset_s)
-    for linear_eff, attn_eff, eager_s in itertools.product(
-        np.linspace(0.3, 1.2, 19), np.linspace(0.2, 1.0, 9), np.linspace(0.0, 15e-3, 31)
+    for linear_eff, attn_eff in itertools.product(
+        np.linspace(0.3, 1.2, 19), np.linspace(0.2, 1.0, 9)
     ):
         trial = dataclasses.replace(
             params,
             linear_efficiency=float(linear_eff),
             attention_efficiency=float(attn_eff),
-            eager_step_overhead_s=float(eager_s),
+            eager_step_overhead_s=0.0,
+            eager_step_gpu_s=0.0,
             prefill_request_overhead_s=0.0,
         )
-        steps = np.array(
-            [_lone_prefill_s(trial, hardware, p.model, p.prompt_tokens) for p in points]
-        )[None, :]
-        errors = _rel_error(steps + offsets, measured)
-        i = int(np.argmin(errors))
-        if best is None or errors[i] < best[0]:
-            best = (float(errors[i]), trial, float(offsets[i, 0]))
+        costs = [_lone_prefill_cost(trial, hardware, p.model, p.prompt_tokens) for p in points]
+        gpu = np.array([c.gpu_s for c in costs])
+        cpu = np.array([c.overhead_s for c in costs])
+        eager = np.array([p.prompt_tokens > trial.cudagraph_max_tokens for p in points], float)
+        # axes: eager CPU (C), eager GPU (G), offset (O), point (N)
+        cpu_s = cpu + EAGER_CPU_GRID_S[:, None, None, None] * eager
+        gpu_s = gpu + EAGER_GPU_GRID_S[None, :, None, None] * eager
+        step_s = np.maximum(gpu_s, cpu_s) if trial.cpu_overlap else gpu_s + cpu_s
+        errors = _rel_error(step_s + offsets[None, None, :, None], measured)
+        c, g, o = np.unravel_index(np.argmin(errors), errors.shape)
+        if best is None or errors[c, g, o] < best[0]:
+            fitted = dataclasses.replace(
+                trial,
+                eager_step_overhead_s=float(EAGER_CPU_GRID_S[c]),
+                eager_step_gpu_s=float(EAGER_GPU_GRID_S[g]),
+            )
+            best = (float(errors[c, g, o]), fitted, float(offsets[o]))
     assert best is not None
     _, fitted, offset_s = best
     error = float(
@@ -424,6 +442,12 @@ def _lone_prefill_s(
     params: CostParams, hardware: HardwareProfile, model: str, prompt: int
 ) -> float:
     return CostModel(get_model(model), hardware, 1, params).step_duration_s(_prefill_work(prompt))
+
+
+def _lone_prefill_cost(
+    params: CostParams, hardware: HardwareProfile, model: str, prompt: int
+) -> StepCost:
+    return CostModel(get_model(model), hardware, 1, params).step_cost(_prefill_work(prompt))
 
 
 def fit_request_delay(

@@ -10,12 +10,16 @@ Fitted, over every no-connector probe together (one profile serves every model s
   `prefill_overhead_per_prompt_token_s` (that work per token of the whole prompt, cached ones
   included) and `frontend_lag_s_per_stream` (the API server's time per request already in
   flight), from the closed loops (`throughput`: fresh prompts; `throughput_cached`: a cached
-  shared prefix plus a few new tokens each): grid searches (see START_GRID_S), minimising the sum over closed loops of (TTFT mean error / 10 %)^2 + (output tok/s error /
-  3 %)^2 + (TPOT p50 error / 5 %)^2 (the issue's bounds), the lone line refit for each
-  candidate. The per-token term needs the cached loop: fresh prompts of one length cannot tell
-  it from the fixed term, and a lone cached prompt cannot tell it from the API server's time
-  (at low load both only delay the request; under load the engine core's work slows every step).
-  Probes without that loop keep the term as it was.
+  shared prefix plus a few new tokens each): grid searches (see START_GRID_S) minimising the
+  sum over closed loops of (TTFT mean error / 10 %)^2 + (output tok/s error / 3 %)^2 (the
+  issue's bounds), the lone line refit for each candidate. TPOT p50 is reported, not minimised:
+  a closed loop's streams start together and stay in waves, so their decode steps rarely meet a
+  prefill and TPOT there answers to the decode terms, not these (with it in the loss, the H200
+  probes' profile scored 1,120 on the cells instead of 1,016). The per-token term needs the
+  cached loop: fresh prompts of one length cannot tell it from the fixed term, and a lone
+  cached prompt cannot tell it from the API server's time (at low load both only delay the
+  request; under load the engine core's work slows every step). Probes without that loop keep
+  the term as it was.
 - `frontend_lag_s_per_output_tok_s` is set to 0: on the H100 probes the time outside the engine
   at 64 streams was the same for models whose output rates differ 2.8x, so it scales with the
   streams served, not their output rate.
@@ -41,7 +45,6 @@ from kvbench.spec.catalogs import HardwareProfile
 
 TTFT_BOUND = 0.10
 TOK_S_BOUND = 0.03
-TPOT_BOUND = 0.05
 THROUGHPUT_PHASES = ("throughput", "throughput_cached")
 # The searched terms and their grids. The two prefill-start terms trade against each other (a
 # larger fixed cost stands in for a per-token one on the fresh loop), so they are searched
@@ -177,10 +180,8 @@ class _Search:
                 ttft_errors.append(abs(ttft_error))
                 rate_errors.append(abs(rate_error))
                 loss += (ttft_error / TTFT_BOUND) ** 2 + (rate_error / TOK_S_BOUND) ** 2
-                if point.tpot_p50_s and result.tpot_p50_s:
-                    tpot_error = result.tpot_p50_s / point.tpot_p50_s - 1
-                    tpot_errors.append(abs(tpot_error))
-                    loss += (tpot_error / TPOT_BOUND) ** 2
+                if point.tpot_p50_s and result.tpot_p50_s:  # reported, not minimised
+                    tpot_errors.append(abs(result.tpot_p50_s / point.tpot_p50_s - 1))
         return fitted, ReplayErrors(
             lone_error, _mean(ttft_errors), _mean(rate_errors), _mean(tpot_errors), loss
         )

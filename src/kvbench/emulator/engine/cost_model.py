@@ -11,6 +11,8 @@ Step time, per GPU of a tensor-parallel group of size tp:
   layer_s        = layers x layer_latency   (per step, whatever its work: the gaps between a
                    layer's kernels and their tails inside the CUDA graph, which no byte or FLOP
                    count sees; what a lone decode step takes beyond streaming its weights and KV)
+                   + eager_step_gpu   (a step of more tokens than cudagraph_max_tokens: the gaps
+                   of its separately launched pieces, GPU time that no CPU work hides)
   gpu_s          = max(compute_s, memory_s) + allreduce_s + layer_s
   cpu_s          = step_overhead + per_req_overhead x reqs
                    + prefill_request_overhead x requests that start their prompt this step
@@ -35,6 +37,10 @@ Qwen3-0.6B's lone prompts up to 256 tokens took what a decode step takes, 1k-4k-
 more than their kernels, 8k-token ones what their kernels take; Qwen3-8B's showed no such step. It
 is per step, not per request: a batch of short prefills that fits a graph does not pay it, so a
 conversation turn of a hundred new tokens interrupts the decodes far less than a cold prompt.
+Such a step also holds GPU time of its own (`eager_step_gpu_s`): on the H100 (vLLM 0.26) the lone
+prompts of 1k-8k tokens took 7-9 ms longer than their kernels at every model size (0.6B, 8B, 14B),
+where prompts of up to 256 tokens showed none; a large model pays it as well, in every mixed step
+of a loaded engine (the probe's 64-stream loop of 8B ran 7.9 % fast without it, 5.5 % with 8 ms).
 A connector's synchronous transfer time is added by the engine (StepTransfer.blocking_s).
 Outside the steps, a new request becomes schedulable only after the API server has handed it to
 the engine core (`request_delay_s`; FIFO, so never before an earlier request):
@@ -110,6 +116,9 @@ class CostParams:
     connector_prefill_overhead_s: float = 0.0  # per prefill start with a connector (lookups)
     store_stall_bytes_per_s: float = 0.0  # offload stores hold the step at this rate; 0: never
     eager_step_overhead_s: float = 0.0  # CPU launch work of a step too large for a CUDA graph
+    # ... and the GPU time such a step holds beyond its work: vLLM captures piecewise graphs, so
+    # attention and the ops between graph pieces run as separate launches with gaps between them
+    eager_step_gpu_s: float = 0.0
     cudagraph_max_tokens: float = 512  # vLLM's max_cudagraph_capture_size (its default)
     # LMCache's own GPU<->CPU copies (its gather/scatter of paged KV into chunks; without its
     # compiled c_ops it runs them in torch, far below the host link): bytes/s, 0 = the host link;
@@ -136,7 +145,7 @@ class StepCost:
     allreduce_s: float
     overhead_s: float  # the step's CPU work (scheduler, input prep, launch, sampler, connector)
     cpu_overlap: bool = False
-    layer_s: float = 0.0  # layers x layer_latency_s: GPU time no work count explains
+    layer_s: float = 0.0  # layers x layer_latency_s (+ eager_step_gpu_s): GPU time no work explains
 
     @property
     def gpu_s(self) -> float:
@@ -214,11 +223,11 @@ class CostModel:
             prefill_start_s += params.connector_prefill_overhead_s
         overhead_s += prefill_start_s * work.num_prefill_starts
         overhead_s += params.prefill_overhead_per_prompt_token_s * work.num_prefill_start_tokens
+        layer_s = self._layer_s
         if work.num_tokens > params.cudagraph_max_tokens:
             overhead_s += params.eager_step_overhead_s
-        return StepCost(
-            compute_s, memory_s, allreduce_s, overhead_s, params.cpu_overlap, self._layer_s
-        )
+            layer_s += params.eager_step_gpu_s
+        return StepCost(compute_s, memory_s, allreduce_s, overhead_s, params.cpu_overlap, layer_s)
 
     def request_delay_s(
         self, prompt_tokens: int, output_rate_tok_s: float, streams_in_flight: int = 0
