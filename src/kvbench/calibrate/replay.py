@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import random
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from kvbench.emulator.stack import EngineSettings
 from kvbench.loadgen.history import ConversationState
 from kvbench.results.records import Phase, RequestRecord, RequestStatus
 from kvbench.simulate.cell import prompt_front
-from kvbench.simulate.client import LevelSender, SimClient
+from kvbench.simulate.client import LevelSender, SimClient, TurnDone
 from kvbench.simulate.events import EventLoop, RunEnd
 from kvbench.simulate.stack import SimStack, build_stack
 from kvbench.spec.scenarios import load_catalog
@@ -113,41 +114,21 @@ class Replayer:
             self.seed,
         )
 
-    def _sender(self, loop: EventLoop, stack: SimStack, on_record) -> LevelSender:
-        client = SimClient(
-            loop,
-            stack.router,
-            stack.served_model_name,
-            REPLAY_TIMEOUT_S,
-            stack.prompt_tokens_details,
-            prompt_front(stack),
-        )
-        return client.level("replay", 1.0, on_record)
-
     def lone_ttfts_s(self, prompt_lengths: list[int], output_tokens: int) -> list[float]:
-        loop = EventLoop()
-        stack = self._stack(loop)
-        records: list[RequestRecord] = []
-        sender = self._sender(loop, stack, records.append)
+        run = _Run(self._stack)
         prompts = _FreshPrompts(self.seed)
         pending = list(prompt_lengths)
 
         def send_next(state: ConversationState | None = None, more: bool = False) -> None:
             if pending:
-                conversation = prompts.conversation(pending.pop(0), output_tokens)
-                sender.send(
-                    ConversationState(conversation, conversation.conversation_id, 0),
-                    loop.now_s,
-                    Phase.MEASURE,
-                    send_next,
-                )
+                run.send(prompts.conversation(pending.pop(0), output_tokens), send_next)
 
-        send_next()
         try:
-            _run_to_end(loop, lambda: len(records) == len(prompt_lengths))
+            send_next()
+            run.until(lambda: len(run.records) == len(prompt_lengths))
         finally:
-            stack.close()
-        return [_ttft_s(record) for record in records]
+            run.close()
+        return [_ttft_s(record) for record in run.records]
 
     def closed_loop(
         self,
@@ -158,38 +139,31 @@ class Replayer:
         cached_prefix_tokens: int = 0,
         prefixes: int = 0,
     ) -> ClosedLoopResult:
-        loop = EventLoop()
-        stack = self._stack(loop)
-        records: list[RequestRecord] = []
-        sender = self._sender(loop, stack, records.append)
+        run = _Run(self._stack)
         prompts = _FreshPrompts(self.seed)
         shared = [
             prompts.conversation(cached_prefix_tokens, 1).turns[0].question_token_ids
             for _ in range(prefixes if cached_prefix_tokens else 0)
         ]
         turns = itertools.count()
-
-        def send(conversation: Conversation, on_done) -> None:
-            state = ConversationState(conversation, conversation.conversation_id, 0)
-            sender.send(state, loop.now_s, Phase.MEASURE, on_done)
-
         try:
             for prefix in shared:  # cached alone, before the loop
-                send(Conversation("prime", (), [Turn(prefix, 1)]), lambda state, more: None)
-                _run_to_end(loop, lambda: sender.in_flight == 0)
-            records.clear()
-            start_s = loop.now_s
+                run.send(Conversation("prime", (), [Turn(prefix, 1)]), lambda state, more: None)
+                run.until(lambda: run.sender.in_flight == 0)
+            run.records.clear()
+            start_s = run.loop.now_s
 
             def send_next(state: ConversationState | None = None, more: bool = False) -> None:
-                if loop.now_s - start_s < duration_s:
+                if run.loop.now_s - start_s < duration_s:
                     prefix = shared[next(turns) % len(shared)] if shared else ()
-                    send(prompts.conversation(prompt_tokens, output_tokens, prefix), send_next)
+                    run.send(prompts.conversation(prompt_tokens, output_tokens, prefix), send_next)
 
             for _ in range(concurrency):
                 send_next()
-            _run_to_end(loop, lambda: sender.in_flight == 0)
+            run.until(lambda: run.sender.in_flight == 0)
         finally:
-            stack.close()
+            run.close()
+        records = run.records
         ok = [r for r in records if r.status == RequestStatus.OK.value]
         end_s = max((r.end_s or start_s for r in ok), default=start_s)
         output_tokens_total = sum(r.output_tokens for r in ok)
@@ -207,13 +181,38 @@ class Replayer:
         )
 
 
+class _Run:
+    """One replay: a fresh stack on its own virtual clock, the client's sender for it, and every
+    record it has delivered."""
+
+    def __init__(self, build: Callable[[EventLoop], SimStack]) -> None:
+        self.loop = EventLoop()
+        self.stack = build(self.loop)
+        self.records: list[RequestRecord] = []
+        client = SimClient(
+            self.loop,
+            self.stack.router,
+            self.stack.served_model_name,
+            REPLAY_TIMEOUT_S,
+            self.stack.prompt_tokens_details,
+            prompt_front(self.stack),
+        )
+        self.sender: LevelSender = client.level("replay", 1.0, self.records.append)
+
+    def send(self, conversation: Conversation, on_done: TurnDone) -> None:
+        state = ConversationState(conversation, conversation.conversation_id, 0)
+        self.sender.send(state, self.loop.now_s, Phase.MEASURE, on_done)
+
+    def until(self, done: Callable[[], bool]) -> None:
+        end = self.loop.run(done)
+        if end is not RunEnd.DONE:
+            raise RuntimeError(f"calibrate replay: the simulation ended ({end.value}) early")
+
+    def close(self) -> None:
+        self.stack.close()
+
+
 def _ttft_s(record: RequestRecord) -> float:
     if record.status != RequestStatus.OK.value or record.first_token_s is None:
         raise RuntimeError(f"calibrate replay: request {record.request_id} ended {record.status}")
     return record.first_token_s - record.sent_s
-
-
-def _run_to_end(loop: EventLoop, done) -> None:
-    end = loop.run(done)
-    if end is not RunEnd.DONE:
-        raise RuntimeError(f"calibrate replay: the simulation ended ({end.value}) before the point")
