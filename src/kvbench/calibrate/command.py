@@ -141,7 +141,9 @@ def run_calibrate(
     runs: list[ProbeRun] = [read_probe(path) for path in probes]
     base_profile = get_hardware(base)
     report = fit_profile(runs, base_profile)
-    replayed = fit_request_path(runs, base_profile, report.params, report.host_link_bytes_per_s)
+    replayed = fit_request_path(
+        runs, base_profile, report.params, report.host_link_bytes_per_s, report.vllm_version
+    )
     if replayed is not None:
         report = dataclasses.replace(
             report,

@@ -108,11 +108,13 @@ class _Search:
         models: list[_ProbedModel],
         base: HardwareProfile,
         host_link_bytes_per_s: float | None,
+        vllm_version: str | None,
         workdir: Path,
     ) -> None:
         self.models = models
         self.base = base
         self.host_link_bytes_per_s = host_link_bytes_per_s
+        self.vllm_version = vllm_version  # the written profile's: its engines follow that version
         self.workdir = workdir
         self.candidates = 0
 
@@ -120,7 +122,12 @@ class _Search:
         """A candidate's profile file (a fresh name each: profiles are read when a stack is built)."""
         self.candidates += 1
         entry = profile_entry(
-            params, self.host_link_bytes_per_s, None, self.base, f"replay-{self.candidates}", ""
+            params,
+            self.host_link_bytes_per_s,
+            self.vllm_version,
+            self.base,
+            f"replay-{self.candidates}",
+            "",
         )
         return write_profile(entry, self.workdir / f"candidate-{self.candidates}.yaml")
 
@@ -216,6 +223,7 @@ def fit_request_path(
     base: HardwareProfile,
     params: CostParams,
     host_link_bytes_per_s: float | None = None,
+    vllm_version: str | None = None,
 ) -> RequestPathFit | None:
     """The request-path terms by replay (module doc); None when no probe without a connector has
     lone prefill points."""
@@ -224,7 +232,7 @@ def fit_request_path(
         return None
     params = dataclasses.replace(params, frontend_lag_s_per_output_tok_s=0.0)
     with tempfile.TemporaryDirectory(prefix="kvbench-calibrate-") as work:
-        search = _Search(models, base, host_link_bytes_per_s, Path(work))
+        search = _Search(models, base, host_link_bytes_per_s, vllm_version, Path(work))
         best = _Best(search, params)
         if not any(m.throughput for m in models):
             return RequestPathFit(best.params, best.errors, search.candidates)
