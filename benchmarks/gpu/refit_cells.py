@@ -18,6 +18,7 @@ H100 runs (their own names; no fit or validation sets are defined there).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -28,7 +29,9 @@ from pathlib import Path
 
 import yaml
 
+from kvbench.calibrate.profile import profile_entry, write_profile
 from kvbench.compare import compare_cells, read_side, side_name, write_tables
+from kvbench.emulator.engine.build import cost_params_for
 from kvbench.spec.catalogs import get_hardware
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,19 +134,11 @@ def profile_with(profile: str, params: dict[str, float | bool], work: Path) -> s
     if not params:
         return profile
     base = get_hardware(profile)
-    entry = {
-        "name": f"{base.name}-candidate",
-        "bf16_flops_per_s": base.bf16_flops_per_s,
-        "hbm_gib": base.hbm_gib,
-        "hbm_bytes_per_s": base.hbm_bytes_per_s,
-        "host_link_bytes_per_s": base.host_link_bytes_per_s,
-        "tp_link_bytes_per_s": base.tp_link_bytes_per_s,
-        "vllm_version": base.vllm_version,
-        "cost_model": base.cost_overrides | params,
-    }
-    path = work / "candidate-profile.yaml"
-    path.write_text(yaml.safe_dump(entry, sort_keys=False))
-    return str(path)
+    factors = dataclasses.replace(cost_params_for(base), **params)
+    entry = profile_entry(
+        factors, base.host_link_bytes_per_s, base.vllm_version, base, f"{base.name}-candidate", ""
+    )
+    return str(write_profile(entry, work / "candidate-profile.yaml"))
 
 
 def score_run(

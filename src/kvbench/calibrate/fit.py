@@ -441,7 +441,7 @@ def throughput_points(run: ProbeRun, phase: str = "throughput") -> list[Throughp
 def _lone_prefill_s(
     params: CostParams, hardware: HardwareProfile, model: str, prompt: int
 ) -> float:
-    return CostModel(get_model(model), hardware, 1, params).step_duration_s(_prefill_work(prompt))
+    return _lone_prefill_cost(params, hardware, model, prompt).duration_s
 
 
 def _lone_prefill_cost(

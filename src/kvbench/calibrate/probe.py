@@ -23,6 +23,7 @@ point fails.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Callable
@@ -276,7 +277,7 @@ class Probe:
         prefixes = [self._prompts.fresh(prefix_tokens) for _ in range(count)]
         for prefix in prefixes:  # cached before the loop (its counters do not see these)
             await self._send(prefix, 1, time.perf_counter())
-        turn = iter(range(1 << 62))
+        turn = itertools.count()
         params = {
             "prompt_tokens": prefix_tokens + new_tokens,
             "cached_prefix_tokens": prefix_tokens,
